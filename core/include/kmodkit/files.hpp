@@ -1,0 +1,95 @@
+#pragma once
+// Files: errno translated once, fsync and atomic rename, staging directories, and the volume
+// lock (flock with a bounded wait that logs while it waits).
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+#include "kmodkit/result.hpp"
+
+namespace kmodkit::files {
+
+namespace fs = std::filesystem;
+
+// Turns an errno value into an Error "what: strerror". ENOSPC, EDQUOT and EROFS become
+// cant_create (73), EACCES/EPERM no_perm (77); anything else gets `fallback`.
+Error errno_error(std::string_view what, int err, ExitCode fallback = ExitCode::cant_create);
+
+// An owned file descriptor, closed on destruction.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd&& other) noexcept : fd_(other.release()) {}
+  Fd& operator=(Fd&& other) noexcept;
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd();
+  int get() const { return fd_; }
+  int release() { int fd = fd_; fd_ = -1; return fd; }
+  explicit operator bool() const { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
+};
+
+// Opens a path; the error names the path.
+Result<Fd> open_file(const fs::path& path, int flags, mode_t mode = 0644);
+
+// fsync() of a file or directory by path.
+Result<void> fsync_path(const fs::path& path);
+// syncfs() of the file system holding `path`: one call that makes a whole staged tree durable,
+// much cheaper than an fsync per file.
+Result<void> sync_filesystem(const fs::path& path);
+// rename() then fsync() of the destination's directory.
+Result<void> rename_durable(const fs::path& from, const fs::path& to);
+// Writes `content` to a temporary file beside `path`, fsyncs it and renames it into place.
+Result<void> write_file_atomic(const fs::path& path, std::string_view content, mode_t mode = 0644);
+// Reads a whole (small) file; input missing (66) when it does not exist.
+Result<std::string> read_file(const fs::path& path, size_t max_bytes = 64 << 20);
+// Creates a directory and its parents; the error names the path.
+Result<void> make_dirs(const fs::path& path);
+// Removes a tree; a missing tree is fine.
+Result<void> remove_tree(const fs::path& path);
+// Creates or replaces a symlink atomically (symlink to a temporary name, then rename).
+Result<void> replace_symlink(const fs::path& target, const fs::path& link);
+
+// A fresh directory under `parent` named "<prefix>.<pid>.<random>", removed with its contents
+// on destruction unless keep() was called.
+class StagingDir {
+ public:
+  static Result<StagingDir> create(const fs::path& parent, std::string_view prefix);
+  StagingDir(StagingDir&& other) noexcept : path_(std::move(other.path_)) { other.path_.clear(); }
+  StagingDir& operator=(StagingDir&&) = delete;
+  StagingDir(const StagingDir&) = delete;
+  ~StagingDir();
+  const fs::path& path() const { return path_; }
+  void keep() { path_.clear(); }
+
+ private:
+  explicit StagingDir(fs::path p) : path_(std::move(p)) {}
+  fs::path path_;
+};
+
+// An exclusive flock() on a lock file, released on destruction (or when the process dies, so a
+// kill -9 never leaves the volume locked).
+class FileLock {
+ public:
+  // Waits at most `timeout` for the lock, logging a line every `log_every` while waiting.
+  // Fails with temp_fail (75) when the wait runs out.
+  static Result<FileLock> acquire(const fs::path& path, std::chrono::milliseconds timeout,
+                                  std::chrono::milliseconds log_every = std::chrono::seconds(5));
+  FileLock(FileLock&&) noexcept = default;
+  FileLock& operator=(FileLock&&) noexcept = default;
+  // How long acquire() waited.
+  std::chrono::milliseconds waited() const { return waited_; }
+
+ private:
+  FileLock(Fd fd, std::chrono::milliseconds waited) : fd_(std::move(fd)), waited_(waited) {}
+  Fd fd_;
+  std::chrono::milliseconds waited_{0};
+};
+
+}  // namespace kmodkit::files

@@ -1,0 +1,43 @@
+#pragma once
+// HTTP(S) downloads on libcurl: TLS verification on, connect and low-speed timeouts, retries
+// with exponential backoff on transient errors, resumption with Range, progress reports.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+
+#include "kmodkit/result.hpp"
+
+namespace kmodkit::http {
+
+struct Options {
+  std::chrono::seconds connect_timeout{15};
+  long low_speed_limit = 1024;                 // bytes per second ...
+  std::chrono::seconds low_speed_time{30};     // ... for this long counts as stalled
+  int retries = 4;                             // attempts after the first one
+  std::chrono::milliseconds backoff{500};      // first pause; doubles, capped at 8 s
+  std::string ca_file;                         // empty: the system's CA bundle
+  std::string what;                            // name in progress lines; default: the URL
+  bool progress = false;                       // report progress for this transfer
+};
+
+// Receives the body in order. Returning an error aborts the transfer without retrying.
+using Sink = std::function<Result<void>(std::span<const char> bytes)>;
+
+// GETs `url` (http, https or file) and hands every byte of the body to `sink` exactly once,
+// in order, across retries: a retry asks for the rest with Range, or skips what was already
+// delivered when the server ignores Range. Returns the number of bytes delivered.
+// Errors: input missing (66) for 404/410; service unavailable (69) when retries run out or the
+// server refuses; the sink's own error as it returned it.
+Result<uint64_t> get(const std::string& url, const Sink& sink, const Options& options = {});
+
+// GETs a small document into memory; data error (65) when it exceeds `max_bytes`.
+Result<std::string> get_string(const std::string& url, const Options& options = {},
+                               size_t max_bytes = 256 << 20);
+
+// Removes user:password@ from a URL for logs and messages.
+std::string redact(const std::string& url);
+
+}  // namespace kmodkit::http

@@ -1,0 +1,438 @@
+#include "kmodkit/archive.hpp"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "kmodkit/files.hpp"
+#include "kmodkit/log.hpp"
+
+namespace kmodkit::archive {
+namespace {
+
+struct ReadDeleter {
+  void operator()(struct archive* a) const { archive_read_free(a); }
+};
+struct WriteDeleter {
+  void operator()(struct archive* a) const { archive_write_free(a); }
+};
+using ReadPtr = std::unique_ptr<struct archive, ReadDeleter>;
+using WritePtr = std::unique_ptr<struct archive, WriteDeleter>;
+
+std::string archive_message(struct archive* a) {
+  const char* s = archive_error_string(a);
+  return s != nullptr ? s : "unknown libarchive error";
+}
+
+// archive_write_disk_new() reads the umask by setting it; serialise that across threads.
+std::mutex g_writer_mutex;
+
+std::vector<std::string_view> split_path(std::string_view path) {
+  std::vector<std::string_view> parts;
+  size_t start = 0;
+  while (start <= path.size()) {
+    size_t end = path.find('/', start);
+    if (end == std::string_view::npos) end = path.size();
+    if (end > start) parts.push_back(path.substr(start, end - start));
+    start = end + 1;
+  }
+  return parts;
+}
+
+std::string join(const std::vector<std::string_view>& parts, size_t from = 0) {
+  std::string out;
+  for (size_t i = from; i < parts.size(); ++i) {
+    if (!out.empty()) out += '/';
+    out += parts[i];
+  }
+  return out;
+}
+
+std::string parent_of(std::string_view path) {
+  auto slash = path.rfind('/');
+  return slash == std::string_view::npos ? std::string() : std::string(path.substr(0, slash));
+}
+
+// Entry paths: relative, no "..", normalised. The error says what is wrong with it.
+Result<std::string> checked_entry_path(std::string_view raw) {
+  if (!raw.empty() && raw.front() == '/') {
+    return fail(ExitCode::data_err, "entry '" + std::string(raw) + "' has an absolute path");
+  }
+  for (auto part : split_path(raw)) {
+    if (part == "..") {
+      return fail(ExitCode::data_err, "entry '" + std::string(raw) + "' contains '..'");
+    }
+  }
+  auto norm = normalize_relative(raw);
+  if (!norm) return fail(ExitCode::data_err, "entry '" + std::string(raw) + "' has an invalid path");
+  return *norm;
+}
+
+// Where a symlink at `link_path` with text `target` points, relative to the root; an error when
+// it leads above the root.
+Result<std::string> resolve_link(std::string_view link_path, std::string_view target) {
+  std::vector<std::string> stack;
+  if (target.empty() || target.front() != '/') {
+    for (auto p : split_path(parent_of(link_path))) stack.emplace_back(p);
+  }
+  for (auto part : split_path(target)) {
+    if (part == ".") continue;
+    if (part == "..") {
+      if (stack.empty()) {
+        return fail(ExitCode::data_err, "entry '" + std::string(link_path) + "' is a symlink to '" +
+                                            std::string(target) + "', which leads outside the tree");
+      }
+      stack.pop_back();
+      continue;
+    }
+    stack.emplace_back(part);
+  }
+  std::string out;
+  for (const auto& s : stack) {
+    if (!out.empty()) out += '/';
+    out += s;
+  }
+  return out;
+}
+
+Error libarchive_write_error(struct archive* out, std::string_view where) {
+  int err = archive_errno(out);
+  std::string msg = std::string(where) + ": " + archive_message(out);
+  if (err == ENOSPC || err == EDQUOT || err == EROFS || err == EIO || err == EMFILE || err == ENFILE) {
+    return Error{ExitCode::cant_create, msg};
+  }
+  if (err == EACCES || err == EPERM) return Error{ExitCode::no_perm, msg};
+  // Everything else libarchive refuses while writing is about the entry itself (a symlink in
+  // the way, a bad hard-link target): the input is at fault.
+  return Error{ExitCode::data_err, msg};
+}
+
+// Writes entries under the root, applying the policy.
+class DiskWriter {
+ public:
+  static Result<DiskWriter> create(const Policy& policy) {
+    std::error_code ec;
+    fs::path root = fs::canonical(policy.root, ec);
+    if (ec) return fail(files::errno_error("destination " + policy.root.string(), ec.value()));
+    WritePtr out;
+    {
+      std::lock_guard lock(g_writer_mutex);
+      out.reset(archive_write_disk_new());
+    }
+    if (!out) return fail(ExitCode::software, "libarchive: cannot create a disk writer");
+    archive_write_disk_set_options(out.get(), ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM |
+                                                  ARCHIVE_EXTRACT_SECURE_SYMLINKS |
+                                                  ARCHIVE_EXTRACT_SECURE_NODOTDOT);
+    return DiskWriter(policy, std::move(root), std::move(out));
+  }
+
+  // Writes one entry read from `in` (header already read), copying its data.
+  Result<void> write(struct archive* in, struct archive_entry* entry, std::string_view raw_path,
+                     std::string_view source) {
+    const auto type = archive_entry_filetype(entry);
+    const char* hardlink = archive_entry_hardlink(entry);
+    auto where = [&](std::string_view p) { return std::string(source) + ": " + std::string(p); };
+
+    auto orig = KK_TRY_CTX(checked_entry_path(raw_path), source);
+    if (orig.empty()) return {};  // the archive's "./" itself
+    if (hardlink == nullptr && type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK) {
+      ++stats_.skipped;
+      log::get("archive")->warn("{}: skipping '{}': device nodes, FIFOs and sockets are not extracted",
+                                source, orig);
+      return {};
+    }
+    const std::string final_path = relocate(orig);
+    if (policy_.include && !policy_.include(final_path)) {
+      ++stats_.skipped;
+      return {};
+    }
+    archive_entry_copy_pathname(entry, (root_ / final_path).c_str());
+
+    if (hardlink != nullptr) {
+      auto link_orig = KK_TRY_CTX(checked_entry_path(hardlink), where(orig));
+      const std::string link_final = relocate(link_orig);
+      if (policy_.include && !policy_.include(link_final)) {
+        ++stats_.skipped;
+        return {};
+      }
+      archive_entry_copy_hardlink(entry, (root_ / link_final).c_str());
+    } else if (type == AE_IFLNK) {
+      const char* text = archive_entry_symlink(entry);
+      auto resolved = KK_TRY_CTX(resolve_link(orig, text != nullptr ? text : ""), source);
+      archive_entry_copy_symlink(entry, relative_link(final_path, relocate(resolved)).c_str());
+    }
+    if (type == AE_IFREG) {
+      archive_entry_set_perm(entry, archive_entry_perm(entry) & ~static_cast<mode_t>(S_ISUID | S_ISGID));
+    }
+
+    if (archive_write_header(out_.get(), entry) < ARCHIVE_WARN) {
+      return fail(libarchive_write_error(out_.get(), where(orig)));
+    }
+    if (type == AE_IFREG && archive_entry_size(entry) > 0) {
+      const void* buf = nullptr;
+      size_t size = 0;
+      la_int64_t offset = 0;
+      for (;;) {
+        int r = archive_read_data_block(in, &buf, &size, &offset);
+        if (r == ARCHIVE_EOF) break;
+        if (r < ARCHIVE_WARN) {
+          return fail(ExitCode::data_err, where(orig) + ": " + archive_message(in));
+        }
+        if (archive_write_data_block(out_.get(), buf, size, offset) < ARCHIVE_WARN) {
+          return fail(libarchive_write_error(out_.get(), where(orig)));
+        }
+        stats_.bytes += size;
+      }
+    }
+    if (archive_write_finish_entry(out_.get()) < ARCHIVE_WARN) {
+      return fail(libarchive_write_error(out_.get(), where(orig)));
+    }
+    switch (type) {
+      case AE_IFDIR: ++stats_.dirs; break;
+      case AE_IFLNK: ++stats_.symlinks; break;
+      default: ++stats_.files; break;
+    }
+    return {};
+  }
+
+  // Applies deferred directory modes and times.
+  Result<void> close(std::string_view source) {
+    if (archive_write_close(out_.get()) != ARCHIVE_OK) {
+      return fail(libarchive_write_error(out_.get(), source));
+    }
+    return {};
+  }
+
+  const Stats& stats() const { return stats_; }
+
+ private:
+  DiskWriter(const Policy& policy, fs::path root, WritePtr out)
+      : policy_(policy), root_(std::move(root)), out_(std::move(out)) {}
+  std::string relocate(const std::string& p) const {
+    return policy_.relocate ? policy_.relocate(p) : p;
+  }
+
+  const Policy& policy_;
+  fs::path root_;
+  WritePtr out_;
+  Stats stats_;
+};
+
+// Reads from an fd and hashes every byte it hands to libarchive.
+struct FdSource {
+  int fd;
+  digest::Sha256* hash;
+  std::vector<char> buf = std::vector<char>(1 << 20);
+  int error = 0;
+};
+
+la_ssize_t fd_read(struct archive* a, void* user, const void** out) {
+  auto* src = static_cast<FdSource*>(user);
+  for (;;) {
+    ssize_t n = ::read(src->fd, src->buf.data(), src->buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      src->error = errno;
+      archive_set_error(a, errno, "read error: %s", std::strerror(errno));
+      return -1;
+    }
+    if (src->hash != nullptr) src->hash->update(src->buf.data(), static_cast<size_t>(n));
+    *out = src->buf.data();
+    return n;
+  }
+}
+
+// Reads an ar member (a .deb's data.tar.*) as the input of an inner archive.
+struct MemberSource {
+  struct archive* outer;
+  std::vector<char> buf = std::vector<char>(256 << 10);
+};
+
+la_ssize_t member_read(struct archive* a, void* user, const void** out) {
+  auto* src = static_cast<MemberSource*>(user);
+  la_ssize_t n = archive_read_data(src->outer, src->buf.data(), src->buf.size());
+  if (n < 0) {
+    archive_set_error(a, archive_errno(src->outer), "%s", archive_message(src->outer).c_str());
+    return -1;
+  }
+  *out = src->buf.data();
+  return n;
+}
+
+ReadPtr new_reader() {
+  ReadPtr a(archive_read_new());
+  archive_read_support_filter_all(a.get());
+  archive_read_support_format_tar(a.get());
+  archive_read_support_format_gnutar(a.get());
+  archive_read_support_format_cpio(a.get());
+  archive_read_support_format_ar(a.get());
+  return a;
+}
+
+// Extracts every entry of an opened reader whose first header is `first`.
+Result<void> extract_entries(struct archive* in, struct archive_entry* first, DiskWriter& writer,
+                             std::string_view name) {
+  struct archive_entry* entry = first;
+  for (;;) {
+    const char* path = archive_entry_pathname(entry);
+    KK_TRY(writer.write(in, entry, path != nullptr ? path : "", name));
+    int r = archive_read_next_header(in, &entry);
+    if (r == ARCHIVE_EOF) return {};
+    if (r < ARCHIVE_WARN) {
+      return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(in));
+    }
+  }
+}
+
+// The outer reader is an ar archive: find data.tar.* and extract it.
+Result<void> extract_deb(struct archive* outer, struct archive_entry* first, DiskWriter& writer,
+                         std::string_view name) {
+  struct archive_entry* member = first;
+  for (;;) {
+    std::string_view member_name = archive_entry_pathname(member) ? archive_entry_pathname(member) : "";
+    if (member_name.starts_with("data.tar")) {
+      const std::string inner_name = std::string(name) + "/" + std::string(member_name);
+      MemberSource src{outer};
+      ReadPtr inner(archive_read_new());
+      archive_read_support_filter_all(inner.get());
+      archive_read_support_format_tar(inner.get());
+      archive_read_support_format_gnutar(inner.get());
+      if (archive_read_open(inner.get(), &src, nullptr, member_read, nullptr) != ARCHIVE_OK) {
+        return fail(ExitCode::data_err, inner_name + ": " + archive_message(inner.get()));
+      }
+      struct archive_entry* entry = nullptr;
+      int r = archive_read_next_header(inner.get(), &entry);
+      if (r == ARCHIVE_EOF) return {};
+      if (r < ARCHIVE_WARN) return fail(ExitCode::data_err, inner_name + ": " + archive_message(inner.get()));
+      return extract_entries(inner.get(), entry, writer, inner_name);
+    }
+    int r = archive_read_next_header(outer, &member);
+    if (r == ARCHIVE_EOF) break;
+    if (r < ARCHIVE_WARN) return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(outer));
+  }
+  return fail(ExitCode::data_err, std::string(name) + ": not a Debian package: no data.tar member");
+}
+
+}  // namespace
+
+Stats& Stats::operator+=(const Stats& o) {
+  files += o.files;
+  dirs += o.dirs;
+  symlinks += o.symlinks;
+  skipped += o.skipped;
+  bytes += o.bytes;
+  return *this;
+}
+
+std::optional<std::string> normalize_relative(std::string_view path) {
+  if (!path.empty() && path.front() == '/') return std::nullopt;
+  std::vector<std::string_view> stack;
+  for (auto part : split_path(path)) {
+    if (part == ".") continue;
+    if (part == "..") {
+      if (stack.empty()) return std::nullopt;
+      stack.pop_back();
+      continue;
+    }
+    stack.push_back(part);
+  }
+  return join(stack);
+}
+
+std::string relative_link(std::string_view link_path, std::string_view target) {
+  auto from = split_path(parent_of(link_path));
+  auto to = split_path(target);
+  size_t common = 0;
+  while (common < from.size() && common < to.size() && from[common] == to[common]) ++common;
+  std::string out;
+  for (size_t i = common; i < from.size(); ++i) out += out.empty() ? ".." : "/..";
+  for (size_t i = common; i < to.size(); ++i) {
+    if (!out.empty()) out += '/';
+    out += to[i];
+  }
+  return out.empty() ? "." : out;
+}
+
+Result<Stats> extract_fd(int fd, std::string_view name, const Policy& policy, digest::Sha256* hash) {
+  auto writer = KK_TRY(DiskWriter::create(policy));
+  FdSource src{fd, hash};
+  ReadPtr in = new_reader();
+  if (archive_read_open(in.get(), &src, nullptr, fd_read, nullptr) != ARCHIVE_OK) {
+    return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(in.get()));
+  }
+  struct archive_entry* entry = nullptr;
+  int r = archive_read_next_header(in.get(), &entry);
+  if (r < ARCHIVE_WARN) {
+    return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(in.get()));
+  }
+  if (r != ARCHIVE_EOF) {
+    if ((archive_format(in.get()) & ARCHIVE_FORMAT_BASE_MASK) == ARCHIVE_FORMAT_AR) {
+      KK_TRY(extract_deb(in.get(), entry, writer, name));
+    } else {
+      KK_TRY(extract_entries(in.get(), entry, writer, name));
+    }
+  }
+  KK_TRY(writer.close(name));
+  // The digest covers the whole input, including what follows the last member.
+  for (;;) {
+    ssize_t n = ::read(fd, src.buf.data(), src.buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail(files::errno_error("read " + std::string(name), errno, ExitCode::data_err));
+    if (n == 0) break;
+    if (hash != nullptr) hash->update(src.buf.data(), static_cast<size_t>(n));
+  }
+  return writer.stats();
+}
+
+Result<Stats> copy_tree(const fs::path& source, const std::string& dest, const Policy& policy) {
+  auto writer = KK_TRY(DiskWriter::create(policy));
+  ReadPtr in(archive_read_disk_new());
+  archive_read_disk_set_symlink_physical(in.get());
+  const std::string src = source.string();
+  if (archive_read_disk_open(in.get(), src.c_str()) != ARCHIVE_OK) {
+    return fail(ExitCode::no_input, src + ": " + archive_message(in.get()));
+  }
+  struct archive_entry_linkresolver* resolver = archive_entry_linkresolver_new();
+  archive_entry_linkresolver_set_strategy(resolver, ARCHIVE_FORMAT_TAR_PAX_RESTRICTED);
+  struct ResolverFree {
+    struct archive_entry_linkresolver* r;
+    ~ResolverFree() { archive_entry_linkresolver_free(r); }
+  } resolver_guard{resolver};
+
+  for (;;) {
+    std::unique_ptr<struct archive_entry, void (*)(struct archive_entry*)> entry_guard(
+        archive_entry_new(), archive_entry_free);
+    struct archive_entry* entry = entry_guard.get();
+    int r = archive_read_next_header2(in.get(), entry);
+    if (r == ARCHIVE_EOF) break;
+    if (r < ARCHIVE_WARN) return fail(ExitCode::no_input, src + ": " + archive_message(in.get()));
+    archive_read_disk_descend(in.get());
+    std::string_view path = archive_entry_pathname(entry);
+    std::string_view rel = path.substr(std::min(path.size(), src.size()));
+    while (!rel.empty() && rel.front() == '/') rel.remove_prefix(1);
+    std::string dest_path = rel.empty() ? dest : dest + "/" + std::string(rel);
+    // The tar strategy marks the second and later names of a file as hard links to the first,
+    // named by source path; rename those targets the same way.
+    struct archive_entry* spare = nullptr;
+    archive_entry_linkify(resolver, &entry, &spare);
+    if (const char* hl = archive_entry_hardlink(entry)) {
+      std::string_view hlv = hl;
+      std::string_view hrel = hlv.substr(std::min(hlv.size(), src.size()));
+      while (!hrel.empty() && hrel.front() == '/') hrel.remove_prefix(1);
+      archive_entry_copy_hardlink(entry, (dest + "/" + std::string(hrel)).c_str());
+    }
+    KK_TRY(writer.write(in.get(), entry, dest_path, src));
+    if (spare != nullptr) archive_entry_free(spare);
+  }
+  KK_TRY(writer.close(src));
+  return writer.stats();
+}
+
+}  // namespace kmodkit::archive

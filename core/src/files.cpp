@@ -1,0 +1,203 @@
+#include "kmodkit/files.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <random>
+#include <thread>
+
+#include "kmodkit/log.hpp"
+
+namespace kmodkit::files {
+
+Error errno_error(std::string_view what, int err, ExitCode fallback) {
+  ExitCode code = fallback;
+  switch (err) {
+    case ENOSPC:
+    case EDQUOT:
+    case EROFS: code = ExitCode::cant_create; break;
+    case EACCES:
+    case EPERM: code = ExitCode::no_perm; break;
+    default: break;
+  }
+  return Error{code, std::string(what) + ": " + std::strerror(err)};
+}
+
+Fd& Fd::operator=(Fd&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = other.release();
+  }
+  return *this;
+}
+
+Fd::~Fd() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Result<Fd> open_file(const fs::path& path, int flags, mode_t mode) {
+  int fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
+  if (fd < 0) {
+    int err = errno;
+    if (err == ENOENT) return fail(ExitCode::no_input, path.string() + ": " + std::strerror(err));
+    return fail(errno_error(path.string(), err));
+  }
+  return Fd(fd);
+}
+
+Result<void> fsync_path(const fs::path& path) {
+  auto fd = KK_TRY(open_file(path, O_RDONLY | O_NOFOLLOW));
+  if (::fsync(fd.get()) != 0) return fail(errno_error("fsync " + path.string(), errno));
+  return {};
+}
+
+Result<void> sync_filesystem(const fs::path& path) {
+  auto fd = KK_TRY(open_file(path, O_RDONLY | O_DIRECTORY));
+  if (::syncfs(fd.get()) != 0) return fail(errno_error("syncfs " + path.string(), errno));
+  return {};
+}
+
+Result<void> rename_durable(const fs::path& from, const fs::path& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0) {
+    return fail(errno_error("rename " + from.string() + " to " + to.string(), errno));
+  }
+  return fsync_path(to.parent_path().empty() ? fs::path(".") : to.parent_path());
+}
+
+Result<void> write_file_atomic(const fs::path& path, std::string_view content, mode_t mode) {
+  fs::path tmp = path;
+  tmp += ".tmp." + std::to_string(::getpid());
+  {
+    auto fd = KK_TRY(open_file(tmp, O_WRONLY | O_CREAT | O_TRUNC, mode));
+    const char* p = content.data();
+    size_t left = content.size();
+    while (left > 0) {
+      ssize_t n = ::write(fd.get(), p, left);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        int err = errno;
+        ::unlink(tmp.c_str());
+        return fail(errno_error("write " + tmp.string(), err));
+      }
+      p += n;
+      left -= static_cast<size_t>(n);
+    }
+    if (::fsync(fd.get()) != 0) {
+      int err = errno;
+      ::unlink(tmp.c_str());
+      return fail(errno_error("fsync " + tmp.string(), err));
+    }
+  }
+  auto renamed = rename_durable(tmp, path);
+  if (!renamed) ::unlink(tmp.c_str());
+  return renamed;
+}
+
+Result<std::string> read_file(const fs::path& path, size_t max_bytes) {
+  auto fd = KK_TRY(open_file(path, O_RDONLY));
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return fail(errno_error("read " + path.string(), errno, ExitCode::no_input));
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+    if (out.size() > max_bytes) {
+      return fail(ExitCode::data_err, path.string() + ": larger than " +
+                                          std::to_string(max_bytes) + " bytes");
+    }
+  }
+  return out;
+}
+
+Result<void> make_dirs(const fs::path& path) {
+  std::error_code ec;
+  fs::create_directories(path, ec);
+  if (ec) return fail(errno_error("create directory " + path.string(), ec.value()));
+  return {};
+}
+
+Result<void> remove_tree(const fs::path& path) {
+  std::error_code ec;
+  fs::remove_all(path, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory) {
+    return fail(errno_error("remove " + path.string(), ec.value()));
+  }
+  return {};
+}
+
+Result<void> replace_symlink(const fs::path& target, const fs::path& link) {
+  fs::path tmp = link;
+  tmp += ".tmp." + std::to_string(::getpid());
+  ::unlink(tmp.c_str());
+  if (::symlink(target.c_str(), tmp.c_str()) != 0) {
+    return fail(errno_error("symlink " + tmp.string(), errno));
+  }
+  if (::rename(tmp.c_str(), link.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    return fail(errno_error("rename " + tmp.string() + " to " + link.string(), err));
+  }
+  return {};
+}
+
+Result<StagingDir> StagingDir::create(const fs::path& parent, std::string_view prefix) {
+  KK_TRY(make_dirs(parent));
+  std::random_device rd;
+  for (int attempt = 0; attempt < 16; ++attempt) {
+    char suffix[32];
+    std::snprintf(suffix, sizeof suffix, ".%d.%08x", ::getpid(), rd());
+    fs::path p = parent / (std::string(prefix) + suffix);
+    if (::mkdir(p.c_str(), 0755) == 0) return StagingDir(p);
+    if (errno != EEXIST) return fail(errno_error("create staging directory " + p.string(), errno));
+  }
+  return fail(ExitCode::cant_create, "could not create a unique staging directory in " + parent.string());
+}
+
+StagingDir::~StagingDir() {
+  if (!path_.empty()) {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+}
+
+Result<FileLock> FileLock::acquire(const fs::path& path, std::chrono::milliseconds timeout,
+                                   std::chrono::milliseconds log_every) {
+  using clock = std::chrono::steady_clock;
+  auto fd = KK_TRY(open_file(path, O_RDWR | O_CREAT, 0644));
+  const auto start = clock::now();
+  auto next_log = start + log_every;
+  auto pause = std::chrono::milliseconds(20);
+  for (;;) {
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) == 0) {
+      auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - start);
+      return FileLock(std::move(fd), waited);
+    }
+    if (errno != EWOULDBLOCK && errno != EINTR) {
+      return fail(errno_error("lock " + path.string(), errno, ExitCode::temp_fail));
+    }
+    const auto now = clock::now();
+    const auto waited = std::chrono::duration_cast<std::chrono::seconds>(now - start);
+    if (now - start >= timeout) {
+      return fail(ExitCode::temp_fail,
+                  "gave up waiting for the lock " + path.string() + " after " +
+                      std::to_string(waited.count()) + " s: another process is still working on the volume");
+    }
+    if (now >= next_log) {
+      log::get("lock")->info("waiting for {} held by another process ({} s so far)", path.string(),
+                             waited.count());
+      next_log = now + log_every;
+    }
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::milliseconds(250));
+  }
+}
+
+}  // namespace kmodkit::files
