@@ -9,6 +9,9 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <set>
+#include <algorithm>
+#include <fcntl.h>
 #include <vector>
 
 #include "kmodkit/files.hpp"
@@ -80,7 +83,8 @@ Result<std::string> checked_entry_path(std::string_view raw) {
 Result<std::string> resolve_link(std::string_view link_path, std::string_view target) {
   std::vector<std::string> stack;
   if (target.empty() || target.front() != '/') {
-    for (auto p : split_path(parent_of(link_path))) stack.emplace_back(p);
+    const std::string parent = parent_of(link_path);
+    for (auto p : split_path(parent)) stack.emplace_back(p);
   }
   for (auto part : split_path(target)) {
     if (part == ".") continue;
@@ -114,23 +118,38 @@ Error libarchive_write_error(struct archive* out, std::string_view where) {
   return Error{ExitCode::data_err, msg};
 }
 
-// Writes entries under the root, applying the policy.
+}  // namespace
+
+struct DeferredLink {
+  std::string path;    // relative to the root
+  std::string target;  // link text
+  struct timespec mtime;
+};
+
+struct Extraction::State {
+  Policy policy;
+  fs::path root;  // canonical
+  std::mutex mutex;
+  std::vector<DeferredLink> links;
+};
+
+namespace {
+
+// Writes entries under the root, applying the policy; symlinks are handed to the state.
 class DiskWriter {
  public:
-  static Result<DiskWriter> create(const Policy& policy) {
-    std::error_code ec;
-    fs::path root = fs::canonical(policy.root, ec);
-    if (ec) return fail(files::errno_error("destination " + policy.root.string(), ec.value()));
+  static Result<DiskWriter> create(Extraction::State& state) {
     WritePtr out;
     {
       std::lock_guard lock(g_writer_mutex);
       out.reset(archive_write_disk_new());
     }
     if (!out) return fail(ExitCode::software, "libarchive: cannot create a disk writer");
+    // No ARCHIVE_EXTRACT_SECURE_SYMLINKS: the tree has no symlinks until finish() (and that
+    // check costs an open() per path component of every entry).
     archive_write_disk_set_options(out.get(), ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM |
-                                                  ARCHIVE_EXTRACT_SECURE_SYMLINKS |
                                                   ARCHIVE_EXTRACT_SECURE_NODOTDOT);
-    return DiskWriter(policy, std::move(root), std::move(out));
+    return DiskWriter(state, std::move(out));
   }
 
   // Writes one entry read from `in` (header already read), copying its data.
@@ -149,6 +168,8 @@ class DiskWriter {
       return {};
     }
     const std::string final_path = relocate(orig);
+    const auto& policy_ = state_.policy;
+    const auto& root_ = state_.root;
     if (policy_.include && !policy_.include(final_path)) {
       ++stats_.skipped;
       return {};
@@ -166,7 +187,12 @@ class DiskWriter {
     } else if (type == AE_IFLNK) {
       const char* text = archive_entry_symlink(entry);
       auto resolved = KK_TRY_CTX(resolve_link(orig, text != nullptr ? text : ""), source);
-      archive_entry_copy_symlink(entry, relative_link(final_path, relocate(resolved)).c_str());
+      DeferredLink link{final_path, relative_link(final_path, relocate(resolved)),
+                        {archive_entry_mtime(entry), archive_entry_mtime_nsec(entry)}};
+      std::lock_guard lock(state_.mutex);
+      state_.links.push_back(std::move(link));
+      ++stats_.symlinks;
+      return {};
     }
     if (type == AE_IFREG) {
       archive_entry_set_perm(entry, archive_entry_perm(entry) & ~static_cast<mode_t>(S_ISUID | S_ISGID));
@@ -196,7 +222,6 @@ class DiskWriter {
     }
     switch (type) {
       case AE_IFDIR: ++stats_.dirs; break;
-      case AE_IFLNK: ++stats_.symlinks; break;
       default: ++stats_.files; break;
     }
     return {};
@@ -213,14 +238,12 @@ class DiskWriter {
   const Stats& stats() const { return stats_; }
 
  private:
-  DiskWriter(const Policy& policy, fs::path root, WritePtr out)
-      : policy_(policy), root_(std::move(root)), out_(std::move(out)) {}
+  DiskWriter(Extraction::State& state, WritePtr out) : state_(state), out_(std::move(out)) {}
   std::string relocate(const std::string& p) const {
-    return policy_.relocate ? policy_.relocate(p) : p;
+    return state_.policy.relocate ? state_.policy.relocate(p) : p;
   }
 
-  const Policy& policy_;
-  fs::path root_;
+  Extraction::State& state_;
   WritePtr out_;
   Stats stats_;
 };
@@ -347,7 +370,8 @@ std::optional<std::string> normalize_relative(std::string_view path) {
 }
 
 std::string relative_link(std::string_view link_path, std::string_view target) {
-  auto from = split_path(parent_of(link_path));
+  const std::string parent = parent_of(link_path);
+  auto from = split_path(parent);
   auto to = split_path(target);
   size_t common = 0;
   while (common < from.size() && common < to.size() && from[common] == to[common]) ++common;
@@ -360,8 +384,66 @@ std::string relative_link(std::string_view link_path, std::string_view target) {
   return out.empty() ? "." : out;
 }
 
+Result<std::unique_ptr<Extraction>> Extraction::create(Policy policy) {
+  auto state = std::make_unique<State>();
+  std::error_code ec;
+  state->root = fs::canonical(policy.root, ec);
+  if (ec) return fail(files::errno_error("destination " + policy.root.string(), ec.value()));
+  state->policy = std::move(policy);
+  return std::unique_ptr<Extraction>(new Extraction(std::move(state)));
+}
+
+Extraction::Extraction(std::unique_ptr<State> state) : state_(std::move(state)) {}
+Extraction::~Extraction() = default;
+
+Result<void> Extraction::finish() {
+  std::lock_guard lock(state_->mutex);
+  auto& links = state_->links;
+  std::sort(links.begin(), links.end(), [](auto& a, auto& b) { return a.path < b.path; });
+  std::set<std::string_view> paths;
+  for (const auto& l : links) paths.insert(l.path);
+  for (const auto& l : links) {
+    // A link below another link would be created through it.
+    for (size_t slash = l.path.find('/'); slash != std::string::npos; slash = l.path.find('/', slash + 1)) {
+      if (paths.contains(std::string_view(l.path).substr(0, slash))) {
+        return fail(ExitCode::data_err, "symlink '" + l.path + "' lies below the symlink '" +
+                                            l.path.substr(0, slash) + "'");
+      }
+    }
+    const fs::path full = state_->root / l.path;
+    struct stat st{};
+    if (::lstat(full.c_str(), &st) == 0) {
+      if (S_ISDIR(st.st_mode)) {
+        return fail(ExitCode::data_err, "'" + l.path + "' is both a symlink and a directory with entries below it");
+      }
+      if (::unlink(full.c_str()) != 0) return fail(files::errno_error("replace " + full.string(), errno));
+    }
+    if (::symlink(l.target.c_str(), full.c_str()) != 0) {
+      return fail(files::errno_error("symlink " + full.string(), errno));
+    }
+    struct timespec times[2] = {l.mtime, l.mtime};
+    ::utimensat(AT_FDCWD, full.c_str(), times, AT_SYMLINK_NOFOLLOW);
+  }
+  links.clear();
+  return {};
+}
+
 Result<Stats> extract_fd(int fd, std::string_view name, const Policy& policy, digest::Sha256* hash) {
-  auto writer = KK_TRY(DiskWriter::create(policy));
+  auto extraction = KK_TRY(Extraction::create(policy));
+  auto stats = KK_TRY(extraction->extract_fd(fd, name, hash));
+  KK_TRY(extraction->finish());
+  return stats;
+}
+
+Result<Stats> copy_tree(const fs::path& source, const std::string& dest, const Policy& policy) {
+  auto extraction = KK_TRY(Extraction::create(policy));
+  auto stats = KK_TRY(extraction->copy_tree(source, dest));
+  KK_TRY(extraction->finish());
+  return stats;
+}
+
+Result<Stats> Extraction::extract_fd(int fd, std::string_view name, digest::Sha256* hash) {
+  auto writer = KK_TRY(DiskWriter::create(*state_));
   FdSource src{fd, hash};
   ReadPtr in = new_reader();
   if (archive_read_open(in.get(), &src, nullptr, fd_read, nullptr) != ARCHIVE_OK) {
@@ -391,8 +473,8 @@ Result<Stats> extract_fd(int fd, std::string_view name, const Policy& policy, di
   return writer.stats();
 }
 
-Result<Stats> copy_tree(const fs::path& source, const std::string& dest, const Policy& policy) {
-  auto writer = KK_TRY(DiskWriter::create(policy));
+Result<Stats> Extraction::copy_tree(const fs::path& source, const std::string& dest) {
+  auto writer = KK_TRY(DiskWriter::create(*state_));
   ReadPtr in(archive_read_disk_new());
   archive_read_disk_set_symlink_physical(in.get());
   const std::string src = source.string();
@@ -433,6 +515,45 @@ Result<Stats> copy_tree(const fs::path& source, const std::string& dest, const P
   }
   KK_TRY(writer.close(src));
   return writer.stats();
+}
+
+}  // namespace kmodkit::archive
+
+namespace kmodkit::archive {
+
+Result<uint64_t> decompress_fd(int fd, std::string_view name, digest::Sha256* hash,
+                               const std::function<Result<void>(std::string_view)>& sink) {
+  FdSource src{fd, hash};
+  ReadPtr in(archive_read_new());
+  archive_read_support_filter_all(in.get());
+  archive_read_support_format_raw(in.get());
+  archive_read_support_format_empty(in.get());
+  if (archive_read_open(in.get(), &src, nullptr, fd_read, nullptr) != ARCHIVE_OK) {
+    return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(in.get()));
+  }
+  uint64_t total = 0;
+  struct archive_entry* entry = nullptr;
+  int r = archive_read_next_header(in.get(), &entry);
+  if (r == ARCHIVE_OK || r == ARCHIVE_WARN) {
+    std::vector<char> buf(256 << 10);
+    for (;;) {
+      la_ssize_t n = archive_read_data(in.get(), buf.data(), buf.size());
+      if (n < 0) return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(in.get()));
+      if (n == 0) break;
+      total += static_cast<uint64_t>(n);
+      KK_TRY(sink(std::string_view(buf.data(), static_cast<size_t>(n))));
+    }
+  } else if (r != ARCHIVE_EOF) {
+    return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(in.get()));
+  }
+  for (;;) {
+    ssize_t n = ::read(fd, src.buf.data(), src.buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail(files::errno_error("read " + std::string(name), errno, ExitCode::data_err));
+    if (n == 0) break;
+    if (hash != nullptr) hash->update(src.buf.data(), static_cast<size_t>(n));
+  }
+  return total;
 }
 
 }  // namespace kmodkit::archive

@@ -1,6 +1,7 @@
 #include "kmodkit/cli.hpp"
 
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -14,11 +15,11 @@
 namespace kmodkit::cli {
 namespace {
 
-std::vector<std::string> split_commas(std::string_view text) {
+std::vector<std::string> split_list(std::string_view text, char sep) {
   std::vector<std::string> out;
   size_t start = 0;
   while (start <= text.size()) {
-    size_t end = text.find(',', start);
+    size_t end = text.find(sep, start);
     if (end == std::string_view::npos) end = text.size();
     std::string_view item = text.substr(start, end - start);
     while (!item.empty() && std::isspace(static_cast<unsigned char>(item.front()))) item.remove_prefix(1);
@@ -96,6 +97,8 @@ Result<double> parse_seconds(std::string_view option, std::string_view text) {
 
 int run_main(const Program& program, int argc, char** argv,
              const std::function<Result<void>()>& body) {
+  // Writes to a closed pipe (a download whose reader stopped) must fail with EPIPE, not kill us.
+  std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{program.summary, program.name};
   app.footer(program.footer);
   app.set_version_flag("--version", std::string(KMODKIT_VERSION));
@@ -108,8 +111,8 @@ int run_main(const Program& program, int argc, char** argv,
 
   std::vector<Option> all = program.options;
   all.push_back({"log-format", Kind::value, "auto", "FORMAT",
-                 "auto (human on a terminal, JSON lines otherwise), human or json", nullptr});
-  all.push_back({"log-level", Kind::value, "info", "LEVEL", "debug, info, warn or error", nullptr});
+                 "auto (human on a terminal, JSON lines otherwise), human or json", nullptr, ','});
+  all.push_back({"log-level", Kind::value, "info", "LEVEL", "debug, info, warn or error", nullptr, ','});
 
   for (const auto& opt : all) {
     const std::string flag = "--" + opt.name;
@@ -150,14 +153,19 @@ int run_main(const Program& program, int argc, char** argv,
     if (app.count("--" + opt.name) > 0) {
       auto& values = given[opt.name];
       if (opt.kind == Kind::value) return std::vector<std::string>{values.back()};
-      return values;
+      std::vector<std::string> items;
+      for (const auto& v : values) {
+        auto parts = split_list(v, opt.env_separator);
+        items.insert(items.end(), parts.begin(), parts.end());
+      }
+      return items;
     }
     if (env_value != nullptr) {
-      if (opt.kind == Kind::list) return split_commas(env_value);
+      if (opt.kind == Kind::list) return split_list(env_value, opt.env_separator);
       return std::vector<std::string>{env_value};
     }
     if (opt.default_value.empty()) return std::vector<std::string>{};
-    if (opt.kind == Kind::list) return split_commas(opt.default_value);
+    if (opt.kind == Kind::list) return split_list(opt.default_value, opt.env_separator);
     return std::vector<std::string>{opt.default_value};
   };
 

@@ -1,13 +1,14 @@
 #pragma once
 // Archive extraction and tree copies on libarchive, with a safety policy for untrusted input:
 // no absolute paths, no "..", no symlink that leads outside the destination, nothing written
-// through a symlink. Absolute symlinks are rewritten to relative ones inside the destination.
+// through a symlink. Symlinks are rewritten to relative ones that stay inside the destination.
 // Reads tar (any compression libarchive knows: gz, xz, zst, bz2), cpio, rpm, and .deb (the ar
 // container, then its data.tar.*).
 
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -38,18 +39,41 @@ struct Stats {
   Stats& operator+=(const Stats& o);
 };
 
-enum class Kind { tar, deb, rpm, cpio };
+// One extraction into policy.root, from any number of archives and trees, possibly on several
+// threads at once. Symlinks are created only by finish(), after every file is written (as GNU
+// tar's delayed links): while archives are extracted the tree has no symlink that a later entry
+// could be written through, without a check of every path component per entry.
+class Extraction {
+ public:
+  // The root must exist; it is made canonical, so no component of it is a symlink.
+  static Result<std::unique_ptr<Extraction>> create(Policy policy);
+  ~Extraction();
 
-// Extracts the archive read from `fd` (a file or a pipe) into policy.root. Every byte read
-// from `fd`, up to its end, is fed to `hash` when given, so the caller can check the whole
-// input's digest afterwards. `name` names the input in messages.
-// Errors: data error (65) for a corrupt, truncated or malicious archive (the message names the
-// entry); cannot create (73) when the destination cannot be written.
+  // Extracts the archive read from `fd` (a file or a pipe). Every byte read from `fd`, up to its
+  // end, is fed to `hash` when given, so the caller can check the whole input's digest.
+  // `name` names the input in messages. Thread-safe.
+  // Errors: data error (65) for a corrupt, truncated or malicious archive (the message names the
+  // entry); cannot create (73) when the destination cannot be written.
+  Result<Stats> extract_fd(int fd, std::string_view name, digest::Sha256* hash = nullptr);
+
+  // Copies the tree at `source` (not following symlinks) to root/`dest` under the same policy,
+  // keeping modes, mtimes, hard links and symlinks. Thread-safe.
+  Result<Stats> copy_tree(const fs::path& source, const std::string& dest);
+
+  // Creates the symlinks. A symlink whose path is also a directory of the tree, or that lies
+  // below another symlink, is a data error.
+  Result<void> finish();
+
+  struct State;
+
+ private:
+  explicit Extraction(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
+// Single-shot forms: create, extract or copy, finish.
 Result<Stats> extract_fd(int fd, std::string_view name, const Policy& policy,
                          digest::Sha256* hash = nullptr);
-
-// Copies the tree at `source` (not following symlinks) to policy.root / `dest` under the same
-// policy, keeping modes, mtimes and symlinks.
 Result<Stats> copy_tree(const fs::path& source, const std::string& dest, const Policy& policy);
 
 // Lexically normalises a relative path: drops "." and empty components and a leading "./".
@@ -59,5 +83,14 @@ std::optional<std::string> normalize_relative(std::string_view path);
 // The relative symlink text that leads from a link at `link_path` to `target`, both relative to
 // the same root ("usr/lib/modules/k/build", "usr/src/h" -> "../../../src/h").
 std::string relative_link(std::string_view link_path, std::string_view target);
+
+}  // namespace kmodkit::archive
+
+namespace kmodkit::archive {
+
+// Decompresses the stream read from `fd` (gz, xz, zst, bz2 or none) and hands the plain bytes
+// to `sink` in chunks. Every input byte is fed to `hash` when given. Returns the plain size.
+Result<uint64_t> decompress_fd(int fd, std::string_view name, digest::Sha256* hash,
+                               const std::function<Result<void>(std::string_view)>& sink);
 
 }  // namespace kmodkit::archive

@@ -16,7 +16,7 @@ namespace kmodkit::cli {
 
 enum class Kind {
   value,  // --name VALUE; the last one given wins
-  list,   // --name VALUE, repeatable; the environment variable is comma-separated
+  list,   // --name VALUE, repeatable; values (flag or environment) are split at env_separator
   flag,   // --name; the environment variable is 1/true/yes/on or 0/false/no/off
 };
 
@@ -29,6 +29,7 @@ struct Option {
   // Receives the values in effect (one for value, any number for list, "true"/"false" for a
   // flag) and stores them; returns a usage or configuration error naming the bad value.
   std::function<Result<void>(const std::vector<std::string>& values)> apply;
+  char env_separator = ',';   // between items of a list in the environment variable
 };
 
 // The environment variable of an option: "kernel-release" -> "KMODKIT_KERNEL_RELEASE".

@@ -53,20 +53,20 @@ Result<T> with_context(Result<T> r, std::string_view what) {
 
 }  // namespace kmodkit
 
+#define KK_CONCAT_(a, b) a##b
+#define KK_CONCAT(a, b) KK_CONCAT_(a, b)
+#define KK_TRY_IMPL_(expr, ctx_expr, name)                                          \
+  __extension__({                                                                 \
+    auto&& name = (expr);                                                         \
+    if (!name) return std::unexpected(ctx_expr(std::move(name).error()));         \
+    std::move(name).value();                                                      \
+  })
+#define KK_NO_CONTEXT_(e) (e)
+
 // Evaluates a Result expression; on failure returns its error from the enclosing function,
 // otherwise yields the value (as ccache's TRY). GCC/Clang statement expression.
-#define KK_TRY(expr)                                                          \
-  __extension__({                                                             \
-    auto&& kk_try_result_ = (expr);                                           \
-    if (!kk_try_result_) return std::unexpected(std::move(kk_try_result_).error()); \
-    std::move(kk_try_result_).value();                                        \
-  })
+#define KK_TRY(expr) KK_TRY_IMPL_(expr, KK_NO_CONTEXT_, KK_CONCAT(kk_try_, __COUNTER__))
 
 // As KK_TRY, but prefixes context to the error on the way out.
-#define KK_TRY_CTX(expr, ctx)                                                 \
-  __extension__({                                                             \
-    auto&& kk_try_result_ = (expr);                                           \
-    if (!kk_try_result_)                                                      \
-      return std::unexpected(std::move(kk_try_result_).error().context(ctx)); \
-    std::move(kk_try_result_).value();                                        \
-  })
+#define KK_TRY_CTX(expr, ctx) \
+  KK_TRY_IMPL_(expr, [&](::kmodkit::Error e_) { return std::move(e_).context(ctx); }, KK_CONCAT(kk_try_, __COUNTER__))

@@ -1,0 +1,280 @@
+#include "init_modules.hpp"
+
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <ctime>
+
+#include "kmodkit/cli.hpp"
+#include "kmodkit/digest.hpp"
+#include "kmodkit/log.hpp"
+#include "kmodkit/progress.hpp"
+
+namespace kmodkit::init {
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+std::string now_rfc3339() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string with_commas(uint64_t n) {
+  const std::string digits = std::to_string(n);
+  std::string out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return out;
+}
+
+void log_summary(const Manifest& m, const fs::path& volume, std::string_view how) {
+  std::string pkgs;
+  for (const auto& p : m.packages) pkgs += (pkgs.empty() ? "" : ", ") + p.name + (p.version.empty() ? "" : " " + p.version);
+  log::get("init-modules")->info("kernel {} {} {}: source {} ({}){}; {} files, {} in {:.1f} s", m.kernel_release, how,
+                                 volume.string(), m.source, m.location, pkgs.empty() ? "" : ", packages " + pkgs,
+                                 with_commas(m.files), progress::format_bytes(m.bytes), m.seconds);
+}
+
+Result<void> check_release(std::string_view kver) {
+  if (kver.empty() || kver == "." || kver == ".." || kver.find('/') != std::string_view::npos ||
+      kver.find_first_of(" \t\n") != std::string_view::npos) {
+    return fail(ExitCode::usage, "kernel release '" + std::string(kver) + "' is not a valid release name");
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<void> run(const Config& cfg) {
+  const auto start = clock::now();
+  auto logger = log::get("init-modules");
+  const std::string& kver = cfg.kernel_release;
+  KK_TRY(check_release(kver));
+  const host::OsInfo os = cfg.os == "auto" ? host::read_os_release(cfg.host_root) : host::os_from_id(cfg.os);
+  logger->info("kernel {}, node OS {}{}, volume {}", kver, os.describe(),
+               os.origin.empty() ? "" : " (from " + os.origin + ")", cfg.volume.string());
+
+  Volume volume(cfg.volume);
+  std::vector<std::string> answers;
+  const bool check_volume = std::find(cfg.sources.begin(), cfg.sources.end(), "volume") != cfg.sources.end();
+  if (check_volume) {
+    std::string why;
+    if (auto m = volume.complete_tree(kver, &why)) {
+      logger->info("source volume: complete tree for {} (written {})", kver, m->created);
+      log_summary(*m, cfg.volume, "already on");
+      return {};
+    }
+    logger->info("source volume: {}", why);
+    answers.push_back("volume: " + why);
+  }
+
+  if (cfg.dry_run) {
+    for (const auto& name : cfg.sources) {
+      const auto* spec = find_source(name);
+      if (spec->fetch == nullptr) continue;
+      Context ctx{cfg, kver, os, {}};
+      auto answer = KK_TRY_CTX(spec->fetch(ctx), "kernel " + kver + ": source " + name);
+      logger->info("source {}: {}", name, answer.reason);
+      if (answer.found) {
+        logger->info("dry run: would lay out kernel {} from source {} ({}) in {}; nothing was written", kver, name,
+                     answer.location, cfg.volume.string());
+        return {};
+      }
+      answers.push_back(name + ": " + answer.reason);
+    }
+  } else {
+    KK_TRY_CTX(volume.prepare(), "volume " + cfg.volume.string());
+    auto lock = KK_TRY(volume.lock(std::chrono::milliseconds(static_cast<long long>(cfg.lock_timeout_s * 1000))));
+    if (check_volume) {
+      if (auto m = volume.complete_tree(kver, nullptr)) {
+        logger->info("another process laid out {} while this one waited {:.1f} s", kver,
+                     static_cast<double>(lock.waited().count()) / 1000.0);
+        log_summary(*m, cfg.volume, "already on");
+        return {};
+      }
+    }
+    KK_TRY(volume.clear_staging());
+
+    for (const auto& name : cfg.sources) {
+      const auto* spec = find_source(name);
+      if (spec->fetch == nullptr) continue;
+      auto staging = KK_TRY(files::StagingDir::create(volume.staging_dir(), kver + "." + name));
+      Context ctx{cfg, kver, os, staging.path()};
+      auto answer = KK_TRY_CTX(spec->fetch(ctx), "kernel " + kver + ": source " + name);
+      if (!answer.found) {
+        logger->info("source {}: {}", name, answer.reason);
+        answers.push_back(name + ": " + answer.reason);
+        continue;
+      }
+      logger->info("source {}: complete tree from {} ({} files, {})", name, answer.location,
+                   with_commas(answer.stats.files), progress::format_bytes(answer.stats.bytes));
+
+      KK_TRY_CTX(layout::finish(staging.path(), kver, answer.headers), "kernel " + kver);
+      // One syncfs makes the whole staged tree durable before any of it becomes visible.
+      KK_TRY(files::sync_filesystem(staging.path()));
+      auto placed = KK_TRY_CTX(volume.place(staging.path()), "volume " + cfg.volume.string());
+      logger->debug("placed {} paths", placed.size());
+
+      Manifest m;
+      m.kernel_release = kver;
+      m.os = os.describe();
+      m.source = name;
+      m.location = answer.location;
+      m.packages = answer.packages;
+      m.headers = answer.headers.dir;
+      m.modules = layout::has_modules_tree(cfg.volume, kver) ? layout::modules_dir(kver) : "";
+      m.files = answer.stats.files;
+      m.bytes = answer.stats.bytes;
+      m.created = now_rfc3339();
+      m.seconds = std::chrono::duration<double>(clock::now() - start).count();
+      KK_TRY(volume.write_manifest(m));
+      log_summary(m, cfg.volume, "ready in");
+      return {};
+    }
+  }
+
+  std::string list;
+  for (const auto& a : answers) list += (list.empty() ? "" : "; ") + a;
+  return fail(ExitCode::no_input, "no source has headers for kernel " + kver + ": " + list);
+}
+
+int main(int argc, char** argv) {
+  Config cfg;
+  struct utsname uts{};
+  ::uname(&uts);
+  const std::string machine = uts.machine;
+  const std::string default_arch = machine == "x86_64" ? "amd64" : machine == "aarch64" ? "arm64" : machine;
+  std::vector<std::string> archive_locations, archive_digests;
+  std::string default_sources;
+  for (const auto& s : source_table()) default_sources += (default_sources.empty() ? "" : ",") + std::string(s.name);
+  std::string sources_help = "where to look, in order:";
+  for (const auto& s : source_table()) sources_help += " " + std::string(s.name) + " (" + std::string(s.help) + ");";
+  const long ncpu = std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN));
+
+  auto text = [](std::string& target) {
+    return [&target](const std::vector<std::string>& v) -> Result<void> {
+      target = v.empty() ? "" : v.front();
+      return {};
+    };
+  };
+  auto path = [](fs::path& target) {
+    return [&target](const std::vector<std::string>& v) -> Result<void> {
+      if (!v.empty()) target = v.front();
+      return {};
+    };
+  };
+
+  cli::Program program{
+      "init-modules",
+      "Lays the node kernel's headers and modules tree onto the shared modules volume.",
+      "Examples:\n"
+      "  init-modules                                   # in the pod: uname -r, /host, /modules\n"
+      "  init-modules --kernel-release 6.1.0-18-amd64 --volume ./vol --sources apt\n"
+      "  init-modules --sources archive --archive https://example/kernel-devel.rpm --sha256 <hex>\n"
+      "Exit codes: 0 done, 64 usage, 65 bad data (checksum, malicious archive), 66 no source has the\n"
+      "kernel, 69 network, 73 volume not writable, 75 lock wait ran out, 78 configuration.",
+      {
+          {"kernel-release", cli::Kind::value, "", "RELEASE", "kernel release to lay out (default: uname -r)",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             cfg.kernel_release = v.empty() ? std::string(uts.release) : v.front();
+             return {};
+           }},
+          {"volume", cli::Kind::value, "/modules", "DIR", "the modules volume", path(cfg.volume)},
+          {"host-root", cli::Kind::value, "/host", "DIR", "the node's root file system, mounted read-only",
+           path(cfg.host_root)},
+          {"sysfs", cli::Kind::value, "/sys", "DIR", "sysfs of the node", path(cfg.sysfs)},
+          {"os", cli::Kind::value, "auto", "ID",
+           "the node's OS ID (debian, ubuntu, rhcos, ...); auto reads the host's os-release", text(cfg.os)},
+          {"sources", cli::Kind::list, default_sources, "LIST", sources_help,
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             for (const auto& name : v) {
+               if (find_source(name) == nullptr) {
+                 return fail(ExitCode::usage, "--sources: unknown source '" + name + "' (known: " + default_sources + ")");
+               }
+             }
+             if (v.empty()) return fail(ExitCode::usage, "--sources: give at least one source");
+             cfg.sources = v;
+             return {};
+           }},
+          {"repo", cli::Kind::list, "", "LINE",
+           "an apt repository as a sources.list line, e.g. 'deb http://deb.debian.org/debian bookworm main' "
+           "(repeatable; the environment variable separates lines with ';'); default: the image's apt configuration",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             for (size_t i = 0; i < v.size(); ++i) {
+               auto repos = KK_TRY(apt::parse_one_line(v[i], "--repo #" + std::to_string(i + 1)));
+               cfg.repos.insert(cfg.repos.end(), repos.begin(), repos.end());
+             }
+             return {};
+           },
+           ';'},
+          {"apt-root", cli::Kind::value, "/", "DIR", "where etc/apt/sources.list(.d) is read from", path(cfg.apt_root)},
+          {"arch", cli::Kind::value, default_arch, "ARCH", "Debian architecture of the node", text(cfg.arch)},
+          {"archive", cli::Kind::list, "", "PATH|URL",
+           "an archive with the tree, paths relative to / (.tar.gz/.xz/.zst, .deb, .rpm); repeatable",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             archive_locations = v;
+             return {};
+           }},
+          {"sha256", cli::Kind::list, "", "HEX", "the SHA-256 of each --archive, in the same order",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             archive_digests = v;
+             if (archive_digests.size() != archive_locations.size()) {
+               return fail(ExitCode::usage, "--archive needs one --sha256 each: got " +
+                                                std::to_string(archive_locations.size()) + " archives and " +
+                                                std::to_string(archive_digests.size()) + " digests");
+             }
+             for (size_t i = 0; i < v.size(); ++i) {
+               if (!digest::is_sha256_hex(v[i])) {
+                 return fail(ExitCode::usage, "--sha256: '" + v[i] + "' is not 64 hex digits");
+               }
+               cfg.archives.push_back({archive_locations[i], v[i]});
+             }
+             return {};
+           }},
+          {"dry-run", cli::Kind::flag, "", "", "say what would be done; write nothing",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             cfg.dry_run = v.front() == "true";
+             return {};
+           }},
+          {"jobs", cli::Kind::value, std::to_string(ncpu), "N", "packages fetched and extracted at once",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             cfg.jobs = static_cast<int>(KK_TRY(cli::parse_integer("jobs", v.front(), 1, 64)));
+             return {};
+           }},
+          {"lock-timeout", cli::Kind::value, "1800", "SECONDS", "how long to wait for another process working on the volume",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             cfg.lock_timeout_s = KK_TRY(cli::parse_seconds("lock-timeout", v.front()));
+             return {};
+           }},
+          {"retries", cli::Kind::value, "4", "N", "download retries after the first attempt",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             cfg.http.retries = static_cast<int>(KK_TRY(cli::parse_integer("retries", v.front(), 0, 100)));
+             return {};
+           }},
+          {"retry-delay", cli::Kind::value, "0.5", "SECONDS", "first pause between download attempts; doubles each time",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             cfg.http.backoff = std::chrono::milliseconds(
+                 static_cast<long long>(KK_TRY(cli::parse_seconds("retry-delay", v.front())) * 1000));
+             return {};
+           }},
+          {"connect-timeout", cli::Kind::value, "15", "SECONDS", "connection timeout of each download attempt",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             cfg.http.connect_timeout = std::chrono::seconds(
+                 static_cast<long long>(KK_TRY(cli::parse_seconds("connect-timeout", v.front()))));
+             return {};
+           }},
+          {"ca-file", cli::Kind::value, "", "FILE", "CA bundle for HTTPS (default: the system's)",
+           text(cfg.http.ca_file)},
+      }};
+  return cli::run_main(program, argc, argv, [&] { return run(cfg); });
+}
+
+}  // namespace kmodkit::init

@@ -1,0 +1,79 @@
+#pragma once
+// The places init-modules looks for a kernel's headers and modules tree. Each source fills a
+// fresh staging root, or answers why it cannot.
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "apt.hpp"
+#include "host.hpp"
+#include "kmodkit/archive.hpp"
+#include "kmodkit/http.hpp"
+#include "kmodkit/result.hpp"
+#include "layout.hpp"
+#include "volume.hpp"
+
+namespace kmodkit::init {
+
+namespace fs = std::filesystem;
+
+// An archive given by the user, with the digest it must have.
+struct ArchiveInput {
+  std::string location;  // path or URL
+  std::string sha256;
+};
+
+struct Config {
+  std::string kernel_release;
+  fs::path volume = "/modules";
+  fs::path host_root = "/host";
+  fs::path sysfs = "/sys";
+  std::string os = "auto";
+  std::vector<std::string> sources;
+  std::vector<apt::Repo> repos;          // from --repo; empty: the image's apt configuration
+  fs::path apt_root = "/";
+  std::string arch;
+  std::vector<ArchiveInput> archives;
+  bool dry_run = false;
+  int jobs = 2;
+  double lock_timeout_s = 1800;
+  http::Options http;
+};
+
+struct Context {
+  const Config& config;
+  std::string kernel_release;
+  host::OsInfo os;
+  fs::path staged_root;  // empty directory the source fills; unused in a dry run
+};
+
+struct Answer {
+  bool found = false;    // a complete tree is staged (or, in a dry run, would be)
+  std::string reason;    // when not found: why, in a few words
+  std::string location;  // where it was found
+  std::vector<PackageRecord> packages;
+  archive::Stats stats;
+  layout::Headers headers;
+};
+
+using SourceFn = Result<Answer> (*)(Context&);
+
+struct SourceSpec {
+  std::string_view name;
+  SourceFn fetch;  // nullptr for "volume", which the runner checks itself
+  std::string_view help;
+};
+
+// The sources in their default order.
+const std::vector<SourceSpec>& source_table();
+const SourceSpec* find_source(std::string_view name);
+
+// Individual sources, exposed for tests.
+Result<Answer> fetch_host(Context& ctx);
+Result<Answer> fetch_kheaders(Context& ctx);
+Result<Answer> fetch_apt(Context& ctx);
+Result<Answer> fetch_archive(Context& ctx);
+
+}  // namespace kmodkit::init
