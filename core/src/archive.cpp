@@ -411,6 +411,9 @@ Result<void> Extraction::finish() {
       }
     }
     const fs::path full = state_->root / l.path;
+    // The archive may name a link without its parent directories. No ancestor is a symlink
+    // (checked above, and the tree has no others), so this cannot leave the root.
+    KK_TRY(files::make_dirs(full.parent_path()));
     struct stat st{};
     if (::lstat(full.c_str(), &st) == 0) {
       if (S_ISDIR(st.st_mode)) {

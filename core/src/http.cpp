@@ -154,9 +154,10 @@ Result<uint64_t> get(const std::string& url, const Sink& sink, const Options& op
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 256L * 1024L);
     curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, nullptr);  // exact bytes: digests are of them
-    if (t.delivered > 0) {
-      curl_easy_setopt(c, CURLOPT_RESUME_FROM_LARGE, static_cast<curl_off_t>(t.delivered));
-    }
+    // A plain Range header rather than CURLOPT_RESUME_FROM: a server that ignores it answers
+    // 200 with the whole body, and on_write skips what was already delivered.
+    const std::string range = std::to_string(t.delivered) + "-";
+    if (t.delivered > 0) curl_easy_setopt(c, CURLOPT_RANGE, range.c_str());
 
     CURLcode rc = curl_easy_perform(c);
     long status = 0;

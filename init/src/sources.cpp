@@ -9,6 +9,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <unistd.h>
 
 #include "kmodkit/digest.hpp"
 #include "kmodkit/fetch.hpp"
@@ -57,15 +58,27 @@ Result<archive::Stats> fetch_and_extract(const std::string& location, const std:
   http::Options opts = http_options;
   opts.what = name;
   opts.progress = true;
-  KK_TRY(fetch::stream(location, opts, [&](int fd) -> Result<void> {
-    stats = KK_TRY(extraction.extract_fd(fd, name, &hash));
+  Result<void> extracted;
+  auto streamed = fetch::stream(location, opts, [&](int fd) -> Result<void> {
+    auto r = extraction.extract_fd(fd, name, &hash);
+    if (r) {
+      stats = *r;
+      return {};
+    }
+    // Read the rest so the digest is of the whole input: a package that is not the one the
+    // index names is reported as that, not as whatever its corrupt content tripped first.
+    char buf[1 << 16];
+    for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) hash.update(buf, static_cast<size_t>(n));
+    extracted = fail(r.error());
     return {};
-  }));
+  });
+  if (!streamed) return fail(streamed.error());
   const std::string got = hash.hex();
   if (got != digest::normalize_hex(expected_sha256)) {
     return fail(ExitCode::data_err, http::redact(location) + ": SHA256 mismatch: expected " +
                                         digest::normalize_hex(expected_sha256) + ", got " + got);
   }
+  if (!extracted) return fail(extracted.error());
   return stats;
 }
 
@@ -424,7 +437,7 @@ Result<Answer> fetch_apt(Context& ctx) {
   std::vector<std::function<Result<void>()>> tasks;
   for (const auto& p : order) {
     tasks.emplace_back([&, p]() -> Result<void> {
-      auto stats = KK_TRY(fetch_and_extract(p.url, p.name + "_" + p.version + ".deb", p.sha256,
+      auto stats = KK_TRY(fetch_and_extract(p.url, fs::path(p.url).filename().string(), p.sha256,
                                             *extraction, cfg.http));
       std::lock_guard lock(mutex);
       answer.stats += stats;

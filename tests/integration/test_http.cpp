@@ -1,0 +1,105 @@
+// Downloads against a real HTTP server on 127.0.0.1 that can be told to drop connections.
+#include <catch2/catch.hpp>
+
+#include "helpers.hpp"
+#include "kmodkit/fetch.hpp"
+#include "kmodkit/http.hpp"
+
+using namespace kmodkit;
+using kmodkit::test::HttpServer;
+using kmodkit::test::TempDir;
+
+namespace {
+
+std::string payload() {
+  std::string s;
+  for (int i = 0; i < 3 << 20; ++i) s += static_cast<char>((i * 2654435761u) >> 24);
+  return s;
+}
+
+http::Options fast() {
+  http::Options o;
+  o.retries = 3;
+  o.backoff = std::chrono::milliseconds(10);
+  o.connect_timeout = std::chrono::seconds(5);
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("a download delivers the whole body", "[integration][http]") {
+  TempDir tmp;
+  const auto data = payload();
+  test::write_file(tmp / "www/f", data);
+  HttpServer server(tmp / "www");
+  auto body = http::get_string(server.url() + "/f", fast());
+  REQUIRE(body);
+  CHECK(*body == data);
+}
+
+TEST_CASE("a connection dropped mid-file is resumed with Range and every byte arrives once", "[integration][http]") {
+  TempDir tmp;
+  const auto data = payload();
+  test::write_file(tmp / "www/f", data);
+  HttpServer server(tmp / "www", {"--drop", "/f:1000000:2"});
+  auto body = http::get_string(server.url() + "/f", fast());
+  REQUIRE(body);
+  CHECK(body->size() == data.size());
+  CHECK(*body == data);
+}
+
+TEST_CASE("a server that ignores Range still gives a correct body after a drop", "[integration][http]") {
+  TempDir tmp;
+  const auto data = payload();
+  test::write_file(tmp / "www/f", data);
+  HttpServer server(tmp / "www", {"--drop", "/f:700000:1", "--no-range"});
+  auto body = http::get_string(server.url() + "/f", fast());
+  REQUIRE(body);
+  CHECK(*body == data);
+}
+
+TEST_CASE("a connection that always drops gives up with exit 69 after the retries", "[integration][http]") {
+  TempDir tmp;
+  test::write_file(tmp / "www/f", payload());
+  HttpServer server(tmp / "www", {"--drop", "/f:1000:-1", "--no-range"});
+  auto body = http::get_string(server.url() + "/f", fast());
+  REQUIRE_FALSE(body);
+  CHECK(body.error().code == ExitCode::unavailable);
+  CHECK_THAT(body.error().message, Catch::Contains("gave up after 4 attempts"));
+}
+
+TEST_CASE("a missing file is input missing, not a retry", "[integration][http]") {
+  TempDir tmp;
+  std::filesystem::create_directories(tmp / "www");
+  HttpServer server(tmp / "www");
+  auto body = http::get_string(server.url() + "/nothing", fast());
+  REQUIRE_FALSE(body);
+  CHECK(body.error().code == ExitCode::no_input);
+  CHECK_THAT(body.error().message, Catch::EndsWith("/nothing: HTTP 404"));
+}
+
+TEST_CASE("a server that is down is service unavailable", "[integration][http]") {
+  TempDir tmp;
+  std::filesystem::create_directories(tmp / "www");
+  HttpServer server(tmp / "www");
+  const std::string url = server.url() + "/f";
+  server.stop();
+  auto body = http::get_string(url, fast());
+  REQUIRE_FALSE(body);
+  CHECK(body.error().code == ExitCode::unavailable);
+}
+
+TEST_CASE("a streamed download reports the download's failure, not the reader's truncation", "[integration][http]") {
+  TempDir tmp;
+  test::write_file(tmp / "www/f", payload());
+  HttpServer server(tmp / "www", {"--drop", "/f:1000:-1", "--no-range"});
+  auto r = fetch::stream(server.url() + "/f", fast(), [](int fd) -> Result<void> {
+    char buf[4096];
+    while (::read(fd, buf, sizeof buf) > 0) {
+    }
+    return fail(ExitCode::data_err, "truncated");
+  });
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == ExitCode::unavailable);
+}
+

@@ -1,0 +1,412 @@
+// init-modules end to end: the real binary, a real HTTP server, real Debian packages.
+#include <catch2/catch.hpp>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include "helpers.hpp"
+#include "kmodkit/subprocess.hpp"
+
+using namespace kmodkit;
+using kmodkit::test::HttpServer;
+using kmodkit::test::Run;
+using kmodkit::test::TarEntry;
+using kmodkit::test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A private copy of the fixture repository, so a test may damage it.
+struct Repo {
+  TempDir dir;
+  fs::path root = dir / "repo";
+  std::string kver = test::fixture_kernel_release();
+  Repo() { test::copy_tree(test::fixtures_dir() / "apt-repo", root); }
+  std::string line(const HttpServer& server) const { return "deb " + server.url() + " stable main"; }
+  fs::path deb(std::string_view prefix) const {
+    for (const auto& e : fs::directory_iterator(root / "pool/main")) {
+      if (e.path().filename().string().starts_with(prefix)) return e.path();
+    }
+    throw std::runtime_error("no package " + std::string(prefix));
+  }
+  std::string abi() const { return kver.substr(0, kver.rfind('-')); }
+};
+
+std::vector<std::string> base_args(const Repo& repo, const fs::path& volume) {
+  return {"--kernel-release", repo.kver, "--volume", volume.string(), "--host-root", (volume.parent_path() / "no-host").string(),
+          "--sysfs", (volume.parent_path() / "no-sys").string(), "--retry-delay", "0.05"};
+}
+
+std::vector<std::string> operator+(std::vector<std::string> a, const std::vector<std::string>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+// Nothing of the kernel is visible in the volume: no manifest, no headers, staging empty.
+void check_nothing_visible(const fs::path& volume, const std::string& kver) {
+  CHECK_FALSE(fs::exists(volume / ".kmodkit/kernels" / (kver + ".json")));
+  CHECK_FALSE(fs::exists(volume / ("usr/src/linux-headers-" + kver)));
+  if (fs::exists(volume / ".kmodkit/staging")) CHECK(fs::is_empty(volume / ".kmodkit/staging"));
+}
+
+// Builds a tiny module against the volume's headers with the node's /usr/src hidden, so only
+// what init-modules laid out can be used. Returns the vermagic of the result.
+std::string build_test_module(const fs::path& volume, const std::string& kver, const fs::path& work) {
+  test::write_file(work / "hello/hello.c",
+                   "#include <linux/module.h>\n#include <linux/init.h>\n"
+                   "static int __init hello_init(void) { pr_info(\"kmodkit hello\\n\"); return 0; }\n"
+                   "static void __exit hello_exit(void) {}\n"
+                   "module_init(hello_init);\nmodule_exit(hello_exit);\nMODULE_LICENSE(\"GPL\");\n");
+  test::write_file(work / "hello/Kbuild", "obj-m := hello.o\n");
+  const std::string make = "make -C " + (volume / "usr/lib/modules" / kver / "build").string() + " M=" +
+                           (work / "hello").string() + " modules";
+  auto built = subprocess::run({"unshare", "-m", "sh", "-c", "mount -t tmpfs none /usr/src && " + make});
+  REQUIRE(built);
+  INFO(built->output);
+  REQUIRE(built->ok());
+  auto info = subprocess::run({"modinfo", "-F", "vermagic", (work / "hello/hello.ko").string()});
+  REQUIRE(info);
+  return info->output;
+}
+
+}  // namespace
+
+TEST_CASE("init-modules lays out Debian's headers from an apt repository, and a module builds against them", "[e2e][apt]") {
+  Repo repo;
+  HttpServer server(repo.root);
+  TempDir tmp;
+  fs::create_directories(tmp / "vol");
+  auto run = test::run_init_modules(base_args(repo, tmp / "vol") + std::vector<std::string>{"--sources", "volume,host,kheaders,apt", "--repo", repo.line(server)});
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  CHECK_THAT(run.last_line, Catch::Contains("kernel " + repo.kver + " ready in") && Catch::Contains("source apt") &&
+                                Catch::Contains("linux-kbuild-") && Catch::Contains("files"));
+  CHECK_THAT(run.output, Catch::Contains("source host: no host mount"));
+  CHECK_THAT(run.output, Catch::Contains("source kheaders:"));
+  const auto manifest = test::read_file(tmp / "vol/.kmodkit/kernels" / (repo.kver + ".json"));
+  CHECK_THAT(manifest, Catch::Contains("\"source\": \"apt\"") && Catch::Contains(test::sha256_of(repo.deb("linux-kbuild"))));
+  // The volume mirrors the root file system: merged /usr, relative links, no absolute include.
+  CHECK(fs::read_symlink(tmp / "vol/lib") == "usr/lib");
+  CHECK(fs::read_symlink(tmp / "vol/usr/lib/modules" / repo.kver / "build") == "../../../src/linux-headers-" + repo.kver);
+  CHECK_THAT(test::read_file(tmp / ("vol/usr/src/linux-headers-" + repo.kver + "/Makefile")), !Catch::Contains("include /"));
+  CHECK_FALSE(fs::exists(tmp / "vol/usr/share/doc"));
+  CHECK(fs::is_empty(tmp / "vol/.kmodkit/staging"));
+
+  CHECK_THAT(build_test_module(tmp / "vol", repo.kver, tmp.path), Catch::StartsWith(repo.kver + " SMP"));
+
+  // The warm path: the server is gone and nothing is needed from it.
+  server.stop();
+  auto again = test::run_init_modules(base_args(repo, tmp / "vol") + std::vector<std::string>{"--sources", "volume,apt", "--repo", "deb http://127.0.0.1:1 stable main"});
+  INFO(again.output);
+  CHECK(again.code == 0);
+  CHECK_THAT(again.last_line, Catch::Contains("already on"));
+}
+
+TEST_CASE("init-modules reads the repositories from the image's apt configuration", "[e2e][apt]") {
+  Repo repo;
+  HttpServer server(repo.root);
+  TempDir tmp;
+  fs::create_directories(tmp / "vol");
+  test::write_file(tmp / "image/etc/apt/sources.list.d/local.sources",
+                   "Types: deb\nURIs: " + server.url() + "\nSuites: stable\nComponents: main\n");
+  test::write_file(tmp / "no-host/etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n");
+  auto run = test::run_init_modules(base_args(repo, tmp / "vol") + std::vector<std::string>{"--sources", "apt", "--apt-root", (tmp / "image").string()});
+  INFO(run.output);
+  CHECK(run.code == 0);
+  CHECK_THAT(run.output, Catch::Contains("node OS debian 12"));
+}
+
+TEST_CASE("a dry run says which packages it would use and writes nothing", "[e2e][apt]") {
+  Repo repo;
+  HttpServer server(repo.root);
+  TempDir tmp;
+  fs::create_directories(tmp / "vol");
+  auto run = test::run_init_modules(base_args(repo, tmp / "vol") + std::vector<std::string>{"--sources", "volume,apt", "--repo", repo.line(server), "--dry-run"});
+  INFO(run.output);
+  CHECK(run.code == 0);
+  CHECK_THAT(run.output, Catch::Contains("would install linux-headers-" + repo.kver));
+  CHECK_THAT(run.last_line, Catch::Contains("nothing was written"));
+  CHECK(fs::is_empty(tmp / "vol"));
+}
+
+TEST_CASE("with no source for the kernel, init-modules exits 66 and lists what each source answered", "[e2e]") {
+  Repo repo;
+  HttpServer server(repo.root);
+  TempDir tmp;
+  fs::create_directories(tmp / "vol");
+  test::write_file(tmp / "termination-log", "");
+  auto run = test::run_init_modules({"--kernel-release", "9.9.9-nothing", "--volume", (tmp / "vol").string(),
+                                     "--host-root", (tmp / "no-host").string(), "--sysfs", (tmp / "no-sys").string(),
+                                     "--repo", repo.line(server)},
+                                    {{"KMODKIT_TERMINATION_LOG", (tmp / "termination-log").string()}});
+  INFO(run.output);
+  CHECK(run.code == 66);
+  CHECK_THAT(run.last_line, Catch::Contains("no source has headers for kernel 9.9.9-nothing: volume: no manifest") &&
+                                Catch::Contains("host: no host mount") && Catch::Contains("kheaders:") &&
+                                Catch::Contains("apt: linux-headers-9.9.9-nothing is in none of the indexes") &&
+                                Catch::Contains("archive: no --archive given"));
+  CHECK_THAT(test::read_file(tmp / "termination-log"), Catch::StartsWith("init-modules: no source has headers"));
+}
+
+TEST_CASE("an index that does not match the Release file is refused with exit 65", "[e2e][apt][faults]") {
+  Repo repo;
+  // Change the index after the Release file recorded its digest.
+  auto packages = repo.root / "dists/stable/main/binary-amd64/Packages";
+  test::write_file(packages, test::read_file(packages) + "\n");
+  auto xz = subprocess::run({"xz", "-kf", packages.string()});
+  REQUIRE((xz && xz->ok()));
+  HttpServer server(repo.root);
+  TempDir tmp;
+  fs::create_directories(tmp / "vol");
+  auto run = test::run_init_modules(base_args(repo, tmp / "vol") + std::vector<std::string>{"--sources", "apt", "--repo", repo.line(server)});
+  INFO(run.output);
+  CHECK(run.code == 65);
+  CHECK_THAT(run.last_line, Catch::Contains("Packages.xz: SHA256 mismatch: the Release file says"));
+  check_nothing_visible(tmp / "vol", repo.kver);
+}
+
+TEST_CASE("a package that does not match its index is refused with exit 65 and nothing is laid out", "[e2e][apt][faults]") {
+  Repo repo;
+  // Same name and size, other bytes.
+  auto deb = repo.deb("linux-kbuild");
+  auto bytes = test::read_file(deb);
+  bytes[bytes.size() - 10] ^= 0x55;
+  test::write_file(deb, bytes);
+  HttpServer server(repo.root);
+  TempDir tmp;
+  fs::create_directories(tmp / "vol");
+  auto run = test::run_init_modules(base_args(repo, tmp / "vol") + std::vector<std::string>{"--sources", "apt", "--repo", repo.line(server)});
+  INFO(run.output);
+  CHECK(run.code == 65);
+  CHECK_THAT(run.last_line, Catch::Contains(deb.filename().string()));
+  check_nothing_visible(tmp / "vol", repo.kver);
+}
+
+TEST_CASE("a server that keeps dropping the connection gives exit 69, and a later run succeeds", "[e2e][apt][faults]") {
+  Repo repo;
+  TempDir tmp;
+  fs::create_directories(tmp / "vol");
+  auto args = base_args(repo, tmp / "vol") + std::vector<std::string>{"--sources", "apt", "--retries", "2"};
+  {
+    HttpServer flaky(repo.root, {"--drop", "linux-headers-" + repo.abi() + "-common:200000:-1"});
+    auto run = test::run_init_modules(args + std::vector<std::string>{"--repo", repo.line(flaky)});
+    INFO(run.output);
+    CHECK(run.code == 69);
+    CHECK_THAT(run.last_line, Catch::Contains("gave up after 3 attempts"));
+    check_nothing_visible(tmp / "vol", repo.kver);
+  }
+  HttpServer good(repo.root, {"--drop", "linux-headers-" + repo.abi() + "-common:300000:1"});
+  auto run = test::run_init_modules(args + std::vector<std::string>{"--repo", repo.line(good)});
+  INFO(run.output);
+  CHECK(run.code == 0);
+  CHECK_THAT(run.output, Catch::Contains("resuming at byte"));
+}
+
+TEST_CASE("an unreachable repository is service unavailable, exit 69", "[e2e][apt][faults]") {
+  Repo repo;
+  TempDir tmp;
+  fs::create_directories(tmp / "vol");
+  auto run = test::run_init_modules(base_args(repo, tmp / "vol") + std::vector<std::string>{"--sources", "apt", "--retries", "1", "--repo", "deb http://127.0.0.1:1 stable main"});
+  INFO(run.output);
+  CHECK(run.code == 69);
+}
+
+TEST_CASE("malicious archives are refused with exit 65 and nothing lands outside staging", "[e2e][archive][faults]") {
+  const std::vector<std::pair<std::string, std::vector<TarEntry>>> cases = {
+      {"contains '..'", {{TarEntry::file, "usr/src/../../../../evil", "x"}}},
+      {"has an absolute path", {{TarEntry::file, "/tmp/kmodkit-evil", "x"}}},
+      {"leads outside the tree", {{TarEntry::symlink, "usr/src/escape", "../../../../../../etc"}}},
+  };
+  for (const auto& [expected, entries] : cases) {
+    TempDir tmp;
+    fs::create_directories(tmp / "vol");
+    test::write_tar_gz(tmp / "evil.tar.gz", entries);
+    auto run = test::run_init_modules({"--kernel-release", "1.0-evil", "--volume", (tmp / "vol").string(), "--sources",
+                                       "archive", "--archive", (tmp / "evil.tar.gz").string(), "--sha256",
+                                       test::sha256_of(tmp / "evil.tar.gz")});
+    INFO(run.output);
+    CHECK(run.code == 65);
+    CHECK_THAT(run.last_line, Catch::Contains(expected));
+    CHECK(fs::is_empty(tmp / "vol/.kmodkit/staging"));
+    CHECK_FALSE(fs::exists(tmp / "vol/usr/src"));
+    CHECK_FALSE(fs::exists("/tmp/kmodkit-evil"));
+    CHECK_FALSE(fs::exists(tmp / "evil"));
+  }
+}
+
+TEST_CASE("archives given by path or URL are laid out when their digests match, refused when not", "[e2e][archive]") {
+  Repo repo;
+  HttpServer server(repo.root);
+  TempDir tmp;
+  fs::create_directories(tmp / "vol");
+  // The headers as a plain .tar.xz, the rest as the Debian packages over HTTP.
+  fs::create_directories(tmp / "x");
+  auto unpack = subprocess::run({"dpkg-deb", "-x", repo.deb("linux-headers-" + repo.kver).string(), (tmp / "x").string()});
+  REQUIRE((unpack && unpack->ok()));
+  auto tar = subprocess::run({"tar", "-C", (tmp / "x").string(), "-cJf", (tmp / "headers.tar.xz").string(), "."});
+  REQUIRE((tar && tar->ok()));
+  std::vector<std::string> args = {"--kernel-release", repo.kver, "--volume", (tmp / "vol").string(), "--sources", "volume,archive",
+                                   "--archive", (tmp / "headers.tar.xz").string(), "--sha256", test::sha256_of(tmp / "headers.tar.xz")};
+  for (const char* p : {"linux-headers-", "linux-kbuild"}) {
+    auto deb = std::string(p) == "linux-headers-" ? repo.deb("linux-headers-" + repo.abi() + "-common") : repo.deb(p);
+    args.insert(args.end(), {"--archive", server.url() + "/pool/main/" + deb.filename().string(), "--sha256", test::sha256_of(deb)});
+  }
+  auto bad = args;
+  bad[bad.size() - 1] = std::string(64, '0');
+  auto refused = test::run_init_modules(bad);
+  INFO(refused.output);
+  CHECK(refused.code == 65);
+  CHECK_THAT(refused.last_line, Catch::Contains("SHA256 mismatch: expected 0000"));
+  check_nothing_visible(tmp / "vol", repo.kver);
+
+  auto run = test::run_init_modules(args);
+  INFO(run.output);
+  CHECK(run.code == 0);
+  CHECK_THAT(run.last_line, Catch::Contains("source archive"));
+}
+
+TEST_CASE("an archive option without its digest is a usage error", "[e2e][archive]") {
+  TempDir tmp;
+  auto run = test::run_init_modules({"--volume", tmp.path.string(), "--archive", "/x.tar.gz"});
+  CHECK(run.code == 64);
+  CHECK_THAT(run.last_line, Catch::Contains("--archive needs one --sha256 each"));
+  auto bad_source = test::run_init_modules({"--volume", tmp.path.string(), "--sources", "volume,floppy"});
+  CHECK(bad_source.code == 64);
+  CHECK_THAT(bad_source.last_line, Catch::Contains("unknown source 'floppy'"));
+}
+
+TEST_CASE("the host's own headers and modules tree are copied from the host mount", "[e2e][host]") {
+  Repo repo;
+  TempDir tmp;
+  // A Debian node: its packages unpacked under the host root, plus a modules tree.
+  for (const auto& e : fs::directory_iterator(repo.root / "pool/main")) {
+    auto r = subprocess::run({"dpkg-deb", "-x", e.path().string(), (tmp / "host").string()});
+    REQUIRE((r && r->ok()));
+  }
+  test::write_file(tmp / "host/lib/modules" / repo.kver / "modules.dep", "kernel/drivers/uio/uio.ko:\n");
+  test::write_file(tmp / "host/lib/modules" / repo.kver / "kernel/drivers/uio/uio.ko", "not really ELF");
+  test::write_file(tmp / "host/etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n");
+  fs::create_directories(tmp / "vol");
+  auto run = test::run_init_modules({"--kernel-release", repo.kver, "--volume", (tmp / "vol").string(), "--host-root",
+                                     (tmp / "host").string(), "--sources", "volume,host"});
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  CHECK_THAT(run.last_line, Catch::Contains("source host"));
+  CHECK(fs::exists(tmp / "vol/usr/lib/modules" / repo.kver / "kernel/drivers/uio/uio.ko"));
+  CHECK(fs::exists(tmp / "vol/usr/lib/modules" / repo.kver / "build/scripts/mod/modpost"));
+  CHECK(fs::exists(tmp / ("vol/usr/src/linux-headers-" + repo.abi() + "-common/Makefile")));
+  const auto manifest = test::read_file(tmp / "vol/.kmodkit/kernels" / (repo.kver + ".json"));
+  CHECK_THAT(manifest, Catch::Contains("\"modules\": \"usr/lib/modules/" + repo.kver + "\""));
+}
+
+TEST_CASE("kheaders without what a build needs is reported and the next source is used", "[e2e][kheaders]") {
+  Repo repo;
+  HttpServer server(repo.root);
+  TempDir tmp;
+  test::write_file(tmp / "kh/include/linux/kernel.h", "/* kernel */\n");
+  fs::create_directories(tmp / "sys/kernel");
+  auto tar = subprocess::run({"tar", "-C", (tmp / "kh").string(), "-cJf", (tmp / "sys/kernel/kheaders.tar.xz").string(), "."});
+  REQUIRE((tar && tar->ok()));
+  fs::create_directories(tmp / "vol");
+  auto run = test::run_init_modules({"--kernel-release", repo.kver, "--volume", (tmp / "vol").string(), "--sysfs",
+                                     (tmp / "sys").string(), "--host-root", (tmp / "no-host").string(), "--sources",
+                                     "kheaders,apt", "--repo", repo.line(server)});
+  INFO(run.output);
+  CHECK(run.code == 0);
+  CHECK_THAT(run.output, Catch::Contains("kheaders.tar.xz has the headers but lacks what a module build needs: Makefile"));
+  CHECK_THAT(run.last_line, Catch::Contains("source apt"));
+}
+
+TEST_CASE("a volume that cannot be written is exit 73", "[e2e][faults]") {
+  Repo repo;
+  TempDir tmp;
+  fs::create_directories(tmp / "vol");
+  auto run = subprocess::run({"unshare", "-m", "sh", "-c",
+                              "mount -t tmpfs -o ro none " + (tmp / "vol").string() + " && exec " KMODKIT_INIT_MODULES_BIN
+                              " --kernel-release " + repo.kver + " --volume " + (tmp / "vol").string() +
+                              " --sources volume,archive --archive /nonexistent.tar.gz --sha256 " + std::string(64, 'a')});
+  REQUIRE(run);
+  INFO(run->output);
+  CHECK(run->exit_code == 73);
+  CHECK_THAT(run->output, Catch::Contains("Read-only file system"));
+}
+
+TEST_CASE("killed with SIGKILL mid-extraction, a rerun completes and no partial tree was ever visible", "[e2e][faults]") {
+  Repo repo;
+  HttpServer server(repo.root);
+  TempDir tmp;
+  fs::create_directories(tmp / "vol");
+  const fs::path headers = tmp / ("vol/usr/src/linux-headers-" + repo.abi() + "-common");
+  auto args = base_args(repo, tmp / "vol") + std::vector<std::string>{"--sources", "volume,apt", "--repo", repo.line(server), "--jobs", "1"};
+
+  std::vector<std::string> argv = {KMODKIT_INIT_MODULES_BIN};
+  argv.insert(argv.end(), args.begin(), args.end());
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    std::vector<char*> a;
+    for (auto& s : argv) a.push_back(s.data());
+    a.push_back(nullptr);
+    int devnull = ::open("/dev/null", O_WRONLY);
+    ::dup2(devnull, 2);
+    ::execv(a[0], a.data());
+    ::_exit(127);
+  }
+  // Wait until extraction is well under way, then kill it.
+  bool killed = false;
+  for (int i = 0; i < 3000 && !killed; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(tmp / "vol/.kmodkit/staging", ec)) {
+      if (fs::exists(e.path() / ("usr/src/linux-headers-" + repo.abi() + "-common/include/linux"), ec)) {
+        ::kill(pid, SIGKILL);
+        killed = true;
+      }
+    }
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  REQUIRE(killed);
+  REQUIRE(WIFSIGNALED(status));
+  CHECK_FALSE(fs::exists(tmp / "vol/.kmodkit/kernels" / (repo.kver + ".json")));
+  CHECK_FALSE(fs::exists(headers));
+
+  auto run = test::run_init_modules(args);
+  INFO(run.output);
+  CHECK(run.code == 0);
+  CHECK_THAT(run.output, Catch::Contains("left by an interrupted run"));
+  CHECK(fs::is_empty(tmp / "vol/.kmodkit/staging"));
+  // The same tree as an uninterrupted run.
+  TempDir ref;
+  fs::create_directories(ref / "vol");
+  auto reference = test::run_init_modules(base_args(repo, ref / "vol") + std::vector<std::string>{"--sources", "apt", "--repo", repo.line(server)});
+  REQUIRE(reference.code == 0);
+  CHECK(test::count_entries(tmp / "vol/usr") == test::count_entries(ref / "vol/usr"));
+}
+
+TEST_CASE("three processes on one volume: one lays out the tree, all exit 0 with one tree", "[e2e][concurrency]") {
+  Repo repo;
+  TempDir tmp;
+  fs::create_directories(tmp / "vol");
+  const fs::path log = tmp / "server.log";
+  HttpServer server(repo.root);
+  auto args = base_args(repo, tmp / "vol") + std::vector<std::string>{"--sources", "volume,apt", "--repo", repo.line(server)};
+  std::vector<std::thread> threads;
+  std::vector<Run> runs(3);
+  for (int i = 0; i < 3; ++i) threads.emplace_back([&, i] { runs[static_cast<size_t>(i)] = test::run_init_modules(args); });
+  for (auto& t : threads) t.join();
+  int laid_out = 0, found = 0;
+  for (const auto& r : runs) {
+    INFO(r.output);
+    CHECK(r.code == 0);
+    if (r.last_line.find("ready in") != std::string::npos) ++laid_out;
+    if (r.last_line.find("already on") != std::string::npos) ++found;
+  }
+  CHECK(laid_out == 1);
+  CHECK(found == 2);
+  CHECK(fs::is_empty(tmp / "vol/.kmodkit/staging"));
+  CHECK(fs::exists(tmp / "vol/usr/lib/modules" / repo.kver / "build/Makefile"));
+}

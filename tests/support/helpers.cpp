@@ -1,0 +1,174 @@
+#include "helpers.hpp"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include "kmodkit/digest.hpp"
+#include "kmodkit/subprocess.hpp"
+
+namespace kmodkit::test {
+
+TempDir::TempDir() {
+  std::random_device rd;
+  const char* base = std::getenv("TMPDIR");
+  path = fs::path(base != nullptr ? base : "/tmp") /
+         ("kmodkit-test." + std::to_string(::getpid()) + "." + std::to_string(rd()));
+  fs::create_directories(path);
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  fs::remove_all(path, ec);
+}
+
+fs::path fixtures_dir() {
+  const char* env = std::getenv("KMODKIT_TEST_FIXTURES");
+  return env != nullptr ? fs::path(env) : fs::path(KMODKIT_TEST_FIXTURES_DEFAULT);
+}
+
+std::string fixture_kernel_release() {
+  auto text = read_file(fixtures_dir() / "apt-repo/kernel-release");
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  return text;
+}
+
+fs::path support_dir() { return fs::path(KMODKIT_TEST_SUPPORT_DIR); }
+
+HttpServer::HttpServer(const fs::path& root, std::vector<std::string> extra_args) {
+  TempDir tmp;
+  const fs::path port_file = tmp.path / "port";
+  std::vector<std::string> argv = {"python3", (support_dir() / "http_server.py").string(), root.string(),
+                                   "--port-file", port_file.string()};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    ::execvp("python3", args.data());
+    ::_exit(127);
+  }
+  for (int i = 0; i < 200 && !fs::exists(port_file); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  if (!fs::exists(port_file)) throw std::runtime_error("http_server.py did not start");
+  port_ = std::stoi(read_file(port_file));
+}
+
+HttpServer::~HttpServer() { stop(); }
+
+void HttpServer::stop() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGTERM);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+  }
+}
+
+std::string HttpServer::url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+
+Run run_init_modules(const std::vector<std::string>& args,
+                     const std::vector<std::pair<std::string, std::string>>& env) {
+  std::vector<std::string> argv = {KMODKIT_INIT_MODULES_BIN};
+  argv.insert(argv.end(), args.begin(), args.end());
+  subprocess::Options opts;
+  opts.env = env;
+  opts.env.emplace_back("KMODKIT_LOG_FORMAT", "human");
+  opts.timeout = std::chrono::minutes(5);
+  auto outcome = subprocess::run(argv, opts);
+  if (!outcome) throw std::runtime_error(outcome.error().message);
+  Run run;
+  run.code = outcome->signal != 0 ? 128 + outcome->signal : outcome->exit_code;
+  run.output = outcome->output;
+  std::istringstream lines(run.output);
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.empty()) run.last_line = line;
+  }
+  return run;
+}
+
+void write_file(const fs::path& path, const std::string& content) {
+  fs::create_directories(path.parent_path());
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << content;
+  if (!out) throw std::runtime_error("cannot write " + path.string());
+}
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read " + path.string());
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::string sha256_of(const fs::path& path) {
+  auto r = digest::sha256_file(path);
+  if (!r) throw std::runtime_error(r.error().message);
+  return *r;
+}
+
+size_t count_entries(const fs::path& dir) {
+  size_t n = 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    if (e.is_symlink() || e.is_regular_file()) ++n;
+  }
+  return n;
+}
+
+void write_tar_gz(const fs::path& path, const std::vector<TarEntry>& entries) {
+  struct archive* a = archive_write_new();
+  archive_write_add_filter_gzip(a);
+  archive_write_set_format_pax_restricted(a);
+  if (archive_write_open_filename(a, path.c_str()) != ARCHIVE_OK) {
+    throw std::runtime_error(archive_error_string(a));
+  }
+  for (const auto& e : entries) {
+    struct archive_entry* entry = archive_entry_new();
+    archive_entry_set_pathname(entry, e.path.c_str());
+    archive_entry_set_perm(entry, static_cast<mode_t>(e.mode));
+    archive_entry_set_mtime(entry, 1700000000, 0);
+    switch (e.type) {
+      case TarEntry::file:
+        archive_entry_set_filetype(entry, AE_IFREG);
+        archive_entry_set_size(entry, static_cast<la_int64_t>(e.data.size()));
+        break;
+      case TarEntry::dir:
+        archive_entry_set_filetype(entry, AE_IFDIR);
+        break;
+      case TarEntry::symlink:
+        archive_entry_set_filetype(entry, AE_IFLNK);
+        archive_entry_set_symlink(entry, e.data.c_str());
+        break;
+      case TarEntry::hardlink:
+        archive_entry_set_filetype(entry, AE_IFREG);
+        archive_entry_set_hardlink(entry, e.data.c_str());
+        break;
+    }
+    archive_write_header(a, entry);
+    if (e.type == TarEntry::file && !e.data.empty()) archive_write_data(a, e.data.data(), e.data.size());
+    archive_entry_free(entry);
+  }
+  archive_write_close(a);
+  archive_write_free(a);
+}
+
+void copy_tree(const fs::path& from, const fs::path& to) {
+  fs::create_directories(to);
+  fs::copy(from, to, fs::copy_options::recursive | fs::copy_options::copy_symlinks |
+                         fs::copy_options::overwrite_existing);
+}
+
+}  // namespace kmodkit::test

@@ -1,0 +1,79 @@
+#pragma once
+// What the tests share: temporary directories, a real HTTP server, running the binaries, and
+// archives built with libarchive's writer.
+
+#include <sys/types.h>
+
+#include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace kmodkit::test {
+
+namespace fs = std::filesystem;
+
+// A fresh directory, removed with its contents at the end of the test.
+struct TempDir {
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  fs::path path;
+  fs::path operator/(const std::string& rel) const { return path / rel; }
+};
+
+// Directory of the fixtures ctest prepared (the apt repository of real Debian packages).
+fs::path fixtures_dir();
+// The kernel release the fixture repository holds headers for.
+std::string fixture_kernel_release();
+// Directory of tests/support.
+fs::path support_dir();
+
+// tests/support/http_server.py serving `root` on 127.0.0.1, stopped on destruction.
+class HttpServer {
+ public:
+  explicit HttpServer(const fs::path& root, std::vector<std::string> extra_args = {});
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+  std::string url() const;
+  int port() const { return port_; }
+  void stop();
+
+ private:
+  pid_t pid_ = -1;
+  int port_ = 0;
+};
+
+// A finished run of one of the project's binaries.
+struct Run {
+  int code = -1;
+  std::string output;     // stdout and stderr
+  std::string last_line;  // the last non-empty line
+};
+
+// Runs init-modules with arguments and extra environment; logs are human-readable.
+Run run_init_modules(const std::vector<std::string>& args,
+                     const std::vector<std::pair<std::string, std::string>>& env = {});
+
+void write_file(const fs::path& path, const std::string& content);
+std::string read_file(const fs::path& path);
+std::string sha256_of(const fs::path& path);
+// Counts regular files and symlinks below a directory.
+size_t count_entries(const fs::path& dir);
+
+struct TarEntry {
+  enum Type { file, dir, symlink, hardlink } type = file;
+  std::string path;
+  std::string data;  // file content, or link target
+  int mode = 0644;
+};
+// Writes a gzip-compressed tar with exactly these entries (no sanitising: tests build
+// malicious archives with it).
+void write_tar_gz(const fs::path& path, const std::vector<TarEntry>& entries);
+
+// Copies the fixture apt repository to `dir` and returns the repo line for a server on it.
+void copy_tree(const fs::path& from, const fs::path& to);
+
+}  // namespace kmodkit::test

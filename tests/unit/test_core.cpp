@@ -1,0 +1,195 @@
+// The core library: results, options, files, locks, subprocesses, digests.
+#include <catch2/catch.hpp>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include "helpers.hpp"
+#include "kmodkit/cli.hpp"
+#include "kmodkit/digest.hpp"
+#include "kmodkit/files.hpp"
+#include "kmodkit/http.hpp"
+#include "kmodkit/subprocess.hpp"
+
+using namespace kmodkit;
+using kmodkit::test::TempDir;
+
+namespace {
+
+// Runs a program with one value option and one flag through the real runner.
+struct OptionRun {
+  int code;
+  std::string value;
+  bool flag;
+};
+
+OptionRun run_options(std::vector<std::string> args) {
+  std::string value;
+  bool flag = false;
+  cli::Program program{"kmodkit-test", "test", "", {
+      {"some-value", cli::Kind::value, "fallback", "V", "a value",
+       [&](const std::vector<std::string>& v) -> Result<void> {
+         value = v.empty() ? "" : v.front();
+         if (value == "bad") return fail(ExitCode::usage, "--some-value: 'bad' is not allowed");
+         return {};
+       }},
+      {"some-flag", cli::Kind::flag, "", "", "a flag",
+       [&](const std::vector<std::string>& v) -> Result<void> {
+         flag = v.front() == "true";
+         return {};
+       }},
+  }};
+  args.insert(args.begin(), "kmodkit-test");
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  int code = cli::run_main(program, static_cast<int>(argv.size()), argv.data(), [] { return Result<void>{}; });
+  return {code, value, flag};
+}
+
+}  // namespace
+
+TEST_CASE("an option's flag wins over its environment variable, which wins over its default", "[unit][cli]") {
+  ::unsetenv("KMODKIT_SOME_VALUE");
+  ::unsetenv("KMODKIT_SOME_FLAG");
+  CHECK(run_options({}).value == "fallback");
+  ::setenv("KMODKIT_SOME_VALUE", "from-env", 1);
+  CHECK(run_options({}).value == "from-env");
+  CHECK(run_options({"--some-value", "from-flag"}).value == "from-flag");
+  ::setenv("KMODKIT_SOME_FLAG", "yes", 1);
+  CHECK(run_options({}).flag);
+  ::setenv("KMODKIT_SOME_FLAG", "maybe", 1);
+  CHECK(run_options({}).code == 64);
+  ::unsetenv("KMODKIT_SOME_VALUE");
+  ::unsetenv("KMODKIT_SOME_FLAG");
+}
+
+TEST_CASE("a bad option value exits 64 and the reason goes to the termination log", "[unit][cli]") {
+  TempDir tmp;
+  test::write_file(tmp / "termination-log", "");
+  ::setenv("KMODKIT_TERMINATION_LOG", (tmp / "termination-log").c_str(), 1);
+  CHECK(run_options({"--some-value", "bad"}).code == 64);
+  CHECK(test::read_file(tmp / "termination-log") == "kmodkit-test: --some-value: 'bad' is not allowed\n");
+  CHECK(run_options({"--no-such-option"}).code == 64);
+  ::unsetenv("KMODKIT_TERMINATION_LOG");
+}
+
+TEST_CASE("the termination log is never created where it does not exist", "[unit][cli]") {
+  TempDir tmp;
+  ::setenv("KMODKIT_TERMINATION_LOG", (tmp / "absent").c_str(), 1);
+  cli::write_termination_log("x");
+  CHECK_FALSE(std::filesystem::exists(tmp / "absent"));
+  ::unsetenv("KMODKIT_TERMINATION_LOG");
+}
+
+TEST_CASE("errors gather context from the outside in", "[unit][result]") {
+  auto inner = []() -> Result<int> { return fail(ExitCode::unavailable, "HTTP 404"); };
+  auto outer = [&]() -> Result<int> {
+    int v = KK_TRY_CTX(inner(), "fetching headers for 6.1.0-18-amd64");
+    return v + 1;
+  };
+  auto r = outer();
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == ExitCode::unavailable);
+  CHECK(r.error().message == "fetching headers for 6.1.0-18-amd64: HTTP 404");
+}
+
+TEST_CASE("integers and seconds are parsed strictly, naming the option", "[unit][cli]") {
+  CHECK(*cli::parse_integer("jobs", "4", 1, 64) == 4);
+  auto bad = cli::parse_integer("jobs", "4x", 1, 64);
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().message == "--jobs: '4x' is not a whole number");
+  CHECK_FALSE(cli::parse_integer("jobs", "0", 1, 64));
+  CHECK(*cli::parse_seconds("lock-timeout", "1.5") == 1.5);
+  CHECK_FALSE(cli::parse_seconds("lock-timeout", "-1"));
+}
+
+TEST_CASE("an atomic write replaces the whole file and leaves no temporary behind", "[unit][files]") {
+  TempDir tmp;
+  REQUIRE(files::write_file_atomic(tmp / "f", "one"));
+  REQUIRE(files::write_file_atomic(tmp / "f", "two"));
+  CHECK(test::read_file(tmp / "f") == "two");
+  CHECK(test::count_entries(tmp.path) == 1);
+}
+
+TEST_CASE("writing into a missing directory fails with the path in the message", "[unit][files]") {
+  TempDir tmp;
+  auto r = files::write_file_atomic(tmp / "no/such/dir/f", "x");
+  REQUIRE_FALSE(r);
+  CHECK(r.error().message.find("no/such/dir/f") != std::string::npos);
+}
+
+TEST_CASE("a staging directory disappears unless kept", "[unit][files]") {
+  TempDir tmp;
+  std::filesystem::path p;
+  {
+    auto s = files::StagingDir::create(tmp / "staging", "k");
+    REQUIRE(s);
+    p = s->path();
+    test::write_file(p / "a/b", "x");
+  }
+  CHECK_FALSE(std::filesystem::exists(p));
+  {
+    auto s = files::StagingDir::create(tmp / "staging", "k");
+    REQUIRE(s);
+    p = s->path();
+    s->keep();
+  }
+  CHECK(std::filesystem::exists(p));
+}
+
+TEST_CASE("the lock waits a bounded time for another holder, then says so with exit 75", "[unit][files]") {
+  TempDir tmp;
+  int other = ::open((tmp / "lock").c_str(), O_RDWR | O_CREAT, 0644);
+  REQUIRE(::flock(other, LOCK_EX) == 0);
+  auto r = files::FileLock::acquire(tmp / "lock", std::chrono::milliseconds(300), std::chrono::milliseconds(100));
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == ExitCode::temp_fail);
+  CHECK(r.error().message.find("gave up waiting for the lock") != std::string::npos);
+  ::close(other);
+  auto ok = files::FileLock::acquire(tmp / "lock", std::chrono::milliseconds(300));
+  CHECK(ok);
+}
+
+TEST_CASE("a subprocess's output and exit status are captured", "[unit][subprocess]") {
+  auto r = subprocess::run({"sh", "-c", "echo out; echo err >&2; exit 3"});
+  REQUIRE(r);
+  CHECK(r->exit_code == 3);
+  CHECK(r->output.find("out") != std::string::npos);
+  CHECK(r->output.find("err") != std::string::npos);
+  CHECK(r->describe() == "exited with 3");
+}
+
+TEST_CASE("a subprocess that runs too long is killed with its children", "[unit][subprocess]") {
+  subprocess::Options opts;
+  opts.timeout = std::chrono::milliseconds(300);
+  const auto start = std::chrono::steady_clock::now();
+  auto r = subprocess::run({"sh", "-c", "sleep 30 & sleep 30"}, opts);
+  REQUIRE(r);
+  CHECK(r->timed_out);
+  CHECK_FALSE(r->ok());
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(10));
+}
+
+TEST_CASE("a program that does not exist is input missing", "[unit][subprocess]") {
+  auto r = subprocess::run({"kmodkit-no-such-program"});
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == ExitCode::no_input);
+}
+
+TEST_CASE("SHA-256 matches the FIPS 180-2 test vectors", "[unit][digest]") {
+  CHECK(digest::sha256_hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  CHECK(digest::sha256_hex("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  digest::Sha256 h;
+  h.update("a");
+  h.update("bc");
+  CHECK(h.hex() == digest::sha256_hex("abc"));
+  CHECK(digest::is_sha256_hex("BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD"));
+  CHECK_FALSE(digest::is_sha256_hex("ba78"));
+}
+
+TEST_CASE("credentials in a URL never reach a message", "[unit][http]") {
+  CHECK(http::redact("https://user:secret@host/path") == "https://***@host/path");
+  CHECK(http::redact("http://host/p@th") == "http://host/p@th");
+}
