@@ -9,6 +9,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <set>
 #include <algorithm>
 #include <fcntl.h>
@@ -289,15 +290,6 @@ la_ssize_t member_read(struct archive* a, void* user, const void** out) {
   return n;
 }
 
-ReadPtr new_reader() {
-  ReadPtr a(archive_read_new());
-  archive_read_support_filter_all(a.get());
-  archive_read_support_format_tar(a.get());
-  archive_read_support_format_gnutar(a.get());
-  archive_read_support_format_cpio(a.get());
-  archive_read_support_format_ar(a.get());
-  return a;
-}
 
 // Extracts every entry of an opened reader whose first header is `first`.
 Result<void> extract_entries(struct archive* in, struct archive_entry* first, DiskWriter& writer,
@@ -314,33 +306,90 @@ Result<void> extract_entries(struct archive* in, struct archive_entry* first, Di
   }
 }
 
-// The outer reader is an ar archive: find data.tar.* and extract it.
-Result<void> extract_deb(struct archive* outer, struct archive_entry* first, DiskWriter& writer,
-                         std::string_view name) {
-  struct archive_entry* member = first;
+// Writes all of `in`'s current entry data (a raw stream) to `out`.
+Result<void> pump(struct archive* in, int out, std::string_view name, bool* reader_gone) {
+  std::vector<char> buf(256 << 10);
+  for (;;) {
+    la_ssize_t n = archive_read_data(in, buf.data(), buf.size());
+    if (n < 0) return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(in));
+    if (n == 0) return {};
+    const char* p = buf.data();
+    size_t left = static_cast<size_t>(n);
+    while (left > 0) {
+      ssize_t w = ::write(out, p, left);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EPIPE) *reader_gone = true;
+        return fail(files::errno_error(std::string(name) + ": pipe", errno, ExitCode::software));
+      }
+      p += w;
+      left -= static_cast<size_t>(w);
+    }
+  }
+}
+
+// Stage one of an extraction: reads the input (hashing it), unwraps a .deb's ar container and
+// decompresses, writing the plain tar or cpio stream to `out`.
+Result<void> decode(int fd, std::string_view name, digest::Sha256* hash, int out, bool* reader_gone) {
+  FdSource src{fd, hash};
+  ReadPtr in(archive_read_new());
+  archive_read_support_filter_all(in.get());
+  archive_read_support_format_ar(in.get());
+  archive_read_support_format_raw(in.get());
+  archive_read_support_format_empty(in.get());
+  if (archive_read_open(in.get(), &src, nullptr, fd_read, nullptr) != ARCHIVE_OK) {
+    return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(in.get()));
+  }
+  struct archive_entry* member = nullptr;
+  int r = archive_read_next_header(in.get(), &member);
+  if (r == ARCHIVE_EOF) return {};
+  if (r < ARCHIVE_WARN) return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(in.get()));
+  if ((archive_format(in.get()) & ARCHIVE_FORMAT_BASE_MASK) != ARCHIVE_FORMAT_AR) {
+    return pump(in.get(), out, name, reader_gone);
+  }
+  // A .deb: debian-binary, control.tar.*, data.tar.*.
   for (;;) {
     std::string_view member_name = archive_entry_pathname(member) ? archive_entry_pathname(member) : "";
     if (member_name.starts_with("data.tar")) {
       const std::string inner_name = std::string(name) + "/" + std::string(member_name);
-      MemberSource src{outer};
+      MemberSource msrc{in.get()};
       ReadPtr inner(archive_read_new());
       archive_read_support_filter_all(inner.get());
-      archive_read_support_format_tar(inner.get());
-      archive_read_support_format_gnutar(inner.get());
-      if (archive_read_open(inner.get(), &src, nullptr, member_read, nullptr) != ARCHIVE_OK) {
+      archive_read_support_format_raw(inner.get());
+      archive_read_support_format_empty(inner.get());
+      if (archive_read_open(inner.get(), &msrc, nullptr, member_read, nullptr) != ARCHIVE_OK) {
         return fail(ExitCode::data_err, inner_name + ": " + archive_message(inner.get()));
       }
       struct archive_entry* entry = nullptr;
-      int r = archive_read_next_header(inner.get(), &entry);
+      r = archive_read_next_header(inner.get(), &entry);
       if (r == ARCHIVE_EOF) return {};
       if (r < ARCHIVE_WARN) return fail(ExitCode::data_err, inner_name + ": " + archive_message(inner.get()));
-      return extract_entries(inner.get(), entry, writer, inner_name);
+      return pump(inner.get(), out, inner_name, reader_gone);
     }
-    int r = archive_read_next_header(outer, &member);
+    r = archive_read_next_header(in.get(), &member);
     if (r == ARCHIVE_EOF) break;
-    if (r < ARCHIVE_WARN) return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(outer));
+    if (r < ARCHIVE_WARN) return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(in.get()));
   }
   return fail(ExitCode::data_err, std::string(name) + ": not a Debian package: no data.tar member");
+}
+
+// Stage two: reads a plain tar or cpio stream and writes its entries.
+Result<void> unpack(int fd, std::string_view name, DiskWriter& writer) {
+  FdSource src{fd, nullptr};
+  ReadPtr in(archive_read_new());
+  archive_read_support_filter_none(in.get());
+  archive_read_support_format_tar(in.get());
+  archive_read_support_format_gnutar(in.get());
+  archive_read_support_format_cpio(in.get());
+  archive_read_support_format_empty(in.get());
+  if (archive_read_open(in.get(), &src, nullptr, fd_read, nullptr) != ARCHIVE_OK) {
+    return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(in.get()));
+  }
+  struct archive_entry* entry = nullptr;
+  int r = archive_read_next_header(in.get(), &entry);
+  if (r == ARCHIVE_EOF) return {};
+  if (r < ARCHIVE_WARN) return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(in.get()));
+  return extract_entries(in.get(), entry, writer, name);
 }
 
 }  // namespace
@@ -447,31 +496,39 @@ Result<Stats> copy_tree(const fs::path& source, const std::string& dest, const P
 
 Result<Stats> Extraction::extract_fd(int fd, std::string_view name, digest::Sha256* hash) {
   auto writer = KK_TRY(DiskWriter::create(*state_));
-  FdSource src{fd, hash};
-  ReadPtr in = new_reader();
-  if (archive_read_open(in.get(), &src, nullptr, fd_read, nullptr) != ARCHIVE_OK) {
-    return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(in.get()));
-  }
-  struct archive_entry* entry = nullptr;
-  int r = archive_read_next_header(in.get(), &entry);
-  if (r < ARCHIVE_WARN) {
-    return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(in.get()));
-  }
-  if (r != ARCHIVE_EOF) {
-    if ((archive_format(in.get()) & ARCHIVE_FORMAT_BASE_MASK) == ARCHIVE_FORMAT_AR) {
-      KK_TRY(extract_deb(in.get(), entry, writer, name));
-    } else {
-      KK_TRY(extract_entries(in.get(), entry, writer, name));
+  // Two stages on two threads joined by a pipe, as dpkg-deb runs tar and the decompressor:
+  // decompression overlaps with file creation.
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return fail(files::errno_error("pipe", errno, ExitCode::software));
+  files::Fd read_end(fds[0]);
+  files::Fd write_end(fds[1]);
+  ::fcntl(write_end.get(), F_SETPIPE_SZ, 1 << 20);
+  bool reader_gone = false;
+  Result<void> decoded;
+  std::thread decoder([&] {
+    decoded = decode(fd, name, hash, write_end.get(), &reader_gone);
+    write_end = files::Fd();
+  });
+  auto unpacked = unpack(read_end.get(), name, writer);
+  if (unpacked) {
+    // What follows the archive's end marker (tar padding) must still flow.
+    char buf[1 << 16];
+    while (::read(read_end.get(), buf, sizeof buf) > 0) {
     }
   }
+  read_end = files::Fd();  // a decoder still writing gets EPIPE
+  decoder.join();
+  if (!decoded && !reader_gone) return fail(decoded.error());
+  KK_TRY(unpacked);
   KK_TRY(writer.close(name));
   // The digest covers the whole input, including what follows the last member.
+  std::vector<char> buf(1 << 16);
   for (;;) {
-    ssize_t n = ::read(fd, src.buf.data(), src.buf.size());
+    ssize_t n = ::read(fd, buf.data(), buf.size());
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return fail(files::errno_error("read " + std::string(name), errno, ExitCode::data_err));
     if (n == 0) break;
-    if (hash != nullptr) hash->update(src.buf.data(), static_cast<size_t>(n));
+    if (hash != nullptr) hash->update(buf.data(), static_cast<size_t>(n));
   }
   return writer.stats();
 }
