@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds the Debian 12 base image the Containerfiles start from, with debootstrap (base images
+# are not pulled: the build needs only Debian's package repositories).
+#   images/build-base.sh [MIRROR]     -> image localhost/kmodkit-base:bookworm
+set -euo pipefail
+mirror=${1:-http://deb.debian.org/debian}
+image=${KMODKIT_BASE_IMAGE:-localhost/kmodkit-base:bookworm}
+if buildah inspect --type image "$image" >/dev/null 2>&1; then
+  echo "build-base: $image exists"
+  exit 0
+fi
+root=$(mktemp -d /var/tmp/kmodkit-base.XXXXXX)
+trap 'rm -rf "$root"' EXIT
+debootstrap --variant=minbase bookworm "$root" "$mirror"
+rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+ctr=$(buildah from scratch)
+buildah copy "$ctr" "$root" / >/dev/null
+buildah config --env LANG=C.UTF-8 "$ctr"
+buildah commit --rm "$ctr" "$image"
+echo "build-base: $image"
