@@ -9,6 +9,8 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <condition_variable>
+#include <deque>
 #include <thread>
 #include <set>
 #include <algorithm>
@@ -153,38 +155,39 @@ class DiskWriter {
     return DiskWriter(state, std::move(out));
   }
 
-  // Writes one entry read from `in` (header already read), copying its data.
-  Result<void> write(struct archive* in, struct archive_entry* entry, std::string_view raw_path,
-                     std::string_view source) {
+  enum class Next { skip, write };
+
+  // Checks an entry read from an archive and renames it into the root. Symlinks are handed to
+  // the state for finish(). Returns whether the entry still has to be written.
+  Result<Next> prepare(struct archive_entry* entry, std::string_view raw_path, std::string_view source) {
     const auto type = archive_entry_filetype(entry);
     const char* hardlink = archive_entry_hardlink(entry);
     auto where = [&](std::string_view p) { return std::string(source) + ": " + std::string(p); };
 
     auto orig = KK_TRY_CTX(checked_entry_path(raw_path), source);
-    if (orig.empty()) return {};  // the archive's "./" itself
+    if (orig.empty()) return Next::skip;  // the archive's "./" itself
     if (hardlink == nullptr && type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK) {
       ++stats_.skipped;
       log::get("archive")->warn("{}: skipping '{}': device nodes, FIFOs and sockets are not extracted",
                                 source, orig);
-      return {};
+      return Next::skip;
     }
     const std::string final_path = relocate(orig);
-    const auto& policy_ = state_.policy;
-    const auto& root_ = state_.root;
-    if (policy_.include && !policy_.include(final_path)) {
+    const auto& policy = state_.policy;
+    if (policy.include && !policy.include(final_path)) {
       ++stats_.skipped;
-      return {};
+      return Next::skip;
     }
-    archive_entry_copy_pathname(entry, (root_ / final_path).c_str());
+    archive_entry_copy_pathname(entry, (state_.root / final_path).c_str());
 
     if (hardlink != nullptr) {
       auto link_orig = KK_TRY_CTX(checked_entry_path(hardlink), where(orig));
       const std::string link_final = relocate(link_orig);
-      if (policy_.include && !policy_.include(link_final)) {
+      if (policy.include && !policy.include(link_final)) {
         ++stats_.skipped;
-        return {};
+        return Next::skip;
       }
-      archive_entry_copy_hardlink(entry, (root_ / link_final).c_str());
+      archive_entry_copy_hardlink(entry, (state_.root / link_final).c_str());
     } else if (type == AE_IFLNK) {
       const char* text = archive_entry_symlink(entry);
       auto resolved = KK_TRY_CTX(resolve_link(orig, text != nullptr ? text : ""), source);
@@ -193,39 +196,56 @@ class DiskWriter {
       std::lock_guard lock(state_.mutex);
       state_.links.push_back(std::move(link));
       ++stats_.symlinks;
-      return {};
+      return Next::skip;
     }
     if (type == AE_IFREG) {
       archive_entry_set_perm(entry, archive_entry_perm(entry) & ~static_cast<mode_t>(S_ISUID | S_ISGID));
     }
+    return Next::write;
+  }
 
+  // Writes a prepared entry. Its content comes from `data` when given, else from `in`.
+  Result<void> emit(struct archive* in, struct archive_entry* entry, const std::string* data,
+                    const std::string& where) {
+    const auto type = archive_entry_filetype(entry);
     if (archive_write_header(out_.get(), entry) < ARCHIVE_WARN) {
-      return fail(libarchive_write_error(out_.get(), where(orig)));
+      return fail(libarchive_write_error(out_.get(), where));
     }
-    if (type == AE_IFREG && archive_entry_size(entry) > 0) {
+    if (data != nullptr) {
+      if (!data->empty() && archive_write_data(out_.get(), data->data(), data->size()) < 0) {
+        return fail(libarchive_write_error(out_.get(), where));
+      }
+      stats_.bytes += data->size();
+    } else if (type == AE_IFREG && archive_entry_size(entry) > 0) {
       const void* buf = nullptr;
       size_t size = 0;
       la_int64_t offset = 0;
       for (;;) {
         int r = archive_read_data_block(in, &buf, &size, &offset);
         if (r == ARCHIVE_EOF) break;
-        if (r < ARCHIVE_WARN) {
-          return fail(ExitCode::data_err, where(orig) + ": " + archive_message(in));
-        }
+        if (r < ARCHIVE_WARN) return fail(ExitCode::data_err, where + ": " + archive_message(in));
         if (archive_write_data_block(out_.get(), buf, size, offset) < ARCHIVE_WARN) {
-          return fail(libarchive_write_error(out_.get(), where(orig)));
+          return fail(libarchive_write_error(out_.get(), where));
         }
         stats_.bytes += size;
       }
     }
     if (archive_write_finish_entry(out_.get()) < ARCHIVE_WARN) {
-      return fail(libarchive_write_error(out_.get(), where(orig)));
+      return fail(libarchive_write_error(out_.get(), where));
     }
-    switch (type) {
-      case AE_IFDIR: ++stats_.dirs; break;
-      default: ++stats_.files; break;
+    if (type == AE_IFDIR) {
+      ++stats_.dirs;
+    } else {
+      ++stats_.files;
     }
     return {};
+  }
+
+  // Writes one entry read from `in` (header already read), copying its data.
+  Result<void> write(struct archive* in, struct archive_entry* entry, std::string_view raw_path,
+                     std::string_view source) {
+    if (KK_TRY(prepare(entry, raw_path, source)) == Next::skip) return {};
+    return emit(in, entry, nullptr, std::string(source) + ": " + std::string(raw_path));
   }
 
   // Applies deferred directory modes and times.
@@ -238,6 +258,8 @@ class DiskWriter {
 
   const Stats& stats() const { return stats_; }
 
+  DiskWriter(DiskWriter&&) noexcept = default;
+
  private:
   DiskWriter(Extraction::State& state, WritePtr out) : state_(state), out_(std::move(out)) {}
   std::string relocate(const std::string& p) const {
@@ -247,6 +269,103 @@ class DiskWriter {
   Extraction::State& state_;
   WritePtr out_;
   Stats stats_;
+};
+
+struct EntryFree {
+  void operator()(struct archive_entry* e) const { archive_entry_free(e); }
+};
+using EntryPtr = std::unique_ptr<struct archive_entry, EntryFree>;
+
+// Small files handed from the thread that reads an archive to threads that create them: file
+// creation is mostly kernel time, and two threads creating files overlap it.
+class WriterPool {
+ public:
+  struct Item {
+    EntryPtr entry;
+    std::string data;
+    std::string where;
+  };
+
+  static Result<std::unique_ptr<WriterPool>> create(Extraction::State& state, int threads) {
+    auto pool = std::unique_ptr<WriterPool>(new WriterPool());
+    for (int i = 0; i < threads; ++i) pool->writers_.push_back(KK_TRY(DiskWriter::create(state)));
+    for (auto& w : pool->writers_) pool->threads_.emplace_back([p = pool.get(), &w] { p->work(w); });
+    return pool;
+  }
+
+  ~WriterPool() { stop(); }
+
+  // Queues a file; waits while the queue holds more than its budget. Returns the first error a
+  // writer met, after which nothing more is written.
+  Result<void> push(Item item) {
+    std::unique_lock lock(mutex_);
+    room_.wait(lock, [&] { return bytes_ < kBudget || error_; });
+    if (error_) return fail(*error_);
+    bytes_ += item.data.size() + 512;
+    queue_.push_back(std::move(item));
+    ready_.notify_one();
+    return {};
+  }
+
+  // Waits for the queue to empty and the writers to finish; their statistics are added to `stats`.
+  Result<void> finish(Stats& stats) {
+    stop();
+    for (const auto& w : writers_) stats += w.stats();
+    if (error_) return fail(*error_);
+    return {};
+  }
+
+ private:
+  static constexpr size_t kBudget = 4 << 20;
+  WriterPool() = default;
+
+  void stop() {
+    {
+      std::lock_guard lock(mutex_);
+      closed_ = true;
+    }
+    ready_.notify_all();
+    for (auto& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+  }
+
+  void work(DiskWriter& writer) {
+    for (;;) {
+      Item item;
+      {
+        std::unique_lock lock(mutex_);
+        ready_.wait(lock, [&] { return !queue_.empty() || closed_; });
+        if (queue_.empty()) break;
+        item = std::move(queue_.front());
+        queue_.pop_front();
+        bytes_ -= item.data.size() + 512;
+        room_.notify_one();
+        if (error_) continue;
+      }
+      auto r = writer.emit(nullptr, item.entry.get(), &item.data, item.where);
+      if (!r) {
+        std::lock_guard lock(mutex_);
+        if (!error_) error_ = r.error();
+        room_.notify_all();
+      }
+    }
+    // Deferred directory fixups of this writer (none: directories are the reader's).
+    auto closed = writer.close("writer");
+    if (!closed) {
+      std::lock_guard lock(mutex_);
+      if (!error_) error_ = closed.error();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable ready_, room_;
+  std::deque<Item> queue_;
+  size_t bytes_ = 0;
+  bool closed_ = false;
+  std::optional<Error> error_;
+  std::vector<DiskWriter> writers_;
+  std::vector<std::thread> threads_;
 };
 
 // Reads from an fd and hashes every byte it hands to libarchive.
@@ -290,21 +409,6 @@ la_ssize_t member_read(struct archive* a, void* user, const void** out) {
   return n;
 }
 
-
-// Extracts every entry of an opened reader whose first header is `first`.
-Result<void> extract_entries(struct archive* in, struct archive_entry* first, DiskWriter& writer,
-                             std::string_view name) {
-  struct archive_entry* entry = first;
-  for (;;) {
-    const char* path = archive_entry_pathname(entry);
-    KK_TRY(writer.write(in, entry, path != nullptr ? path : "", name));
-    int r = archive_read_next_header(in, &entry);
-    if (r == ARCHIVE_EOF) return {};
-    if (r < ARCHIVE_WARN) {
-      return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(in));
-    }
-  }
-}
 
 // Writes all of `in`'s current entry data (a raw stream) to `out`.
 Result<void> pump(struct archive* in, int out, std::string_view name, bool* reader_gone) {
@@ -373,8 +477,12 @@ Result<void> decode(int fd, std::string_view name, digest::Sha256* hash, int out
   return fail(ExitCode::data_err, std::string(name) + ": not a Debian package: no data.tar member");
 }
 
-// Stage two: reads a plain tar or cpio stream and writes its entries.
-Result<void> unpack(int fd, std::string_view name, DiskWriter& writer) {
+// Stage two: reads a plain tar or cpio stream and writes its entries: small files through a
+// pool of writer threads, directories and large files itself, hard links last (when the files
+// they name exist).
+Result<void> unpack(int fd, std::string_view name, Extraction::State& state, DiskWriter& writer,
+                    Stats& stats) {
+  constexpr la_int64_t kSmall = 1 << 20;
   FdSource src{fd, nullptr};
   ReadPtr in(archive_read_new());
   archive_read_support_filter_none(in.get());
@@ -385,11 +493,40 @@ Result<void> unpack(int fd, std::string_view name, DiskWriter& writer) {
   if (archive_read_open(in.get(), &src, nullptr, fd_read, nullptr) != ARCHIVE_OK) {
     return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(in.get()));
   }
-  struct archive_entry* entry = nullptr;
-  int r = archive_read_next_header(in.get(), &entry);
-  if (r == ARCHIVE_EOF) return {};
-  if (r < ARCHIVE_WARN) return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(in.get()));
-  return extract_entries(in.get(), entry, writer, name);
+  auto pool = KK_TRY(WriterPool::create(state, 2));
+  std::vector<WriterPool::Item> hardlinks;
+  for (;;) {
+    struct archive_entry* entry = nullptr;
+    int r = archive_read_next_header(in.get(), &entry);
+    if (r == ARCHIVE_EOF) break;
+    if (r < ARCHIVE_WARN) return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(in.get()));
+    const std::string raw = archive_entry_pathname(entry) != nullptr ? archive_entry_pathname(entry) : "";
+    if (KK_TRY(writer.prepare(entry, raw, name)) == DiskWriter::Next::skip) continue;
+    std::string where = std::string(name) + ": " + raw;
+    if (archive_entry_hardlink(entry) != nullptr) {
+      EntryPtr link(archive_entry_clone(entry));
+      archive_entry_set_size(link.get(), 0);
+      hardlinks.push_back({std::move(link), {}, std::move(where)});
+      continue;
+    }
+    if (archive_entry_filetype(entry) == AE_IFREG && archive_entry_size(entry) <= kSmall) {
+      std::string data(static_cast<size_t>(archive_entry_size(entry)), '\0');
+      size_t got = 0;
+      while (got < data.size()) {
+        la_ssize_t n = archive_read_data(in.get(), data.data() + got, data.size() - got);
+        if (n < 0) return fail(ExitCode::data_err, where + ": " + archive_message(in.get()));
+        if (n == 0) break;
+        got += static_cast<size_t>(n);
+      }
+      data.resize(got);
+      KK_TRY(pool->push({EntryPtr(archive_entry_clone(entry)), std::move(data), std::move(where)}));
+      continue;
+    }
+    KK_TRY(writer.emit(in.get(), entry, nullptr, where));
+  }
+  KK_TRY(pool->finish(stats));
+  for (auto& h : hardlinks) KK_TRY(writer.emit(nullptr, h.entry.get(), &h.data, h.where));
+  return {};
 }
 
 }  // namespace
@@ -509,7 +646,8 @@ Result<Stats> Extraction::extract_fd(int fd, std::string_view name, digest::Sha2
     decoded = decode(fd, name, hash, write_end.get(), &reader_gone);
     write_end = files::Fd();
   });
-  auto unpacked = unpack(read_end.get(), name, writer);
+  Stats pooled;
+  auto unpacked = unpack(read_end.get(), name, *state_, writer, pooled);
   if (unpacked) {
     // What follows the archive's end marker (tar padding) must still flow.
     char buf[1 << 16];
@@ -521,6 +659,8 @@ Result<Stats> Extraction::extract_fd(int fd, std::string_view name, digest::Sha2
   if (!decoded && !reader_gone) return fail(decoded.error());
   KK_TRY(unpacked);
   KK_TRY(writer.close(name));
+  Stats stats = writer.stats();
+  stats += pooled;
   // The digest covers the whole input, including what follows the last member.
   std::vector<char> buf(1 << 16);
   for (;;) {
@@ -530,7 +670,7 @@ Result<Stats> Extraction::extract_fd(int fd, std::string_view name, digest::Sha2
     if (n == 0) break;
     if (hash != nullptr) hash->update(buf.data(), static_cast<size_t>(n));
   }
-  return writer.stats();
+  return stats;
 }
 
 Result<Stats> Extraction::copy_tree(const fs::path& source, const std::string& dest) {
