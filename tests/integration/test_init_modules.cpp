@@ -410,3 +410,83 @@ TEST_CASE("three processes on one volume: one lays out the tree, all exit 0 with
   CHECK(fs::is_empty(tmp / "vol/.kmodkit/staging"));
   CHECK(fs::exists(tmp / "vol/usr/lib/modules" / repo.kver / "build/Makefile"));
 }
+
+namespace {
+
+// Builds a Debian package with dpkg-deb from a file list (path -> content; "->target" makes a symlink).
+void build_deb(const fs::path& dir, const std::string& name, const std::string& depends,
+               const std::vector<std::pair<std::string, std::string>>& contents) {
+  const fs::path root = dir / ("src-" + name);
+  test::write_file(root / "DEBIAN/control", "Package: " + name + "\nVersion: 5.15.0-91.101\nArchitecture: amd64\n" +
+                                                (depends.empty() ? "" : "Depends: " + depends + "\n") +
+                                                "Maintainer: kmodkit tests <t@example.com>\nDescription: test package\n");
+  for (const auto& [path, content] : contents) {
+    if (content.starts_with("->")) {
+      fs::create_directories((root / path).parent_path());
+      fs::create_symlink(content.substr(2), root / path);
+    } else {
+      test::write_file(root / path, content);
+    }
+  }
+  auto r = subprocess::run({"dpkg-deb", "--root-owner-group", "--build", root.string(),
+                            (dir / "pool/main" / (name + "_5.15.0-91.101_amd64.deb")).string()});
+  REQUIRE(r);
+  INFO(r->output);
+  REQUIRE(r->ok());
+}
+
+}  // namespace
+
+TEST_CASE("an Ubuntu-style repository: flavour-less headers and the modules package are resolved", "[e2e][apt]") {
+  TempDir tmp;
+  const std::string kver = "5.15.0-91-generic";
+  const fs::path repo = tmp / "ubuntu";
+  fs::create_directories(repo / "pool/main");
+  build_deb(repo, "linux-headers-" + kver, "linux-headers-5.15.0-91, libc6 (>= 2.34), libelf1 (>= 0.142)",
+            {{"usr/src/linux-headers-" + kver + "/Makefile", "all:\n"},
+             {"usr/src/linux-headers-" + kver + "/.config", "CONFIG_MODULES=y\n"},
+             {"usr/src/linux-headers-" + kver + "/Module.symvers", ""},
+             {"usr/src/linux-headers-" + kver + "/include/generated/autoconf.h", "#define CONFIG_MODULES 1\n"},
+             {"usr/src/linux-headers-" + kver + "/scripts", "->../linux-headers-5.15.0-91/scripts"},
+             {"lib/modules/" + kver + "/build", "->/usr/src/linux-headers-" + kver}});
+  build_deb(repo, "linux-headers-5.15.0-91", "",
+            {{"usr/src/linux-headers-5.15.0-91/scripts/basic/fixdep", "fixdep"},
+             {"usr/src/linux-headers-5.15.0-91/scripts/mod/modpost", "modpost"}});
+  build_deb(repo, "linux-modules-" + kver, "",
+            {{"lib/modules/" + kver + "/kernel/drivers/uio/uio.ko", "not ELF"},
+             {"lib/modules/" + kver + "/modules.order", "kernel/drivers/uio/uio.ko\n"},
+             {"boot/System.map-" + kver, ""}});
+  // An unrelated package the resolver must not take.
+  build_deb(repo, "linux-headers-5.15.0-92", "", {{"usr/src/linux-headers-5.15.0-92/Makefile", ""}});
+  auto index = subprocess::run({"sh", "-c", "cd " + repo.string() +
+                                              " && mkdir -p dists/jammy/main/binary-amd64 && dpkg-scanpackages --arch amd64 pool/main /dev/null "
+                                              "| gzip -9 > dists/jammy/main/binary-amd64/Packages.gz && apt-ftparchive release dists/jammy > R && mv R dists/jammy/Release"});
+  REQUIRE((index && index->ok()));
+  test::write_file(tmp / "host/etc/os-release", "NAME=\"Ubuntu\"\nID=ubuntu\nID_LIKE=debian\nVERSION_ID=\"22.04\"\n");
+  HttpServer server(repo);
+  fs::create_directories(tmp / "vol");
+  auto run = test::run_init_modules({"--kernel-release", kver, "--volume", (tmp / "vol").string(), "--host-root",
+                                     (tmp / "host").string(), "--sysfs", (tmp / "no-sys").string(), "--sources", "volume,host,apt",
+                                     "--repo", "deb " + server.url() + " jammy main"});
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  CHECK_THAT(run.output, Catch::Contains("node OS ubuntu 22.04"));
+  CHECK_THAT(run.last_line, Catch::Contains("linux-headers-5.15.0-91 5.15.0-91.101") &&
+                                Catch::Contains("linux-modules-" + kver) && !Catch::Contains("5.15.0-92"));
+  CHECK(fs::exists(tmp / ("vol/usr/lib/modules/" + kver + "/build/scripts/mod/modpost")));
+  CHECK_THAT(test::read_file(tmp / ("vol/usr/lib/modules/" + kver + "/modules.dep")), Catch::Contains("kernel/drivers/uio/uio.ko:"));
+  CHECK_THAT(test::read_file(tmp / ("vol/.kmodkit/kernels/" + kver + ".json")),
+             Catch::Contains("\"modules\": \"usr/lib/modules/" + kver + "\""));
+}
+
+TEST_CASE("a node that is not Debian or Ubuntu is not looked up in apt repositories", "[e2e][apt]") {
+  TempDir tmp;
+  test::write_file(tmp / "host/usr/lib/os-release", "ID=\"rhcos\"\nID_LIKE=\"rhel fedora\"\nVERSION_ID=\"4.14\"\n");
+  fs::create_directories(tmp / "vol");
+  auto run = test::run_init_modules({"--kernel-release", "5.14.0-284.el9.x86_64", "--volume", (tmp / "vol").string(),
+                                     "--host-root", (tmp / "host").string(), "--sysfs", (tmp / "no-sys").string(),
+                                     "--sources", "apt", "--repo", "deb http://127.0.0.1:1 stable main"});
+  INFO(run.output);
+  CHECK(run.code == 66);
+  CHECK_THAT(run.last_line, Catch::Contains("apt: the node runs rhcos 4.14, not Debian or Ubuntu"));
+}
