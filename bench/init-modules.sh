@@ -26,7 +26,7 @@ for d in "${debs[@]}"; do args+=(--archive "$d" --sha256 "$(sha256sum "$d" | cut
 python3 tests/support/http_server.py "$work/repo" --port-file "$work/port" 2>/dev/null &
 server=$!
 for _ in $(seq 100); do [ -f "$work/port" ] && break; sleep 0.05; done
-repo="deb http://127.0.0.1:$(cat "$work/port") stable main"
+repo="deb [trusted=yes] http://127.0.0.1:$(cat "$work/port") stable main"
 
 now() { date +%s.%N; }
 fresh() { rm -rf "$work/$1"; mkdir -p "$work/$1"; sync; }

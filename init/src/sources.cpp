@@ -15,6 +15,7 @@
 #include "kmodkit/fetch.hpp"
 #include "kmodkit/log.hpp"
 #include "kmodkit/progress.hpp"
+#include "signature.hpp"
 
 namespace kmodkit::init {
 namespace {
@@ -275,12 +276,18 @@ bool keep_linux(std::string_view name) { return name.starts_with("linux-"); }
 
 // Downloads and verifies one suite's Release and the Packages indexes of its components.
 Result<std::vector<apt::Package>> load_suite(const apt::Repo& repo, const std::string& arch,
-                                             const http::Options& http_options, std::string* note) {
+                                             const fs::path& apt_root, const http::Options& http_options,
+                                             std::string* note) {
   auto logger = log::get("init.apt");
   const std::string base = repo.uri + "/dists/" + repo.suite;
   std::string text;
   auto in_release = http::get_string(base + "/InRelease", http_options, 64 << 20);
   if (in_release) {
+    // Only the signed part counts: gpgv would accept text around it that the parser would read.
+    if (!in_release->starts_with("-----BEGIN PGP SIGNED MESSAGE-----")) {
+      return fail(ExitCode::data_err, http::redact(base) + "/InRelease is not a clear-signed file");
+    }
+    KK_TRY(signature::verify(repo, apt_root, http::redact(base) + "/InRelease", *in_release, std::nullopt));
     text = apt::strip_clearsign(*in_release);
   } else if (in_release.error().code == ExitCode::no_input) {
     auto release = http::get_string(base + "/Release", http_options, 64 << 20);
@@ -290,6 +297,15 @@ Result<std::vector<apt::Package>> load_suite(const apt::Repo& repo, const std::s
         return std::vector<apt::Package>{};
       }
       return fail(release.error());
+    }
+    if (!repo.trusted) {
+      auto sig = http::get_string(base + "/Release.gpg", http_options, 1 << 20);
+      if (!sig && sig.error().code == ExitCode::no_input) {
+        return fail(ExitCode::data_err, http::redact(base) + "/Release is not signed (no InRelease, no Release.gpg); "
+                                            "mark the repository trusted=yes if that is intended");
+      }
+      if (!sig) return fail(sig.error());
+      KK_TRY(signature::verify(repo, apt_root, http::redact(base) + "/Release", *release, *sig));
     }
     text = std::move(*release);
   } else {
@@ -370,7 +386,7 @@ Result<Answer> fetch_apt(Context& ctx) {
   std::vector<std::string> notes;
   for (const auto& repo : repos) {
     std::string note;
-    auto pkgs = KK_TRY(load_suite(repo, cfg.arch, cfg.http, &note));
+    auto pkgs = KK_TRY(load_suite(repo, cfg.arch, cfg.apt_root, cfg.http, &note));
     if (!note.empty()) notes.push_back(note);
     all.insert(all.end(), std::make_move_iterator(pkgs.begin()), std::make_move_iterator(pkgs.end()));
   }

@@ -26,7 +26,7 @@ struct Repo {
   fs::path root = dir / "repo";
   std::string kver = test::fixture_kernel_release();
   Repo() { test::copy_tree(test::fixtures_dir() / "apt-repo", root); }
-  std::string line(const HttpServer& server) const { return "deb " + server.url() + " stable main"; }
+  std::string line(const HttpServer& server) const { return "deb [trusted=yes] " + server.url() + " stable main"; }
   fs::path deb(std::string_view prefix) const {
     for (const auto& e : fs::directory_iterator(root / "pool/main")) {
       if (e.path().filename().string().starts_with(prefix)) return e.path();
@@ -106,18 +106,74 @@ TEST_CASE("init-modules lays out Debian's headers from an apt repository, and a 
   CHECK_THAT(again.last_line, Catch::Contains("already on"));
 }
 
-TEST_CASE("init-modules reads the repositories from the image's apt configuration", "[e2e][apt]") {
+namespace {
+
+// Signs a repository's Release as a Debian archive is signed: InRelease (clear-signed) and
+// Release.gpg (detached), with a key made for the test. Returns the public keyring's path.
+fs::path sign_repository(const fs::path& repo, const fs::path& work) {
+  const fs::path home = work / "gnupg";
+  fs::create_directories(home);
+  fs::permissions(home, fs::perms::owner_all);
+  const std::string gpg = "gpg --batch --quiet --homedir " + home.string() + " ";
+  const fs::path release = repo / "dists/stable/Release";
+  auto r = subprocess::run({"sh", "-c",
+                            gpg + "--passphrase '' --quick-gen-key 'kmodkit test archive <archive@example.com>' rsa2048 sign never && " +
+                                gpg + "--export > " + (work / "archive.gpg").string() + " && " + gpg + "--clearsign -o " +
+                                (repo / "dists/stable/InRelease").string() + " " + release.string() + " && " + gpg +
+                                "--detach-sign -o " + (repo / "dists/stable/Release.gpg").string() + " " + release.string() +
+                                "; status=$?; gpgconf --homedir " + home.string() + " --kill all; exit $status"});
+  REQUIRE(r);
+  INFO(r->output);
+  REQUIRE(r->ok());
+  return work / "archive.gpg";
+}
+
+}  // namespace
+
+TEST_CASE("the image's apt configuration is read, and a signed repository is checked with its Signed-By key", "[e2e][apt][signature]") {
+  Repo repo;
+  TempDir tmp;
+  const auto key = sign_repository(repo.root, tmp.path);
+  HttpServer server(repo.root);
+  fs::create_directories(tmp / "vol");
+  test::write_file(tmp / "image/etc/apt/sources.list.d/local.sources",
+                   "Types: deb\nURIs: " + server.url() + "\nSuites: stable\nComponents: main\nSigned-By: " + key.string() + "\n");
+  test::write_file(tmp / "no-host/etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n");
+  auto args = base_args(repo, tmp / "vol") + std::vector<std::string>{"--sources", "apt", "--apt-root", (tmp / "image").string()};
+  auto run = test::run_init_modules(args);
+  INFO(run.output);
+  CHECK(run.code == 0);
+  CHECK_THAT(run.output, Catch::Contains("node OS debian 12"));
+
+  // The same repository with InRelease changed after signing.
+  fs::remove_all(tmp / "vol");
+  fs::create_directories(tmp / "vol");
+  auto inrelease = test::read_file(repo.root / "dists/stable/InRelease");
+  inrelease.replace(inrelease.find("Suite: stable"), 13, "Suite: stabl3");
+  test::write_file(repo.root / "dists/stable/InRelease", inrelease);
+  auto tampered = test::run_init_modules(args);
+  INFO(tampered.output);
+  CHECK(tampered.code == 65);
+  CHECK_THAT(tampered.last_line, Catch::Contains("InRelease: the signature does not verify"));
+  check_nothing_visible(tmp / "vol", repo.kver);
+
+  // Without InRelease apt falls back to Release and Release.gpg; so does init-modules.
+  fs::remove(repo.root / "dists/stable/InRelease");
+  auto detached = test::run_init_modules(args);
+  INFO(detached.output);
+  CHECK(detached.code == 0);
+}
+
+TEST_CASE("an unsigned repository is refused unless marked trusted=yes", "[e2e][apt][signature]") {
   Repo repo;
   HttpServer server(repo.root);
   TempDir tmp;
   fs::create_directories(tmp / "vol");
-  test::write_file(tmp / "image/etc/apt/sources.list.d/local.sources",
-                   "Types: deb\nURIs: " + server.url() + "\nSuites: stable\nComponents: main\n");
-  test::write_file(tmp / "no-host/etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n");
-  auto run = test::run_init_modules(base_args(repo, tmp / "vol") + std::vector<std::string>{"--sources", "apt", "--apt-root", (tmp / "image").string()});
+  auto run = test::run_init_modules(base_args(repo, tmp / "vol") + std::vector<std::string>{"--sources", "apt", "--repo", "deb " + server.url() + " stable main"});
   INFO(run.output);
-  CHECK(run.code == 0);
-  CHECK_THAT(run.output, Catch::Contains("node OS debian 12"));
+  CHECK(run.code == 65);
+  CHECK_THAT(run.last_line, Catch::Contains("Release is not signed (no InRelease, no Release.gpg)"));
+  check_nothing_visible(tmp / "vol", repo.kver);
 }
 
 TEST_CASE("a dry run says which packages it would use and writes nothing", "[e2e][apt]") {
@@ -467,7 +523,7 @@ TEST_CASE("an Ubuntu-style repository: flavour-less headers and the modules pack
   fs::create_directories(tmp / "vol");
   auto run = test::run_init_modules({"--kernel-release", kver, "--volume", (tmp / "vol").string(), "--host-root",
                                      (tmp / "host").string(), "--sysfs", (tmp / "no-sys").string(), "--sources", "volume,host,apt",
-                                     "--repo", "deb " + server.url() + " jammy main"});
+                                     "--repo", "deb [trusted=yes] " + server.url() + " jammy main"});
   INFO(run.output);
   REQUIRE(run.code == 0);
   CHECK_THAT(run.output, Catch::Contains("node OS ubuntu 22.04"));
