@@ -13,6 +13,22 @@ root=$(mktemp -d /var/tmp/kmodkit-base.XXXXXX)
 trap 'rm -rf "$root"' EXIT
 debootstrap --variant=minbase bookworm "$root" "$mirror"
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+# The repositories of a stock Debian 12 image (debian:bookworm): main, updates and security,
+# signed by Debian's archive keys. init-modules reads these by default.
+rm -f "$root/etc/apt/sources.list"
+cat > "$root/etc/apt/sources.list.d/debian.sources" <<SOURCES
+Types: deb
+URIs: ${mirror}
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: ${mirror%/debian}/debian-security
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
 ctr=$(buildah from scratch)
 buildah copy "$ctr" "$root" / >/dev/null
 buildah config --env LANG=C.UTF-8 "$ctr"

@@ -19,6 +19,7 @@
 
 #include "kmodkit/files.hpp"
 #include "kmodkit/log.hpp"
+#include "kmodkit/text.hpp"
 
 namespace kmodkit::archive {
 namespace {
@@ -40,15 +41,10 @@ std::string archive_message(struct archive* a) {
 // archive_write_disk_new() reads the umask by setting it; serialise that across threads.
 std::mutex g_writer_mutex;
 
+// The non-empty components of a path; the views point into `path`.
 std::vector<std::string_view> split_path(std::string_view path) {
-  std::vector<std::string_view> parts;
-  size_t start = 0;
-  while (start <= path.size()) {
-    size_t end = path.find('/', start);
-    if (end == std::string_view::npos) end = path.size();
-    if (end > start) parts.push_back(path.substr(start, end - start));
-    start = end + 1;
-  }
+  auto parts = text::split(path, "/");
+  std::erase_if(parts, [](std::string_view p) { return p.empty(); });
   return parts;
 }
 
@@ -417,17 +413,9 @@ Result<void> pump(struct archive* in, int out, std::string_view name, bool* read
     la_ssize_t n = archive_read_data(in, buf.data(), buf.size());
     if (n < 0) return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(in));
     if (n == 0) return {};
-    const char* p = buf.data();
-    size_t left = static_cast<size_t>(n);
-    while (left > 0) {
-      ssize_t w = ::write(out, p, left);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EPIPE) *reader_gone = true;
-        return fail(files::errno_error(std::string(name) + ": pipe", errno, ExitCode::software));
-      }
-      p += w;
-      left -= static_cast<size_t>(w);
+    if (int err = files::write_all(out, buf.data(), static_cast<size_t>(n)); err != 0) {
+      *reader_gone = err == EPIPE;
+      return fail(files::errno_error(std::string(name) + ": pipe", err, ExitCode::software));
     }
   }
 }

@@ -11,24 +11,10 @@
 #include <map>
 
 #include "kmodkit/log.hpp"
+#include "kmodkit/text.hpp"
 
 namespace kmodkit::cli {
 namespace {
-
-std::vector<std::string> split_list(std::string_view text, char sep) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start <= text.size()) {
-    size_t end = text.find(sep, start);
-    if (end == std::string_view::npos) end = text.size();
-    std::string_view item = text.substr(start, end - start);
-    while (!item.empty() && std::isspace(static_cast<unsigned char>(item.front()))) item.remove_prefix(1);
-    while (!item.empty() && std::isspace(static_cast<unsigned char>(item.back()))) item.remove_suffix(1);
-    if (!item.empty()) out.emplace_back(item);
-    start = end + 1;
-  }
-  return out;
-}
 
 Result<std::string> parse_bool(std::string_view option, std::string_view text) {
   std::string lower;
@@ -155,17 +141,17 @@ int run_main(const Program& program, int argc, char** argv,
       if (opt.kind == Kind::value) return std::vector<std::string>{values.back()};
       std::vector<std::string> items;
       for (const auto& v : values) {
-        auto parts = split_list(v, opt.env_separator);
+        auto parts = text::split_items(v, opt.env_separator);
         items.insert(items.end(), parts.begin(), parts.end());
       }
       return items;
     }
     if (env_value != nullptr) {
-      if (opt.kind == Kind::list) return split_list(env_value, opt.env_separator);
+      if (opt.kind == Kind::list) return text::split_items(env_value, opt.env_separator);
       return std::vector<std::string>{env_value};
     }
     if (opt.default_value.empty()) return std::vector<std::string>{};
-    if (opt.kind == Kind::list) return split_list(opt.default_value, opt.env_separator);
+    if (opt.kind == Kind::list) return text::split_items(opt.default_value, opt.env_separator);
     return std::vector<std::string>{opt.default_value};
   };
 

@@ -35,17 +35,9 @@ Result<void> stream(const std::string& location, const http::Options& options,
     downloaded = http::get(
         location,
         [&](std::span<const char> bytes) -> Result<void> {
-          const char* p = bytes.data();
-          size_t left = bytes.size();
-          while (left > 0) {
-            ssize_t n = ::write(write_end.get(), p, left);
-            if (n < 0) {
-              if (errno == EINTR) continue;
-              if (errno == EPIPE) reader_gone = true;
-              return fail(files::errno_error("pipe", errno, ExitCode::software));
-            }
-            p += n;
-            left -= static_cast<size_t>(n);
+          if (int err = files::write_all(write_end.get(), bytes.data(), bytes.size()); err != 0) {
+            reader_gone = err == EPIPE;
+            return fail(files::errno_error("pipe", err, ExitCode::software));
           }
           return {};
         },

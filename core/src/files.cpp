@@ -39,6 +39,19 @@ Fd::~Fd() {
   if (fd_ >= 0) ::close(fd_);
 }
 
+int write_all(int fd, const char* data, size_t size) {
+  while (size > 0) {
+    ssize_t n = ::write(fd, data, size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    data += n;
+    size -= static_cast<size_t>(n);
+  }
+  return 0;
+}
+
 Result<Fd> open_file(const fs::path& path, int flags, mode_t mode) {
   int fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
   if (fd < 0) {
@@ -73,18 +86,9 @@ Result<void> write_file_atomic(const fs::path& path, std::string_view content, m
   tmp += ".tmp." + std::to_string(::getpid());
   {
     auto fd = KK_TRY(open_file(tmp, O_WRONLY | O_CREAT | O_TRUNC, mode));
-    const char* p = content.data();
-    size_t left = content.size();
-    while (left > 0) {
-      ssize_t n = ::write(fd.get(), p, left);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        int err = errno;
-        ::unlink(tmp.c_str());
-        return fail(errno_error("write " + tmp.string(), err));
-      }
-      p += n;
-      left -= static_cast<size_t>(n);
+    if (int err = write_all(fd.get(), content.data(), content.size()); err != 0) {
+      ::unlink(tmp.c_str());
+      return fail(errno_error("write " + tmp.string(), err));
     }
     if (::fsync(fd.get()) != 0) {
       int err = errno;

@@ -4,15 +4,12 @@
 #include <cctype>
 
 #include "kmodkit/files.hpp"
+#include "kmodkit/text.hpp"
 
 namespace kmodkit::init::apt {
 namespace {
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
-  return s;
-}
+using text::trim;
 
 std::vector<std::string> words(std::string_view s) {
   std::vector<std::string> out;
@@ -41,19 +38,6 @@ bool truthy(std::string_view v) {
 std::string strip_slash(std::string uri) {
   while (!uri.empty() && uri.back() == '/') uri.pop_back();
   return uri;
-}
-
-std::vector<std::string> split_list(std::string_view v, char sep) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start <= v.size()) {
-    size_t end = v.find(sep, start);
-    if (end == std::string_view::npos) end = v.size();
-    auto item = trim(v.substr(start, end - start));
-    if (!item.empty()) out.emplace_back(item);
-    start = end + 1;
-  }
-  return out;
 }
 
 // dpkg's order of a character in the non-digit parts: ~ before everything, letters before
@@ -122,12 +106,7 @@ std::string Repo::describe() const { return uri + " " + suite; }
 std::map<std::string, std::string> parse_stanza(std::string_view text) {
   std::map<std::string, std::string> fields;
   std::string current;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t end = text.find('\n', pos);
-    if (end == std::string_view::npos) end = text.size();
-    std::string_view line = text.substr(pos, end - pos);
-    pos = end + 1;
+  for (std::string_view line : text::split(text, "\n")) {
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.empty() || line.front() == '#') continue;
     if (line.front() == ' ' || line.front() == '\t') {
@@ -148,13 +127,9 @@ std::map<std::string, std::string> parse_stanza(std::string_view text) {
 
 Result<std::vector<Repo>> parse_one_line(std::string_view text, std::string_view origin) {
   std::vector<Repo> out;
-  size_t pos = 0;
   int lineno = 0;
-  while (pos < text.size()) {
-    size_t end = text.find('\n', pos);
-    if (end == std::string_view::npos) end = text.size();
-    std::string line(text.substr(pos, end - pos));
-    pos = end + 1;
+  for (std::string_view raw : text::split(text, "\n")) {
+    std::string line(raw);
     ++lineno;
     if (auto hash = line.find('#'); hash != std::string::npos) line.erase(hash);
     auto t = trim(line);
@@ -177,7 +152,7 @@ Result<std::vector<Repo>> parse_one_line(std::string_view text, std::string_view
         auto eq = opt.find('=');
         if (eq == std::string::npos) continue;
         std::string key = opt.substr(0, eq), value = opt.substr(eq + 1);
-        if (key == "arch") repo.architectures = split_list(value, ',');
+        if (key == "arch") repo.architectures = text::split_items(value, ',');
         else if (key == "signed-by") repo.signed_by = value;
         else if (key == "trusted") repo.trusted = truthy(value);
       }
@@ -198,13 +173,8 @@ Result<std::vector<Repo>> parse_one_line(std::string_view text, std::string_view
 
 Result<std::vector<Repo>> parse_deb822(std::string_view text, std::string_view origin) {
   std::vector<Repo> out;
-  size_t pos = 0;
   int stanza_no = 0;
-  while (pos < text.size()) {
-    size_t end = text.find("\n\n", pos);
-    if (end == std::string_view::npos) end = text.size();
-    auto block = text.substr(pos, end - pos);
-    pos = end + 2;
+  for (auto block : text::split(text, "\n\n")) {
     auto fields = parse_stanza(block);
     if (fields.empty()) continue;
     ++stanza_no;
@@ -271,16 +241,12 @@ std::string strip_clearsign(std::string_view text) {
   auto body = text.substr(body_start + 2);
   auto sig = body.find("\n-----BEGIN PGP SIGNATURE-----");
   if (sig != std::string_view::npos) body = body.substr(0, sig + 1);
+  if (body.ends_with('\n')) body.remove_suffix(1);
   std::string out;
-  size_t pos = 0;
-  while (pos < body.size()) {
-    size_t end = body.find('\n', pos);
-    if (end == std::string_view::npos) end = body.size();
-    auto line = body.substr(pos, end - pos);
+  for (auto line : text::split(body, "\n")) {
     if (line.starts_with("- ")) line.remove_prefix(2);  // dash-escaping (RFC 4880 7.1)
     out.append(line);
     out += '\n';
-    pos = end + 1;
   }
   return out;
 }
@@ -292,13 +258,8 @@ Result<Release> parse_release(std::string_view text) {
   rel.codename = fields["Codename"];
   auto it = fields.find("SHA256");
   if (it == fields.end()) return fail(ExitCode::data_err, "Release file has no SHA256 list");
-  size_t pos = 0;
-  const std::string& list = it->second;
-  while (pos < list.size()) {
-    size_t end = list.find('\n', pos);
-    if (end == std::string::npos) end = list.size();
-    auto w = words(std::string_view(list).substr(pos, end - pos));
-    pos = end + 1;
+  for (auto line : text::split(it->second, "\n")) {
+    auto w = words(line);
     if (w.size() != 3) continue;
     IndexFile f;
     f.sha256 = lower(w[0]);
@@ -375,9 +336,9 @@ bool Dependency::satisfied_by(std::string_view candidate) const {
 
 std::vector<std::vector<Dependency>> parse_depends(std::string_view field) {
   std::vector<std::vector<Dependency>> groups;
-  for (const auto& group : split_list(field, ',')) {
+  for (const auto& group : text::split_items(field, ',')) {
     std::vector<Dependency> alts;
-    for (const auto& alt : split_list(group, '|')) {
+    for (const auto& alt : text::split_items(group, '|')) {
       Dependency d;
       std::string_view s = alt;
       auto paren = s.find('(');

@@ -7,6 +7,7 @@
 
 #include "apt.hpp"
 #include "kmodkit/files.hpp"
+#include "kmodkit/text.hpp"
 
 namespace kmodkit::init::host {
 namespace {
@@ -19,12 +20,8 @@ std::string unquote(std::string v) {
 }
 
 bool has_word(std::string_view list, std::string_view word) {
-  size_t pos = 0;
-  while (pos < list.size()) {
-    size_t end = list.find(' ', pos);
-    if (end == std::string_view::npos) end = list.size();
-    if (list.substr(pos, end - pos) == word) return true;
-    pos = end + 1;
+  for (auto w : text::split(list, " ")) {
+    if (w == word) return true;
   }
   return false;
 }
@@ -73,15 +70,10 @@ std::optional<std::string> resolve_in_root(const fs::path& root, std::string_vie
   std::vector<std::string> done;  // resolved components so far
   std::vector<std::string> todo;  // components still to walk, in reverse order
   auto push_path = [&](std::string_view p) {
-    std::vector<std::string> parts;
-    size_t start = 0;
-    while (start <= p.size()) {
-      size_t end = p.find('/', start);
-      if (end == std::string_view::npos) end = p.size();
-      if (end > start) parts.emplace_back(p.substr(start, end - start));
-      start = end + 1;
+    auto parts = text::split(p, "/");
+    for (auto it = parts.rbegin(); it != parts.rend(); ++it) {
+      if (!it->empty()) todo.emplace_back(*it);
     }
-    for (auto it = parts.rbegin(); it != parts.rend(); ++it) todo.push_back(*it);
   };
   push_path(rel);
   int hops = 0;

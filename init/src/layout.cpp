@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include "kmodkit/files.hpp"
+#include "kmodkit/text.hpp"
 #include "kmodkit/log.hpp"
 #include "kmodkit/subprocess.hpp"
 
@@ -107,12 +108,10 @@ Result<void> finish(const fs::path& root, std::string_view kver, const Headers& 
   if (auto text = files::read_file(makefile, 1 << 20)) {
     std::string out;
     bool changed = false;
-    size_t pos = 0;
-    while (pos < text->size()) {
-      size_t end = text->find('\n', pos);
-      if (end == std::string::npos) end = text->size();
-      std::string line = text->substr(pos, end - pos);
-      pos = end + 1;
+    std::string_view body = *text;
+    if (body.ends_with('\n')) body.remove_suffix(1);
+    for (std::string_view view : text::split(body, "\n")) {
+      std::string line(view);
       if (line.starts_with("include /")) {
         const std::string rel_target = line.substr(9);  // without "include /"
         if (fs::exists(root / rel_target, ec)) {

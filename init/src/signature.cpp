@@ -7,6 +7,7 @@
 #include "kmodkit/files.hpp"
 #include "kmodkit/log.hpp"
 #include "kmodkit/subprocess.hpp"
+#include "kmodkit/text.hpp"
 
 namespace kmodkit::init::signature {
 namespace {
@@ -24,14 +25,8 @@ Result<std::string> dearmor(std::string_view text, const std::string& origin) {
     return fail(ExitCode::config, origin + ": malformed armoured key block");
   }
   std::string b64;
-  std::string_view lines = text.substr(body + 2, end - body - 2);
-  size_t pos = 0;
-  while (pos < lines.size()) {
-    size_t eol = lines.find('\n', pos);
-    if (eol == std::string_view::npos) eol = lines.size();
-    auto line = lines.substr(pos, eol - pos);
-    pos = eol + 1;
-    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.remove_suffix(1);
+  for (auto line : text::split(text.substr(body + 2, end - body - 2), "\n")) {
+    line = text::trim(line);
     if (line.empty() || line.front() == '=') continue;  // the CRC-24 line
     b64 += line;
   }
@@ -56,14 +51,7 @@ std::vector<std::string> keyring_sources(const apt::Repo& repo, const fs::path& 
     if (repo.signed_by.find(kArmourBegin) != std::string::npos) return {repo.signed_by};
     std::string rest = repo.signed_by;
     std::replace(rest.begin(), rest.end(), ',', ' ');
-    size_t pos = 0;
-    while (pos < rest.size()) {
-      size_t end = rest.find(' ', pos);
-      if (end == std::string::npos) end = rest.size();
-      if (end > pos) out.push_back(rest.substr(pos, end - pos));
-      pos = end + 1;
-    }
-    return out;
+    return text::split_items(rest, ' ');
   }
   std::error_code ec;
   if (fs::exists(apt_root / "etc/apt/trusted.gpg", ec)) out.push_back((apt_root / "etc/apt/trusted.gpg").string());

@@ -35,6 +35,9 @@ class Fd {
   int fd_ = -1;
 };
 
+// Writes all of `data` to `fd`, retrying short writes and EINTR. Returns 0 or the errno.
+int write_all(int fd, const char* data, size_t size);
+
 // Opens a path; the error names the path.
 Result<Fd> open_file(const fs::path& path, int flags, mode_t mode = 0644);
 
