@@ -15,7 +15,10 @@ preset=${KMODKIT_PRESET:-default}
 bin=$PWD/build/$preset/init/init-modules
 [ -x "$bin" ] || { echo "bench: build first (ci/build.sh); no $bin" >&2; exit 1; }
 work=$(mktemp -d /var/tmp/kmodkit-bench.XXXXXX)
-trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
+# Where the volumes go: a directory on disk (default, beside the work files) or, with
+# KMODKIT_BENCH_DEST=/dev/shm, tmpfs, which leaves out the disk and measures the CPU side.
+dest=$(mktemp -d "${KMODKIT_BENCH_DEST:-/var/tmp}/kmodkit-bench-vol.XXXXXX")
+trap 'kill $server 2>/dev/null || true; rm -rf "$work" "$dest"' EXIT
 
 tests/support/make-apt-repo.sh "$work/repo" >/dev/null
 kver=$(cat "$work/repo/kernel-release")
@@ -29,24 +32,26 @@ for _ in $(seq 100); do [ -f "$work/port" ] && break; sleep 0.05; done
 repo="deb [trusted=yes] http://127.0.0.1:$(cat "$work/port") stable main"
 
 now() { date +%s.%N; }
-fresh() { rm -rf "$work/$1"; mkdir -p "$work/$1"; sync; }
+# Volumes are never deleted between rounds: on ext4 with `discard` a large delete slows file
+# creation for seconds afterwards, which would land on whichever side ran next.
+fresh() { mkdir -p "$dest/$1"; sync; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 : > "$work/r_archive"; : > "$work/r_apt"; : > "$work/t_dpkg"; : > "$work/t_archive"; : > "$work/t_apt"; : > "$work/rss"
 for i in $(seq "$rounds"); do
-  fresh dpkg; t0=$(now)
-  for d in "${debs[@]}"; do dpkg-deb -x "$d" "$work/dpkg"; done
-  sync -f "$work/dpkg"   # init-modules makes its tree durable before showing it; so does the baseline
+  fresh "dpkg$i"; t0=$(now)
+  for d in "${debs[@]}"; do dpkg-deb -x "$d" "$dest/dpkg$i"; done
+  sync -f "$dest/dpkg$i"   # init-modules makes its tree durable before showing it; so does the baseline
   t1=$(now); dpkg=$(echo "$t1 - $t0" | bc -l)
 
-  fresh vol; t0=$(now)
-  /usr/bin/time -f %M -o "$work/rss.1" "$bin" --kernel-release "$kver" --volume "$work/vol" --sources archive \
+  fresh "vol$i"; t0=$(now)
+  /usr/bin/time -f %M -o "$work/rss.1" "$bin" --kernel-release "$kver" --volume "$dest/vol$i" --sources archive \
     "${args[@]}" --log-format json >/dev/null 2>&1
   t1=$(now); archive=$(echo "$t1 - $t0" | bc -l)
   cat "$work/rss.1" >> "$work/rss"
 
-  fresh vol2; t0=$(now)
-  "$bin" --kernel-release "$kver" --volume "$work/vol2" --host-root "$work/none" --sources apt --repo "$repo" \
+  fresh "apt$i"; t0=$(now)
+  "$bin" --kernel-release "$kver" --volume "$dest/apt$i" --host-root "$work/none" --sources apt --repo "$repo" \
     --log-format json >/dev/null 2>&1
   t1=$(now); apt=$(echo "$t1 - $t0" | bc -l)
 
@@ -58,13 +63,13 @@ done
 
 : > "$work/t_warm"; : > "$work/t_true"
 for i in $(seq 20); do
-  t0=$(now); "$bin" --kernel-release "$kver" --volume "$work/vol" --log-format json >/dev/null 2>&1; t1=$(now)
+  t0=$(now); "$bin" --kernel-release "$kver" --volume "$dest/vol1" --log-format json >/dev/null 2>&1; t1=$(now)
   echo "($t1 - $t0) * 1000" | bc -l >> "$work/t_warm"
   t0=$(now); /bin/true; t1=$(now)
   echo "($t1 - $t0) * 1000" | bc -l >> "$work/t_true"
 done
 
-printf '\nresults (median of %d rounds)\n' "$rounds"
+printf '\nresults (median of %d rounds, volumes on %s)\n' "$rounds" "$(df --output=fstype "$dest" | tail -1)"
 printf '  extraction, 3 Debian header packages: init-modules / dpkg-deb -x = %.2f   (target <= 0.80; %.2f s vs %.2f s)\n' \
   "$(median < "$work/r_archive")" "$(median < "$work/t_archive")" "$(median < "$work/t_dpkg")"
 printf '  apt over local HTTP incl. indexes:     init-modules / dpkg-deb -x = %.2f   (%.2f s)\n' \
