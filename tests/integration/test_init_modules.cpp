@@ -555,3 +555,39 @@ TEST_CASE("--help lists every option with its environment variable and default",
     CHECK_THAT(run.output, Catch::Contains(text));
   }
 }
+
+TEST_CASE("a process that finds the volume locked waits, saying so, and gives up after --lock-timeout with exit 75", "[e2e][concurrency]") {
+  Repo repo;
+  HttpServer server(repo.root);
+  TempDir tmp;
+  fs::create_directories(tmp / "vol/.kmodkit");
+  const std::string lock = (tmp / "vol/.kmodkit/lock").string();
+  auto args = base_args(repo, tmp / "vol") + std::vector<std::string>{"--sources", "volume,apt", "--repo", repo.line(server)};
+
+  // Another holder that never lets go within the timeout.
+  pid_t holder = ::fork();
+  if (holder == 0) {
+    ::execlp("flock", "flock", "-o", lock.c_str(), "sleep", "20", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto gave_up = test::run_init_modules(args + std::vector<std::string>{"--lock-timeout", "1"});
+  INFO(gave_up.output);
+  CHECK(gave_up.code == 75);
+  CHECK_THAT(gave_up.last_line, Catch::Contains("gave up waiting for the lock"));
+  ::kill(holder, SIGKILL);
+  ::waitpid(holder, nullptr, 0);
+
+  // A holder that finishes after a while: the waiter logs, then does the work.
+  holder = ::fork();
+  if (holder == 0) {
+    ::execlp("flock", "flock", "-o", lock.c_str(), "sleep", "6", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto waited = test::run_init_modules(args);
+  ::waitpid(holder, nullptr, 0);
+  INFO(waited.output);
+  CHECK(waited.code == 0);
+  CHECK_THAT(waited.output, Catch::Contains("held by another process"));
+}
