@@ -369,7 +369,6 @@ struct FdSource {
   int fd;
   digest::Sha256* hash;
   std::vector<char> buf = std::vector<char>(1 << 20);
-  int error = 0;
 };
 
 la_ssize_t fd_read(struct archive* a, void* user, const void** out) {
@@ -378,7 +377,6 @@ la_ssize_t fd_read(struct archive* a, void* user, const void** out) {
     ssize_t n = ::read(src->fd, src->buf.data(), src->buf.size());
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      src->error = errno;
       archive_set_error(a, errno, "read error: %s", std::strerror(errno));
       return -1;
     }

@@ -42,7 +42,9 @@ struct Stats {
 // One extraction into policy.root, from any number of archives and trees, possibly on several
 // threads at once. Symlinks are created only by finish(), after every file is written (as GNU
 // tar's delayed links): while archives are extracted the tree has no symlink that a later entry
-// could be written through, without a check of every path component per entry.
+// could be written through, without a check of every path component per entry. Each archive
+// is read on one thread and decompressed on another; small files are created by two writer
+// threads, hard links after the files they name.
 class Extraction {
  public:
   // The root must exist; it is made canonical, so no component of it is a symlink.
@@ -83,10 +85,6 @@ std::optional<std::string> normalize_relative(std::string_view path);
 // The relative symlink text that leads from a link at `link_path` to `target`, both relative to
 // the same root ("usr/lib/modules/k/build", "usr/src/h" -> "../../../src/h").
 std::string relative_link(std::string_view link_path, std::string_view target);
-
-}  // namespace kmodkit::archive
-
-namespace kmodkit::archive {
 
 // Decompresses the stream read from `fd` (gz, xz, zst, bz2 or none) and hands the plain bytes
 // to `sink` in chunks. Every input byte is fed to `hash` when given. Returns the plain size.
