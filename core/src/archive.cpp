@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <deque>
 #include <thread>
+#include <initializer_list>
 #include <set>
 #include <algorithm>
 #include <fcntl.h>
@@ -404,6 +405,19 @@ la_ssize_t member_read(struct archive* a, void* user, const void** out) {
 }
 
 
+using Support = int (*)(struct archive*);
+
+// A reader with the given filters and formats, opened on a read callback.
+Result<ReadPtr> open_reader(std::initializer_list<Support> supports, void* source, archive_read_callback* read,
+                            std::string_view name) {
+  ReadPtr in(archive_read_new());
+  for (auto support : supports) support(in.get());
+  if (archive_read_open(in.get(), source, nullptr, read, nullptr) != ARCHIVE_OK) {
+    return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(in.get()));
+  }
+  return in;
+}
+
 // Writes all of `in`'s current entry data (a raw stream) to `out`.
 Result<void> pump(struct archive* in, int out, std::string_view name, bool* reader_gone) {
   std::vector<char> buf(256 << 10);
@@ -422,14 +436,9 @@ Result<void> pump(struct archive* in, int out, std::string_view name, bool* read
 // decompresses, writing the plain tar or cpio stream to `out`.
 Result<void> decode(int fd, std::string_view name, digest::Sha256* hash, int out, bool* reader_gone) {
   FdSource src{fd, hash};
-  ReadPtr in(archive_read_new());
-  archive_read_support_filter_all(in.get());
-  archive_read_support_format_ar(in.get());
-  archive_read_support_format_raw(in.get());
-  archive_read_support_format_empty(in.get());
-  if (archive_read_open(in.get(), &src, nullptr, fd_read, nullptr) != ARCHIVE_OK) {
-    return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(in.get()));
-  }
+  auto in = KK_TRY(open_reader({archive_read_support_filter_all, archive_read_support_format_ar,
+                                archive_read_support_format_raw, archive_read_support_format_empty},
+                               &src, fd_read, name));
   struct archive_entry* member = nullptr;
   int r = archive_read_next_header(in.get(), &member);
   if (r == ARCHIVE_EOF) return {};
@@ -443,13 +452,9 @@ Result<void> decode(int fd, std::string_view name, digest::Sha256* hash, int out
     if (member_name.starts_with("data.tar")) {
       const std::string inner_name = std::string(name) + "/" + std::string(member_name);
       MemberSource msrc{in.get()};
-      ReadPtr inner(archive_read_new());
-      archive_read_support_filter_all(inner.get());
-      archive_read_support_format_raw(inner.get());
-      archive_read_support_format_empty(inner.get());
-      if (archive_read_open(inner.get(), &msrc, nullptr, member_read, nullptr) != ARCHIVE_OK) {
-        return fail(ExitCode::data_err, inner_name + ": " + archive_message(inner.get()));
-      }
+      auto inner = KK_TRY(open_reader({archive_read_support_filter_all, archive_read_support_format_raw,
+                                       archive_read_support_format_empty},
+                                      &msrc, member_read, inner_name));
       struct archive_entry* entry = nullptr;
       r = archive_read_next_header(inner.get(), &entry);
       if (r == ARCHIVE_EOF) return {};
@@ -470,15 +475,10 @@ Result<void> unpack(int fd, std::string_view name, Extraction::State& state, Dis
                     Stats& stats) {
   constexpr la_int64_t kSmall = 1 << 20;
   FdSource src{fd, nullptr};
-  ReadPtr in(archive_read_new());
-  archive_read_support_filter_none(in.get());
-  archive_read_support_format_tar(in.get());
-  archive_read_support_format_gnutar(in.get());
-  archive_read_support_format_cpio(in.get());
-  archive_read_support_format_empty(in.get());
-  if (archive_read_open(in.get(), &src, nullptr, fd_read, nullptr) != ARCHIVE_OK) {
-    return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(in.get()));
-  }
+  auto in = KK_TRY(open_reader({archive_read_support_filter_none, archive_read_support_format_tar,
+                                archive_read_support_format_gnutar, archive_read_support_format_cpio,
+                                archive_read_support_format_empty},
+                               &src, fd_read, name));
   auto pool = KK_TRY(WriterPool::create(state, 2));
   std::vector<WriterPool::Item> hardlinks;
   for (;;) {
@@ -710,13 +710,9 @@ namespace kmodkit::archive {
 Result<uint64_t> decompress_fd(int fd, std::string_view name, digest::Sha256* hash,
                                const std::function<Result<void>(std::string_view)>& sink) {
   FdSource src{fd, hash};
-  ReadPtr in(archive_read_new());
-  archive_read_support_filter_all(in.get());
-  archive_read_support_format_raw(in.get());
-  archive_read_support_format_empty(in.get());
-  if (archive_read_open(in.get(), &src, nullptr, fd_read, nullptr) != ARCHIVE_OK) {
-    return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(in.get()));
-  }
+  auto in = KK_TRY(open_reader({archive_read_support_filter_all, archive_read_support_format_raw,
+                                archive_read_support_format_empty},
+                               &src, fd_read, name));
   uint64_t total = 0;
   struct archive_entry* entry = nullptr;
   int r = archive_read_next_header(in.get(), &entry);
