@@ -9,6 +9,8 @@
 #include <cstring>
 #include <random>
 #include <thread>
+#include <condition_variable>
+#include <mutex>
 
 #include "kmodkit/log.hpp"
 
@@ -170,6 +172,37 @@ StagingDir::~StagingDir() {
     std::error_code ec;
     fs::remove_all(path_, ec);
   }
+}
+
+struct BackgroundSync::State {
+  std::mutex mutex;
+  std::condition_variable wake;
+  bool stop = false;
+  std::thread thread;
+};
+
+BackgroundSync::BackgroundSync(fs::path path, std::chrono::milliseconds interval)
+    : state_(std::make_unique<State>()) {
+  state_->thread = std::thread([s = state_.get(), path = std::move(path), interval] {
+    int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return;
+    std::unique_lock lock(s->mutex);
+    while (!s->wake.wait_for(lock, interval, [s] { return s->stop; })) {
+      lock.unlock();
+      ::syncfs(fd);  // an error here shows again in the final sync_filesystem()
+      lock.lock();
+    }
+    ::close(fd);
+  });
+}
+
+BackgroundSync::~BackgroundSync() {
+  {
+    std::lock_guard lock(state_->mutex);
+    state_->stop = true;
+  }
+  state_->wake.notify_all();
+  state_->thread.join();
 }
 
 Result<FileLock> FileLock::acquire(const fs::path& path, std::chrono::milliseconds timeout,

@@ -108,16 +108,20 @@ Result<void> run(const Config& cfg) {
       if (spec->fetch == nullptr) continue;
       auto staging = KK_TRY(files::StagingDir::create(volume.staging_dir(), kver + "." + name));
       Context ctx{cfg, kver, os, staging.path()};
-      auto answer = KK_TRY_CTX(spec->fetch(ctx), "kernel " + kver + ": source " + name);
-      if (!answer.found) {
-        logger->info("source {}: {}", name, answer.reason);
-        answers.push_back(name + ": " + answer.reason);
+      auto answer = [&] {
+        files::BackgroundSync writeback(staging.path(), std::chrono::milliseconds(200));
+        return spec->fetch(ctx);
+      }();
+      if (!answer) return fail(std::move(answer).error().context("kernel " + kver + ": source " + name));
+      if (!answer->found) {
+        logger->info("source {}: {}", name, answer->reason);
+        answers.push_back(name + ": " + answer->reason);
         continue;
       }
-      logger->info("source {}: complete tree from {} ({} files, {})", name, answer.location,
-                   with_commas(answer.stats.files), progress::format_bytes(answer.stats.bytes));
+      logger->info("source {}: complete tree from {} ({} files, {})", name, answer->location,
+                   with_commas(answer->stats.files), progress::format_bytes(answer->stats.bytes));
 
-      KK_TRY_CTX(layout::finish(staging.path(), kver, answer.headers), "kernel " + kver);
+      KK_TRY_CTX(layout::finish(staging.path(), kver, answer->headers), "kernel " + kver);
       // One syncfs makes the whole staged tree durable before any of it becomes visible.
       KK_TRY(files::sync_filesystem(staging.path()));
       auto placed = KK_TRY_CTX(volume.place(staging.path()), "volume " + cfg.volume.string());
@@ -127,12 +131,12 @@ Result<void> run(const Config& cfg) {
       m.kernel_release = kver;
       m.os = os.describe();
       m.source = name;
-      m.location = answer.location;
-      m.packages = answer.packages;
-      m.headers = answer.headers.dir;
+      m.location = answer->location;
+      m.packages = answer->packages;
+      m.headers = answer->headers.dir;
       m.modules = layout::has_modules_tree(cfg.volume, kver) ? layout::modules_dir(kver) : "";
-      m.files = answer.stats.files;
-      m.bytes = answer.stats.bytes;
+      m.files = answer->stats.files;
+      m.bytes = answer->stats.bytes;
       m.created = now_rfc3339();
       m.seconds = std::chrono::duration<double>(clock::now() - start).count();
       KK_TRY(volume.write_manifest(m));

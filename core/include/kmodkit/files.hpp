@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -74,6 +75,21 @@ class StagingDir {
  private:
   explicit StagingDir(fs::path p) : path_(std::move(p)) {}
   fs::path path_;
+};
+
+// Flushes the file system holding `path` every `interval` on a thread of its own while a tree is
+// being written there, so the disk works while the CPU decompresses and the final
+// sync_filesystem() finds little left to write. Stops (and joins) on destruction.
+class BackgroundSync {
+ public:
+  BackgroundSync(fs::path path, std::chrono::milliseconds interval);
+  ~BackgroundSync();
+  BackgroundSync(const BackgroundSync&) = delete;
+  BackgroundSync& operator=(const BackgroundSync&) = delete;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
 };
 
 // An exclusive flock() on a lock file, released on destruction (or when the process dies, so a
