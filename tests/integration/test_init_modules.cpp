@@ -591,3 +591,26 @@ TEST_CASE("a process that finds the volume locked waits, saying so, and gives up
   CHECK(waited.code == 0);
   CHECK_THAT(waited.output, Catch::Contains("held by another process"));
 }
+
+TEST_CASE("an RHCOS-style host: /usr/src/kernels and an absolute build link are laid out relative", "[e2e][host]") {
+  TempDir tmp;
+  const std::string kver = "5.14.0-284.30.1.el9_2.x86_64";
+  const fs::path headers = tmp / ("host/usr/src/kernels/" + kver);
+  for (const char* f : {"Makefile", ".config", "Module.symvers", "include/generated/autoconf.h", "scripts/basic/fixdep",
+                        "scripts/mod/modpost"}) {
+    test::write_file(headers / f, std::string(f) + "\n");
+  }
+  test::write_file(tmp / ("host/usr/lib/modules/" + kver + "/modules.dep"), "");
+  fs::create_symlink("/usr/src/kernels/" + kver, tmp / ("host/usr/lib/modules/" + kver + "/build"));
+  fs::create_symlink("usr/lib", tmp / "host/lib");
+  test::write_file(tmp / "host/usr/lib/os-release", "ID=\"rhcos\"\nID_LIKE=\"rhel fedora\"\nVERSION_ID=\"4.14\"\n");
+  fs::create_directories(tmp / "vol");
+  auto run = test::run_init_modules({"--kernel-release", kver, "--volume", (tmp / "vol").string(), "--host-root",
+                                     (tmp / "host").string(), "--sysfs", (tmp / "no-sys").string()});
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  CHECK_THAT(run.output, Catch::Contains("node OS rhcos 4.14"));
+  CHECK_THAT(run.last_line, Catch::Contains("source host (" + (tmp / ("host/usr/src/kernels/" + kver)).string()));
+  CHECK(fs::read_symlink(tmp / ("vol/usr/lib/modules/" + kver + "/build")) == "../../../src/kernels/" + kver);
+  CHECK(test::read_file(tmp / ("vol/usr/lib/modules/" + kver + "/build/scripts/mod/modpost")) == "scripts/mod/modpost\n");
+}
