@@ -46,7 +46,7 @@ void Reporter::set(uint64_t done) {
   if (now - last_ >= (tty_ ? std::chrono::duration_cast<std::chrono::steady_clock::duration>(kBarEvery)
                            : std::chrono::duration_cast<std::chrono::steady_clock::duration>(kLineEvery))) {
     last_ = now;
-    report(false);
+    report();
   }
 }
 
@@ -59,7 +59,7 @@ void Reporter::finish() {
   }
 }
 
-void Reporter::report(bool) {
+void Reporter::report() {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const double rate = secs > 0 ? static_cast<double>(done_) / secs : 0;
   if (tty_) {

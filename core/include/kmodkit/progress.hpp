@@ -22,7 +22,7 @@ class Reporter {
   void finish();
 
  private:
-  void report(bool final);
+  void report();
   std::string what_;
   uint64_t total_ = 0;
   uint64_t done_ = 0;
