@@ -11,7 +11,7 @@ packages=(
   libcli11-dev nlohmann-json3-dev catch2
   # tools the tests drive for real: apt repositories, archives, an HTTP server, kernel builds
   dpkg-dev apt-utils xz-utils zstd rpm cpio python3 kmod bc flex bison libelf-dev
-  gnupg gpgv time
+  gnupg gpgv time openssl
 )
 
 sudo_cmd=()

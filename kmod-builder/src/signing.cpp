@@ -1,0 +1,194 @@
+#include "signing.hpp"
+
+#include <arpa/inet.h>
+#include <openssl/bio.h>
+#include <openssl/cms.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include <cstring>
+
+#include "kmodkit/files.hpp"
+
+namespace kmodkit::kmod_builder::signing {
+namespace {
+
+// include/linux/module_signature.h
+struct ModuleSignature {
+  uint8_t algo;        // public-key crypto algorithm [0]
+  uint8_t hash;        // digest algorithm [0]
+  uint8_t id_type;     // key identifier type [PKEY_ID_PKCS7]
+  uint8_t signer_len;  // length of signer's name [0]
+  uint8_t key_id_len;  // length of key identifier [0]
+  uint8_t pad[3];
+  uint32_t sig_len;    // length of signature data, big endian
+};
+static_assert(sizeof(ModuleSignature) == 12);
+constexpr uint8_t kPkeyIdPkcs7 = 2;
+
+// OpenSSL's error queue, drained into one sentence.
+std::string openssl_error() {
+  std::string out;
+  while (unsigned long e = ERR_get_error()) {
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof buf);
+    if (!out.empty()) out += "; ";
+    out += buf;
+  }
+  return out.empty() ? "unknown OpenSSL error" : out;
+}
+
+struct BioFree {
+  void operator()(BIO* b) const { BIO_free_all(b); }
+};
+using BioPtr = std::unique_ptr<BIO, BioFree>;
+
+}  // namespace
+
+struct Signer::Keys {
+  EVP_PKEY* key = nullptr;
+  X509* cert = nullptr;
+  ~Keys() {
+    EVP_PKEY_free(key);
+    X509_free(cert);
+  }
+};
+
+Signer::Signer(std::unique_ptr<Keys> keys) : keys_(std::move(keys)) {}
+Signer::Signer(Signer&&) noexcept = default;
+Signer& Signer::operator=(Signer&&) noexcept = default;
+Signer::~Signer() = default;
+
+Result<Signer> Signer::load(const fs::path& key_file, const fs::path& cert_file) {
+  auto keys = std::make_unique<Keys>();
+  auto key_text = KK_TRY(files::read_file(key_file, 1 << 20));
+  auto cert_text = KK_TRY(files::read_file(cert_file, 1 << 20));
+  ERR_clear_error();
+  {
+    BioPtr bio(BIO_new_mem_buf(key_text.data(), static_cast<int>(key_text.size())));
+    keys->key = PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr);
+    if (keys->key == nullptr) {
+      const auto* p = reinterpret_cast<const unsigned char*>(key_text.data());
+      keys->key = d2i_AutoPrivateKey(nullptr, &p, static_cast<long>(key_text.size()));
+    }
+  }
+  if (keys->key == nullptr) {
+    return fail(ExitCode::data_err, key_file.string() + ": not a PEM or DER private key: " + openssl_error());
+  }
+  ERR_clear_error();
+  {
+    BioPtr bio(BIO_new_mem_buf(cert_text.data(), static_cast<int>(cert_text.size())));
+    keys->cert = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr);
+    if (keys->cert == nullptr) {
+      const auto* p = reinterpret_cast<const unsigned char*>(cert_text.data());
+      keys->cert = d2i_X509(nullptr, &p, static_cast<long>(cert_text.size()));
+    }
+  }
+  if (keys->cert == nullptr) {
+    return fail(ExitCode::data_err, cert_file.string() + ": not a PEM or DER X.509 certificate: " + openssl_error());
+  }
+  ERR_clear_error();
+  if (X509_check_private_key(keys->cert, keys->key) != 1) {
+    ERR_clear_error();
+    return fail(ExitCode::config, key_file.string() + " is not the private key of the certificate " + cert_file.string());
+  }
+  return Signer(std::move(keys));
+}
+
+Result<std::string_view> strip_signature(std::string_view module) {
+  if (!module.ends_with(kMagic)) return module;
+  if (module.size() < kMagic.size() + sizeof(ModuleSignature)) {
+    return fail(ExitCode::data_err, "module signature trailer is truncated");
+  }
+  ModuleSignature info;
+  std::memcpy(&info, module.data() + module.size() - kMagic.size() - sizeof info, sizeof info);
+  const size_t sig_len = ntohl(info.sig_len);
+  const size_t trailer = kMagic.size() + sizeof info + sig_len;
+  if (trailer > module.size()) {
+    return fail(ExitCode::data_err, "module signature claims " + std::to_string(sig_len) +
+                                        " bytes, more than the module has");
+  }
+  return module.substr(0, module.size() - trailer);
+}
+
+namespace {
+
+Result<X509*> read_certificate(const fs::path& cert_file) {
+  auto text = KK_TRY(files::read_file(cert_file, 1 << 20));
+  ERR_clear_error();
+  BioPtr bio(BIO_new_mem_buf(text.data(), static_cast<int>(text.size())));
+  X509* cert = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr);
+  if (cert == nullptr) {
+    const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+    cert = d2i_X509(nullptr, &p, static_cast<long>(text.size()));
+  }
+  if (cert == nullptr) {
+    return fail(ExitCode::data_err, cert_file.string() + ": not a PEM or DER X.509 certificate: " + openssl_error());
+  }
+  return cert;
+}
+
+}  // namespace
+
+Result<void> verify(std::string_view module, const fs::path& cert_file) {
+  if (!module.ends_with(kMagic)) return fail(ExitCode::data_err, "module is not signed");
+  const auto content = KK_TRY(strip_signature(module));
+  const size_t sig_len = module.size() - content.size() - kMagic.size() - sizeof(ModuleSignature);
+  std::unique_ptr<X509, void (*)(X509*)> cert(KK_TRY(read_certificate(cert_file)), X509_free);
+  ERR_clear_error();
+  BioPtr sig(BIO_new_mem_buf(module.data() + content.size(), static_cast<int>(sig_len)));
+  std::unique_ptr<CMS_ContentInfo, void (*)(CMS_ContentInfo*)> cms(d2i_CMS_bio(sig.get(), nullptr), CMS_ContentInfo_free);
+  if (!cms) return fail(ExitCode::data_err, "module signature is not a CMS structure: " + openssl_error());
+  std::unique_ptr<STACK_OF(X509), void (*)(STACK_OF(X509)*)> certs(sk_X509_new_null(), [](STACK_OF(X509)* s) { sk_X509_free(s); });
+  sk_X509_push(certs.get(), cert.get());
+  BioPtr data(BIO_new_mem_buf(content.data(), static_cast<int>(content.size())));
+  if (CMS_verify(cms.get(), certs.get(), nullptr, data.get(), nullptr, CMS_BINARY | CMS_NO_SIGNER_CERT_VERIFY) != 1) {
+    return fail(ExitCode::data_err, "module signature does not match its content or the certificate " +
+                                        cert_file.string() + ": " + openssl_error());
+  }
+  return {};
+}
+
+Result<std::string> Signer::sign(std::string_view module_in, std::string_view hash) const {
+  const auto module = KK_TRY(strip_signature(module_in));
+  const EVP_MD* md = hash == "sha256" ? EVP_sha256() : hash == "sha384" ? EVP_sha384() : hash == "sha512" ? EVP_sha512() : nullptr;
+  if (md == nullptr) {
+    return fail(ExitCode::usage, "hash '" + std::string(hash) + "' is not one of sha256, sha384, sha512");
+  }
+  ERR_clear_error();
+  BioPtr data(BIO_new_mem_buf(module.data(), static_cast<int>(module.size())));
+  // As scripts/sign-file.c: no certificates, binary content, detached, no S/MIME
+  // capabilities and no signed attributes, so the signature is a function of key and module.
+  constexpr unsigned flags = CMS_NOCERTS | CMS_PARTIAL | CMS_BINARY | CMS_DETACHED | CMS_STREAM;
+  std::unique_ptr<CMS_ContentInfo, void (*)(CMS_ContentInfo*)> cms(CMS_sign(nullptr, nullptr, nullptr, nullptr, flags),
+                                                                  CMS_ContentInfo_free);
+  if (!cms) return fail(ExitCode::software, "CMS_sign: " + openssl_error());
+  if (CMS_add1_signer(cms.get(), keys_->cert, keys_->key, md, CMS_NOCERTS | CMS_BINARY | CMS_NOSMIMECAP | CMS_NOATTR) ==
+      nullptr) {
+    return fail(ExitCode::software, "CMS_add1_signer: " + openssl_error());
+  }
+  if (CMS_final(cms.get(), data.get(), nullptr, CMS_NOCERTS | CMS_BINARY) != 1) {
+    return fail(ExitCode::software, "CMS_final: " + openssl_error());
+  }
+  BioPtr out(BIO_new(BIO_s_mem()));
+  if (i2d_CMS_bio_stream(out.get(), cms.get(), nullptr, 0) != 1) {
+    return fail(ExitCode::software, "i2d_CMS_bio_stream: " + openssl_error());
+  }
+  char* sig = nullptr;
+  const long sig_len = BIO_get_mem_data(out.get(), &sig);
+
+  ModuleSignature info{};
+  info.id_type = kPkeyIdPkcs7;
+  info.sig_len = htonl(static_cast<uint32_t>(sig_len));
+  std::string signed_module;
+  signed_module.reserve(module.size() + static_cast<size_t>(sig_len) + sizeof info + kMagic.size());
+  signed_module.append(module);
+  signed_module.append(sig, static_cast<size_t>(sig_len));
+  signed_module.append(reinterpret_cast<const char*>(&info), sizeof info);
+  signed_module.append(kMagic);
+  return signed_module;
+}
+
+}  // namespace kmodkit::kmod_builder::signing

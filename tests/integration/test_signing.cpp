@@ -1,0 +1,92 @@
+// Module signatures: byte for byte what the kernel's sign-file (from Debian's linux-kbuild) makes.
+#include <catch2/catch.hpp>
+
+#include "helpers.hpp"
+#include "kmodkit/subprocess.hpp"
+#include "signing.hpp"
+
+using namespace kmodkit;
+using namespace kmodkit::kmod_builder;
+using kmodkit::test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Keys {
+  TempDir dir;
+  fs::path key = dir / "key.pem", cert_pem = dir / "cert.pem", cert_der = dir / "cert.der", sign_file;
+  Keys() {
+    auto r = subprocess::run({"sh", "-c", "cd " + dir.path.string() +
+                                              " && openssl req -new -nodes -utf8 -sha256 -days 1 -batch -x509 -newkey rsa:2048"
+                                              " -subj /CN=kmodkit-test -keyout key.pem -out cert.pem"
+                                              " && openssl x509 -in cert.pem -outform DER -out cert.der"});
+    REQUIRE((r && r->ok()));
+    // sign-file as Debian ships it, from the linux-kbuild package of the fixture repository.
+    for (const auto& e : fs::directory_iterator(test::fixtures_dir() / "apt-repo/pool/main")) {
+      if (e.path().filename().string().starts_with("linux-kbuild-")) {
+        auto x = subprocess::run({"dpkg-deb", "-x", e.path().string(), (dir / "kbuild").string()});
+        REQUIRE((x && x->ok()));
+      }
+    }
+    for (const auto& e : fs::recursive_directory_iterator(dir / "kbuild")) {
+      if (e.path().filename() == "sign-file") sign_file = e.path();
+    }
+    REQUIRE_FALSE(sign_file.empty());
+  }
+};
+
+std::string module_bytes() {
+  std::string m = "\x7f" "ELF";
+  for (int i = 0; i < 100000; ++i) m += static_cast<char>((i * 7919) & 0xff);
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("signatures are byte-identical to the kernel's sign-file for sha256, sha384 and sha512", "[integration][signing]") {
+  Keys keys;
+  test::write_file(keys.dir / "m.ko", module_bytes());
+  auto signer = signing::Signer::load(keys.key, keys.cert_pem);
+  REQUIRE(signer);
+  for (const char* hash : {"sha256", "sha384", "sha512"}) {
+    INFO(hash);
+    auto ref = subprocess::run({keys.sign_file.string(), hash, keys.key.string(), keys.cert_der.string(),
+                                (keys.dir / "m.ko").string(), (keys.dir / "ref.ko").string()});
+    REQUIRE(ref);
+    INFO(ref->output);
+    REQUIRE(ref->ok());
+    auto ours = signer->sign(module_bytes(), hash);
+    REQUIRE(ours);
+    CHECK(*ours == test::read_file(keys.dir / "ref.ko"));
+    CHECK(signing::verify(*ours, keys.cert_der));
+    // Signing a signed module replaces the signature rather than stacking a second one.
+    auto again = signer->sign(*ours, hash);
+    REQUIRE(again);
+    CHECK(*again == *ours);
+  }
+}
+
+TEST_CASE("a key that is not the certificate's is refused", "[integration][signing]") {
+  Keys keys;
+  auto other = subprocess::run({"openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out",
+                                (keys.dir / "other.pem").string()});
+  REQUIRE((other && other->ok()));
+  auto signer = signing::Signer::load(keys.dir / "other.pem", keys.cert_pem);
+  REQUIRE_FALSE(signer);
+  CHECK(signer.error().code == ExitCode::config);
+  CHECK_THAT(signer.error().message, Catch::Contains("is not the private key of the certificate"));
+}
+
+TEST_CASE("a module changed after signing is detected", "[integration][signing]") {
+  Keys keys;
+  auto signer = signing::Signer::load(keys.key, keys.cert_der);
+  REQUIRE(signer);
+  auto signed_module = signer->sign(module_bytes(), "sha256");
+  REQUIRE(signed_module);
+  std::string tampered = *signed_module;
+  tampered[1000] ^= 1;
+  auto r = signing::verify(tampered, keys.cert_der);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == ExitCode::data_err);
+  CHECK_FALSE(signing::verify(module_bytes(), keys.cert_der));
+}
