@@ -47,6 +47,25 @@ using BioPtr = std::unique_ptr<BIO, BioFree>;
 
 }  // namespace
 
+namespace {
+
+Result<X509*> read_certificate(const fs::path& cert_file) {
+  auto text = KK_TRY(files::read_file(cert_file, 1 << 20));
+  ERR_clear_error();
+  BioPtr bio(BIO_new_mem_buf(text.data(), static_cast<int>(text.size())));
+  X509* cert = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr);
+  if (cert == nullptr) {
+    const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+    cert = d2i_X509(nullptr, &p, static_cast<long>(text.size()));
+  }
+  if (cert == nullptr) {
+    return fail(ExitCode::data_err, cert_file.string() + ": not a PEM or DER X.509 certificate: " + openssl_error());
+  }
+  return cert;
+}
+
+}  // namespace
+
 struct Signer::Keys {
   EVP_PKEY* key = nullptr;
   X509* cert = nullptr;
@@ -64,7 +83,6 @@ Signer::~Signer() = default;
 Result<Signer> Signer::load(const fs::path& key_file, const fs::path& cert_file) {
   auto keys = std::make_unique<Keys>();
   auto key_text = KK_TRY(files::read_file(key_file, 1 << 20));
-  auto cert_text = KK_TRY(files::read_file(cert_file, 1 << 20));
   ERR_clear_error();
   {
     BioPtr bio(BIO_new_mem_buf(key_text.data(), static_cast<int>(key_text.size())));
@@ -77,18 +95,7 @@ Result<Signer> Signer::load(const fs::path& key_file, const fs::path& cert_file)
   if (keys->key == nullptr) {
     return fail(ExitCode::data_err, key_file.string() + ": not a PEM or DER private key: " + openssl_error());
   }
-  ERR_clear_error();
-  {
-    BioPtr bio(BIO_new_mem_buf(cert_text.data(), static_cast<int>(cert_text.size())));
-    keys->cert = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr);
-    if (keys->cert == nullptr) {
-      const auto* p = reinterpret_cast<const unsigned char*>(cert_text.data());
-      keys->cert = d2i_X509(nullptr, &p, static_cast<long>(cert_text.size()));
-    }
-  }
-  if (keys->cert == nullptr) {
-    return fail(ExitCode::data_err, cert_file.string() + ": not a PEM or DER X.509 certificate: " + openssl_error());
-  }
+  keys->cert = KK_TRY(read_certificate(cert_file));
   ERR_clear_error();
   if (X509_check_private_key(keys->cert, keys->key) != 1) {
     ERR_clear_error();
@@ -112,25 +119,6 @@ Result<std::string_view> strip_signature(std::string_view module) {
   }
   return module.substr(0, module.size() - trailer);
 }
-
-namespace {
-
-Result<X509*> read_certificate(const fs::path& cert_file) {
-  auto text = KK_TRY(files::read_file(cert_file, 1 << 20));
-  ERR_clear_error();
-  BioPtr bio(BIO_new_mem_buf(text.data(), static_cast<int>(text.size())));
-  X509* cert = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr);
-  if (cert == nullptr) {
-    const auto* p = reinterpret_cast<const unsigned char*>(text.data());
-    cert = d2i_X509(nullptr, &p, static_cast<long>(text.size()));
-  }
-  if (cert == nullptr) {
-    return fail(ExitCode::data_err, cert_file.string() + ": not a PEM or DER X.509 certificate: " + openssl_error());
-  }
-  return cert;
-}
-
-}  // namespace
 
 Result<void> verify(std::string_view module, const fs::path& cert_file) {
   if (!module.ends_with(kMagic)) return fail(ExitCode::data_err, "module is not signed");
