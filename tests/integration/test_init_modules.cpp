@@ -46,6 +46,11 @@ std::vector<std::string> operator+(std::vector<std::string> a, const std::vector
   return a;
 }
 
+// init-modules with the apt source only, on one repository line.
+Run run_apt(const Repo& repo, const std::string& line, const fs::path& volume, std::vector<std::string> extra = {}) {
+  return test::run_init_modules(base_args(repo, volume) + std::vector<std::string>{"--sources", "apt", "--repo", line} + extra);
+}
+
 // Nothing of the kernel is visible in the volume: no manifest, no headers, staging empty.
 void check_nothing_visible(const fs::path& volume, const std::string& kver) {
   CHECK_FALSE(fs::exists(volume / ".kmodkit/kernels" / (kver + ".json")));
@@ -169,7 +174,7 @@ TEST_CASE("an unsigned repository is refused unless marked trusted=yes", "[e2e][
   HttpServer server(repo.root);
   TempDir tmp;
   fs::create_directories(tmp / "vol");
-  auto run = test::run_init_modules(base_args(repo, tmp / "vol") + std::vector<std::string>{"--sources", "apt", "--repo", "deb " + server.url() + " stable main"});
+  auto run = run_apt(repo, "deb " + server.url() + " stable main", tmp / "vol");
   INFO(run.output);
   CHECK(run.code == 65);
   CHECK_THAT(run.last_line, Catch::Contains("Release is not signed (no InRelease, no Release.gpg)"));
@@ -218,7 +223,7 @@ TEST_CASE("an index that does not match the Release file is refused with exit 65
   HttpServer server(repo.root);
   TempDir tmp;
   fs::create_directories(tmp / "vol");
-  auto run = test::run_init_modules(base_args(repo, tmp / "vol") + std::vector<std::string>{"--sources", "apt", "--repo", repo.line(server)});
+  auto run = run_apt(repo, repo.line(server), tmp / "vol");
   INFO(run.output);
   CHECK(run.code == 65);
   CHECK_THAT(run.last_line, Catch::Contains("Packages.xz: SHA256 mismatch: the Release file says"));
@@ -235,7 +240,7 @@ TEST_CASE("a package that does not match its index is refused with exit 65 and n
   HttpServer server(repo.root);
   TempDir tmp;
   fs::create_directories(tmp / "vol");
-  auto run = test::run_init_modules(base_args(repo, tmp / "vol") + std::vector<std::string>{"--sources", "apt", "--repo", repo.line(server)});
+  auto run = run_apt(repo, repo.line(server), tmp / "vol");
   INFO(run.output);
   CHECK(run.code == 65);
   CHECK_THAT(run.last_line, Catch::Contains(deb.filename().string()));
@@ -266,7 +271,7 @@ TEST_CASE("an unreachable repository is service unavailable, exit 69", "[e2e][ap
   Repo repo;
   TempDir tmp;
   fs::create_directories(tmp / "vol");
-  auto run = test::run_init_modules(base_args(repo, tmp / "vol") + std::vector<std::string>{"--sources", "apt", "--retries", "1", "--repo", "deb http://127.0.0.1:1 stable main"});
+  auto run = run_apt(repo, "deb http://127.0.0.1:1 stable main", tmp / "vol", {"--retries", "1"});
   INFO(run.output);
   CHECK(run.code == 69);
 }
@@ -438,7 +443,7 @@ TEST_CASE("killed with SIGKILL mid-extraction, a rerun completes and no partial 
   // The same tree as an uninterrupted run.
   TempDir ref;
   fs::create_directories(ref / "vol");
-  auto reference = test::run_init_modules(base_args(repo, ref / "vol") + std::vector<std::string>{"--sources", "apt", "--repo", repo.line(server)});
+  auto reference = run_apt(repo, repo.line(server), ref / "vol");
   REQUIRE(reference.code == 0);
   CHECK(test::count_entries(tmp / "vol/usr") == test::count_entries(ref / "vol/usr"));
 }
