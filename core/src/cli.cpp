@@ -81,6 +81,27 @@ Result<double> parse_seconds(std::string_view option, std::string_view text) {
   return v;
 }
 
+std::function<Result<void>(const std::vector<std::string>&)> store(std::string& target) {
+  return [&target](const std::vector<std::string>& v) -> Result<void> {
+    target = v.empty() ? "" : v.front();
+    return {};
+  };
+}
+
+std::function<Result<void>(const std::vector<std::string>&)> store(std::filesystem::path& target) {
+  return [&target](const std::vector<std::string>& v) -> Result<void> {
+    target = v.empty() ? std::filesystem::path() : std::filesystem::path(v.front());
+    return {};
+  };
+}
+
+std::function<Result<void>(const std::vector<std::string>&)> store_flag(bool& target) {
+  return [&target](const std::vector<std::string>& v) -> Result<void> {
+    target = !v.empty() && v.front() == "true";
+    return {};
+  };
+}
+
 int run_main(const Program& program, int argc, char** argv,
              const std::function<Result<void>()>& body) {
   // Writes to a closed pipe (a download whose reader stopped) must fail with EPIPE, not kill us.

@@ -163,18 +163,6 @@ int main(int argc, char** argv) {
   for (const auto& s : source_table()) sources_help += " " + std::string(s.name) + " (" + std::string(s.help) + ");";
   const long ncpu = std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN));
 
-  auto text = [](std::string& target) {
-    return [&target](const std::vector<std::string>& v) -> Result<void> {
-      target = v.empty() ? "" : v.front();
-      return {};
-    };
-  };
-  auto path = [](fs::path& target) {
-    return [&target](const std::vector<std::string>& v) -> Result<void> {
-      if (!v.empty()) target = v.front();
-      return {};
-    };
-  };
 
   cli::Program program{
       "init-modules",
@@ -191,12 +179,12 @@ int main(int argc, char** argv) {
              cfg.kernel_release = v.empty() ? std::string(uts.release) : v.front();
              return {};
            }},
-          {"volume", cli::Kind::value, "/modules", "DIR", "the modules volume", path(cfg.volume)},
+          {"volume", cli::Kind::value, "/modules", "DIR", "the modules volume", cli::store(cfg.volume)},
           {"host-root", cli::Kind::value, "/host", "DIR", "the node's root file system, mounted read-only",
-           path(cfg.host_root)},
-          {"sysfs", cli::Kind::value, "/sys", "DIR", "sysfs of the node", path(cfg.sysfs)},
+           cli::store(cfg.host_root)},
+          {"sysfs", cli::Kind::value, "/sys", "DIR", "sysfs of the node", cli::store(cfg.sysfs)},
           {"os", cli::Kind::value, "auto", "ID",
-           "the node's OS ID (debian, ubuntu, rhcos, ...); auto reads the host's os-release", text(cfg.os)},
+           "the node's OS ID (debian, ubuntu, rhcos, ...); auto reads the host's os-release", cli::store(cfg.os)},
           {"sources", cli::Kind::list, default_sources, "LIST", sources_help,
            [&](const std::vector<std::string>& v) -> Result<void> {
              for (const auto& name : v) {
@@ -219,8 +207,8 @@ int main(int argc, char** argv) {
              return {};
            },
            ';'},
-          {"apt-root", cli::Kind::value, "/", "DIR", "where etc/apt/sources.list(.d) is read from", path(cfg.apt_root)},
-          {"arch", cli::Kind::value, default_arch, "ARCH", "Debian architecture of the node", text(cfg.arch)},
+          {"apt-root", cli::Kind::value, "/", "DIR", "where etc/apt/sources.list(.d) is read from", cli::store(cfg.apt_root)},
+          {"arch", cli::Kind::value, default_arch, "ARCH", "Debian architecture of the node", cli::store(cfg.arch)},
           {"archive", cli::Kind::list, "", "PATH|URL",
            "an archive with the tree, paths relative to / (.tar.gz/.xz/.zst, .deb, .rpm); repeatable",
            [&](const std::vector<std::string>& v) -> Result<void> {
@@ -243,11 +231,7 @@ int main(int argc, char** argv) {
              }
              return {};
            }},
-          {"dry-run", cli::Kind::flag, "", "", "say what would be done; write nothing",
-           [&](const std::vector<std::string>& v) -> Result<void> {
-             cfg.dry_run = v.front() == "true";
-             return {};
-           }},
+          {"dry-run", cli::Kind::flag, "", "", "say what would be done; write nothing", cli::store_flag(cfg.dry_run)},
           {"jobs", cli::Kind::value, std::to_string(ncpu), "N", "packages fetched and extracted at once",
            [&](const std::vector<std::string>& v) -> Result<void> {
              cfg.jobs = static_cast<int>(KK_TRY(cli::parse_integer("jobs", v.front(), 1, 64)));
@@ -276,7 +260,7 @@ int main(int argc, char** argv) {
              return {};
            }},
           {"ca-file", cli::Kind::value, "", "FILE", "CA bundle for HTTPS (default: the system's)",
-           text(cfg.http.ca_file)},
+           cli::store(cfg.http.ca_file)},
       }};
   return cli::run_main(program, argc, argv, [&] { return run(cfg); });
 }

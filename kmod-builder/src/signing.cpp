@@ -7,6 +7,9 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <openssl/rsa.h>
+#include <openssl/bn.h>
 
 #include <cstring>
 
@@ -69,6 +72,7 @@ Result<X509*> read_certificate(const fs::path& cert_file) {
 struct Signer::Keys {
   EVP_PKEY* key = nullptr;
   X509* cert = nullptr;
+  bool ephemeral = false;
   ~Keys() {
     EVP_PKEY_free(key);
     X509_free(cert);
@@ -102,6 +106,79 @@ Result<Signer> Signer::load(const fs::path& key_file, const fs::path& cert_file)
     return fail(ExitCode::config, key_file.string() + " is not the private key of the certificate " + cert_file.string());
   }
   return Signer(std::move(keys));
+}
+
+Result<Signer> Signer::ephemeral() {
+  auto keys = std::make_unique<Keys>();
+  keys->ephemeral = true;
+  ERR_clear_error();
+  keys->key = EVP_RSA_gen(2048);
+  if (keys->key == nullptr) return fail(ExitCode::software, "generating an ephemeral RSA key: " + openssl_error());
+  keys->cert = X509_new();
+  X509* cert = keys->cert;
+  X509_set_version(cert, 2);
+  std::unique_ptr<BIGNUM, void (*)(BIGNUM*)> serial(BN_new(), BN_free);
+  BN_rand(serial.get(), 64, BN_RAND_TOP_ONE, BN_RAND_BOTTOM_ANY);
+  BN_to_ASN1_INTEGER(serial.get(), X509_get_serialNumber(cert));
+  X509_gmtime_adj(X509_getm_notBefore(cert), 0);
+  X509_gmtime_adj(X509_getm_notAfter(cert), 60L * 60 * 24 * 365 * 10);
+  X509_set_pubkey(cert, keys->key);
+  X509_NAME* name = X509_get_subject_name(cert);
+  X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("kmodkit"), -1, -1, 0);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>("kmodkit ephemeral module signing key"), -1, -1, 0);
+  X509_set_issuer_name(cert, name);
+  // The extensions the kernel's certs/x509.genkey asks for.
+  X509V3_CTX ctx;
+  X509V3_set_ctx_nodb(&ctx);
+  X509V3_set_ctx(&ctx, cert, cert, nullptr, nullptr, 0);
+  for (const auto& [nid, value] : {std::pair{NID_basic_constraints, "critical,CA:FALSE"},
+                                   std::pair{NID_key_usage, "digitalSignature"},
+                                   std::pair{NID_subject_key_identifier, "hash"},
+                                   std::pair{NID_authority_key_identifier, "keyid"}}) {
+    X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
+    if (ext == nullptr || X509_add_ext(cert, ext, -1) != 1) {
+      X509_EXTENSION_free(ext);
+      return fail(ExitCode::software, "ephemeral certificate extension: " + openssl_error());
+    }
+    X509_EXTENSION_free(ext);
+  }
+  if (X509_sign(cert, keys->key, EVP_sha256()) == 0) {
+    return fail(ExitCode::software, "signing the ephemeral certificate: " + openssl_error());
+  }
+  return Signer(std::move(keys));
+}
+
+bool Signer::is_ephemeral() const { return keys_->ephemeral; }
+
+std::string Signer::certificate_der() const {
+  unsigned char* der = nullptr;
+  const int len = i2d_X509(keys_->cert, &der);
+  std::string out = len > 0 ? std::string(reinterpret_cast<char*>(der), static_cast<size_t>(len)) : "";
+  OPENSSL_free(der);
+  return out;
+}
+
+std::string Signer::signer_name() const {
+  const X509_NAME* issuer = X509_get_issuer_name(keys_->cert);
+  const int i = X509_NAME_get_index_by_NID(issuer, NID_commonName, -1);
+  if (i < 0) return "";
+  const ASN1_STRING* cn = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(issuer, i));
+  return std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(cn)), static_cast<size_t>(ASN1_STRING_length(cn)));
+}
+
+std::string Signer::key_id() const {
+  std::unique_ptr<BIGNUM, void (*)(BIGNUM*)> bn(ASN1_INTEGER_to_BN(X509_get0_serialNumber(keys_->cert), nullptr), BN_free);
+  std::string bytes(static_cast<size_t>(BN_num_bytes(bn.get())), '\0');
+  BN_bn2bin(bn.get(), reinterpret_cast<unsigned char*>(bytes.data()));
+  static constexpr char hex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : bytes) {
+    if (!out.empty()) out += ':';
+    out += hex[c >> 4];
+    out += hex[c & 15];
+  }
+  return out;
 }
 
 Result<std::string_view> strip_signature(std::string_view module) {

@@ -22,6 +22,9 @@ class Signer {
   // Loads both; a key that does not match the certificate is a configuration error (78), an
   // unreadable or malformed file a data error (65) naming it.
   static Result<Signer> load(const fs::path& key_file, const fs::path& cert_file);
+  // A fresh RSA-2048 key and a self-signed certificate for it, in memory only. Modules signed
+  // with it load only on kernels that do not enforce signatures.
+  static Result<Signer> ephemeral();
   Signer(Signer&&) noexcept;
   Signer& operator=(Signer&&) noexcept;
   ~Signer();
@@ -29,6 +32,15 @@ class Signer {
   // Returns `module` with any existing signature removed and a new one appended, signed with
   // `hash` ("sha256", "sha384" or "sha512").
   Result<std::string> sign(std::string_view module, std::string_view hash) const;
+
+  bool is_ephemeral() const;
+  // The certificate in DER, for the cache key.
+  std::string certificate_der() const;
+  // What the kernel and libkmod report for a module signed by this key: the certificate
+  // issuer's common name ("signer") and its serial number as colon-separated upper-case hex
+  // ("sig_key"; sign-file identifies the signer by issuer and serial).
+  std::string signer_name() const;
+  std::string key_id() const;
 
  private:
   struct Keys;

@@ -5,7 +5,7 @@
 # 6.1 kernel and the packages they depend on, indexes them with dpkg-scanpackages and
 # apt-ftparchive, and writes OUT_DIR/kernel-release. Idempotent.
 set -euo pipefail
-out=${1:?usage: make-apt-repo.sh OUT_DIR}
+out=$(realpath -m "${1:?usage: make-apt-repo.sh OUT_DIR}")
 cache=${KMODKIT_TEST_CACHE:-/var/cache/kmodkit-tests}
 mkdir -p "$cache/debs" "$out"
 

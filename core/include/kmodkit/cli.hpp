@@ -5,6 +5,7 @@
 // the flag), its default and its help text. The flag wins over the environment, the
 // environment over the default. Values are parsed strictly by the option's own `apply`.
 
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -52,6 +53,12 @@ int run_main(const Program& program, int argc, char** argv,
 // Writes the final sentence to the termination log (/dev/termination-log, or the path in
 // KMODKIT_TERMINATION_LOG) when that file exists; failure to write is ignored.
 void write_termination_log(std::string_view sentence);
+
+// `apply` functions for the common cases: store the value (or "" when none) in a string or path,
+// or a flag's state in a bool.
+std::function<Result<void>(const std::vector<std::string>&)> store(std::string& target);
+std::function<Result<void>(const std::vector<std::string>&)> store(std::filesystem::path& target);
+std::function<Result<void>(const std::vector<std::string>&)> store_flag(bool& target);
 
 // Strict helpers for `apply`.
 Result<long long> parse_integer(std::string_view option, std::string_view text, long long min,

@@ -1,0 +1,563 @@
+#include "builder.hpp"
+
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <ctime>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "build.hpp"
+#include "kernel.hpp"
+#include "kmodkit/cli.hpp"
+#include "kmodkit/digest.hpp"
+#include "kmodkit/files.hpp"
+#include "kmodkit/log.hpp"
+#include "kmodkit/subprocess.hpp"
+#include "kmodkit/text.hpp"
+#include "modinfo.hpp"
+#include "recipe.hpp"
+#include "signing.hpp"
+#include "volume.hpp"
+
+namespace kmodkit::kmod_builder {
+namespace {
+
+using json = nlohmann::json;
+using clock = std::chrono::steady_clock;
+constexpr int kRecordFormat = 1;
+
+std::string now_rfc3339() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+double seconds_since(clock::time_point start) { return std::chrono::duration<double>(clock::now() - start).count(); }
+
+fs::path state_dir(const fs::path& volume) { return volume / ".kmodkit"; }
+fs::path cache_dir(const fs::path& volume, const std::string& key) { return state_dir(volume) / "cache" / key; }
+fs::path record_path(const fs::path& volume, const std::string& kver, const std::string& recipe) {
+  return state_dir(volume) / "modules" / kver / (recipe + ".json");
+}
+fs::path log_path(const fs::path& volume, const std::string& kver, const std::string& recipe) {
+  return state_dir(volume) / "logs" / kver / (recipe + ".log");
+}
+fs::path install_dir(const KernelTree& kernel, const std::string& recipe) { return kernel.modules_dir / "extra" / recipe; }
+
+// The signing key in use: loaded from files, or generated when first needed.
+class Signing {
+ public:
+  static Result<Signing> create(const Config& cfg) {
+    Signing s;
+    if (cfg.signing_key.empty() != cfg.signing_cert.empty()) {
+      return fail(ExitCode::usage, "give both --signing-key and --signing-cert, or neither (an ephemeral key is then used)");
+    }
+    if (!cfg.signing_key.empty()) {
+      s.signer_ = KK_TRY(signing::Signer::load(cfg.signing_key, cfg.signing_cert));
+      s.cert_digest_ = digest::sha256_hex(s.signer_->certificate_der());
+    }
+    return s;
+  }
+  // "ephemeral" or the SHA-256 of the certificate: the cache key's part. Modules signed by an
+  // earlier ephemeral key are reused: they load only where signatures are not enforced anyway.
+  std::string key_part() const { return cert_digest_.empty() ? "ephemeral" : cert_digest_; }
+  Result<const signing::Signer*> signer() {
+    if (!signer_) {
+      log::get("kmod-builder")
+          ->warn("no --signing-key given: signing with an ephemeral key; these modules load only on kernels that do "
+                 "not enforce module signatures (module.sig_enforce=0, no lockdown)");
+      signer_ = KK_TRY(signing::Signer::ephemeral());
+    }
+    return &*signer_;
+  }
+
+ private:
+  std::optional<signing::Signer> signer_;
+  std::string cert_digest_;
+};
+
+// One recipe's work on one kernel.
+struct Job {
+  Recipe recipe;
+  std::vector<SourceEntry> sources;
+  std::vector<std::string> defines;
+  std::string key;
+  std::string sources_digest;
+};
+
+Result<std::string> compiler_version_line(const std::string& cc) {
+  auto out = subprocess::run({cc, "--version"}, {.cwd = {}, .env = {{"LC_ALL", "C"}}, .timeout = std::chrono::seconds(30)});
+  if (!out) return fail(ExitCode::no_input, "compiler " + cc + " was not found: " + out.error().message);
+  if (!out->ok()) return fail(ExitCode::config, "compiler " + cc + " --version " + out->describe());
+  auto lines = text::split(out->output, "\n");
+  return std::string(text::trim(lines.front()));
+}
+
+Result<std::string> file_digest_or(const fs::path& p, const std::string& absent) {
+  std::error_code ec;
+  if (!fs::exists(p, ec)) return absent;
+  return digest::sha256_file(p);
+}
+
+// The cache key: every input that changes the output.
+Result<std::string> cache_key(const Job& job, const KernelTree& kernel, const std::string& compiler,
+                              const Config& cfg, const std::string& hash, const std::string& cert, std::string* sources_digest) {
+  digest::Sha256 src;
+  for (const auto& e : job.sources) {
+    if (e.type == SourceEntry::symlink) {
+      src.update("link " + e.rel + " -> " + e.link + "\n");
+    } else {
+      src.update("file " + e.rel + (e.executable ? " x " : " - ") + KK_TRY(digest::sha256_file(e.from)) + "\n");
+    }
+  }
+  *sources_digest = src.hex();
+  digest::Sha256 k;
+  k.update("kmodkit cache v1\n");
+  k.update("kernel " + kernel.release + "\n");
+  k.update("config " + KK_TRY(digest::sha256_file(kernel.build / ".config")) + "\n");
+  k.update("symvers " + KK_TRY(file_digest_or(kernel.build / "Module.symvers", "none")) + "\n");
+  k.update("recipe " + job.recipe.canonical() + "\n");
+  std::string defines;
+  for (const auto& d : job.defines) defines += d + " ";
+  k.update("probes " + defines + "\n");
+  k.update("sources " + *sources_digest + "\n");
+  k.update("compiler " + compiler + "\n");
+  k.update("cc " + cfg.cc + "\n");
+  k.update("hash " + hash + "\n");
+  k.update("cert " + cert + "\n");
+  return k.hex();
+}
+
+// The record of an installed recipe, when it is for `key` and its modules are intact.
+std::optional<json> installed_record(const fs::path& volume, const KernelTree& kernel, const Job& job, std::string* why_not) {
+  auto text = files::read_file(record_path(volume, kernel.release, job.recipe.name));
+  if (!text) {
+    *why_not = "not installed";
+    return std::nullopt;
+  }
+  json r = json::parse(*text, nullptr, false);
+  if (r.is_discarded() || !r.is_object() || r.value("format", 0) != kRecordFormat) {
+    *why_not = "its record is unreadable";
+    return std::nullopt;
+  }
+  if (r.value("key", "") != job.key) {
+    *why_not = "installed from other inputs (key " + r.value("key", "").substr(0, 12) + ", now " + job.key.substr(0, 12) + ")";
+    return std::nullopt;
+  }
+  for (const auto& m : r["modules"]) {
+    const fs::path p = volume / m.value("path", "");
+    auto sha = digest::sha256_file(p);
+    if (!sha || *sha != m.value("sha256", "")) {
+      *why_not = p.string() + " is missing or changed";
+      return std::nullopt;
+    }
+  }
+  return r;
+}
+
+// A complete cache entry (its entry.json exists and lists files that are there).
+std::optional<json> cache_entry(const fs::path& volume, const std::string& key) {
+  auto text = files::read_file(cache_dir(volume, key) / "entry.json");
+  if (!text) return std::nullopt;
+  json e = json::parse(*text, nullptr, false);
+  if (e.is_discarded() || !e.is_object() || e.value("format", 0) != kRecordFormat || !e.contains("modules")) return std::nullopt;
+  for (const auto& m : e["modules"]) {
+    auto sha = digest::sha256_file(cache_dir(volume, key) / m.value("file", ""));
+    if (!sha || *sha != m.value("sha256", "")) return std::nullopt;
+  }
+  return e;
+}
+
+Result<void> check_compiler(const KernelTree& kernel, const std::string& found_text, const Config& cfg) {
+  const auto want = KK_TRY(kernel.kernel_compiler());
+  const auto got = KK_TRY_CTX(parse_compiler(found_text), "compiler " + (cfg.cc.empty() ? std::string("gcc") : cfg.cc));
+  if (want.family == got.family && want.major == got.major) return {};
+  const std::string msg = "kernel " + kernel.release + " was built with '" + want.text + "' but the compiler here is '" +
+                          got.text + "' (" + got.family + " " + std::to_string(got.major) + ", not " + want.family + " " +
+                          std::to_string(want.major) + ")";
+  if (cfg.allow_compiler_mismatch) {
+    log::get("kmod-builder")->warn("{}; building anyway (--allow-compiler-mismatch)", msg);
+    return {};
+  }
+  return fail(ExitCode::config, msg + "; use an image with that compiler, or --allow-compiler-mismatch");
+}
+
+// Builds, checks and signs one recipe, and puts the result in the cache. Under the lock.
+Result<json> build_into_cache(const Job& job, const KernelTree& kernel, const Config& cfg, Signing& signing,
+                              const std::string& compiler, const std::string& hash) {
+  auto logger = log::get("kmod-builder");
+  const auto start = clock::now();
+  KK_TRY(check_compiler(kernel, compiler, cfg));
+  auto work = KK_TRY(files::StagingDir::create(cfg.work_dir, "kmod-builder." + job.recipe.name));
+  BuildRequest req;
+  req.cc = cfg.cc;
+  req.jobs = cfg.jobs;
+  req.defines = job.defines;
+  req.timeout = std::chrono::seconds(static_cast<long long>(cfg.build_timeout_s));
+  std::string probes;
+  for (const auto& d : job.defines) probes += (probes.empty() ? ", probes: " : " ") + d;
+  logger->info("{}: building against {} (make -j{}{})", job.recipe.name, kernel.build.string(), cfg.jobs, probes);
+  std::string log_text;
+  auto built = build(job.recipe, kernel, req, job.sources, work.path(), &log_text);
+  const fs::path logfile = log_path(cfg.volume, kernel.release, job.recipe.name);
+  if (!built) {
+    if (!log_text.empty()) {
+      KK_TRY(files::make_dirs(logfile.parent_path()));
+      KK_TRY(files::write_file_atomic(logfile, log_text));
+    }
+    Error e = built.error();
+    e.message += log_text.empty() ? "" : " (whole log: " + logfile.string() + ")";
+    return fail(std::move(e));
+  }
+  logger->info("{}: built in {:.1f} s", job.recipe.name, seconds_since(start));
+
+  const auto vermagic = kernel.expected_vermagic();
+  const auto* signer = KK_TRY(signing.signer());
+  auto staging = KK_TRY(files::StagingDir::create(state_dir(cfg.volume) / "staging", "cache." + job.key.substr(0, 16)));
+  json entry;
+  entry["format"] = kRecordFormat;
+  entry["key"] = job.key;
+  entry["recipe"] = job.recipe.name;
+  entry["version"] = job.recipe.version;
+  entry["recipe_origin"] = job.recipe.origin;
+  entry["source"] = job.recipe.source.string();
+  entry["sources_sha256"] = job.sources_digest;
+  entry["kernel_release"] = kernel.release;
+  entry["compiler"] = compiler;
+  entry["make"] = built->make_argv;
+  entry["probes"] = job.defines;
+  entry["hash"] = hash;
+  entry["signer"] = signer->signer_name();
+  entry["sig_key"] = signer->key_id();
+  entry["ephemeral_key"] = signer->is_ephemeral();
+  entry["built"] = now_rfc3339();
+  entry["build_seconds"] = seconds_since(start);
+  entry["load"] = {{"depends", job.recipe.load_depends}, {"params", json::object()}};
+  for (const auto& [k, v] : job.recipe.load_params) entry["load"]["params"][k] = v;
+  json modules = json::array();
+  for (const auto& ko : built->modules) {
+    auto info = KK_TRY(read_module_info(ko));
+    if (auto why = vermagic_mismatch(info.vermagic, vermagic); !why.empty()) {
+      return fail(ExitCode::data_err, job.recipe.name + ": " + ko.filename().string() + " " + why + "; nothing installed");
+    }
+    auto content = KK_TRY(files::read_file(ko, 256 << 20));
+    auto signed_module = KK_TRY_CTX(signer->sign(content, hash), job.recipe.name + ": signing " + ko.filename().string());
+    const std::string file = ko.filename().string();
+    KK_TRY(files::write_file_atomic(staging.path() / file, signed_module));
+    modules.push_back({{"file", file},
+                       {"name", info.name},
+                       {"sha256", digest::sha256_hex(signed_module)},
+                       {"vermagic", info.vermagic},
+                       {"srcversion", info.srcversion}});
+  }
+  entry["modules"] = modules;
+  KK_TRY(files::write_file_atomic(staging.path() / "build.log", log_text));
+  KK_TRY(files::write_file_atomic(staging.path() / "entry.json", entry.dump(2) + "\n"));
+  const fs::path dest = cache_dir(cfg.volume, job.key);
+  KK_TRY(files::make_dirs(dest.parent_path()));
+  KK_TRY(files::remove_tree(dest));  // an incomplete entry (no entry.json) left by a kill
+  KK_TRY(files::rename_durable(staging.path(), dest));
+  staging.keep();
+  logger->info("{}: signed with {} ({} key {}), cached as {}", job.recipe.name, hash, signer->signer_name(),
+               signer->key_id(), job.key.substr(0, 16));
+  return entry;
+}
+
+// Copies a cache entry's modules into extra/<recipe>/ (each file replaced atomically), removes
+// files a previous version left there, and writes the record last.
+Result<void> install(const json& entry, const Job& job, const KernelTree& kernel, const Config& cfg) {
+  const fs::path dir = install_dir(kernel, job.recipe.name);
+  KK_TRY(files::make_dirs(dir));
+  json record = entry;
+  json modules = json::array();
+  std::vector<std::string> names;
+  for (const auto& m : entry["modules"]) {
+    const std::string file = m.value("file", "");
+    const fs::path dest = dir / file;
+    auto existing = digest::sha256_file(dest);
+    if (!existing || *existing != m.value("sha256", "")) {
+      auto content = KK_TRY(files::read_file(cache_dir(cfg.volume, job.key) / file, 256 << 20));
+      KK_TRY(files::write_file_atomic(dest, content));
+    }
+    json mm = m;
+    mm["path"] = dest.lexically_relative(cfg.volume).string();
+    modules.push_back(mm);
+    names.push_back(file);
+  }
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (std::find(names.begin(), names.end(), e.path().filename().string()) == names.end()) {
+      log::get("kmod-builder")->info("{}: removing {} (not built by this recipe any more)", job.recipe.name, e.path().string());
+      fs::remove_all(e.path(), ec);
+    }
+  }
+  record["modules"] = modules;
+  record["installed"] = now_rfc3339();
+  const fs::path rec = record_path(cfg.volume, kernel.release, job.recipe.name);
+  KK_TRY(files::make_dirs(rec.parent_path()));
+  KK_TRY(files::fsync_path(dir));
+  KK_TRY(files::write_file_atomic(rec, record.dump(2) + "\n"));
+  return {};
+}
+
+Result<void> run_depmod(const KernelTree& kernel, const Config& cfg) {
+  auto out = KK_TRY(subprocess::run({"depmod", "-b", cfg.volume.string(), kernel.release}));
+  if (!out.ok()) {
+    return fail(ExitCode::software, "depmod -b " + cfg.volume.string() + " " + kernel.release + " " + out.describe() + ": " +
+                                        std::string(text::trim(out.output)));
+  }
+  return {};
+}
+
+std::string choose_hash(const Config& cfg, const KernelTree& kernel) {
+  if (!cfg.hash.empty()) return cfg.hash;
+  const auto h = kernel.config_value("CONFIG_MODULE_SIG_HASH");
+  return h == "sha256" || h == "sha384" || h == "sha512" ? h : "sha256";
+}
+
+}  // namespace
+
+Result<void> build_and_install(const Config& cfg) {
+  const auto start = clock::now();
+  auto logger = log::get("kmod-builder");
+  const auto kernel = KK_TRY(KernelTree::open(cfg.volume, cfg.kernel_release));
+  auto signing = KK_TRY(Signing::create(cfg));
+  const std::string hash = choose_hash(cfg, kernel);
+  if (hash != "sha256" && hash != "sha384" && hash != "sha512") {
+    return fail(ExitCode::usage, "--hash: '" + hash + "' is not one of sha256, sha384, sha512");
+  }
+  const std::string compiler = KK_TRY(compiler_version_line(cfg.cc.empty() ? "gcc" : cfg.cc));
+
+  std::vector<Job> jobs;
+  for (const auto& spec : cfg.recipes) {
+    Job job;
+    std::string override;
+    for (const auto& [name, dir] : cfg.sources) {
+      if (name == spec) override = dir;
+    }
+    job.recipe = KK_TRY(load(spec, override));
+    if (override.empty()) {
+      if (auto it = cfg.sources.find(job.recipe.name); it != cfg.sources.end()) job.recipe = KK_TRY(load(spec, it->second));
+    }
+    if (auto why = job.recipe.kernel_refusal(kernel.release); !why.empty()) return fail(ExitCode::config, why);
+    for (const auto& other : jobs) {
+      if (other.recipe.name == job.recipe.name) return fail(ExitCode::usage, "recipe " + job.recipe.name + " is given twice");
+    }
+    job.sources = KK_TRY(list_sources(job.recipe));
+    job.defines = KK_TRY(run_probes(job.recipe, kernel));
+    job.key = KK_TRY(cache_key(job, kernel, compiler, cfg, hash, signing.key_part(), &job.sources_digest));
+    jobs.push_back(std::move(job));
+  }
+
+  // The warm path: everything installed from these very inputs.
+  std::vector<Job*> todo;
+  for (auto& job : jobs) {
+    std::string why;
+    if (installed_record(cfg.volume, kernel, job, &why)) {
+      logger->info("{}: up to date for {} (key {})", job.recipe.name, kernel.release, job.key.substr(0, 16));
+    } else {
+      logger->info("{}: {}", job.recipe.name, why);
+      todo.push_back(&job);
+    }
+  }
+  if (todo.empty()) {
+    logger->info("kernel {}: {} recipe(s) up to date in {} in {:.0f} ms", kernel.release, jobs.size(),
+                 (kernel.modules_dir / "extra").string(), seconds_since(start) * 1000);
+    return {};
+  }
+  if (cfg.dry_run) {
+    for (const auto* job : todo) {
+      if (cache_entry(cfg.volume, job->key)) {
+        logger->info("dry run: {} would be installed from the cache ({})", job->recipe.name, job->key.substr(0, 16));
+      } else {
+        logger->info("dry run: {} would be built from {} ({} files{}), signed ({}), cached and installed in {}",
+                     job->recipe.name, job->recipe.source.string(), job->sources.size(),
+                     job->defines.empty() ? "" : ", defines " + job->defines.front(), hash,
+                     install_dir(kernel, job->recipe.name).string());
+      }
+    }
+    logger->info("dry run: nothing was written");
+    return {};
+  }
+
+  init::Volume volume(cfg.volume);
+  KK_TRY_CTX(volume.prepare(), "volume " + cfg.volume.string());
+  auto lock = KK_TRY(volume.lock(std::chrono::milliseconds(static_cast<long long>(cfg.lock_timeout_s * 1000))));
+  KK_TRY(volume.clear_staging());
+  int built = 0, from_cache = 0, waited_for = 0;
+  for (auto* job : todo) {
+    std::string why;
+    if (installed_record(cfg.volume, kernel, *job, &why)) {
+      logger->info("{}: installed by another process while this one waited {:.1f} s", job->recipe.name,
+                   static_cast<double>(lock.waited().count()) / 1000.0);
+      ++waited_for;
+      continue;
+    }
+    auto entry = cache_entry(cfg.volume, job->key);
+    if (entry) {
+      logger->info("{}: in the cache ({}), installing without a build", job->recipe.name, job->key.substr(0, 16));
+      ++from_cache;
+    } else {
+      entry = KK_TRY(build_into_cache(*job, kernel, cfg, signing, compiler, hash));
+      ++built;
+    }
+    KK_TRY(install(*entry, *job, kernel, cfg));
+  }
+  if (built + from_cache > 0) KK_TRY(run_depmod(kernel, cfg));
+  logger->info("kernel {}: {} built, {} from the cache, {} up to date; modules in {} ({:.1f} s)", kernel.release, built,
+               from_cache, jobs.size() - static_cast<size_t>(built + from_cache), (kernel.modules_dir / "extra").string(),
+               seconds_since(start));
+  (void)waited_for;
+  return {};
+}
+
+Result<void> print_status(const StatusOptions& opt) {
+  const fs::path root = state_dir(opt.volume) / "modules";
+  std::error_code ec;
+  json all = json::array();
+  std::vector<fs::path> records;
+  if (fs::is_directory(root, ec)) {
+    for (const auto& k : fs::directory_iterator(root, ec)) {
+      if (!opt.kernel_release.empty() && k.path().filename() != opt.kernel_release) continue;
+      for (const auto& r : fs::directory_iterator(k.path(), ec)) {
+        if (r.path().extension() == ".json") records.push_back(r.path());
+      }
+    }
+  }
+  std::sort(records.begin(), records.end());
+  std::string out;
+  for (const auto& p : records) {
+    auto text = KK_TRY(files::read_file(p));
+    json r = json::parse(text, nullptr, false);
+    if (r.is_discarded() || !r.is_object()) return fail(ExitCode::data_err, p.string() + " is not a kmod-builder record");
+    bool intact = true;
+    for (auto& m : r["modules"]) {
+      auto sha = digest::sha256_file(opt.volume / m.value("path", ""));
+      m["intact"] = sha && *sha == m.value("sha256", "");
+      intact = intact && m["intact"].get<bool>();
+    }
+    r["intact"] = intact;
+    all.push_back(r);
+    out += r.value("kernel_release", "?") + "  " + r.value("recipe", "?") + (r.value("version", "").empty() ? "" : " " + r.value("version", "")) + "\n";
+    for (const auto& m : r["modules"]) {
+      out += "  " + m.value("path", "?") + (m.value("intact", false) ? "" : "  (MISSING OR CHANGED)") + "\n";
+      out += "    vermagic " + m.value("vermagic", "") + "\n    srcversion " + m.value("srcversion", "") + "\n";
+    }
+    out += "  signed " + r.value("hash", "") + " by '" + r.value("signer", "") + "' key " + r.value("sig_key", "") +
+           (r.value("ephemeral_key", false) ? " (ephemeral key)" : "") + "\n";
+    out += "  sources " + r.value("source", "") + " (sha256 " + r.value("sources_sha256", "").substr(0, 16) + ")\n";
+    out += "  compiler " + r.value("compiler", "") + "\n";
+    out += "  built " + r.value("built", "") + ", installed " + r.value("installed", "") + ", cache key " +
+           r.value("key", "").substr(0, 16) + "\n";
+  }
+  if (opt.json) {
+    out = all.dump(2) + "\n";
+  } else if (records.empty()) {
+    out = "nothing built on " + opt.volume.string() + (opt.kernel_release.empty() ? "" : " for kernel " + opt.kernel_release) + "\n";
+  }
+  std::fputs(out.c_str(), stdout);
+  return {};
+}
+
+int main(int argc, char** argv) {
+  std::string sub = argc > 1 ? argv[1] : "";
+  if (sub == "status") {
+    StatusOptions opt;
+    cli::Program program{
+        "kmod-builder status",
+        "Prints what kmod-builder installed on the modules volume, for which kernel, signed by whom, from which sources.",
+        "Examples:\n  kmod-builder status --volume /modules\n  kmod-builder status --json",
+        {
+            {"volume", cli::Kind::value, "/modules", "DIR", "the modules volume", cli::store(opt.volume)},
+            {"kernel-release", cli::Kind::value, "", "RELEASE", "only this kernel (default: every kernel)",
+             cli::store(opt.kernel_release)},
+            {"json", cli::Kind::flag, "", "", "print JSON instead of text", cli::store_flag(opt.json)},
+        }};
+    return cli::run_main(program, argc - 1, argv + 1, [&] { return print_status(opt); });
+  }
+  if (sub == "build") {
+    --argc;
+    ++argv;
+  }
+  Config cfg;
+  struct utsname uts{};
+  ::uname(&uts);
+  const long ncpu = std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN));
+  const char* tmp = std::getenv("TMPDIR");
+  cli::Program program{
+      "kmod-builder",
+      "Builds, signs, caches and installs out-of-tree kernel modules (igb_uio, rte_kni, or any recipe) for the "
+      "kernel init-modules laid on the modules volume.",
+      "Commands:\n"
+      "  kmod-builder [build] [options]   build what is missing and install it (the default)\n"
+      "  kmod-builder status [options]    what is installed, signed by whom, from which sources\n"
+      "Examples:\n"
+      "  kmod-builder                                         # in the pod: igb_uio for uname -r on /modules\n"
+      "  kmod-builder --recipe igb_uio,rte_kni --source rte_kni=/src/dpdk-22.11 \\\n"
+      "               --signing-key /secrets/signing_key.pem --signing-cert /secrets/signing_key.x509\n"
+      "  kmod-builder --recipe ./mydriver/dkms.conf --kernel-release 6.1.0-18-amd64 --volume ./vol\n"
+      "Exit codes: 0 done, 64 usage, 65 build failed on a compiler error or a module does not fit the\n"
+      "kernel, 66 headers or sources missing, 70 make failed otherwise, 73 volume not writable,\n"
+      "75 lock wait ran out, 78 recipe, key or compiler configuration.",
+      {
+          {"kernel-release", cli::Kind::value, "", "RELEASE", "kernel to build for (default: uname -r)",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             cfg.kernel_release = v.empty() ? std::string(uts.release) : v.front();
+             return {};
+           }},
+          {"volume", cli::Kind::value, "/modules", "DIR", "the modules volume", cli::store(cfg.volume)},
+          {"recipe", cli::Kind::list, "igb_uio", "RECIPE",
+           "what to build: a built-in recipe (igb_uio, rte_kni), a recipe .json, a dkms.conf, or a directory "
+           "holding one; repeatable",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             if (v.empty()) return fail(ExitCode::usage, "--recipe: give at least one recipe");
+             cfg.recipes = v;
+             return {};
+           }},
+          {"source", cli::Kind::list, "", "NAME=DIR", "the source tree of a recipe, e.g. rte_kni=/src/dpdk-22.11; repeatable",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             for (const auto& item : v) {
+               const auto eq = item.find('=');
+               if (eq == std::string::npos || eq == 0 || eq + 1 == item.size()) {
+                 return fail(ExitCode::usage, "--source: '" + item + "' is not NAME=DIR");
+               }
+               cfg.sources[item.substr(0, eq)] = item.substr(eq + 1);
+             }
+             return {};
+           }},
+          {"signing-key", cli::Kind::value, "", "FILE", "private key to sign with, PEM or DER (a mounted Secret)",
+           cli::store(cfg.signing_key)},
+          {"signing-cert", cli::Kind::value, "", "FILE", "the key's X.509 certificate, PEM or DER", cli::store(cfg.signing_cert)},
+          {"hash", cli::Kind::value, "", "ALGO", "sha256, sha384 or sha512 (default: the kernel's CONFIG_MODULE_SIG_HASH)",
+           cli::store(cfg.hash)},
+          {"cc", cli::Kind::value, "", "COMPILER", "compiler kbuild uses (default: kbuild's, gcc)", cli::store(cfg.cc)},
+          {"allow-compiler-mismatch", cli::Kind::flag, "", "",
+           "build even when the compiler's major version differs from the kernel's", cli::store_flag(cfg.allow_compiler_mismatch)},
+          {"jobs", cli::Kind::value, std::to_string(ncpu), "N", "make -j",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             cfg.jobs = static_cast<int>(KK_TRY(cli::parse_integer("jobs", v.front(), 1, 1024)));
+             return {};
+           }},
+          {"work-dir", cli::Kind::value, tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "DIR",
+           "where private build directories are made (local disk; not the volume)", cli::store(cfg.work_dir)},
+          {"lock-timeout", cli::Kind::value, "1800", "SECONDS", "how long to wait for another process working on the volume",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             cfg.lock_timeout_s = KK_TRY(cli::parse_seconds("lock-timeout", v.front()));
+             return {};
+           }},
+          {"build-timeout", cli::Kind::value, "1800", "SECONDS", "how long one make may run",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             cfg.build_timeout_s = KK_TRY(cli::parse_seconds("build-timeout", v.front()));
+             return {};
+           }},
+          {"dry-run", cli::Kind::flag, "", "", "say what would be built and installed; write nothing", cli::store_flag(cfg.dry_run)},
+      }};
+  return cli::run_main(program, argc, argv, [&] { return build_and_install(cfg); });
+}
+
+}  // namespace kmodkit::kmod_builder

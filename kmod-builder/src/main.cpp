@@ -1,0 +1,3 @@
+#include "builder.hpp"
+
+int main(int argc, char** argv) { return kmodkit::kmod_builder::main(argc, argv); }
