@@ -67,7 +67,7 @@ Result<KernelTree> KernelTree::open(const fs::path& volume, const std::string& r
     // Debian's split headers: build/Makefile is one line, "include <dir>/../linux-headers-X-common/Makefile".
     auto makefile = files::read_file(k.build / "Makefile", 64 << 10);
     if (makefile) {
-      static const std::regex include(R"(^include\s+(\S+)/Makefile\s*$)");
+      static const std::regex include(R"(^include\s+(.+)/Makefile\s*$)");
       for (auto line : text::split(*makefile, "\n")) {
         std::smatch m;
         const std::string l(line);

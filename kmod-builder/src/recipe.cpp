@@ -136,6 +136,7 @@ Result<void> apply_json(const json& j, const std::string& origin, Recipe& r) {
       CopyItem c;
       c.from = KK_TRY(get_string(item, "from", origin));
       if (c.from.empty()) return fail(config_error(origin, "a \"copy\" item needs \"from\""));
+      if (c.from.front() == '/') c.from = first_match(c.from);
       const std::string default_to = c.from.front() == '/' ? fs::path(c.from).filename().string() : c.from;
       c.to = KK_TRY(get_string(item, "to", origin, default_to));
       if (!safe_relative(c.to)) return fail(config_error(origin, "copy destination '" + c.to + "' must be relative, without .."));
@@ -229,6 +230,10 @@ Result<Recipe> parse_json_object(const json& j, const std::string& origin, const
   }
   const bool dkms = j.contains("dkms") && j["dkms"].is_boolean() && j["dkms"].get<bool>();
   if (dkms && allow_dkms && !r.source.empty()) {
+    std::error_code ec;
+    if (!fs::is_directory(r.source, ec)) {
+      return fail(ExitCode::no_input, "recipe " + origin + ": source tree " + r.source.string() + " is not a directory");
+    }
     const fs::path conf = r.source / "dkms.conf";
     auto text = files::read_file(conf, 1 << 20);
     if (!text) {

@@ -14,13 +14,9 @@ namespace {
 
 struct Keys {
   TempDir dir;
-  fs::path key = dir / "key.pem", cert_pem = dir / "cert.pem", cert_der = dir / "cert.der", sign_file;
+  test::SigningKey made = test::make_signing_key(dir / "keys", "kmodkit-test");
+  fs::path key = made.key, cert_pem = made.cert_pem, cert_der = made.cert_der, sign_file;
   Keys() {
-    auto r = subprocess::run({"sh", "-c", "cd " + dir.path.string() +
-                                              " && openssl req -new -nodes -utf8 -sha256 -days 1 -batch -x509 -newkey rsa:2048"
-                                              " -subj /CN=kmodkit-test -keyout key.pem -out cert.pem"
-                                              " && openssl x509 -in cert.pem -outform DER -out cert.der"});
-    REQUIRE((r && r->ok()));
     // sign-file as Debian ships it, from the linux-kbuild package of the fixture repository.
     for (const auto& e : fs::directory_iterator(test::fixtures_dir() / "apt-repo/pool/main")) {
       if (e.path().filename().string().starts_with("linux-kbuild-")) {

@@ -79,9 +79,8 @@ void HttpServer::stop() {
 
 std::string HttpServer::url() const { return "http://127.0.0.1:" + std::to_string(port_); }
 
-Run run_init_modules(const std::vector<std::string>& args,
-                     const std::vector<std::pair<std::string, std::string>>& env) {
-  std::vector<std::string> argv = {KMODKIT_INIT_MODULES_BIN};
+Run run_binary(const std::string& binary, const std::vector<std::string>& args, const Env& env) {
+  std::vector<std::string> argv = {binary};
   argv.insert(argv.end(), args.begin(), args.end());
   subprocess::Options opts;
   opts.env = env;
@@ -99,8 +98,46 @@ Run run_init_modules(const std::vector<std::string>& args,
   return run;
 }
 
+Run run_init_modules(const std::vector<std::string>& args, const Env& env) {
+  return run_binary(KMODKIT_INIT_MODULES_BIN, args, env);
+}
+
+Run run_kmod_builder(const std::vector<std::string>& args, const Env& env) {
+  return run_binary(KMODKIT_KMOD_BUILDER_BIN, args, env);
+}
+
+std::string copy_kernel_volume(const fs::path& dest) {
+  const fs::path from = fixtures_dir() / "kernel-volume";
+  if (!fs::exists(from / ".kmodkit/kernels")) throw std::runtime_error("no kernel volume fixture at " + from.string());
+  // Hard links: a real copy of 16,000 files takes ~10 s on this VM's disk. Tests replace files
+  // (write_file unlinks first) and kmod-builder renames its outputs into place, so the fixture's
+  // inodes are never written through.
+  auto r = subprocess::run({"cp", "-al", from.string(), dest.string()});
+  if (!r || !r->ok()) throw std::runtime_error("cannot copy " + from.string() + " to " + dest.string());
+  return fixture_kernel_release();
+}
+
+SigningKey make_signing_key(const fs::path& dir, const std::string& common_name) {
+  fs::create_directories(dir);
+  SigningKey k{dir / "key.pem", dir / "cert.pem", dir / "cert.der", ""};
+  auto r = subprocess::run({"sh", "-c", "cd '" + dir.string() +
+                                            "' && openssl req -new -nodes -utf8 -sha256 -days 2 -batch -x509 -newkey rsa:2048"
+                                            " -subj '/CN=" + common_name + "' -keyout key.pem -out cert.pem 2>/dev/null"
+                                            " && openssl x509 -in cert.pem -outform DER -out cert.der"
+                                            " && openssl x509 -in cert.pem -noout -serial"});
+  if (!r || !r->ok()) throw std::runtime_error("openssl could not make a key in " + dir.string());
+  // "serial=0A1B..." -> "0A:1B:..." without leading zero bytes, as libkmod prints it.
+  std::string hex = r->output.substr(r->output.find('=') + 1);
+  while (!hex.empty() && (hex.back() == '\n' || hex.back() == ' ')) hex.pop_back();
+  if (hex.size() % 2 != 0) hex = "0" + hex;
+  while (hex.size() > 2 && hex.starts_with("00")) hex = hex.substr(2);
+  for (size_t i = 0; i < hex.size(); i += 2) k.serial += (i == 0 ? "" : ":") + hex.substr(i, 2);
+  return k;
+}
+
 void write_file(const fs::path& path, const std::string& content) {
   fs::create_directories(path.parent_path());
+  fs::remove(path);  // a new inode: the old one may be a hard link into a fixture
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << content;
   if (!out) throw std::runtime_error("cannot write " + path.string());

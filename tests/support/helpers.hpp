@@ -53,10 +53,25 @@ struct Run {
   std::string last_line;  // the last non-empty line
 };
 
-// Runs init-modules with arguments and extra environment; logs are human-readable.
-Run run_init_modules(const std::vector<std::string>& args,
-                     const std::vector<std::pair<std::string, std::string>>& env = {});
+using Env = std::vector<std::pair<std::string, std::string>>;
+// Runs one of the project's binaries with arguments and extra environment; logs are
+// human-readable.
+Run run_binary(const std::string& binary, const std::vector<std::string>& args, const Env& env = {});
+Run run_init_modules(const std::vector<std::string>& args, const Env& env = {});
+Run run_kmod_builder(const std::vector<std::string>& args, const Env& env = {});
 
+// A copy (hard links), at `dest`, of the modules volume the kernel_volume fixture laid out with init-modules
+// (Debian's current 6.1 headers from the fixture repository). Returns the kernel release.
+std::string copy_kernel_volume(const fs::path& dest);
+
+// A signing key and its self-signed certificate (PEM and DER), made with the openssl tool.
+struct SigningKey {
+  fs::path key, cert_pem, cert_der;
+  std::string serial;  // colon-separated upper-case hex, as modinfo prints sig_key
+};
+SigningKey make_signing_key(const fs::path& dir, const std::string& common_name);
+
+// Replaces a file (unlinks it first, so a hard-linked copy of a fixture stays unchanged).
 void write_file(const fs::path& path, const std::string& content);
 std::string read_file(const fs::path& path);
 std::string sha256_of(const fs::path& path);

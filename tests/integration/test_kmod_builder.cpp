@@ -1,0 +1,342 @@
+// kmod-builder end to end: the real binary building igb_uio (Debian's dpdk-kmods-dkms source)
+// and the project's test module against Debian's real 6.1 headers, laid out by init-modules.
+#include <catch2/catch.hpp>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "helpers.hpp"
+#include "kmodkit/subprocess.hpp"
+#include "modinfo.hpp"
+#include "signing.hpp"
+
+using namespace kmodkit;
+using kmodkit::test::Run;
+using kmodkit::test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A private modules volume with the fixture kernel's headers, a signing key, and the test
+// module's sources in a writable copy.
+struct Setup {
+  TempDir tmp;
+  fs::path vol = tmp / "vol";
+  std::string kver = test::copy_kernel_volume(vol);
+  test::SigningKey key = test::make_signing_key(tmp / "keys", "kmodkit test signing key");
+  fs::path hello = tmp / "kmod-hello";
+  Setup() { test::copy_tree(test::support_dir() / "kmod-hello", hello); }
+
+  std::vector<std::string> args(std::vector<std::string> extra = {}) const {
+    std::vector<std::string> a = {"--volume", vol.string(), "--kernel-release", kver, "--work-dir", tmp.path.string(),
+                                  "--signing-key", key.key.string(), "--signing-cert", key.cert_pem.string()};
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  }
+  Run build(std::vector<std::string> extra = {}, const test::Env& env = {}) const {
+    return test::run_kmod_builder(args(std::move(extra)), env);
+  }
+  fs::path installed(const std::string& recipe, const std::string& module) const {
+    return vol / "usr/lib/modules" / kver / "extra" / recipe / (module + ".ko");
+  }
+  fs::path record(const std::string& recipe) const { return vol / ".kmodkit/modules" / kver / (recipe + ".json"); }
+};
+
+int count(const std::string& text, const std::string& what) {
+  int n = 0;
+  for (size_t pos = text.find(what); pos != std::string::npos; pos = text.find(what, pos + 1)) ++n;
+  return n;
+}
+
+std::string modinfo_field(const fs::path& ko, const std::string& field) {
+  auto r = subprocess::run({"modinfo", "-F", field, ko.string()});
+  REQUIRE((r && r->ok()));
+  std::string v = r->output;
+  while (!v.empty() && v.back() == '\n') v.pop_back();
+  return v;
+}
+
+size_t cache_entries(const fs::path& vol) {
+  if (!fs::exists(vol / ".kmodkit/cache")) return 0;
+  return static_cast<size_t>(std::distance(fs::directory_iterator(vol / ".kmodkit/cache"), fs::directory_iterator()));
+}
+
+}  // namespace
+
+TEST_CASE("igb_uio and the test module build against the real headers, are signed, installed and depmod'ed",
+          "[e2e][kmod-builder]") {
+  Setup s;
+  auto run = s.build({"--recipe", "igb_uio," + s.hello.string()});
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  CHECK_THAT(run.last_line, Catch::Contains("2 built, 0 from the cache"));
+  CHECK_THAT(run.output, Catch::Contains("probes: HAVE_ARG_TX_QUEUE"));
+
+  for (const auto& [recipe, module] : {std::pair{"igb_uio", "igb_uio"}, std::pair{"kmodkit_hello", "kmodkit_hello"}}) {
+    INFO(module);
+    const fs::path ko = s.installed(recipe, module);
+    REQUIRE(fs::is_regular_file(ko));
+    // libkmod reads the vermagic and the signature back, and they match the kernel and the certificate.
+    auto info = kmod_builder::read_module_info(ko);
+    REQUIRE(info);
+    CHECK_THAT(info->vermagic, Catch::StartsWith(s.kver + " SMP preempt mod_unload modversions"));
+    CHECK(info->signer == "kmodkit test signing key");
+    CHECK(info->sig_key == s.key.serial);
+    CHECK(info->sig_hashalgo == "sha256");  // the kernel's CONFIG_MODULE_SIG_HASH
+    CHECK(kmod_builder::signing::verify(test::read_file(ko), s.key.cert_der));
+  }
+  // make variables, include directories and the probe reached the compiler.
+  CHECK(modinfo_field(s.installed("kmodkit_hello", "kmodkit_hello"), "kmodkit_greeting") == "hello");
+  CHECK(modinfo_field(s.installed("kmodkit_hello", "kmodkit_hello"), "kmodkit_probe") == "ndo_tx_timeout has txqueue");
+  // depmod ran on the volume.
+  const auto dep = test::read_file(s.vol / "usr/lib/modules" / s.kver / "modules.dep");
+  CHECK_THAT(dep, Catch::Contains("extra/igb_uio/igb_uio.ko:") && Catch::Contains("extra/kmodkit_hello/kmodkit_hello.ko:"));
+  // kbuild ran in the headers on the volume, from a private copy of the sources.
+  const auto record = nlohmann::json::parse(test::read_file(s.record("igb_uio")));
+  CHECK(record["make"][2] == (s.vol / "usr/src/linux-headers-" += s.kver).string());
+  CHECK_THAT(record["make"][3].get<std::string>(), Catch::StartsWith("M=" + s.tmp.path.string() + "/kmod-builder.igb_uio"));
+  CHECK(record["source"] == "/usr/src/dpdk-kmods-0~20220829+git");
+  // The private build directories are gone; the key is nowhere on the volume.
+  for (const auto& e : fs::directory_iterator(s.tmp.path)) CHECK_THAT(e.path().filename().string(), !Catch::StartsWith("kmod-builder."));
+  const auto key_text = test::read_file(s.key.key);
+  const auto key_body = key_text.substr(key_text.find('\n') + 1, 64);
+  auto grep = subprocess::run({"grep", "-rlF", key_body, s.vol.string()});
+  REQUIRE(grep);
+  CHECK(grep->output.empty());
+
+  // status says what is built for which kernel, signed by whom, from which sources.
+  auto status = test::run_kmod_builder({"status", "--volume", s.vol.string()});
+  INFO(status.output);
+  CHECK(status.code == 0);
+  CHECK_THAT(status.output, Catch::Contains(s.kver + "  igb_uio 0~20220829+git") &&
+                                Catch::Contains("extra/kmodkit_hello/kmodkit_hello.ko") &&
+                                Catch::Contains("by 'kmodkit test signing key' key " + s.key.serial) &&
+                                Catch::Contains("sources /usr/src/dpdk-kmods-0~20220829+git"));
+  auto status_json = test::run_kmod_builder({"status", "--volume", s.vol.string(), "--json"});
+  REQUIRE(status_json.code == 0);
+  CHECK(nlohmann::json::parse(status_json.output).size() == 2);
+
+  // The second run (every pod restart) finds everything installed and builds nothing.
+  auto again = s.build({"--recipe", "igb_uio," + s.hello.string()});
+  INFO(again.output);
+  CHECK(again.code == 0);
+  CHECK_THAT(again.last_line, Catch::Contains("2 recipe(s) up to date"));
+  CHECK(count(again.output, "building") == 0);
+}
+
+TEST_CASE("the cache: a rebuild of nothing is a hit, a change in any input builds again", "[e2e][kmod-builder][cache]") {
+  Setup s;
+  const std::vector<std::string> hello = {"--recipe", s.hello.string()};
+  REQUIRE(s.build(hello).code == 0);
+  REQUIRE(cache_entries(s.vol) == 1);
+
+  // The installed module is lost (a new node's volume, an operator's rm): installed from the cache.
+  fs::remove_all(s.vol / "usr/lib/modules" / s.kver / "extra");
+  auto hit = s.build(hello);
+  INFO(hit.output);
+  CHECK(hit.code == 0);
+  CHECK_THAT(hit.output, Catch::Contains("in the cache"));
+  CHECK(count(hit.output, "building") == 0);
+  CHECK(fs::exists(s.installed("kmodkit_hello", "kmodkit_hello")));
+
+  struct Change {
+    const char* what;
+    std::function<void()> apply;
+    std::vector<std::string> extra;
+  };
+  const fs::path build = s.vol / ("usr/src/linux-headers-" + s.kver);
+  const test::SigningKey other = test::make_signing_key(s.tmp / "other-keys", "another key");
+  const std::vector<Change> changes = {
+      {"a source file", [&] { test::write_file(s.hello / "kmodkit_hello.c", test::read_file(s.hello / "kmodkit_hello.c") + "\n// changed\n"); }, {}},
+      {"the recipe", [&] {
+         auto r = test::read_file(s.hello / "kmodkit-recipe.json");
+         test::write_file(s.hello / "kmodkit-recipe.json", std::regex_replace(r, std::regex("hello\\\\\""), "hi\\\""));
+       }, {}},
+      {"the headers' .config", [&] { test::write_file(build / ".config", test::read_file(build / ".config") + "# changed\n"); }, {}},
+      {"Module.symvers", [&] { test::write_file(build / "Module.symvers", test::read_file(build / "Module.symvers") + "0x00000000\tkmodkit_x\tvmlinux\tEXPORT_SYMBOL\t\n"); }, {}},
+      {"the hash", [] {}, {"--hash", "sha512"}},
+      {"the compiler flags", [] {}, {"--cc", "gcc-12"}},
+      {"the signing certificate", [] {}, {"--signing-key", other.key.string(), "--signing-cert", other.cert_der.string()}},
+  };
+  size_t entries = 1;
+  std::vector<std::string> extra;
+  for (const auto& c : changes) {
+    INFO(c.what);
+    c.apply();
+    extra.insert(extra.end(), c.extra.begin(), c.extra.end());
+    auto args = hello;
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto run = s.build(args);
+    INFO(run.output);
+    CHECK(run.code == 0);
+    CHECK(count(run.output, "building") == 1);
+    CHECK(cache_entries(s.vol) == ++entries);
+  }
+  auto info = kmod_builder::read_module_info(s.installed("kmodkit_hello", "kmodkit_hello"));
+  REQUIRE(info);
+  CHECK(info->signer == "another key");
+  CHECK(info->sig_hashalgo == "sha512");
+  CHECK(modinfo_field(s.installed("kmodkit_hello", "kmodkit_hello"), "kmodkit_greeting") == "hi");
+}
+
+TEST_CASE("a broken source gives exit 65 with the compiler's error, the log on the volume, nothing installed",
+          "[e2e][kmod-builder][faults]") {
+  Setup s;
+  test::write_file(s.hello / "kmodkit_hello.c", test::read_file(s.hello / "kmodkit_hello.c") + "\nstatic int broken(void) { return 1 }\n");
+  auto run = s.build({"--recipe", s.hello.string()});
+  INFO(run.output);
+  CHECK(run.code == 65);
+  CHECK_THAT(run.last_line, Catch::Contains("kmodkit_hello.c:") && Catch::Contains("error: expected") &&
+                                Catch::Contains(".kmodkit/logs/" + s.kver + "/kmodkit_hello.log"));
+  CHECK_THAT(test::read_file(s.vol / ".kmodkit/logs" / s.kver / "kmodkit_hello.log"), Catch::Contains("error:"));
+  CHECK_FALSE(fs::exists(s.vol / "usr/lib/modules" / s.kver / "extra"));
+  CHECK_FALSE(fs::exists(s.record("kmodkit_hello")));
+  CHECK(cache_entries(s.vol) == 0);
+  CHECK(fs::is_empty(s.vol / ".kmodkit/staging"));
+}
+
+TEST_CASE("headers built by another compiler major version are refused unless allowed", "[e2e][kmod-builder][faults]") {
+  Setup s;
+  const fs::path config = s.vol / ("usr/src/linux-headers-" + s.kver) / ".config";
+  auto text = test::read_file(config);
+  text = std::regex_replace(text, std::regex("CONFIG_CC_VERSION_TEXT=\"[^\"]*\""),
+                            "CONFIG_CC_VERSION_TEXT=\"gcc-11 (Debian 11.3.0-12) 11.3.0\"");
+  test::write_file(config, text);
+  auto run = s.build({"--recipe", s.hello.string()});
+  INFO(run.output);
+  CHECK(run.code == 78);
+  CHECK_THAT(run.last_line, Catch::Contains("gcc-11 (Debian 11.3.0-12) 11.3.0") && Catch::Contains("12.2.0") &&
+                                Catch::Contains("--allow-compiler-mismatch"));
+  CHECK_FALSE(fs::exists(s.installed("kmodkit_hello", "kmodkit_hello")));
+
+  auto allowed = s.build({"--recipe", s.hello.string(), "--allow-compiler-mismatch"});
+  INFO(allowed.output);
+  CHECK(allowed.code == 0);
+  CHECK_THAT(allowed.output, Catch::Contains("building anyway"));
+}
+
+TEST_CASE("a module built against headers of another release is refused before signing", "[e2e][kmod-builder][faults]") {
+  Setup s;
+  // A tree that claims release X but whose build link leads to the headers of another release.
+  const std::string other = s.kver.substr(0, s.kver.find('-')) + "-999-amd64";
+  auto manifest = test::read_file(s.vol / ".kmodkit/kernels" / (s.kver + ".json"));
+  test::write_file(s.vol / ".kmodkit/kernels" / (other + ".json"),
+                   std::regex_replace(manifest, std::regex("\"kernel_release\": \"" + s.kver), "\"kernel_release\": \"" + other));
+  fs::create_directories(s.vol / "usr/lib/modules" / other);
+  fs::create_directory_symlink("../../../src/linux-headers-" + s.kver, s.vol / "usr/lib/modules" / other / "build");
+  auto run = test::run_kmod_builder({"--volume", s.vol.string(), "--kernel-release", other, "--work-dir", s.tmp.path.string(),
+                                     "--recipe", s.hello.string()});
+  INFO(run.output);
+  CHECK(run.code == 65);
+  CHECK_THAT(run.last_line, Catch::Contains("vermagic '" + s.kver) && Catch::Contains(other) && Catch::Contains("nothing installed"));
+  CHECK_FALSE(fs::exists(s.vol / "usr/lib/modules" / other / "extra"));
+}
+
+TEST_CASE("signing keys: a key that is not the certificate's is refused, without one an ephemeral key warns",
+          "[e2e][kmod-builder][signing]") {
+  Setup s;
+  const auto other = test::make_signing_key(s.tmp / "other", "other");
+  auto mismatch = test::run_kmod_builder({"--volume", s.vol.string(), "--kernel-release", s.kver, "--recipe", s.hello.string(),
+                                          "--signing-key", other.key.string(), "--signing-cert", s.key.cert_pem.string()});
+  CHECK(mismatch.code == 78);
+  CHECK_THAT(mismatch.last_line, Catch::Contains("is not the private key of the certificate"));
+  auto half = test::run_kmod_builder({"--volume", s.vol.string(), "--kernel-release", s.kver, "--recipe", s.hello.string(),
+                                      "--signing-key", other.key.string()});
+  CHECK(half.code == 64);
+
+  auto ephemeral = test::run_kmod_builder({"--volume", s.vol.string(), "--kernel-release", s.kver, "--work-dir",
+                                           s.tmp.path.string(), "--recipe", s.hello.string()});
+  INFO(ephemeral.output);
+  CHECK(ephemeral.code == 0);
+  CHECK_THAT(ephemeral.output, Catch::Contains("ephemeral key") && Catch::Contains("do not enforce module signatures"));
+  auto info = kmod_builder::read_module_info(s.installed("kmodkit_hello", "kmodkit_hello"));
+  REQUIRE(info);
+  CHECK(info->signer == "kmodkit ephemeral module signing key");
+}
+
+TEST_CASE("a dry run says what it would build and writes nothing", "[e2e][kmod-builder]") {
+  Setup s;
+  auto run = s.build({"--recipe", "igb_uio," + s.hello.string(), "--dry-run"});
+  INFO(run.output);
+  CHECK(run.code == 0);
+  CHECK_THAT(run.output, Catch::Contains("dry run: igb_uio would be built from /usr/src/dpdk-kmods") &&
+                             Catch::Contains("dry run: kmodkit_hello would be built"));
+  CHECK_FALSE(fs::exists(s.vol / "usr/lib/modules" / s.kver / "extra"));
+  CHECK_FALSE(fs::exists(s.vol / ".kmodkit/cache"));
+}
+
+TEST_CASE("missing headers, recipes and sources are named with exit 66", "[e2e][kmod-builder][faults]") {
+  Setup s;
+  auto no_kernel = test::run_kmod_builder({"--volume", s.vol.string(), "--kernel-release", "6.1.0-0-none"});
+  CHECK(no_kernel.code == 66);
+  CHECK_THAT(no_kernel.last_line, Catch::Contains("no complete tree for kernel 6.1.0-0-none") && Catch::Contains("run init-modules first"));
+  auto no_recipe = s.build({"--recipe", (s.tmp / "nothing").string()});
+  CHECK(no_recipe.code == 66);
+  CHECK_THAT(no_recipe.last_line, Catch::Contains("nothing"));
+  auto no_source = s.build({"--recipe", "igb_uio", "--source", "igb_uio=" + (s.tmp / "no-src").string()});
+  CHECK(no_source.code == 66);
+  CHECK_THAT(no_source.last_line, Catch::Contains("no-src") && Catch::Contains("not a directory"));
+  auto kni = s.build({"--recipe", "rte_kni"}, {{"KMODKIT_DPDK_SRC", ""}});
+  CHECK(kni.code == 66);
+  CHECK_THAT(kni.last_line, Catch::Contains("KMODKIT_DPDK_SRC"));
+}
+
+TEST_CASE("three builders at once on one volume: one builds, the others wait and reuse it", "[e2e][kmod-builder][concurrency]") {
+  Setup s;
+  std::vector<pid_t> pids;
+  std::vector<fs::path> logs;
+  for (int i = 0; i < 3; ++i) {
+    logs.push_back(s.tmp / ("builder" + std::to_string(i) + ".log"));
+    std::vector<std::string> argv = {KMODKIT_KMOD_BUILDER_BIN};
+    for (const auto& a : s.args({"--recipe", "igb_uio," + s.hello.string(), "--log-format", "human"})) argv.push_back(a);
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      FILE* out = std::freopen(logs.back().c_str(), "w", stdout);
+      if (out == nullptr || ::dup2(STDOUT_FILENO, STDERR_FILENO) < 0) ::_exit(99);
+      std::vector<char*> cargv;
+      for (auto& a : argv) cargv.push_back(a.data());
+      cargv.push_back(nullptr);
+      ::execv(cargv[0], cargv.data());
+      ::_exit(98);
+    }
+    pids.push_back(pid);
+  }
+  int builds = 0, reused = 0;
+  for (size_t i = 0; i < pids.size(); ++i) {
+    int status = 0;
+    ::waitpid(pids[i], &status, 0);
+    const auto log = test::read_file(logs[i]);
+    INFO(log);
+    CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+    builds += count(log, ": building against");
+    reused += count(log, "installed by another process") + count(log, "up to date for");
+  }
+  CHECK(builds == 2);  // igb_uio and the test module, each once
+  CHECK(reused == 4);
+  CHECK(cache_entries(s.vol) == 2);
+  CHECK(fs::is_empty(s.vol / ".kmodkit/staging"));
+}
+
+TEST_CASE("rte_kni builds from a DPDK 22.11 tree with DPDK's own probe", "[.rte_kni]") {
+  const char* src = std::getenv("KMODKIT_DPDK_SRC");
+  REQUIRE(src != nullptr);
+  Setup s;
+  // Read-only sources are copied into a private directory first.
+  auto run = s.build({"--recipe", "rte_kni", "--source", std::string("rte_kni=") + src});
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  CHECK_THAT(run.output, Catch::Contains("probes: HAVE_ARG_TX_QUEUE"));
+  const fs::path ko = s.installed("rte_kni", "rte_kni");
+  auto info = kmod_builder::read_module_info(ko);
+  REQUIRE(info);
+  CHECK_THAT(info->vermagic, Catch::StartsWith(s.kver + " SMP"));
+  CHECK(info->signer == "kmodkit test signing key");
+  CHECK_THAT(modinfo_field(ko, "parm"), Catch::Contains("carrier") && Catch::Contains("kthread_mode"));
+  auto again = s.build({"--recipe", "rte_kni", "--source", std::string("rte_kni=") + src});
+  CHECK(again.code == 0);
+  CHECK_THAT(again.last_line, Catch::Contains("up to date"));
+}

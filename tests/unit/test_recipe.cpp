@@ -1,0 +1,145 @@
+// Recipes (JSON and dkms.conf), compiler versions and vermagic rules of kmod-builder.
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+
+#include "helpers.hpp"
+#include "kernel.hpp"
+#include "recipe.hpp"
+
+using namespace kmodkit;
+using namespace kmodkit::kmod_builder;
+using kmodkit::test::TempDir;
+
+TEST_CASE("Debian's dpdk-kmods dkms.conf reads as a recipe", "[unit][recipe]") {
+  // The file as Debian's dpdk-kmods-dkms 0~20220829+git-3 ships it.
+  const std::string conf =
+      "PACKAGE_NAME=\"dpdk-kmods\"\n"
+      "PACKAGE_VERSION=\"0~20220829+git\"\n"
+      "BUILT_MODULE_NAME[0]=\"igb_uio\"\n"
+      "MAKE=\"make -C $kernel_source_dir M=$dkms_tree/$PACKAGE_NAME/$PACKAGE_VERSION/build MODULE_CFLAGS='-fno-PIE' modules\"\n"
+      "CLEAN=\"make -C $kernel_source_dir M=$dkms_tree/$PACKAGE_NAME/$PACKAGE_VERSION/build clean\"\n"
+      "DEST_MODULE_LOCATION[0]=\"/updates/dkms\"\n"
+      "AUTOINSTALL=\"YES\"\n";
+  auto r = parse_dkms_conf(conf, "dkms.conf", "/src");
+  REQUIRE(r);
+  CHECK(r->name == "dpdk-kmods");
+  CHECK(r->version == "0~20220829+git");
+  CHECK(r->modules == std::vector<std::string>{"igb_uio"});
+  REQUIRE(r->make_vars.size() == 1);
+  CHECK(r->make_vars[0] == std::pair<std::string, std::string>{"MODULE_CFLAGS", "-fno-PIE"});
+}
+
+TEST_CASE("dkms.conf: module locations, exclusive kernels, and what is refused", "[unit][recipe]") {
+  auto r = parse_dkms_conf("# comment\nPACKAGE_NAME=foo\nPACKAGE_VERSION=1\nBUILT_MODULE_NAME[0]=a\n"
+                           "BUILT_MODULE_LOCATION[0]=src/\nBUILT_MODULE_NAME[1]=b\nBUILD_EXCLUSIVE_KERNEL=\"^6\\..*\"\n",
+                           "x/dkms.conf", "/src");
+  REQUIRE(r);
+  CHECK(r->modules == std::vector<std::string>{"src/a", "b"});
+  CHECK(r->kernel_refusal("6.1.0-56-amd64").empty());
+  CHECK_THAT(r->kernel_refusal("5.15.0-1-generic"), Catch::Contains("matching"));
+
+  auto code = parse_dkms_conf("PACKAGE_NAME=foo\nif [ -n x ]; then BUILT_MODULE_NAME[0]=a; fi\n", "y/dkms.conf", "/src");
+  REQUIRE_FALSE(code);
+  CHECK(code.error().code == ExitCode::config);
+  CHECK_THAT(code.error().message, Catch::Contains("y/dkms.conf:2") && Catch::Contains("no shell code"));
+
+  auto script = parse_dkms_conf("PACKAGE_NAME=foo\nPRE_BUILD=\"configure\"\n", "z/dkms.conf", "/src");
+  REQUIRE_FALSE(script);
+  CHECK_THAT(script.error().message, Catch::Contains("PRE_BUILD"));
+
+  auto quote = parse_dkms_conf("PACKAGE_NAME=\"foo\n", "q/dkms.conf", "/src");
+  REQUIRE_FALSE(quote);
+  CHECK_THAT(quote.error().message, Catch::Contains("q/dkms.conf:1") && Catch::Contains("unterminated"));
+}
+
+TEST_CASE("JSON recipes: fields, defaults and errors that name the recipe", "[unit][recipe]") {
+  TempDir tmp;
+  auto r = parse_json(R"({"name": "m", "source": "src", "modules": ["m"], "make_vars": {"A": "1"},
+                          "include_dirs": ["inc"], "kernel": {"min": "5.4", "max": "6.6"},
+                          "probes": [{"define": "HAVE_X", "header": "include/linux/x.h", "line": "x"}]})",
+                      "r.json", tmp.path);
+  REQUIRE(r);
+  CHECK(r->source == tmp.path / "src");
+  CHECK(r->cflags_var == "KCFLAGS");
+  CHECK(r->kernel_refusal("6.1.0-56-amd64").empty());
+  CHECK_THAT(r->kernel_refusal("6.8.0-1-generic"), Catch::Contains("up to 6.6"));
+  CHECK_THAT(r->kernel_refusal("4.19.0-20-amd64"), Catch::Contains("5.4 and later"));
+  // The canonical form (part of the cache key) changes with any field that changes the build.
+  auto r2 = parse_json(R"({"name": "m", "source": "src", "modules": ["m"], "make_vars": {"A": "2"},
+                           "include_dirs": ["inc"], "probes": [{"define": "HAVE_X", "header": "include/linux/x.h", "line": "x"}]})",
+                       "r.json", tmp.path);
+  REQUIRE(r2);
+  CHECK(r->canonical() != r2->canonical());
+
+  struct Bad {
+    const char* json;
+    const char* says;
+  };
+  for (const auto& bad : {Bad{"{", "not valid JSON"}, Bad{R"({"name": "m", "modules": ["m"], "colour": 1})", "unknown field \"colour\""},
+                          Bad{R"({"name": "m"})", "no modules"}, Bad{R"({"name": "../x", "modules": ["m"]})", "name"},
+                          Bad{R"({"name": "m", "modules": ["m.ko"]})", "without .ko"},
+                          Bad{R"({"name": "m", "modules": ["m"], "copy": [{"from": "../etc"}]})", "without .."},
+                          Bad{R"({"name": "m", "modules": ["m"], "make_vars": {"M": "/x"}})", "kmod-builder's to set"},
+                          Bad{R"({"name": "m", "modules": ["m"], "kernel": {"min": "new"}})", "not a version"}}) {
+    INFO(bad.json);
+    auto res = parse_json(bad.json, "bad.json", tmp.path);
+    REQUIRE_FALSE(res);
+    CHECK(res.error().code == ExitCode::config);
+    CHECK_THAT(res.error().message, Catch::Contains("recipe bad.json") && Catch::Contains(bad.says));
+  }
+}
+
+TEST_CASE("the built-in rte_kni recipe asks for its DPDK tree and follows DPDK's meson build", "[unit][recipe]") {
+  ::unsetenv("KMODKIT_DPDK_SRC");
+  auto missing = load("rte_kni", "");
+  REQUIRE_FALSE(missing);
+  CHECK(missing.error().code == ExitCode::no_input);
+  CHECK_THAT(missing.error().message, Catch::Contains("KMODKIT_DPDK_SRC") && Catch::Contains("--source"));
+
+  TempDir tmp;
+  auto r = load("rte_kni", tmp.path.string());
+  REQUIRE(r);
+  CHECK(r->source == tmp.path);
+  CHECK(r->cflags_var == "MODULE_CFLAGS");
+  CHECK(r->directory == "kernel/linux/kni");
+  REQUIRE(r->probes.size() == 1);
+  CHECK(r->probes[0].define == "HAVE_ARG_TX_QUEUE");
+
+  auto unknown = load("no-such-recipe", "");
+  REQUIRE_FALSE(unknown);
+  CHECK(unknown.error().code == ExitCode::no_input);
+  CHECK_THAT(unknown.error().message, Catch::Contains("no-such-recipe") && Catch::Contains("built-in"));
+}
+
+TEST_CASE("shell words: quotes and backslashes as the shell reads them", "[unit][recipe]") {
+  auto w = split_words(R"(make -C "a b" 'X=-DA="1"' Y=\ z)");
+  REQUIRE(w);
+  CHECK(*w == std::vector<std::string>{"make", "-C", "a b", "X=-DA=\"1\"", "Y= z"});
+}
+
+TEST_CASE("compiler versions from --version and CONFIG_CC_VERSION_TEXT", "[unit][compiler]") {
+  auto gcc = parse_compiler("gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0");
+  REQUIRE(gcc);
+  CHECK(gcc->family == "gcc");
+  CHECK(gcc->major == 12);
+  auto gcc11 = parse_compiler("gcc (Ubuntu 11.4.0-1ubuntu1~22.04) 11.4.0");
+  REQUIRE(gcc11);
+  CHECK(gcc11->major == 11);
+  auto clang = parse_compiler("Debian clang version 14.0.6");
+  REQUIRE(clang);
+  CHECK(clang->family == "clang");
+  CHECK(clang->major == 14);
+  CHECK_FALSE(parse_compiler("cc"));
+}
+
+TEST_CASE("vermagic: exact when taken from a module, flags when composed from .config", "[unit][vermagic]") {
+  const KernelTree::Vermagic exact{"6.1.0-56-amd64 SMP preempt mod_unload modversions ", "kernel/x.ko", true};
+  CHECK(vermagic_mismatch("6.1.0-56-amd64 SMP preempt mod_unload modversions ", exact).empty());
+  CHECK_THAT(vermagic_mismatch("6.1.0-55-amd64 SMP preempt mod_unload modversions ", exact),
+             Catch::Contains("6.1.0-55-amd64") && Catch::Contains("kernel/x.ko"));
+  CHECK_FALSE(vermagic_mismatch("6.1.0-56-amd64 SMP mod_unload modversions ", exact).empty());
+  const KernelTree::Vermagic composed{"6.1.0-56-amd64 SMP mod_unload ", ".config", false};
+  CHECK(vermagic_mismatch("6.1.0-56-amd64 SMP mod_unload RANDSTRUCT_abc", composed).empty());
+  CHECK_FALSE(vermagic_mismatch("6.1.0-56-amd64 mod_unload ", composed).empty());
+}
