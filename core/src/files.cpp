@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -165,6 +166,28 @@ Result<StagingDir> StagingDir::create(const fs::path& parent, std::string_view p
     if (errno != EEXIST) return fail(errno_error("create staging directory " + p.string(), errno));
   }
   return fail(ExitCode::cant_create, "could not create a unique staging directory in " + parent.string());
+}
+
+Result<size_t> remove_stale_staging(const fs::path& parent, std::string_view prefix) {
+  size_t removed = 0;
+  std::error_code ec;
+  if (!fs::is_directory(parent, ec)) return removed;
+  const std::string start = std::string(prefix) + ".";
+  for (const auto& e : fs::directory_iterator(parent, ec)) {
+    const std::string name = e.path().filename().string();
+    if (!name.starts_with(start)) continue;
+    // "<prefix>.<pid>.<random>"
+    const auto last = name.rfind('.');
+    const auto before = last == std::string::npos || last == 0 ? std::string::npos : name.rfind('.', last - 1);
+    if (before == std::string::npos || before + 1 >= last) continue;
+    const std::string pid_text = name.substr(before + 1, last - before - 1);
+    if (pid_text.find_first_not_of("0123456789") != std::string::npos) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
+    if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;
+    KK_TRY(remove_tree(e.path()));
+    ++removed;
+  }
+  return removed;
 }
 
 StagingDir::~StagingDir() {

@@ -3,6 +3,9 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 
 #include "kmodkit/files.hpp"
 #include "kmodkit/log.hpp"
@@ -96,6 +99,30 @@ std::vector<std::string> first_errors(std::string_view log, size_t max_lines) {
 
 namespace {
 
+// Runs `work`, logging a line every 10 s while it runs (long work says it is alive).
+template <typename F>
+auto with_heartbeat(const std::string& what, F work) {
+  std::mutex m;
+  std::condition_variable cv;
+  bool done = false;
+  const auto start = std::chrono::steady_clock::now();
+  std::thread beat([&] {
+    std::unique_lock lock(m);
+    while (!cv.wait_for(lock, std::chrono::seconds(10), [&] { return done; })) {
+      log::get("kmod-builder")->info("{}: still building ({:.0f} s)", what,
+                                      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
+  });
+  auto result = work();
+  {
+    std::lock_guard lock(m);
+    done = true;
+  }
+  cv.notify_one();
+  beat.join();
+  return result;
+}
+
 Result<void> copy_sources(const std::vector<SourceEntry>& sources, const fs::path& dir) {
   for (const auto& e : sources) {
     const fs::path to = dir / e.rel;
@@ -153,7 +180,7 @@ Result<BuildResult> build(const Recipe& recipe, const KernelTree& kernel, const 
   subprocess::Options opts;
   opts.timeout = request.timeout;
   opts.env = {{"LC_ALL", "C"}};
-  auto outcome = KK_TRY(subprocess::run(argv, opts));
+  auto outcome = KK_TRY(with_heartbeat(recipe.name, [&] { return subprocess::run(argv, opts); }));
   result.log = outcome.output;
   if (log_out) *log_out = outcome.output;
   if (!outcome.ok()) {

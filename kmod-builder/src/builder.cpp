@@ -389,6 +389,12 @@ Result<void> build_and_install(const Config& cfg) {
   KK_TRY_CTX(volume.prepare(), "volume " + cfg.volume.string());
   auto lock = KK_TRY(volume.lock(std::chrono::milliseconds(static_cast<long long>(cfg.lock_timeout_s * 1000))));
   KK_TRY(volume.clear_staging());
+  for (const auto* job : todo) {
+    // Private build directories of builders killed before they could remove them.
+    if (auto n = KK_TRY(files::remove_stale_staging(cfg.work_dir, "kmod-builder." + job->recipe.name)); n > 0) {
+      logger->info("{}: removed {} build directories left by killed builders", job->recipe.name, n);
+    }
+  }
   int built = 0, from_cache = 0, waited_for = 0;
   for (auto* job : todo) {
     std::string why;

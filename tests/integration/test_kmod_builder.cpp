@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <thread>
 
 #include "helpers.hpp"
 #include "kmodkit/subprocess.hpp"
@@ -339,4 +340,51 @@ TEST_CASE("rte_kni builds from a DPDK 22.11 tree with DPDK's own probe", "[.rte_
   auto again = s.build({"--recipe", "rte_kni", "--source", std::string("rte_kni=") + src});
   CHECK(again.code == 0);
   CHECK_THAT(again.last_line, Catch::Contains("up to date"));
+}
+
+TEST_CASE("killed with SIGKILL mid-build, a rerun ends in the same state as an uninterrupted run", "[e2e][kmod-builder][faults]") {
+  Setup s;
+  std::vector<std::string> argv = {KMODKIT_KMOD_BUILDER_BIN};
+  for (const auto& a : s.args({"--recipe", "igb_uio," + s.hello.string(), "--log-format", "json"})) argv.push_back(a);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::setsid();  // its own session, so the kill takes make and the compilers with it, as a pod kill does
+    std::freopen("/dev/null", "w", stdout);
+    std::freopen("/dev/null", "w", stderr);
+    std::vector<char*> cargv;
+    for (auto& a : argv) cargv.push_back(a.data());
+    cargv.push_back(nullptr);
+    ::execv(cargv[0], cargv.data());
+    ::_exit(98);
+  }
+  // Wait until the compiler has produced something in the private build directory.
+  bool compiling = false;
+  for (int i = 0; i < 600 && !compiling; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    for (const auto& e : fs::directory_iterator(s.tmp.path)) {
+      if (e.path().filename().string().starts_with("kmod-builder.igb_uio.") && fs::exists(e.path() / ".igb_uio.o.cmd")) compiling = true;
+    }
+  }
+  CHECK(compiling);
+  auto kill = subprocess::run({"pkill", "-KILL", "-s", std::to_string(pid)});
+  REQUIRE(kill);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  CHECK((WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL));
+  // Nothing half-made is visible.
+  CHECK_FALSE(fs::exists(s.record("igb_uio")));
+  CHECK_FALSE(fs::exists(s.installed("igb_uio", "igb_uio")));
+
+  auto rerun = s.build({"--recipe", "igb_uio," + s.hello.string()});
+  INFO(rerun.output);
+  CHECK(rerun.code == 0);
+  CHECK_THAT(rerun.output, Catch::Contains("removed 1 build directories left by killed builders"));
+  CHECK_THAT(rerun.last_line, Catch::Contains("2 built"));
+  CHECK(cache_entries(s.vol) == 2);
+  CHECK(fs::is_empty(s.vol / ".kmodkit/staging"));
+  for (const auto& e : fs::directory_iterator(s.tmp.path)) CHECK_THAT(e.path().filename().string(), !Catch::StartsWith("kmod-builder."));
+  for (const auto& [recipe, module] : {std::pair{"igb_uio", "igb_uio"}, std::pair{"kmodkit_hello", "kmodkit_hello"}}) {
+    CHECK(kmod_builder::signing::verify(test::read_file(s.installed(recipe, module)), s.key.cert_der));
+  }
 }

@@ -77,6 +77,10 @@ class StagingDir {
   fs::path path_;
 };
 
+// Removes the directories StagingDir::create(parent, prefix) made in processes that no longer
+// run (killed with SIGKILL before their destructor ran). Returns how many were removed.
+Result<size_t> remove_stale_staging(const fs::path& parent, std::string_view prefix);
+
 // Flushes the file system holding `path` every `interval` on a thread of its own while a tree is
 // being written there, so the disk works while the CPU decompresses and the final
 // sync_filesystem() finds little left to write. Stops (and joins) on destruction.
