@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs what kmodkit needs, builds it, and runs init-modules on a built-in default: the
+# Installs what kmodkit needs, builds it, and runs the init chain on a built-in default: the
 # headers of Debian's current 6.1 kernel, fetched from the Debian repositories this machine's
-# apt is configured with, laid onto the local demo volume ./demo-volume. Ends with a summary.
+# apt is configured with, laid onto the local demo volume ./demo-volume (init-modules), then
+# igb_uio built, signed with an ephemeral key and installed there (kmod-builder). Ends with a
+# summary and what kmod-builder status says.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ci/install-deps.sh
@@ -15,4 +17,7 @@ mkdir -p "$volume"
 echo "demo: laying out the headers of $kver into $volume"
 "build/$preset/init/init-modules" --kernel-release "$kver" --volume "$volume" \
   --host-root "$volume.no-host" --sources volume,apt --log-format human
-echo "demo: try it: make -C $volume/usr/lib/modules/$kver/build M=<your module> modules"
+echo "demo: building igb_uio (Debian's dpdk-kmods-dkms) for $kver on $volume"
+"build/$preset/kmod-builder/kmod-builder" --kernel-release "$kver" --volume "$volume" --recipe igb_uio \
+  --log-format human
+"build/$preset/kmod-builder/kmod-builder" status --volume "$volume" --kernel-release "$kver"

@@ -231,6 +231,7 @@ Result<json> build_into_cache(const Job& job, const KernelTree& kernel, const Co
   entry["compiler"] = compiler;
   entry["make"] = built->make_argv;
   entry["probes"] = job.defines;
+  entry["vermagic_checked_against"] = vermagic.origin;
   entry["hash"] = hash;
   entry["signer"] = signer->signer_name();
   entry["sig_key"] = signer->key_id();
@@ -452,7 +453,8 @@ Result<void> print_status(const StatusOptions& opt) {
     out += r.value("kernel_release", "?") + "  " + r.value("recipe", "?") + (r.value("version", "").empty() ? "" : " " + r.value("version", "")) + "\n";
     for (const auto& m : r["modules"]) {
       out += "  " + m.value("path", "?") + (m.value("intact", false) ? "" : "  (MISSING OR CHANGED)") + "\n";
-      out += "    vermagic " + m.value("vermagic", "") + "\n    srcversion " + m.value("srcversion", "") + "\n";
+      out += "    vermagic " + m.value("vermagic", "") + "(checked against " + r.value("vermagic_checked_against", "?") + ")\n";
+      if (!m.value("srcversion", "").empty()) out += "    srcversion " + m.value("srcversion", "") + "\n";
     }
     out += "  signed " + r.value("hash", "") + " by '" + r.value("signer", "") + "' key " + r.value("sig_key", "") +
            (r.value("ephemeral_key", false) ? " (ephemeral key)" : "") + "\n";
