@@ -1,6 +1,7 @@
 # Every third-party dependency is found here, once, as an IMPORTED target. Nothing is downloaded.
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(LIBKMOD REQUIRED IMPORTED_TARGET libkmod)
+pkg_check_modules(LIBELF REQUIRED IMPORTED_TARGET libelf)
 pkg_check_modules(LIBARCHIVE REQUIRED IMPORTED_TARGET libarchive>=3.6)
 pkg_check_modules(LIBCURL REQUIRED IMPORTED_TARGET libcurl)
 find_package(OpenSSL 3 REQUIRED)

@@ -16,7 +16,9 @@
 #include "kmodkit/log.hpp"
 #include "kmodkit/subprocess.hpp"
 #include "kmodkit/text.hpp"
+#include "load.hpp"
 #include "modinfo.hpp"
+#include "pci.hpp"
 #include "recipe.hpp"
 #include "signing.hpp"
 #include "volume.hpp"
@@ -488,13 +490,89 @@ int main(int argc, char** argv) {
         }};
     return cli::run_main(program, argc - 1, argv + 1, [&] { return print_status(opt); });
   }
+  struct utsname uts{};
+  ::uname(&uts);
+  auto release_option = [&](std::string& target) {
+    return cli::Option{"kernel-release", cli::Kind::value, "", "RELEASE", "kernel (default: uname -r)",
+                       [&target, &uts](const std::vector<std::string>& v) -> Result<void> {
+                         target = v.empty() ? std::string(uts.release) : v.front();
+                         return {};
+                       }};
+  };
+  if (sub == "load" || sub == "unload") {
+    LoadConfig lc;
+    const bool load = sub == "load";
+    std::vector<cli::Option> options = {
+        {"volume", cli::Kind::value, "/modules", "DIR", "the modules volume", cli::store(lc.volume)},
+        release_option(lc.kernel_release),
+        {"recipe", cli::Kind::list, "", "NAME", "recipes whose modules to " + sub + " (default: every one installed)",
+         [&](const std::vector<std::string>& v) -> Result<void> {
+           lc.recipes = v;
+           return {};
+         }},
+        {"sysfs", cli::Kind::value, "/sys", "DIR", "sysfs of the node", cli::store(lc.sysfs)},
+        {"dry-run", cli::Kind::flag, "", "", "say what would be done; change nothing", cli::store_flag(lc.dry_run)},
+    };
+    if (load) {
+      options.push_back({"param", cli::Kind::list, "", "MODULE.KEY=VALUE",
+                         "a module parameter, over the recipe's (e.g. igb_uio.intr_mode=legacy); repeatable",
+                         [&](const std::vector<std::string>& v) -> Result<void> {
+                           lc.params = v;
+                           return {};
+                         }});
+      options.push_back({"securityfs", cli::Kind::value, "/sys/kernel/security", "DIR", "securityfs of the node (lockdown)",
+                         cli::store(lc.securityfs)});
+      options.push_back({"replace", cli::Kind::flag, "", "", "unload a module loaded from another build first",
+                         cli::store_flag(lc.replace)});
+    } else {
+      options.push_back({"force", cli::Kind::flag, "", "", "unload even while devices are bound", cli::store_flag(lc.force)});
+    }
+    cli::Program program{
+        "kmod-builder " + sub,
+        load ? "Loads the installed modules (and their in-tree dependencies) into the running kernel with libkmod."
+             : "Unloads the installed modules from the running kernel (a preStop hook).",
+        "Exit codes: 0 done, 64 usage, 65 module does not fit the kernel, 66 nothing installed, 75 devices still bound,\n"
+        "77 refused by the kernel's signature policy or missing CAP_SYS_MODULE, 78 loaded from another build.",
+        options};
+    return cli::run_main(program, argc - 1, argv + 1, [&] { return load ? load_modules(lc) : unload_modules(lc); });
+  }
+  if (sub == "bind" || sub == "unbind") {
+    BindConfig bc;
+    fs::path volume = "/modules";
+    const bool bind = sub == "bind";
+    std::vector<cli::Option> options = {
+        {"device", cli::Kind::list, "", "ADDRESS", "PCI addresses (default: those in the PCIDEVICE_* variables)",
+         [&](const std::vector<std::string>& v) -> Result<void> {
+           bc.devices = v;
+           return {};
+         }},
+        {"volume", cli::Kind::value, "/modules", "DIR", "the modules volume (the original drivers are kept in .kmodkit/bind)",
+         cli::store(volume)},
+        {"sysfs", cli::Kind::value, "/sys", "DIR", "sysfs of the node", cli::store(bc.sysfs)},
+        {"dev", cli::Kind::value, "/dev", "DIR", "where device nodes appear", cli::store(bc.dev)},
+        {"proc", cli::Kind::value, "/proc", "DIR", "procfs (routes)", cli::store(bc.proc)},
+        {"dry-run", cli::Kind::flag, "", "", "say what would be done; change nothing", cli::store_flag(bc.dry_run)},
+    };
+    if (bind) {
+      options.push_back({"driver", cli::Kind::value, "igb_uio", "DRIVER", "igb_uio, vfio-pci or uio_pci_generic",
+                         cli::store(bc.driver)});
+    }
+    cli::Program program{"kmod-builder " + sub,
+                         bind ? "Binds PCI devices to the data plane's driver through sysfs, remembering their driver."
+                              : "Gives PCI devices back to the driver they had before bind.",
+                         "Exit codes: 0 done, 64 usage, 66 no such device, 69 the driver did not take it, 78 refused "
+                         "(route, up, IOMMU group).",
+                         options};
+    return cli::run_main(program, argc - 1, argv + 1, [&]() -> Result<void> {
+      bc.state_dir = volume / ".kmodkit/bind";
+      return bind ? bind_devices(bc) : unbind_devices(bc);
+    });
+  }
   if (sub == "build") {
     --argc;
     ++argv;
   }
   Config cfg;
-  struct utsname uts{};
-  ::uname(&uts);
   const long ncpu = std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN));
   const char* tmp = std::getenv("TMPDIR");
   cli::Program program{
@@ -504,6 +582,8 @@ int main(int argc, char** argv) {
       "Commands:\n"
       "  kmod-builder [build] [options]   build what is missing and install it (the default)\n"
       "  kmod-builder status [options]    what is installed, signed by whom, from which sources\n"
+      "  kmod-builder load|unload         load the installed modules into the running kernel, or unload them\n"
+      "  kmod-builder bind|unbind         bind PCI devices to igb_uio/vfio-pci, or give them back\n"
       "Examples:\n"
       "  kmod-builder                                         # in the pod: igb_uio for uname -r on /modules\n"
       "  kmod-builder --recipe igb_uio,rte_kni --source rte_kni=/src/dpdk-22.11 \\\n"
