@@ -15,6 +15,8 @@ packages=(
   # module sources kmod-builder's built-in recipes and tests build: igb_uio (dpdk-kmods, under
   # /usr/src) and rte_build_config.h for rte_kni (libdpdk-dev)
   dpdk-kmods-dkms libdpdk-dev
+  # the load test boots Debian's kernel with an initramfs of busybox and kmodkit's binaries
+  qemu-system-x86 busybox-static
 )
 
 sudo_cmd=()

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# The load and bind steps on a real kernel: Debian's 6.1 kernel (linux-image-amd64's current
+# ABI, the one the fixture repository has headers for) boots under qemu-system-x86_64 -accel tcg
+# with an initramfs holding busybox, kmod-builder and a modules volume made by the real
+# init-modules and kmod-builder; the guest runs the steps as a pod would and prints what it saw;
+# this script asserts on that output.
+#   load-test.sh KMOD_BUILDER INIT_MODULES FIXTURES_DIR
+# Boot 1: load, bind an e1000 NIC to igb_uio, rerun (nothing changes), unload refused while
+# bound, unbind (back on e1000), unload. Boot 2 (module.sig_enforce=1): a module signed by the
+# test key and an unsigned one are refused with exit 77.
+set -euo pipefail
+kmod_builder=$(realpath "${1:?usage: load-test.sh KMOD_BUILDER INIT_MODULES FIXTURES_DIR}")
+init_modules=$(realpath "${2:?}")
+fixtures=$(realpath "${3:?}")
+here=$(cd "$(dirname "$0")/../.." && pwd)
+cache=${KMODKIT_TEST_CACHE:-/var/cache/kmodkit-tests}
+for tool in qemu-system-x86_64 busybox cpio; do
+  command -v "$tool" >/dev/null || { echo "load-test: $tool is missing (ci/install-deps.sh installs it)"; exit 1; }
+done
+kver=$(cat "$fixtures/apt-repo/kernel-release")
+version=$(dpkg-deb -f "$(ls "$fixtures"/apt-repo/pool/main/linux-headers-"$kver"_*.deb)" Version)
+mkdir -p "$cache/debs"
+image_deb=$(ls "$cache"/debs/linux-image-"$kver"_"$version"_*.deb 2>/dev/null | head -1 || true)
+if [ -z "$image_deb" ]; then
+  (cd "$cache/debs" && apt-get download -q "linux-image-$kver=$version" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
+  image_deb=$(ls "$cache"/debs/linux-image-"$kver"_"$version"_*.deb)
+fi
+work=$(mktemp -d /var/tmp/kmodkit-qemu.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+out=
+fail() {
+  if [ -n "$out" ] && [ -f "$out" ]; then echo "--- guest output ($out)"; cat "$out"; echo "---"; fi
+  echo "load-test: FAILED: $*"
+  exit 1
+}
+
+# The volume: headers and the kernel's modules tree (init-modules, archive source), then igb_uio
+# and the test module built, signed with a test key and installed (kmod-builder).
+args=()
+for deb in "$fixtures"/apt-repo/pool/main/*.deb "$image_deb"; do
+  args+=(--archive "$deb" --sha256 "$(sha256sum "$deb" | cut -d' ' -f1)")
+done
+mkdir -p "$work/vol"
+KMODKIT_LOG_FORMAT=human "$init_modules" --kernel-release "$kver" --volume "$work/vol" --host-root "$work/none" \
+  --sources archive "${args[@]}" >"$work/init.log" 2>&1 || { cat "$work/init.log"; fail "init-modules"; }
+(cd "$work" && openssl req -new -nodes -utf8 -sha256 -days 2 -batch -x509 -newkey rsa:2048 \
+  -subj '/CN=kmodkit qemu test key' -keyout key.pem -out cert.pem 2>/dev/null)
+KMODKIT_LOG_FORMAT=human "$kmod_builder" --kernel-release "$kver" --volume "$work/vol" --work-dir "$work" \
+  --recipe "igb_uio,$here/tests/support/kmod-hello" --signing-key "$work/key.pem" --signing-cert "$work/cert.pem" \
+  >"$work/build.log" 2>&1 || { cat "$work/build.log"; fail "kmod-builder build"; }
+
+# The initramfs: busybox, kmod-builder with its libraries, and the part of the volume the guest
+# needs (the records, the built modules, uio and e1000, the modules.* indexes).
+root=$work/root
+mkdir -p "$root"/{bin,usr/bin,proc,sys,dev,tmp,run,vol}
+cp "$(command -v busybox)" "$root/bin/busybox"
+strip -o "$root/usr/bin/kmod-builder" "$kmod_builder"
+for lib in $(ldd "$kmod_builder" | awk '/=>/ {print $3} /^\t\/lib/ {print $1}'); do
+  mkdir -p "$root$(dirname "$lib")" && cp -L "$lib" "$root$lib"
+done
+mods=usr/lib/modules/$kver
+mkdir -p "$root/vol/$mods"
+cp -a "$work/vol/$mods"/modules.* "$root/vol/$mods/"
+(cd "$work/vol" && cp -a --parents "$mods/extra" "$mods/kernel/drivers/uio/uio.ko" \
+  "$mods/kernel/drivers/net/ethernet/intel/e1000/e1000.ko" .kmodkit/modules "$root/vol/")
+ln -s usr/lib "$root/vol/lib"
+# A second volume whose test module is unsigned (its record says so), for the enforcing boot.
+cp -a "$root/vol" "$root/vol-unsigned"
+python3 - "$root/vol-unsigned" "$kver" <<'PY'
+import hashlib, json, struct, sys
+vol, kver = sys.argv[1], sys.argv[2]
+rec_path = f"{vol}/.kmodkit/modules/{kver}/kmodkit_hello.json"
+rec = json.load(open(rec_path))
+magic = b"~Module signature appended~\n"
+for m in rec["modules"]:
+    p = f"{vol}/{m['path']}"
+    data = open(p, "rb").read()
+    assert data.endswith(magic)
+    sig_len = struct.unpack(">I", data[-len(magic) - 4:-len(magic)])[0]
+    data = data[: len(data) - len(magic) - 12 - sig_len]
+    open(p, "wb").write(data)
+    m["sha256"] = hashlib.sha256(data).hexdigest()
+rec["signer"] = ""; rec["sig_key"] = ""
+json.dump(rec, open(rec_path, "w"))
+PY
+cat > "$root/init" <<GUEST
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin:/usr/bin KMODKIT_LOG_FORMAT=human
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+mount -t securityfs none /sys/kernel/security 2>/dev/null
+K="kmod-builder"
+R=$kver
+step() { echo "KMODKIT-STEP \$1"; shift; "\$@" 2>&1; echo "KMODKIT-RC \$?"; }
+if grep -q module.sig_enforce=1 /proc/cmdline; then
+  step enforce-signed \$K load --volume /vol --kernel-release \$R --recipe kmodkit_hello
+  step enforce-unsigned \$K load --volume /vol-unsigned --kernel-release \$R --recipe kmodkit_hello
+else
+  insmod /vol/usr/lib/modules/\$R/kernel/drivers/net/ethernet/intel/e1000/e1000.ko
+  NIC=\$(ls /sys/bus/pci/drivers/e1000 | grep '^0000:' | head -1)
+  echo "KMODKIT-NIC \$NIC"
+  step load \$K load --volume /vol --kernel-release \$R --param igb_uio.intr_mode=legacy
+  echo "KMODKIT-SYS igb_uio \$(cat /sys/module/igb_uio/initstate) intr_mode=\$(cat /sys/module/igb_uio/parameters/intr_mode 2>/dev/null)"
+  echo "KMODKIT-SYS uio \$(cat /sys/module/uio/initstate)"
+  echo "KMODKIT-SYS kmodkit_hello \$(cat /sys/module/kmodkit_hello/initstate)"
+  step bind \$K bind --volume /vol --device \$NIC --driver igb_uio
+  echo "KMODKIT-SYS driver \$(basename \$(readlink /sys/bus/pci/devices/\$NIC/driver)) uio0=\$(test -c /dev/uio0 && echo yes || echo no)"
+  step load-again \$K load --volume /vol --kernel-release \$R
+  step bind-again \$K bind --volume /vol --device \$NIC --driver igb_uio
+  step unload-bound \$K unload --volume /vol --kernel-release \$R --recipe igb_uio
+  step unbind \$K unbind --volume /vol --device \$NIC
+  echo "KMODKIT-SYS driver \$(basename \$(readlink /sys/bus/pci/devices/\$NIC/driver))"
+  step unload \$K unload --volume /vol --kernel-release \$R
+  echo "KMODKIT-SYS after-unload igb_uio=\$(test -d /sys/module/igb_uio && echo present || echo gone)"
+fi
+echo KMODKIT-END
+poweroff -f
+GUEST
+chmod +x "$root/init"
+(cd "$root" && find . | cpio -o -H newc 2>/dev/null | gzip -1) > "$work/initrd.gz"
+dpkg-deb --fsys-tarfile "$image_deb" | tar -xf - -C "$work" "./boot/vmlinuz-$kver"
+
+boot() {  # boot EXTRA_CMDLINE OUTPUT
+  timeout 150 qemu-system-x86_64 -accel tcg -m 512 -smp 1 -nographic -no-reboot \
+    -kernel "$work/boot/vmlinuz-$kver" -initrd "$work/initrd.gz" \
+    -append "console=ttyS0 panic=-1 quiet loglevel=3 $1" \
+    -netdev user,id=n0 -device e1000,netdev=n0 </dev/null >"$2" 2>&1 || true
+  # Serial console text without carriage returns and terminal escapes.
+  tr -d '\r' < "$2" | sed -e 's/\x1b\[[0-9;?]*[a-zA-Z]//g' -e 's/\x1bc//g' > "$2.txt"
+  grep -q KMODKIT-END "$2.txt" || { cat "$2.txt"; fail "the guest did not finish (${1:-normal boot})"; }
+}
+# rc STEP: the exit code the guest printed after that step.
+rc() { awk -v s="$1" '$1=="KMODKIT-STEP" {cur=$2} $1=="KMODKIT-RC" && cur==s {print $2; exit}' "$out"; }
+# said STEP TEXT: the step's output contains TEXT.
+said() { awk -v s="$1" '$1=="KMODKIT-STEP" {cur=$2; next} $1=="KMODKIT-RC" {cur=""} cur==s' "$out" | grep -qF -- "$2" ||
+  { sed -n "/KMODKIT-STEP $1/,/KMODKIT-RC/p" "$out"; fail "step $1 did not say: $2"; }; }
+expect() { [ "$(rc "$1")" = "$2" ] || { sed -n "/KMODKIT-STEP $1/,/KMODKIT-RC/p" "$out"; fail "step $1 exited $(rc "$1"), expected $2"; }; }
+has() { grep -qF -- "$1" "$out" || fail "the guest did not print: $1"; }
+
+t0=$(date +%s)
+boot "" "$work/boot1"; out=$work/boot1.txt
+nic=$(grep -o 'KMODKIT-NIC [0-9a-f:.]*' "$out" | awk '{print $2}')
+[ -n "$nic" ] || fail "no e1000 NIC in the guest"
+expect load 0;          said load "uio: loaded uio"; said load "igb_uio: loaded from"; said load "with intr_mode=legacy"
+has "KMODKIT-SYS igb_uio live intr_mode=legacy"; has "KMODKIT-SYS uio live"; has "KMODKIT-SYS kmodkit_hello live"
+expect bind 0;          said bind "$nic: bound to igb_uio (was e1000), /dev/uio0"
+has "KMODKIT-SYS driver igb_uio uio0=yes"
+expect load-again 0;    said load-again "already loaded from this build"; said load-again "0 module(s) loaded, 2 already loaded"
+expect bind-again 0;    said bind-again "already bound to igb_uio"
+expect unload-bound 75; said unload-bound "igb_uio still drives $nic"
+expect unbind 0;        said unbind "$nic: back on e1000"
+has "KMODKIT-SYS driver e1000"
+expect unload 0;        has "KMODKIT-SYS after-unload igb_uio=gone"
+echo "load-test: boot 1 (load, bind, rerun, unbind, unload) passed"
+
+boot "module.sig_enforce=1" "$work/boot2"; out=$work/boot2.txt
+expect enforce-signed 77;   said enforce-signed "module.sig_enforce=1"; said enforce-signed "does not trust its signer 'kmodkit qemu test key'"
+said enforce-signed "mokutil --import"
+expect enforce-unsigned 77; said enforce-unsigned "the module is not signed"
+grep -F "error" "$out" | sed 's/^/load-test: guest said: /'
+echo "load-test: boot 2 (module.sig_enforce=1: test-key and unsigned modules refused with 77) passed"
+echo "load-test: passed in $(( $(date +%s) - t0 )) s of QEMU"
