@@ -38,9 +38,9 @@ std::string read_trimmed(const fs::path& p) {
   return t ? std::string(text::trim(*t)) : "";
 }
 
-// sysfs attributes are written whole, without a temporary file.
+// sysfs attributes are written whole and in place (as the shell's echo > does), never through a temporary file.
 Result<void> write_attr(const fs::path& p, const std::string& value) {
-  auto fd = KK_TRY(files::open_file(p, O_WRONLY | O_CLOEXEC));
+  auto fd = KK_TRY(files::open_file(p, O_WRONLY | O_TRUNC | O_CLOEXEC));
   if (int err = files::write_all(fd.get(), value.data(), value.size()); err != 0) {
     return fail(files::errno_error("write '" + std::string(text::trim(value)) + "' to " + p.string(), err, ExitCode::software));
   }
