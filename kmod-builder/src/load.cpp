@@ -263,7 +263,9 @@ Result<void> load_modules(const LoadConfig& cfg) {
   for (const auto& m : modules) {
     if (!enforced) continue;
     const auto known = kernel_knows_signer(cfg.proc_keys, m.signer);
-    if (known.has_value() && !*known) {
+    if (m.signer.empty()) {
+      logger->warn("{}: not signed, and the kernel enforces signatures: the kernel will refuse it", m.name);
+    } else if (known.has_value() && !*known) {
       logger->warn("{}: signed by '{}' (key {}), which is not among the kernel's keys in {}: the kernel will refuse it",
                    m.name, m.signer, m.sig_key, cfg.proc_keys.string());
     }

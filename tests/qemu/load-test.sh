@@ -125,8 +125,9 @@ boot() {  # boot EXTRA_CMDLINE OUTPUT
     -kernel "$work/boot/vmlinuz-$kver" -initrd "$work/initrd.gz" \
     -append "console=ttyS0 panic=-1 quiet loglevel=3 $1" \
     -netdev user,id=n0 -device e1000,netdev=n0 </dev/null >"$2" 2>&1 || true
-  # Serial console text without carriage returns and terminal escapes.
-  tr -d '\r' < "$2" | sed -e 's/\x1b\[[0-9;?]*[a-zA-Z]//g' -e 's/\x1bc//g' > "$2.txt"
+  # Serial console text without carriage returns and terminal escapes, each marker on a line of
+  # its own (the firmware's last line has no newline).
+  tr -d '\r' < "$2" | sed -e 's/\x1b\[[0-9;?]*[a-zA-Z]//g' -e 's/\x1bc//g' -e 's/\(.\)KMODKIT-/\1\nKMODKIT-/g' > "$2.txt"
   grep -q KMODKIT-END "$2.txt" || { cat "$2.txt"; fail "the guest did not finish (${1:-normal boot})"; }
 }
 # rc STEP: the exit code the guest printed after that step.
@@ -139,7 +140,7 @@ has() { grep -qF -- "$1" "$out" || fail "the guest did not print: $1"; }
 
 t0=$(date +%s)
 boot "" "$work/boot1"; out=$work/boot1.txt
-nic=$(grep -o 'KMODKIT-NIC [0-9a-f:.]*' "$out" | awk '{print $2}')
+nic=$(awk '$1=="KMODKIT-NIC" {print $2}' "$out")
 [ -n "$nic" ] || fail "no e1000 NIC in the guest"
 expect load 0;          said load "uio: loaded uio"; said load "igb_uio: loaded from"; said load "with intr_mode=legacy"
 has "KMODKIT-SYS igb_uio live intr_mode=legacy"; has "KMODKIT-SYS uio live"; has "KMODKIT-SYS kmodkit_hello live"
