@@ -328,6 +328,14 @@ Result<void> load_modules(const LoadConfig& cfg) {
     std::unique_ptr<kmod_module, decltype(&kmod_module_unref)> mod(raw, kmod_module_unref);
     const std::string options = options_text(m.params);
     const int err = kmod_module_insert_module(mod.get(), 0, options.empty() ? nullptr : options.c_str());
+    if (err == -EEXIST && build_id_of_loaded(cfg.sysfs, m.name) == want && !want.empty()) {
+      logger->info("{}: loaded by another process at the same time, from this build", m.name);
+      ++already;
+      continue;
+    }
+    if (err == -EEXIST) {
+      return fail(ExitCode::config, m.name + " was loaded by another process from another build: unload it first, or use --replace");
+    }
     if (err < 0) return fail(insert_error(-err, m, policy, cfg.kernel_release));
     logger->info("{}: loaded from {}{}", m.name, m.path, options.empty() ? "" : " with " + options);
     ++loaded;

@@ -45,9 +45,20 @@ KMODKIT_LOG_FORMAT=human "$init_modules" --kernel-release "$kver" --volume "$wor
   --sources archive "${args[@]}" >"$work/init.log" 2>&1 || { cat "$work/init.log"; fail "init-modules"; }
 (cd "$work" && openssl req -new -nodes -utf8 -sha256 -days 2 -batch -x509 -newkey rsa:2048 \
   -subj '/CN=kmodkit qemu test key' -keyout key.pem -out cert.pem 2>/dev/null)
-KMODKIT_LOG_FORMAT=human "$kmod_builder" --kernel-release "$kver" --volume "$work/vol" --work-dir "$work" \
-  --recipe "igb_uio,$here/tests/support/kmod-hello" --signing-key "$work/key.pem" --signing-cert "$work/cert.pem" \
-  >"$work/build.log" 2>&1 || { cat "$work/build.log"; fail "kmod-builder build"; }
+recipes="igb_uio,$here/tests/support/kmod-hello"
+# rte_kni too when a DPDK 22.11 tree is given (tests/support/fetch-dpdk-src.sh).
+if [ -n "${KMODKIT_DPDK_SRC:-}" ]; then recipes="$recipes,rte_kni"; fi
+build() {  # build VOLUME RECIPES
+  KMODKIT_LOG_FORMAT=human "$kmod_builder" --kernel-release "$kver" --volume "$1" --work-dir "$work" \
+    --recipe "$2" --signing-key "$work/key.pem" --signing-cert "$work/cert.pem" \
+    >"$work/build.log" 2>&1 || { cat "$work/build.log"; fail "kmod-builder build"; }
+}
+build "$work/vol" "$recipes"
+# Another build of the test module (version 2.0), on a second volume, for --replace.
+cp -al "$work/vol" "$work/vol2"
+cp -r "$here/tests/support/kmod-hello" "$work/hello2"
+sed -i 's/MODULE_VERSION("1.0")/MODULE_VERSION("2.0")/' "$work/hello2/kmodkit_hello.c"
+build "$work/vol2" "$work/hello2"
 
 # The initramfs: busybox, kmod-builder with its libraries, and the part of the volume the guest
 # needs (the records, the built modules, uio and e1000, the modules.* indexes).
@@ -64,6 +75,10 @@ cp -a "$work/vol/$mods"/modules.* "$root/vol/$mods/"
 (cd "$work/vol" && cp -a --parents "$mods/extra" "$mods/kernel/drivers/uio/uio.ko" \
   "$mods/kernel/drivers/net/ethernet/intel/e1000/e1000.ko" .kmodkit/modules "$root/vol/")
 ln -s usr/lib "$root/vol/lib"
+mkdir -p "$root/vol2"
+(cd "$work/vol2" && cp -a --parents "$mods/extra/kmodkit_hello" .kmodkit/modules/"$kver"/kmodkit_hello.json "$root/vol2/")
+cp -a "$work/vol/$mods"/modules.* "$root/vol2/$mods/"
+ln -s usr/lib "$root/vol2/lib"
 # A second volume whose test module is unsigned (its record says so), for the enforcing boot.
 cp -a "$root/vol" "$root/vol-unsigned"
 python3 - "$root/vol-unsigned" "$kver" <<'PY'
@@ -103,6 +118,7 @@ else
   echo "KMODKIT-SYS igb_uio \$(cat /sys/module/igb_uio/initstate) intr_mode=\$(cat /sys/module/igb_uio/parameters/intr_mode 2>/dev/null)"
   echo "KMODKIT-SYS uio \$(cat /sys/module/uio/initstate)"
   echo "KMODKIT-SYS kmodkit_hello \$(cat /sys/module/kmodkit_hello/initstate)"
+  if [ -d /sys/module/rte_kni ]; then echo "KMODKIT-SYS rte_kni \$(cat /sys/module/rte_kni/initstate) carrier=\$(cat /sys/module/rte_kni/parameters/carrier 2>/dev/null)"; fi
   step bind \$K bind --volume /vol --device \$NIC --driver igb_uio
   echo "KMODKIT-SYS driver \$(basename \$(readlink /sys/bus/pci/devices/\$NIC/driver)) uio0=\$(test -c /dev/uio0 && echo yes || echo no)"
   step load-again \$K load --volume /vol --kernel-release \$R
@@ -111,7 +127,11 @@ else
   step unbind \$K unbind --volume /vol --device \$NIC
   echo "KMODKIT-SYS driver \$(basename \$(readlink /sys/bus/pci/devices/\$NIC/driver))"
   step unload \$K unload --volume /vol --kernel-release \$R
-  echo "KMODKIT-SYS after-unload igb_uio=\$(test -d /sys/module/igb_uio && echo present || echo gone)"
+  echo "KMODKIT-SYS after-unload igb_uio=\$(test -d /sys/module/igb_uio && echo present || echo gone) rte_kni=\$(test -d /sys/module/rte_kni && echo present || echo gone)"
+  step load-v1 \$K load --volume /vol --kernel-release \$R --recipe kmodkit_hello
+  step load-v2 \$K load --volume /vol2 --kernel-release \$R --recipe kmodkit_hello
+  step replace \$K load --volume /vol2 --kernel-release \$R --recipe kmodkit_hello --replace
+  echo "KMODKIT-SYS kmodkit_hello version \$(cat /sys/module/kmodkit_hello/version)"
 fi
 echo KMODKIT-END
 poweroff -f
@@ -146,13 +166,21 @@ expect load 0;          said load "uio: loaded uio"; said load "igb_uio: loaded 
 has "KMODKIT-SYS igb_uio live intr_mode=legacy"; has "KMODKIT-SYS uio live"; has "KMODKIT-SYS kmodkit_hello live"
 expect bind 0;          said bind "$nic: bound to igb_uio (was e1000), /dev/uio0"
 has "KMODKIT-SYS driver igb_uio uio0=yes"
-expect load-again 0;    said load-again "already loaded from this build"; said load-again "0 module(s) loaded, 2 already loaded"
+nmods=2
+if [ -n "${KMODKIT_DPDK_SRC:-}" ]; then
+  nmods=3; has "KMODKIT-SYS rte_kni live carrier=on"; said load "rte_kni: loaded from"
+fi
+expect load-again 0;    said load-again "already loaded from this build"; said load-again "0 module(s) loaded, $nmods already loaded"
 expect bind-again 0;    said bind-again "already bound to igb_uio"
 expect unload-bound 75; said unload-bound "igb_uio still drives $nic"
 expect unbind 0;        said unbind "$nic: back on e1000"
 has "KMODKIT-SYS driver e1000"
-expect unload 0;        has "KMODKIT-SYS after-unload igb_uio=gone"
-echo "load-test: boot 1 (load, bind, rerun, unbind, unload) passed"
+expect unload 0;        has "KMODKIT-SYS after-unload igb_uio=gone rte_kni=gone"
+expect load-v1 0
+expect load-v2 78;      said load-v2 "kmodkit_hello is loaded from another build"; said load-v2 "--replace"
+expect replace 0;       said replace "kmodkit_hello: unloaded"; said replace "kmodkit_hello: loaded from"
+has "KMODKIT-SYS kmodkit_hello version 2.0"
+echo "load-test: boot 1 (load, bind, rerun, unbind, unload, another build refused then --replace) passed"
 
 boot "module.sig_enforce=1" "$work/boot2"; out=$work/boot2.txt
 expect enforce-signed 77;   said enforce-signed "module.sig_enforce=1"; said enforce-signed "does not trust its signer 'kmodkit qemu test key'"
