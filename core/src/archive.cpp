@@ -147,8 +147,11 @@ class DiskWriter {
     if (!out) return fail(ExitCode::software, "libarchive: cannot create a disk writer");
     // No ARCHIVE_EXTRACT_SECURE_SYMLINKS: the tree has no symlinks until finish() (and that
     // check costs an open() per path component of every entry).
-    archive_write_disk_set_options(out.get(), ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM |
-                                                  ARCHIVE_EXTRACT_SECURE_NODOTDOT);
+    int options = ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_SECURE_NODOTDOT;
+    if (state.policy.preserve_metadata) {
+      options |= ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_XATTR | ARCHIVE_EXTRACT_ACL | ARCHIVE_EXTRACT_FFLAGS;
+    }
+    archive_write_disk_set_options(out.get(), options);
     return DiskWriter(state, std::move(out));
   }
 
@@ -187,15 +190,17 @@ class DiskWriter {
       archive_entry_copy_hardlink(entry, (state_.root / link_final).c_str());
     } else if (type == AE_IFLNK) {
       const char* text = archive_entry_symlink(entry);
-      auto resolved = KK_TRY_CTX(resolve_link(orig, text != nullptr ? text : ""), source);
-      DeferredLink link{final_path, relative_link(final_path, relocate(resolved)),
-                        {archive_entry_mtime(entry), archive_entry_mtime_nsec(entry)}};
+      DeferredLink link{final_path, text != nullptr ? text : "", {archive_entry_mtime(entry), archive_entry_mtime_nsec(entry)}};
+      if (!policy.preserve_metadata) {  // untrusted: resolved inside the tree and made relative
+        auto resolved = KK_TRY_CTX(resolve_link(orig, link.target), source);
+        link.target = relative_link(final_path, relocate(resolved));
+      }
       std::lock_guard lock(state_.mutex);
       state_.links.push_back(std::move(link));
       ++stats_.symlinks;
       return Next::skip;
     }
-    if (type == AE_IFREG) {
+    if (type == AE_IFREG && !policy.preserve_metadata) {
       archive_entry_set_perm(entry, archive_entry_perm(entry) & ~static_cast<mode_t>(S_ISUID | S_ISGID));
     }
     return Next::write;

@@ -28,6 +28,9 @@ struct Policy {
   std::function<std::string(std::string_view path)> relocate;
   // False skips an entry (after relocation). Everything is kept when empty.
   std::function<bool(std::string_view path)> include;
+  // Trusted input (an image's own trees): also restore owners, extended attributes, ACLs and
+  // file flags, and keep setuid/setgid bits. Off for archives from the network.
+  bool preserve_metadata = false;
 };
 
 struct Stats {

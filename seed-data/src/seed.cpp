@@ -1,0 +1,499 @@
+#include "seed.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <future>
+#include <nlohmann/json.hpp>
+
+#include "kmodkit/archive.hpp"
+#include "kmodkit/digest.hpp"
+#include "kmodkit/files.hpp"
+#include "kmodkit/log.hpp"
+#include "kmodkit/progress.hpp"
+#include "kmodkit/text.hpp"
+
+namespace kmodkit::seed {
+namespace {
+
+using json = nlohmann::json;
+using clock = std::chrono::steady_clock;
+constexpr int kFormat = 1;
+constexpr std::string_view kNewSuffix = ".kmodkit-new";
+constexpr std::string_view kOldSuffix = ".kmodkit-old";
+
+// A file or symlink of an image tree, named by its path in the data volume.
+struct Source {
+  std::string rel;
+  fs::path path;
+  bool symlink = false;
+  std::string target;
+  uint64_t size = 0;
+  int64_t mtime_ns = 0;
+  mode_t mode = 0;
+};
+
+// What seed.json remembers of a seeded file.
+struct Record {
+  bool symlink = false;
+  std::string sha256;  // file content, or the link target
+  uint64_t size = 0;   // the image's file
+  int64_t mtime_ns = 0;
+  uint64_t vsize = 0;  // the volume's file as seed-data left it (0/0: unknown, hash to compare)
+  int64_t vmtime_ns = 0;
+};
+
+struct Manifest {
+  std::string image_version, fingerprint;
+  std::vector<Tree> trees;
+  std::map<std::string, Record> files;
+};
+
+int64_t mtime_of(const struct stat& st) { return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec; }
+
+fs::path manifest_path(const Config& c) { return c.data / ".kmodkit/seed.json"; }
+
+std::string json_trees(const std::vector<Tree>& trees) {
+  json t = json::array();
+  for (const auto& tr : trees) t.push_back({{"from", tr.from.string()}, {"to", tr.to}});
+  return t.dump();
+}
+
+Result<std::optional<Manifest>> read_manifest(const Config& c) {
+  auto text = files::read_file(manifest_path(c), 1 << 30);
+  if (!text) {
+    if (text.error().code == ExitCode::no_input) return std::optional<Manifest>{};
+    return fail(text.error());
+  }
+  const std::string origin = manifest_path(c).string();
+  json j = json::parse(*text, nullptr, false);
+  auto corrupt = [&](const std::string& why) {
+    return fail(ExitCode::data_err, origin + " is corrupt or was edited by hand (" + why +
+                                        "); seed-data will not guess what the operator changed: fix or remove it, or run "
+                                        "with --mode force");
+  };
+  if (j.is_discarded() || !j.is_object()) return corrupt("not JSON");
+  if (j.value("format", 0) != kFormat) return corrupt("unknown format");
+  if (!j.contains("files") || !j["files"].is_object() || !j.contains("trees") || !j["trees"].is_array()) {
+    return corrupt("no files or trees");
+  }
+  Manifest m;
+  m.image_version = j.value("image_version", "");
+  m.fingerprint = j.value("fingerprint", "");
+  for (const auto& t : j["trees"]) m.trees.push_back({t.value("from", ""), t.value("to", "")});
+  for (auto it = j["files"].begin(); it != j["files"].end(); ++it) {
+    const auto& f = it.value();
+    if (!f.is_object() || !f.contains("sha256")) return corrupt("entry " + it.key() + " has no sha256");
+    Record r;
+    r.symlink = f.value("type", "file") == "symlink";
+    r.sha256 = f.value("sha256", "");
+    if (!r.symlink && !digest::is_sha256_hex(r.sha256)) return corrupt("entry " + it.key() + " has a malformed sha256");
+    r.size = f.value("size", uint64_t{0});
+    r.mtime_ns = f.value("mtime", int64_t{0});
+    r.vsize = f.value("vsize", uint64_t{0});
+    r.vmtime_ns = f.value("vmtime", int64_t{0});
+    m.files.emplace(it.key(), r);
+  }
+  return std::optional<Manifest>(std::move(m));
+}
+
+std::string manifest_json(const Manifest& m) {
+  json j;
+  j["format"] = kFormat;
+  j["image_version"] = m.image_version;
+  j["fingerprint"] = m.fingerprint;
+  j["trees"] = json::parse(json_trees(m.trees));
+  json files = json::object();
+  for (const auto& [rel, r] : m.files) {
+    files[rel] = {{"type", r.symlink ? "symlink" : "file"}, {"sha256", r.sha256}, {"size", r.size},
+                  {"mtime", r.mtime_ns}, {"vsize", r.vsize}, {"vmtime", r.vmtime_ns}};
+  }
+  j["files"] = std::move(files);
+  return j.dump(1) + "\n";
+}
+
+// Lists a tree: files and symlinks (directories are made as needed); device nodes, sockets and
+// FIFOs are skipped with a warning.
+Result<std::vector<Source>> scan(const Tree& tree, size_t* skipped) {
+  std::vector<Source> out;
+  std::error_code ec;
+  const auto st = fs::status(tree.from, ec);
+  if (ec || !fs::is_directory(st)) {
+    return fail(ExitCode::no_input, "default tree " + tree.from.string() + " is missing or not a directory");
+  }
+  fs::recursive_directory_iterator it(tree.from, fs::directory_options::none, ec), end;
+  if (ec) return fail(files::errno_error("default tree " + tree.from.string() + " cannot be read", ec.value(), ExitCode::no_input));
+  for (; it != end; it.increment(ec)) {
+    if (ec) return fail(files::errno_error("default tree " + tree.from.string() + " cannot be read", ec.value(), ExitCode::no_input));
+    struct stat sb{};
+    if (::lstat(it->path().c_str(), &sb) != 0) {
+      return fail(files::errno_error("default tree: " + it->path().string(), errno, ExitCode::no_input));
+    }
+    if (S_ISDIR(sb.st_mode)) continue;
+    Source s;
+    s.path = it->path();
+    s.rel = (fs::path(tree.to) / it->path().lexically_relative(tree.from)).lexically_normal().string();
+    s.size = static_cast<uint64_t>(sb.st_size);
+    s.mtime_ns = mtime_of(sb);
+    s.mode = sb.st_mode;
+    if (S_ISLNK(sb.st_mode)) {
+      s.symlink = true;
+      s.target = fs::read_symlink(it->path(), ec).string();
+    } else if (!S_ISREG(sb.st_mode)) {
+      log::get("seed-data")->warn("skipping {}: device nodes, sockets and FIFOs are not seeded", it->path().string());
+      ++*skipped;
+      continue;
+    } else if (::access(it->path().c_str(), R_OK) != 0) {
+      return fail(ExitCode::no_input, "default file " + it->path().string() + " cannot be read");
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::string fingerprint(const std::vector<Tree>& trees, const std::vector<Source>& sources) {
+  digest::Sha256 h;
+  h.update(json_trees(trees) + "\n");
+  for (const auto& s : sources) {
+    h.update(s.rel + "|" + (s.symlink ? "l|" + s.target : "f") + "|" + std::to_string(s.size) + "|" +
+             std::to_string(s.mtime_ns) + "|" + std::to_string(s.mode) + "\n");
+  }
+  return h.hex();
+}
+
+// The digest of a volume file ("" when it is missing), or a symlink's target.
+std::string volume_digest(const fs::path& p, bool* is_link) {
+  std::error_code ec;
+  const auto st = fs::symlink_status(p, ec);
+  *is_link = fs::is_symlink(st);
+  if (ec || !fs::exists(st)) return "";
+  if (*is_link) return fs::read_symlink(p, ec).string();
+  if (!fs::is_regular_file(st)) return "?";
+  auto d = digest::sha256_file(p);
+  return d ? *d : "?";
+}
+
+enum class Action { add, update, keep, unchanged, conflict, replace };
+
+struct Step {
+  const Source* src;
+  Action action;
+  std::string sha256;  // the image's
+};
+
+Result<void> apply_owner(const Config& c, const fs::path& p) {
+  if (!c.uid && !c.gid) return {};
+  if (::lchown(p.c_str(), c.uid ? *c.uid : static_cast<uid_t>(-1), c.gid ? *c.gid : static_cast<gid_t>(-1)) != 0) {
+    return fail(files::errno_error("chown " + p.string(), errno));
+  }
+  return {};
+}
+
+Result<void> chown_tree(const Config& c, const fs::path& root) {
+  if (!c.uid && !c.gid) return {};
+  KK_TRY(apply_owner(c, root));
+  std::error_code ec;
+  for (fs::recursive_directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) KK_TRY(apply_owner(c, it->path()));
+  return {};
+}
+
+// Makes the parents of a volume path, with the modes of the image's directories.
+Result<void> make_parents(const Config& c, const Source& s) {
+  const fs::path parent = (c.data / s.rel).parent_path();
+  std::error_code ec;
+  if (fs::is_directory(parent, ec)) return {};
+  KK_TRY(files::make_dirs(parent));
+  fs::permissions(parent, fs::status(s.path.parent_path(), ec).permissions(), ec);
+  return apply_owner(c, parent);
+}
+
+Result<std::vector<std::string>> hash_sources(const std::vector<const Source*>& todo) {
+  std::vector<std::string> out(todo.size());
+  const size_t workers = std::min<size_t>(2, std::max<size_t>(1, todo.size()));
+  std::vector<std::future<Result<void>>> jobs;
+  for (size_t w = 0; w < workers; ++w) {
+    jobs.push_back(std::async(std::launch::async, [&, w]() -> Result<void> {
+      for (size_t i = w; i < todo.size(); i += workers) {
+        out[i] = todo[i]->symlink ? todo[i]->target : KK_TRY(digest::sha256_file(todo[i]->path));
+      }
+      return {};
+    }));
+  }
+  for (auto& j : jobs) KK_TRY(j.get());
+  return out;
+}
+
+}  // namespace
+
+Result<Tree> parse_tree(const std::string& text) {
+  const auto eq = text.find('=');
+  Tree t;
+  t.from = text.substr(0, eq);
+  t.to = eq == std::string::npos ? t.from.relative_path().string() : text.substr(eq + 1);
+  while (!t.to.empty() && t.to.front() == '/') t.to.erase(0, 1);
+  const auto norm = archive::normalize_relative(t.to);
+  if (t.from.empty() || !t.from.is_absolute() || !norm || norm->empty() || norm->starts_with(".kmodkit")) {
+    return fail(ExitCode::usage, "--tree: '" + text + "' is not ABSOLUTE_IMAGE_PATH[=PATH_IN_VOLUME] (inside the volume, not .kmodkit)");
+  }
+  t.to = *norm;
+  return t;
+}
+
+Result<void> read_config_file(const fs::path& file, Config& c) {
+  auto text = KK_TRY(files::read_file(file, 1 << 20));
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("trees") || !j["trees"].is_array()) {
+    return fail(ExitCode::config, file.string() + ": not a seed-data config ({\"trees\": [{\"from\": ..., \"to\": ...}]})");
+  }
+  for (const auto& t : j["trees"]) {
+    std::string spec = t.is_string() ? t.get<std::string>() : t.value("from", "") + (t.contains("to") ? "=" + t.value("to", "") : "");
+    c.trees.push_back(KK_TRY_CTX(parse_tree(spec), file.string()));
+  }
+  if (j.contains("image_version") && c.image_version.empty()) c.image_version = j.value("image_version", "");
+  return {};
+}
+
+Result<Outcome> run(const Config& c) {
+  const auto start = clock::now();
+  auto logger = log::get("seed-data");
+  if (c.trees.empty()) return fail(ExitCode::usage, "no trees to seed: give --tree IMAGE_PATH[=PATH] or --config FILE");
+  for (size_t i = 0; i < c.trees.size(); ++i) {
+    for (size_t j = 0; j < c.trees.size(); ++j) {
+      if (i != j && (c.trees[i].to == c.trees[j].to || c.trees[i].to.starts_with(c.trees[j].to + "/"))) {
+        return fail(ExitCode::usage, "trees overlap in the volume: " + c.trees[i].to + " and " + c.trees[j].to);
+      }
+    }
+  }
+  std::error_code ec;
+  if (!fs::is_directory(c.data, ec)) return fail(ExitCode::cant_create, "data volume " + c.data.string() + " is not a directory");
+
+  // The image's trees: a stat of every entry, no reading (the unchanged restart stops here).
+  std::vector<Source> sources;
+  Outcome out;
+  for (const auto& t : c.trees) {
+    auto s = KK_TRY(scan(t, &out.skipped));
+    sources.insert(sources.end(), std::make_move_iterator(s.begin()), std::make_move_iterator(s.end()));
+  }
+  std::sort(sources.begin(), sources.end(), [](const Source& a, const Source& b) { return a.rel < b.rel; });
+  const std::string print = fingerprint(c.trees, sources);
+
+  auto check_manifest = [&]() -> Result<std::optional<Manifest>> {
+    auto m = read_manifest(c);
+    if (!m && c.mode == Mode::force) {
+      logger->warn("{}; --mode force: treating the volume as never seeded", m.error().message);
+      return std::optional<Manifest>{};
+    }
+    return m;
+  };
+  auto up_to_date = [&](const std::optional<Manifest>& m) {
+    if (!m) return false;
+    if (c.mode == Mode::once) return true;
+    return c.mode != Mode::force && m->fingerprint == print && m->image_version == c.image_version &&
+           json_trees(m->trees) == json_trees(c.trees);
+  };
+  auto old = KK_TRY(check_manifest());
+  if (up_to_date(old)) {
+    out.nothing_to_do = true;
+    logger->info("{} already seeded from image {} ({} files){}; nothing to do", c.data.string(),
+                 old->image_version.empty() ? "(no version)" : old->image_version, old->files.size(),
+                 c.mode == Mode::once && old->fingerprint != print ? " and --mode once never merges" : "");
+    return out;
+  }
+
+  std::optional<files::FileLock> lock;
+  if (!c.dry_run) {
+    KK_TRY(files::make_dirs(c.data / ".kmodkit/staging"));
+    lock.emplace(KK_TRY(files::FileLock::acquire(c.data / ".kmodkit/lock",
+                                                 std::chrono::milliseconds(static_cast<long long>(c.lock_timeout_s * 1000)))));
+    old = KK_TRY(check_manifest());
+    if (up_to_date(old)) {
+      out.nothing_to_do = true;
+      logger->info("another replica seeded {} while this one waited; nothing to do", c.data.string());
+      return out;
+    }
+    for (const auto& e : fs::directory_iterator(c.data / ".kmodkit/staging", ec)) KK_TRY(files::remove_tree(e.path()));
+  }
+  const Manifest empty;
+  const Manifest& before = old ? *old : empty;
+  logger->info("{} {} from {} tree(s){}", old ? "merging image" : "seeding", c.image_version.empty() ? "defaults" : c.image_version,
+               c.trees.size(), c.dry_run ? " (dry run)" : "");
+
+  // Digests of the image's files: the manifest's when the file's size and mtime are unchanged.
+  std::vector<const Source*> to_hash;
+  std::vector<std::string> sha(sources.size());
+  std::vector<size_t> hash_index;
+  for (size_t i = 0; i < sources.size(); ++i) {
+    auto it = before.files.find(sources[i].rel);
+    if (it != before.files.end() && it->second.symlink == sources[i].symlink && it->second.size == sources[i].size &&
+        it->second.mtime_ns == sources[i].mtime_ns && !sources[i].symlink) {
+      sha[i] = it->second.sha256;
+    } else {
+      to_hash.push_back(&sources[i]);
+      hash_index.push_back(i);
+    }
+  }
+  {
+    auto hashed = KK_TRY(hash_sources(to_hash));
+    for (size_t k = 0; k < hashed.size(); ++k) sha[hash_index[k]] = hashed[k];
+  }
+
+  // Whole trees whose destination does not exist yet (the first start) are copied at once.
+  std::vector<const Tree*> whole;
+  for (const auto& t : c.trees) {
+    const bool recorded = std::any_of(before.files.begin(), before.files.end(),
+                                      [&](const auto& kv) { return kv.first.starts_with(t.to + "/"); });
+    if (!fs::exists(c.data / t.to, ec) && !recorded) whole.push_back(&t);
+  }
+  auto in_whole = [&](const std::string& rel) {
+    return std::any_of(whole.begin(), whole.end(), [&](const Tree* t) { return rel.starts_with(t->to + "/"); });
+  };
+
+  Manifest after;
+  after.image_version = c.image_version;
+  after.fingerprint = print;
+  after.trees = c.trees;
+  std::vector<Step> steps;
+  for (size_t i = 0; i < sources.size(); ++i) {
+    const Source& s = sources[i];
+    Record rec{s.symlink, sha[i], s.size, s.mtime_ns, 0, 0};
+    if (in_whole(s.rel)) {
+      steps.push_back({&s, Action::add, sha[i]});
+      after.files[s.rel] = rec;
+      continue;
+    }
+    const fs::path vpath = c.data / s.rel;
+    auto old_it = before.files.find(s.rel);
+    const Record* prev = old_it == before.files.end() ? nullptr : &old_it->second;
+    struct stat vst{};
+    const bool exists = ::lstat(vpath.c_str(), &vst) == 0;
+    Action action;
+    if (!exists) {
+      // A default the operator deleted stays deleted; a new one is added.
+      action = prev != nullptr && c.mode != Mode::force ? Action::keep : Action::add;
+      if (action == Action::keep) {
+        logger->info("keep {}: the operator removed it", s.rel);
+        continue;  // not recorded: the operator owns that path now
+      }
+    } else {
+      // Untouched since seed-data wrote it: size and mtime say so without reading it.
+      const bool untouched = prev != nullptr && prev->vsize != 0 && !S_ISLNK(vst.st_mode) &&
+                             static_cast<uint64_t>(vst.st_size) == prev->vsize && mtime_of(vst) == prev->vmtime_ns &&
+                             !s.symlink;
+      bool is_link = false;
+      const std::string vdigest = untouched ? prev->sha256 : volume_digest(vpath, &is_link);
+      const bool same_kind = untouched || is_link == s.symlink;
+      if (same_kind && vdigest == sha[i]) {
+        action = Action::unchanged;  // already what the image has (also after an interrupted merge)
+      } else if (prev != nullptr && same_kind && vdigest == prev->sha256) {
+        action = Action::update;  // the operator never changed it
+      } else if (c.mode == Mode::force) {
+        action = Action::replace;  // the operator's version is kept beside it as .kmodkit-old
+      } else if (prev != nullptr && prev->sha256 == sha[i]) {
+        action = Action::keep;  // the operator changed it and the default did not change
+      } else {
+        action = Action::conflict;  // changed by the operator and by the image: both kept
+      }
+      if (action == Action::unchanged || action == Action::keep) {
+        if (untouched || action == Action::unchanged) {
+          rec.vsize = static_cast<uint64_t>(vst.st_size);
+          rec.vmtime_ns = mtime_of(vst);
+        }
+      }
+    }
+    after.files[s.rel] = rec;
+    steps.push_back({&s, action, sha[i]});
+  }
+  for (const auto& [rel, r] : before.files) {
+    if (!after.files.contains(rel) && std::none_of(sources.begin(), sources.end(), [&](const Source& s) { return s.rel == rel; })) {
+      ++out.dropped;
+      out.plan.push_back("dropped " + rel);
+      logger->info("dropped {}: the image no longer has it; left in place", rel);
+    }
+  }
+  for (const auto& st : steps) {
+    static constexpr const char* names[] = {"add", "update", "keep", "unchanged", "conflict", "replace"};
+    out.plan.push_back(std::string(names[static_cast<int>(st.action)]) + " " + st.src->rel);
+    switch (st.action) {
+      case Action::add: ++out.added; out.bytes += st.src->size; break;
+      case Action::update: ++out.updated; out.bytes += st.src->size; break;
+      case Action::replace: ++out.updated; out.bytes += st.src->size; break;
+      case Action::keep: ++out.kept; break;
+      case Action::unchanged: ++out.unchanged; break;
+      case Action::conflict: ++out.conflicts; out.bytes += st.src->size; break;
+    }
+  }
+  if (c.dry_run) {
+    for (const auto& line : out.plan) {
+      if (!line.starts_with("unchanged ")) std::printf("%s\n", line.c_str());
+    }
+    logger->info("dry run: {} to add, {} to update, {} kept, {} conflicts, {} dropped; nothing was written", out.added,
+                 out.updated, out.kept, out.conflicts, out.dropped);
+    return out;
+  }
+
+  // Everything new is written into staging first, then renamed into place file by file
+  // (whole trees at once); seed.json last.
+  auto staging = KK_TRY(files::StagingDir::create(c.data / ".kmodkit/staging", "seed"));
+  {
+    files::BackgroundSync writeback(staging.path(), std::chrono::milliseconds(200));
+    archive::Policy policy;
+    policy.root = staging.path();
+    policy.preserve_metadata = true;
+    auto extraction = KK_TRY(archive::Extraction::create(policy));
+    for (const Tree* t : whole) KK_TRY(extraction->copy_tree(t->from, t->to));
+    for (const auto& st : steps) {
+      if (in_whole(st.src->rel)) continue;
+      if (st.action == Action::keep || st.action == Action::unchanged) continue;
+      const std::string dest = st.action == Action::conflict ? st.src->rel + std::string(kNewSuffix) : st.src->rel;
+      KK_TRY(extraction->copy_tree(st.src->path, dest));
+    }
+    KK_TRY(extraction->finish());
+  }
+  KK_TRY(files::sync_filesystem(staging.path()));
+  for (const Tree* t : whole) {
+    KK_TRY(files::make_dirs((c.data / t->to).parent_path()));
+    KK_TRY(chown_tree(c, staging.path() / t->to));
+    KK_TRY(files::rename_durable(staging.path() / t->to, c.data / t->to));
+  }
+  for (const auto& st : steps) {
+    if (in_whole(st.src->rel) || st.action == Action::keep || st.action == Action::unchanged) continue;
+    const fs::path vpath = c.data / st.src->rel;
+    KK_TRY(make_parents(c, *st.src));
+    if (st.action == Action::conflict) {
+      const std::string name = st.src->rel + std::string(kNewSuffix);
+      KK_TRY(apply_owner(c, staging.path() / name));
+      KK_TRY(files::rename_durable(staging.path() / name, c.data / name));
+      logger->warn("conflict {}: the operator changed it and the image has a new default; kept, the default is beside it as {}",
+                   st.src->rel, fs::path(name).filename().string());
+      continue;
+    }
+    if (st.action == Action::replace && fs::exists(fs::symlink_status(vpath, ec))) {
+      KK_TRY(files::rename_durable(vpath, c.data / (st.src->rel + std::string(kOldSuffix))));
+      logger->warn("replace {}: --mode force; the volume's version is kept as {}", st.src->rel,
+                   vpath.filename().string() + std::string(kOldSuffix));
+    }
+    KK_TRY(apply_owner(c, staging.path() / st.src->rel));
+    KK_TRY(files::rename_durable(staging.path() / st.src->rel, vpath));
+  }
+  // Record how seed-data left each file it wrote, so the next start needs no hashing.
+  for (auto& [rel, r] : after.files) {
+    if (r.vsize != 0 || r.symlink) continue;
+    auto step = std::find_if(steps.begin(), steps.end(), [&](const Step& s) { return s.src->rel == rel; });
+    if (step == steps.end() || step->action == Action::conflict || step->action == Action::keep) continue;
+    struct stat vst{};
+    if (::lstat((c.data / rel).c_str(), &vst) == 0) {
+      r.vsize = static_cast<uint64_t>(vst.st_size);
+      r.vmtime_ns = mtime_of(vst);
+    }
+  }
+  KK_TRY(files::write_file_atomic(manifest_path(c), manifest_json(after)));
+  const double secs = std::chrono::duration<double>(clock::now() - start).count();
+  logger->info("seeded {}: added {}, updated {}, kept {}, conflicts {}, dropped {}, skipped {}; {} in {:.2f} s",
+               c.data.string(), out.added, out.updated, out.kept, out.conflicts, out.dropped, out.skipped,
+               progress::format_bytes(out.bytes), secs);
+  return out;
+}
+
+}  // namespace kmodkit::seed

@@ -1,0 +1,59 @@
+#pragma once
+// seed-data: the image's default configuration trees on the pod's persistent data volume —
+// copied whole on first start, merged on a new image without touching the operator's edits
+// (like dpkg's conffiles, never interactive).
+
+#include <sys/types.h>
+
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kmodkit/result.hpp"
+
+namespace kmodkit::seed {
+
+namespace fs = std::filesystem;
+
+// One default tree: where it is in the image, and where it goes, relative to the data volume.
+struct Tree {
+  fs::path from;
+  std::string to;
+};
+
+enum class Mode { once, merge, force };
+
+struct Config {
+  fs::path data = "/data";
+  std::vector<Tree> trees;
+  std::string image_version;  // a label; the trees' own fingerprint decides what changed
+  Mode mode = Mode::merge;
+  bool dry_run = false;
+  std::optional<uid_t> uid;   // --chown
+  std::optional<gid_t> gid;
+  double lock_timeout_s = 600;
+};
+
+// Parses "SRC" (to = SRC without its leading /) or "SRC=DST". Usage error naming the text.
+Result<Tree> parse_tree(const std::string& text);
+// Reads {"trees": [{"from": ..., "to": ...}], "image_version": ...} from a config file.
+Result<void> read_config_file(const fs::path& file, Config& config);
+
+// What happened to each file, and the totals the summary reports.
+struct Outcome {
+  size_t added = 0, updated = 0, kept = 0, conflicts = 0, dropped = 0, unchanged = 0, skipped = 0;
+  uint64_t bytes = 0;
+  bool nothing_to_do = false;
+  std::vector<std::string> plan;  // "add var/x", "update ...", "keep ...", "conflict ...", "dropped ..."
+};
+
+// Seeds or merges; see kmod-builder-like guarantees in seed-data/README.md.
+// Errors: 66 a tree is missing or unreadable (nothing written), 65 a corrupt seed.json (unless
+// force), 73 the volume is read-only or full (nothing half-written visible), 75 lock wait.
+Result<Outcome> run(const Config& config);
+
+int main(int argc, char** argv);
+
+}  // namespace kmodkit::seed
