@@ -109,6 +109,7 @@ Result<std::string> resolve_link(std::string_view link_path, std::string_view ta
 Error libarchive_write_error(struct archive* out, std::string_view where) {
   int err = archive_errno(out);
   std::string msg = std::string(where) + ": " + archive_message(out);
+  if (err > 0 && msg.find(std::strerror(err)) == std::string::npos) msg += std::string(": ") + std::strerror(err);
   if (err == ENOSPC || err == EDQUOT || err == EROFS || err == EIO || err == EMFILE || err == ENFILE) {
     return Error{ExitCode::cant_create, msg};
   }
@@ -214,7 +215,10 @@ class DiskWriter {
       return fail(libarchive_write_error(out_.get(), where));
     }
     if (data != nullptr) {
-      if (!data->empty() && archive_write_data(out_.get(), data->data(), data->size()) < 0) {
+      // libarchive's disk writer reports a failed write(2) (ENOSPC, EIO) as a short count or
+      // ARCHIVE_WARN, not as an error: anything but the whole block is a failure here.
+      if (!data->empty() &&
+          archive_write_data(out_.get(), data->data(), data->size()) != static_cast<la_ssize_t>(data->size())) {
         return fail(libarchive_write_error(out_.get(), where));
       }
       stats_.bytes += data->size();
@@ -226,7 +230,7 @@ class DiskWriter {
         int r = archive_read_data_block(in, &buf, &size, &offset);
         if (r == ARCHIVE_EOF) break;
         if (r < ARCHIVE_WARN) return fail(ExitCode::data_err, where + ": " + archive_message(in));
-        if (archive_write_data_block(out_.get(), buf, size, offset) < ARCHIVE_WARN) {
+        if (archive_write_data_block(out_.get(), buf, size, offset) != ARCHIVE_OK) {
           return fail(libarchive_write_error(out_.get(), where));
         }
         stats_.bytes += size;

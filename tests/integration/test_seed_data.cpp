@@ -1,0 +1,307 @@
+// seed-data end to end: the real binary seeding and merging real trees.
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "helpers.hpp"
+#include "kmodkit/subprocess.hpp"
+
+using namespace kmodkit;
+using kmodkit::test::Run;
+using kmodkit::test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+Run seed(const std::vector<std::string>& args) { return test::run_binary(KMODKIT_SEED_DATA_BIN, args); }
+
+// An image tree with every kind of entry seed-data must keep.
+struct Image {
+  TempDir tmp;
+  fs::path root = tmp / "image/etc/app";
+  fs::path data = tmp / "data";
+  Image() {
+    fs::create_directories(data);
+    test::write_file(root / "app.conf", "port = 80\n");
+    test::write_file(root / "sub/secret.conf", "key = 1\n");
+    fs::permissions(root / "sub/secret.conf", fs::perms(0600));
+    test::write_file(root / "bin/run.sh", "#!/bin/sh\n");
+    fs::permissions(root / "bin/run.sh", fs::perms(04755));
+    fs::create_symlink("app.conf", root / "current.conf");
+    fs::create_symlink("/etc/localtime", root / "localtime");  // outside the tree: kept verbatim
+    fs::create_hard_link(root / "app.conf", root / "app.conf.hardlink");
+    REQUIRE(::lsetxattr((root / "app.conf").c_str(), "user.kmodkit", "x", 1, 0) == 0);
+    REQUIRE(::lchown((root / "sub/secret.conf").c_str(), 1234, 5678) == 0);
+    struct timespec times[2] = {{1600000000, 123456789}, {1600000000, 123456789}};
+    REQUIRE(::utimensat(AT_FDCWD, (root / "app.conf").c_str(), times, AT_SYMLINK_NOFOLLOW) == 0);
+    REQUIRE(::mkfifo((root / "pipe").c_str(), 0644) == 0);
+  }
+  std::vector<std::string> args(std::vector<std::string> extra = {}) const {
+    std::vector<std::string> a = {"--data", data.string(), "--tree", root.string() + "=etc/app", "--image-version", "1"};
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  }
+  fs::path vol(const std::string& rel) const { return data / "etc/app" / rel; }
+};
+
+struct stat lstat_of(const fs::path& p) {
+  struct stat st{};
+  REQUIRE(::lstat(p.c_str(), &st) == 0);
+  return st;
+}
+
+// Every path under a directory with its type and content digest (or link target).
+std::map<std::string, std::string> snapshot(const fs::path& dir) {
+  std::map<std::string, std::string> out;
+  for (auto it = fs::recursive_directory_iterator(dir); it != fs::recursive_directory_iterator(); ++it) {
+    const auto rel = it->path().lexically_relative(dir).string();
+    if (rel.starts_with(".kmodkit")) continue;
+    if (it->is_symlink()) out[rel] = "-> " + fs::read_symlink(it->path()).string();
+    else if (it->is_regular_file()) out[rel] = test::sha256_of(it->path());
+    else out[rel] = "dir";
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("first start seeds the tree with links, modes, owners, times and xattrs, then a restart does nothing",
+          "[e2e][seed]") {
+  Image img;
+  auto run = seed(img.args());
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  CHECK_THAT(run.output, Catch::Contains("skipping") && Catch::Contains("pipe"));
+  CHECK_THAT(run.last_line, Catch::Contains("added 6, updated 0, kept 0, conflicts 0"));
+  CHECK(test::read_file(img.vol("app.conf")) == "port = 80\n");
+  CHECK(fs::read_symlink(img.vol("current.conf")) == "app.conf");
+  CHECK(fs::read_symlink(img.vol("localtime")) == "/etc/localtime");
+  CHECK(lstat_of(img.vol("app.conf")).st_ino == lstat_of(img.vol("app.conf.hardlink")).st_ino);
+  CHECK((lstat_of(img.vol("sub/secret.conf")).st_mode & 07777) == 0600);
+  CHECK((lstat_of(img.vol("bin/run.sh")).st_mode & 07777) == 04755);
+  CHECK(lstat_of(img.vol("sub/secret.conf")).st_uid == 1234);
+  CHECK(lstat_of(img.vol("sub/secret.conf")).st_gid == 5678);
+  CHECK(lstat_of(img.vol("app.conf")).st_mtim.tv_sec == 1600000000);
+  CHECK(lstat_of(img.vol("app.conf")).st_mtim.tv_nsec == 123456789);
+  char value[8] = {};
+  CHECK(::lgetxattr(img.vol("app.conf").c_str(), "user.kmodkit", value, sizeof value) == 1);
+  CHECK(std::string(value) == "x");
+  CHECK_FALSE(fs::exists(fs::symlink_status(img.vol("pipe"))));
+  // seed.json: the image version and the digest of every file seeded.
+  auto manifest = nlohmann::json::parse(test::read_file(img.data / ".kmodkit/seed.json"));
+  CHECK(manifest["image_version"] == "1");
+  CHECK(manifest["files"]["etc/app/sub/secret.conf"]["sha256"] == test::sha256_of(img.root / "sub/secret.conf"));
+  CHECK(manifest["files"].size() == 6);
+  CHECK(fs::is_empty(img.data / ".kmodkit/staging"));
+
+  auto again = seed(img.args());
+  CHECK(again.code == 0);
+  CHECK_THAT(again.last_line, Catch::Contains("already seeded from image 1") && Catch::Contains("nothing to do"));
+}
+
+TEST_CASE("a new image merges like conffiles: added, updated, kept, conflict beside, dropped left", "[e2e][seed]") {
+  Image img;
+  REQUIRE(seed(img.args()).code == 0);
+  // The operator edits one file, deletes another, and adds one of their own.
+  test::write_file(img.vol("sub/secret.conf"), "key = operator\n");
+  fs::remove(img.vol("bin/run.sh"));
+  test::write_file(img.vol("mine.conf"), "operator's own\n");
+  // The new image: a new default, changed defaults (one the operator edited), one dropped.
+  test::write_file(img.root / "new.conf", "new\n");
+  test::write_file(img.root / "app.conf", "port = 8080\n");
+  test::write_file(img.root / "sub/secret.conf", "key = 2\n");
+  test::write_file(img.root / "bin/run.sh", "#!/bin/sh\nexec app\n");
+  fs::remove(img.root / "current.conf");
+  const auto before = snapshot(img.data);
+
+  auto plan = seed(img.args({"--image-version", "2", "--dry-run"}));
+  INFO(plan.output);
+  CHECK(plan.code == 0);
+  CHECK_THAT(plan.output, Catch::Contains("add etc/app/new.conf") && Catch::Contains("update etc/app/app.conf") &&
+                              Catch::Contains("conflict etc/app/sub/secret.conf") && Catch::Contains("dropped etc/app/current.conf"));
+  CHECK(snapshot(img.data) == before);
+
+  auto run = seed(img.args({"--image-version", "2"}));
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  CHECK_THAT(run.last_line, Catch::Contains("added 1") && Catch::Contains("conflicts 1") && Catch::Contains("dropped 1"));
+  CHECK(test::read_file(img.vol("new.conf")) == "new\n");
+  CHECK(test::read_file(img.vol("app.conf")) == "port = 8080\n");           // never changed by the operator: updated
+  CHECK(test::read_file(img.vol("sub/secret.conf")) == "key = operator\n");  // the operator's edit is kept
+  CHECK(test::read_file(img.vol("sub/secret.conf.kmodkit-new")) == "key = 2\n");
+  CHECK_FALSE(fs::exists(img.vol("bin/run.sh")));                           // deleted by the operator: stays deleted
+  CHECK(test::read_file(img.vol("mine.conf")) == "operator's own\n");
+  CHECK(fs::is_symlink(img.vol("current.conf")));                            // dropped by the image: left in place
+  CHECK_THAT(run.output, Catch::Contains("conflict etc/app/sub/secret.conf"));
+  CHECK(nlohmann::json::parse(test::read_file(img.data / ".kmodkit/seed.json"))["image_version"] == "2");
+
+  auto again = seed(img.args({"--image-version", "2"}));
+  CHECK(again.code == 0);
+  CHECK_THAT(again.last_line, Catch::Contains("nothing to do"));
+  // --mode once never merges.
+  test::write_file(img.root / "newer.conf", "3\n");
+  auto once = seed(img.args({"--image-version", "3", "--mode", "once"}));
+  CHECK(once.code == 0);
+  CHECK_THAT(once.last_line, Catch::Contains("--mode once never merges"));
+  CHECK_FALSE(fs::exists(img.vol("newer.conf")));
+}
+
+TEST_CASE("a missing or unreadable default tree is exit 66 and the volume is untouched", "[e2e][seed][faults]") {
+  Image img;
+  auto run = seed({"--data", img.data.string(), "--tree", (img.tmp / "nowhere").string() + "=etc/app"});
+  CHECK(run.code == 66);
+  CHECK_THAT(run.last_line, Catch::Contains((img.tmp / "nowhere").string()));
+  CHECK(fs::is_empty(img.data));
+}
+
+TEST_CASE("a corrupt seed.json is exit 65 unless --mode force, which keeps the volume's versions", "[e2e][seed][faults]") {
+  Image img;
+  REQUIRE(seed(img.args()).code == 0);
+  test::write_file(img.vol("app.conf"), "port = operator\n");
+  test::write_file(img.data / ".kmodkit/seed.json", "{\"format\": 1, \"files\": {\"etc/app/app.conf\": {\"sha256\": \"nope\"}}, \"trees\": []}");
+  test::write_file(img.root / "app.conf", "port = 2\n");
+  auto run = seed(img.args({"--image-version", "2"}));
+  CHECK(run.code == 65);
+  CHECK_THAT(run.last_line, Catch::Contains("seed.json is corrupt or was edited by hand") && Catch::Contains("--mode force"));
+  CHECK(test::read_file(img.vol("app.conf")) == "port = operator\n");
+
+  auto force = seed(img.args({"--image-version", "2", "--mode", "force"}));
+  INFO(force.output);
+  CHECK(force.code == 0);
+  CHECK(test::read_file(img.vol("app.conf")) == "port = 2\n");
+  CHECK(test::read_file(img.vol("app.conf.kmodkit-old")) == "port = operator\n");
+}
+
+TEST_CASE("read-only and full volumes are exit 73 with nothing half-written, and a rerun with space succeeds",
+          "[e2e][seed][faults]") {
+  Image img;
+  test::write_file(img.root / "big.bin", std::string(3 << 20, 'x'));
+  const std::string bin = KMODKIT_SEED_DATA_BIN;
+  const std::string args = " --data " + img.data.string() + " --tree " + img.root.string() + "=etc/app --log-format human";
+  auto ro = subprocess::run({"unshare", "-m", "sh", "-c", "mount -t tmpfs -o ro none " + img.data.string() + " && exec " + bin + args});
+  REQUIRE(ro);
+  CHECK(ro->exit_code == 73);
+  CHECK_THAT(ro->output, Catch::Contains("Read-only file system"));
+
+  // A 2 MiB volume cannot take 3 MiB: 73, nothing visible, staging empty; then remounted larger.
+  const std::string script = "mount -t tmpfs -o size=2m none " + img.data.string() + " && " + bin + args +
+                             "; echo \"RC=$?\"; ls -A " + img.data.string() + "; ls -A " + img.data.string() +
+                             "/.kmodkit/staging; echo LISTED; mount -o remount,size=16m " + img.data.string() + " && " + bin +
+                             args + "; echo \"RC2=$?\"; ls " + img.data.string() + "/etc/app";
+  auto full = subprocess::run({"unshare", "-m", "sh", "-c", script});
+  REQUIRE(full);
+  INFO(full->output);
+  CHECK_THAT(full->output, Catch::Contains("RC=73") && Catch::Contains("No space left on device"));
+  const auto listed = full->output.substr(full->output.find("RC=73"));
+  CHECK_THAT(listed.substr(0, listed.find("LISTED")), !Catch::Contains("etc") && !Catch::Contains("seed."));
+  CHECK_THAT(full->output, Catch::Contains("RC2=0") && Catch::Contains("big.bin"));
+}
+
+TEST_CASE("killed with SIGKILL during a first seed or a merge, a rerun ends as an uninterrupted run", "[e2e][seed][faults]") {
+  Image img;
+  for (int i = 0; i < 3000; ++i) test::write_file(img.root / ("many" + std::to_string(i % 30)) / ("f" + std::to_string(i)), std::string(2000, static_cast<char>('a' + i % 26)));
+  // The reference: an uninterrupted seed of the same image into another volume.
+  TempDir ref;
+  auto ref_args = img.args();
+  ref_args[1] = ref.path.string();
+  REQUIRE(seed(ref_args).code == 0);
+  const auto want = snapshot(ref.path);
+
+  for (int delay_ms : {30, 120, 250}) {
+    INFO("killed after " << delay_ms << " ms");
+    fs::remove_all(img.data);
+    fs::create_directories(img.data);
+    std::vector<std::string> argv = {KMODKIT_SEED_DATA_BIN};
+    for (const auto& a : img.args()) argv.push_back(a);
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      std::freopen("/dev/null", "w", stdout);
+      std::freopen("/dev/null", "w", stderr);
+      std::vector<char*> cargv;
+      for (auto& a : argv) cargv.push_back(a.data());
+      cargv.push_back(nullptr);
+      ::execv(cargv[0], cargv.data());
+      ::_exit(98);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    // Whatever the moment: either no tree, or the complete tree.
+    if (fs::exists(img.data / "etc/app")) CHECK(snapshot(img.data).size() == want.size());
+    auto rerun = seed(img.args());
+    INFO(rerun.output);
+    CHECK(rerun.code == 0);
+    CHECK(snapshot(img.data) == want);
+    CHECK(fs::is_empty(img.data / ".kmodkit/staging"));
+  }
+
+  // A merge killed part-way, with an operator edit: rerun gives the uninterrupted result and the
+  // operator's file is never lost.
+  test::write_file(img.vol("app.conf"), "port = operator\n");
+  for (int i = 0; i < 3000; i += 2) test::write_file(img.root / ("many" + std::to_string(i % 30)) / ("f" + std::to_string(i)), "v2\n");
+  test::write_file(img.root / "app.conf", "port = 2\n");
+  std::vector<std::string> argv = {KMODKIT_SEED_DATA_BIN};
+  for (const auto& a : img.args({"--image-version", "2"})) argv.push_back(a);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    std::freopen("/dev/null", "w", stdout);
+    std::freopen("/dev/null", "w", stderr);
+    std::vector<char*> cargv;
+    for (auto& a : argv) cargv.push_back(a.data());
+    cargv.push_back(nullptr);
+    ::execv(cargv[0], cargv.data());
+    ::_exit(98);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  CHECK(test::read_file(img.vol("app.conf")) == "port = operator\n");
+  auto rerun = seed(img.args({"--image-version", "2"}));
+  INFO(rerun.output);
+  CHECK(rerun.code == 0);
+  CHECK(test::read_file(img.vol("app.conf")) == "port = operator\n");
+  CHECK(test::read_file(img.vol("app.conf.kmodkit-new")) == "port = 2\n");
+  CHECK(test::read_file(img.vol("many0/f0")) == "v2\n");
+  CHECK_THAT(rerun.last_line, Catch::Contains("conflicts 1"));
+}
+
+TEST_CASE("two replicas on one volume by mistake: the lock serialises them and both end correct", "[e2e][seed][concurrency]") {
+  Image img;
+  for (int i = 0; i < 500; ++i) test::write_file(img.root / "many" / ("f" + std::to_string(i)), std::to_string(i));
+  std::vector<std::thread> threads;
+  std::vector<Run> runs(2);
+  for (int i = 0; i < 2; ++i) threads.emplace_back([&, i] { runs[i] = seed(img.args()); });
+  for (auto& t : threads) t.join();
+  for (const auto& r : runs) {
+    INFO(r.output);
+    CHECK(r.code == 0);
+  }
+  const bool one_seeded = (runs[0].output.find("added 506") != std::string::npos) != (runs[1].output.find("added 506") != std::string::npos);
+  CHECK(one_seeded);
+  CHECK(test::read_file(img.vol("many/f499")) == "499");
+}
+
+TEST_CASE("--chown gives what is written to the volume's owner", "[e2e][seed]") {
+  Image img;
+  auto run = seed(img.args({"--chown", "4321:8765"}));
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  for (const char* rel : {"app.conf", "sub", "sub/secret.conf", "current.conf"}) {
+    INFO(rel);
+    CHECK(lstat_of(img.vol(rel)).st_uid == 4321);
+    CHECK(lstat_of(img.vol(rel)).st_gid == 8765);
+  }
+  CHECK(seed(img.args({"--chown", "x:y"})).code == 64);
+}
