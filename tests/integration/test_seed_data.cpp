@@ -293,7 +293,7 @@ TEST_CASE("two replicas on one volume by mistake: the lock serialises them and b
   CHECK(test::read_file(img.vol("many/f499")) == "499");
 }
 
-TEST_CASE("--chown gives what is written to the volume's owner", "[e2e][seed]") {
+TEST_CASE("chown: everything written is given to the owner the option names", "[e2e][seed]") {
   Image img;
   auto run = seed(img.args({"--chown", "4321:8765"}));
   INFO(run.output);

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# seed-data benchmarks, each against a baseline measured in the same script:
+#   1. first seed of a tree of 10,000 files and 200 MB (9,900 files of 10 KB, 100 of 1 MB)
+#      including the syncfs that makes it crash-safe, vs `cp -a` of the same tree (target <= 1.2)
+#   2. unchanged restart on that tree: wall time of the whole process (target <= 0.25 s)
+# Rounds alternate between seed-data and cp -a; the medians are reported. Volumes are not
+# deleted between rounds (on ext4 with `discard` a large delete slows what runs next).
+#   bench/seed-data.sh [ROUNDS]      (default 3; needs a build: ci/build.sh)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+preset=${KMODKIT_PRESET:-default}
+bin=$PWD/build/$preset/seed-data/seed-data
+[ -x "$bin" ] || { echo "bench: build first (ci/build.sh); no $bin" >&2; exit 1; }
+work=$(mktemp -d /var/tmp/kmodkit-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+now() { date +%s.%N; }
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+tree=$work/image/var/app
+python3 - "$tree" <<'PY'
+import os, sys
+root = sys.argv[1]
+for i in range(9900):
+    d = os.path.join(root, "conf%02d" % (i % 99))
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "f%05d.conf" % i), "wb") as f:
+        f.write(os.urandom(10 * 1024))
+os.makedirs(os.path.join(root, "blobs"), exist_ok=True)
+for i in range(100):
+    with open(os.path.join(root, "blobs", "b%03d.bin" % i), "wb") as f:
+        f.write(os.urandom(1024 * 1024))
+PY
+sync
+echo "bench: tree of $(find "$tree" -type f | wc -l) files, $(du -sm "$tree" | cut -f1) MB"
+
+: > "$work/r"; : > "$work/t_cp"; : > "$work/t_seed"
+for i in $(seq "$rounds"); do
+  mkdir -p "$work/cp$i/var" && sync
+  t0=$(now); cp -a "$tree" "$work/cp$i/var/app"; t1=$(now); cp_s=$(echo "$t1 - $t0" | bc -l)
+  mkdir -p "$work/data$i" && sync
+  t0=$(now); "$bin" --data "$work/data$i" --tree "$tree=var/app" --image-version 1 --log-format json >/dev/null 2>&1
+  t1=$(now); seed_s=$(echo "$t1 - $t0" | bc -l)
+  [ -f "$work/data$i/.kmodkit/seed.json" ] || { echo "bench: seed-data seeded nothing" >&2; exit 1; }
+  echo "$cp_s" >> "$work/t_cp"; echo "$seed_s" >> "$work/t_seed"; echo "$seed_s / $cp_s" | bc -l >> "$work/r"
+  printf 'round %d: cp -a %.2f s, seed-data (with syncfs) %.2f s\n' "$i" "$cp_s" "$seed_s"
+done
+: > "$work/t_warm"
+for i in $(seq 10); do
+  t0=$(now); "$bin" --data "$work/data1" --tree "$tree=var/app" --image-version 1 --log-format json >/dev/null 2>&1; t1=$(now)
+  echo "$t1 - $t0" | bc -l >> "$work/t_warm"
+done
+printf '\nresults (median of %d rounds, %s)\n' "$rounds" "$(df --output=fstype "$work" | tail -1)"
+printf '  first seed, 10,000 files / 200 MB:  seed-data / cp -a = %.2f   (target <= 1.20; %.2f s vs %.2f s)\n' \
+  "$(median < "$work/r")" "$(median < "$work/t_seed")" "$(median < "$work/t_cp")"
+printf '  unchanged restart, whole process:   %.3f s (target <= 0.25 s)\n' "$(median < "$work/t_warm")"
