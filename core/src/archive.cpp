@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <memory>
 #include <mutex>
 #include <condition_variable>
@@ -214,7 +215,11 @@ class DiskWriter {
     if (archive_write_header(out_.get(), entry) < ARCHIVE_WARN) {
       return fail(libarchive_write_error(out_.get(), where));
     }
+    const bool digest_it = state_.policy.on_file_digest && type == AE_IFREG && archive_entry_hardlink(entry) == nullptr;
+    std::optional<digest::Sha256> hash;
+    if (digest_it) hash.emplace();
     if (data != nullptr) {
+      if (hash) hash->update(*data);
       // libarchive's disk writer reports a failed write(2) (ENOSPC, EIO) as a short count or
       // ARCHIVE_WARN, not as an error: anything but the whole block is a failure here.
       if (!data->empty() &&
@@ -233,11 +238,18 @@ class DiskWriter {
         if (archive_write_data_block(out_.get(), buf, size, offset) != ARCHIVE_OK) {
           return fail(libarchive_write_error(out_.get(), where));
         }
+        if (hash) hash->update(buf, size);
         stats_.bytes += size;
       }
     }
     if (archive_write_finish_entry(out_.get()) < ARCHIVE_WARN) {
       return fail(libarchive_write_error(out_.get(), where));
+    }
+    if (hash) {
+      std::string_view full = archive_entry_pathname(entry);
+      const std::string root = state_.root.string() + "/";
+      if (full.starts_with(root)) full.remove_prefix(root.size());
+      state_.policy.on_file_digest(full, hash->hex());
     }
     if (type == AE_IFDIR) {
       ++stats_.dirs;
@@ -672,6 +684,10 @@ Result<Stats> Extraction::copy_tree(const fs::path& source, const std::string& d
   auto writer = KK_TRY(DiskWriter::create(*state_));
   ReadPtr in(archive_read_disk_new());
   archive_read_disk_set_symlink_physical(in.get());
+  // No file flags (chattr) and no sparse-file probing: an ioctl and two lseeks per file that
+  // configuration and header trees never need. xattrs and ACLs are read (restored only when
+  // the policy preserves metadata).
+  archive_read_disk_set_behavior(in.get(), ARCHIVE_READDISK_NO_FFLAGS | ARCHIVE_READDISK_NO_SPARSE);
   const std::string src = source.string();
   if (archive_read_disk_open(in.get(), src.c_str()) != ARCHIVE_OK) {
     return fail(ExitCode::no_input, src + ": " + archive_message(in.get()));

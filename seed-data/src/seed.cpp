@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <future>
+#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "kmodkit/archive.hpp"
@@ -320,25 +321,6 @@ Result<Outcome> run(const Config& c) {
   logger->info("{} {} from {} tree(s){}", old ? "merging image" : "seeding", c.image_version.empty() ? "defaults" : c.image_version,
                c.trees.size(), c.dry_run ? " (dry run)" : "");
 
-  // Digests of the image's files: the manifest's when the file's size and mtime are unchanged.
-  std::vector<const Source*> to_hash;
-  std::vector<std::string> sha(sources.size());
-  std::vector<size_t> hash_index;
-  for (size_t i = 0; i < sources.size(); ++i) {
-    auto it = before.files.find(sources[i].rel);
-    if (it != before.files.end() && it->second.symlink == sources[i].symlink && it->second.size == sources[i].size &&
-        it->second.mtime_ns == sources[i].mtime_ns && !sources[i].symlink) {
-      sha[i] = it->second.sha256;
-    } else {
-      to_hash.push_back(&sources[i]);
-      hash_index.push_back(i);
-    }
-  }
-  {
-    auto hashed = KK_TRY(hash_sources(to_hash));
-    for (size_t k = 0; k < hashed.size(); ++k) sha[hash_index[k]] = hashed[k];
-  }
-
   // Whole trees whose destination does not exist yet (the first start) are copied at once.
   std::vector<const Tree*> whole;
   for (const auto& t : c.trees) {
@@ -350,6 +332,32 @@ Result<Outcome> run(const Config& c) {
     return std::any_of(whole.begin(), whole.end(), [&](const Tree* t) { return rel.starts_with(t->to + "/"); });
   };
 
+  // Digests of the image's files: the manifest's when the file's size and mtime are unchanged;
+  // files of whole trees are hashed while they are copied.
+  std::vector<const Source*> to_hash;
+  std::vector<std::string> sha(sources.size());
+  std::vector<size_t> hash_index;
+  for (size_t i = 0; i < sources.size(); ++i) {
+    if (in_whole(sources[i].rel) && !sources[i].symlink) continue;
+    auto it = before.files.find(sources[i].rel);
+    if (it != before.files.end() && it->second.symlink == sources[i].symlink && it->second.size == sources[i].size &&
+        it->second.mtime_ns == sources[i].mtime_ns && !sources[i].symlink) {
+      sha[i] = it->second.sha256;
+    } else {
+      to_hash.push_back(&sources[i]);
+      hash_index.push_back(i);
+    }
+  }
+  auto phase = [&](const char* what) {
+    logger->debug("{} at {:.3f} s", what, std::chrono::duration<double>(clock::now() - start).count());
+  };
+  phase("scanned");
+  {
+    auto hashed = KK_TRY(hash_sources(to_hash));
+    for (size_t k = 0; k < hashed.size(); ++k) sha[hash_index[k]] = hashed[k];
+  }
+
+  phase("hashed");
   Manifest after;
   after.image_version = c.image_version;
   after.fingerprint = print;
@@ -359,6 +367,11 @@ Result<Outcome> run(const Config& c) {
     const Source& s = sources[i];
     Record rec{s.symlink, sha[i], s.size, s.mtime_ns, 0, 0};
     if (in_whole(s.rel)) {
+      // Copied with its size and mtime, which is how the next start knows it is untouched.
+      if (!s.symlink) {
+        rec.vsize = s.size;
+        rec.vmtime_ns = s.mtime_ns;
+      }
       steps.push_back({&s, Action::add, sha[i]});
       after.files[s.rel] = rec;
       continue;
@@ -436,11 +449,16 @@ Result<Outcome> run(const Config& c) {
   // Everything new is written into staging first, then renamed into place file by file
   // (whole trees at once); seed.json last.
   auto staging = KK_TRY(files::StagingDir::create(c.data / ".kmodkit/staging", "seed"));
+  std::mutex digests_mutex;
+  std::map<std::string, std::string> copied_digests;  // staging path -> SHA-256, from the copy
   {
-    files::BackgroundSync writeback(staging.path(), std::chrono::milliseconds(200));
     archive::Policy policy;
     policy.root = staging.path();
     policy.preserve_metadata = true;
+    policy.on_file_digest = [&](std::string_view path, std::string_view sha256) {
+      std::lock_guard guard(digests_mutex);
+      copied_digests.emplace(std::string(path), std::string(sha256));
+    };
     auto extraction = KK_TRY(archive::Extraction::create(policy));
     for (const Tree* t : whole) KK_TRY(extraction->copy_tree(t->from, t->to));
     for (const auto& st : steps) {
@@ -451,7 +469,18 @@ Result<Outcome> run(const Config& c) {
     }
     KK_TRY(extraction->finish());
   }
+  phase("copied");
+  // Whole-tree files got their digest while being copied; a hard link's is its first name's.
+  for (auto& [rel, r] : after.files) {
+    if (r.symlink || !r.sha256.empty()) continue;
+    if (auto it = copied_digests.find(rel); it != copied_digests.end()) {
+      r.sha256 = it->second;
+    } else {
+      r.sha256 = KK_TRY(digest::sha256_file(staging.path() / rel));
+    }
+  }
   KK_TRY(files::sync_filesystem(staging.path()));
+  phase("synced");
   for (const Tree* t : whole) {
     KK_TRY(files::make_dirs((c.data / t->to).parent_path()));
     KK_TRY(chown_tree(c, staging.path() / t->to));
@@ -478,17 +507,23 @@ Result<Outcome> run(const Config& c) {
     KK_TRY(files::rename_durable(staging.path() / st.src->rel, vpath));
   }
   // Record how seed-data left each file it wrote, so the next start needs no hashing.
+  std::map<std::string_view, Action> written;
+  for (const auto& st : steps) {
+    if (!in_whole(st.src->rel) && (st.action == Action::add || st.action == Action::update || st.action == Action::replace)) {
+      written.emplace(st.src->rel, st.action);
+    }
+  }
   for (auto& [rel, r] : after.files) {
-    if (r.vsize != 0 || r.symlink) continue;
-    auto step = std::find_if(steps.begin(), steps.end(), [&](const Step& s) { return s.src->rel == rel; });
-    if (step == steps.end() || step->action == Action::conflict || step->action == Action::keep) continue;
+    if (r.symlink || !written.contains(rel)) continue;
     struct stat vst{};
     if (::lstat((c.data / rel).c_str(), &vst) == 0) {
       r.vsize = static_cast<uint64_t>(vst.st_size);
       r.vmtime_ns = mtime_of(vst);
     }
   }
+  phase("placed");
   KK_TRY(files::write_file_atomic(manifest_path(c), manifest_json(after)));
+  phase("manifest written");
   const double secs = std::chrono::duration<double>(clock::now() - start).count();
   logger->info("seeded {}: added {}, updated {}, kept {}, conflicts {}, dropped {}, skipped {}; {} in {:.2f} s",
                c.data.string(), out.added, out.updated, out.kept, out.conflicts, out.dropped, out.skipped,

@@ -31,6 +31,9 @@ struct Policy {
   // Trusted input (an image's own trees): also restore owners, extended attributes, ACLs and
   // file flags, and keep setuid/setgid bits. Off for archives from the network.
   bool preserve_metadata = false;
+  // Called (from writer threads, concurrently) with the path relative to the root and the
+  // SHA-256 of each regular file's content as it is written; hard links are not reported.
+  std::function<void(std::string_view path, std::string_view sha256)> on_file_digest = nullptr;
 };
 
 struct Stats {
