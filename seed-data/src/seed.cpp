@@ -318,7 +318,7 @@ Result<Outcome> run(const Config& c) {
   }
   const Manifest empty;
   const Manifest& before = old ? *old : empty;
-  logger->info("{} {} from {} tree(s){}", old ? "merging image" : "seeding", c.image_version.empty() ? "defaults" : c.image_version,
+  logger->info("{} {} from {} tree(s){}", old ? "merging" : "seeding", c.image_version.empty() ? "the image's defaults" : "image " + c.image_version,
                c.trees.size(), c.dry_run ? " (dry run)" : "");
 
   // Whole trees whose destination does not exist yet (the first start) are copied at once.
