@@ -474,104 +474,115 @@ Result<void> print_status(const StatusOptions& opt) {
   return {};
 }
 
-int main(int argc, char** argv) {
-  std::string sub = argc > 1 ? argv[1] : "";
-  if (sub == "status") {
-    StatusOptions opt;
-    cli::Program program{
-        "kmod-builder status",
-        "Prints what kmod-builder installed on the modules volume, for which kernel, signed by whom, from which sources.",
-        "Examples:\n  kmod-builder status --volume /modules\n  kmod-builder status --json",
-        {
-            {"volume", cli::Kind::value, "/modules", "DIR", "the modules volume", cli::store(opt.volume)},
-            {"kernel-release", cli::Kind::value, "", "RELEASE", "only this kernel (default: every kernel)",
-             cli::store(opt.kernel_release)},
-            {"json", cli::Kind::flag, "", "", "print JSON instead of text", cli::store_flag(opt.json)},
-        }};
-    return cli::run_main(program, argc - 1, argv + 1, [&] { return print_status(opt); });
-  }
+namespace {
+
+// `kmod-builder status`: argv[0] is the subcommand.
+int status_main(int argc, char** argv) {
+  StatusOptions opt;
+  cli::Program program{
+      "kmod-builder status",
+      "Prints what kmod-builder installed on the modules volume, for which kernel, signed by whom, from which sources.",
+      "Examples:\n  kmod-builder status --volume /modules\n  kmod-builder status --json",
+      {
+          {"volume", cli::Kind::value, "/modules", "DIR", "the modules volume", cli::store(opt.volume)},
+          {"kernel-release", cli::Kind::value, "", "RELEASE", "only this kernel (default: every kernel)",
+           cli::store(opt.kernel_release)},
+          {"json", cli::Kind::flag, "", "", "print JSON instead of text", cli::store_flag(opt.json)},
+      }};
+  return cli::run_main(program, argc, argv, [&] { return print_status(opt); });
+}
+
+std::string running_release() {
   struct utsname uts{};
   ::uname(&uts);
-  auto release_option = [&](std::string& target) {
-    return cli::Option{"kernel-release", cli::Kind::value, "", "RELEASE", "kernel (default: uname -r)",
-                       [&target, &uts](const std::vector<std::string>& v) -> Result<void> {
-                         target = v.empty() ? std::string(uts.release) : v.front();
-                         return {};
-                       }};
+  return uts.release;
+}
+
+cli::Option release_option(std::string& target) {
+  return {"kernel-release", cli::Kind::value, "", "RELEASE", "kernel (default: uname -r)",
+          [&target](const std::vector<std::string>& v) -> Result<void> {
+            target = v.empty() ? running_release() : v.front();
+            return {};
+          }};
+}
+
+// `kmod-builder load` and `kmod-builder unload`.
+int load_main(int argc, char** argv) {
+  const std::string sub = argv[0];
+  LoadConfig lc;
+  const bool load = sub == "load";
+  std::vector<cli::Option> options = {
+      {"volume", cli::Kind::value, "/modules", "DIR", "the modules volume", cli::store(lc.volume)},
+      release_option(lc.kernel_release),
+      {"recipe", cli::Kind::list, "", "NAME", "recipes whose modules to " + sub + " (default: every one installed)",
+       [&](const std::vector<std::string>& v) -> Result<void> {
+         lc.recipes = v;
+         return {};
+       }},
+      {"sysfs", cli::Kind::value, "/sys", "DIR", "sysfs of the node", cli::store(lc.sysfs)},
+      {"dry-run", cli::Kind::flag, "", "", "say what would be done; change nothing", cli::store_flag(lc.dry_run)},
   };
-  if (sub == "load" || sub == "unload") {
-    LoadConfig lc;
-    const bool load = sub == "load";
-    std::vector<cli::Option> options = {
-        {"volume", cli::Kind::value, "/modules", "DIR", "the modules volume", cli::store(lc.volume)},
-        release_option(lc.kernel_release),
-        {"recipe", cli::Kind::list, "", "NAME", "recipes whose modules to " + sub + " (default: every one installed)",
-         [&](const std::vector<std::string>& v) -> Result<void> {
-           lc.recipes = v;
-           return {};
-         }},
-        {"sysfs", cli::Kind::value, "/sys", "DIR", "sysfs of the node", cli::store(lc.sysfs)},
-        {"dry-run", cli::Kind::flag, "", "", "say what would be done; change nothing", cli::store_flag(lc.dry_run)},
-    };
-    if (load) {
-      options.push_back({"param", cli::Kind::list, "", "MODULE.KEY=VALUE",
-                         "a module parameter, over the recipe's (e.g. igb_uio.intr_mode=legacy); repeatable",
-                         [&](const std::vector<std::string>& v) -> Result<void> {
-                           lc.params = v;
-                           return {};
-                         }});
-      options.push_back({"securityfs", cli::Kind::value, "/sys/kernel/security", "DIR", "securityfs of the node (lockdown)",
-                         cli::store(lc.securityfs)});
-      options.push_back({"replace", cli::Kind::flag, "", "", "unload a module loaded from another build first",
-                         cli::store_flag(lc.replace)});
-    } else {
-      options.push_back({"force", cli::Kind::flag, "", "", "unload even while devices are bound", cli::store_flag(lc.force)});
-    }
-    cli::Program program{
-        "kmod-builder " + sub,
-        load ? "Loads the installed modules (and their in-tree dependencies) into the running kernel with libkmod."
-             : "Unloads the installed modules from the running kernel (a preStop hook).",
-        "Exit codes: 0 done, 64 usage, 65 module does not fit the kernel, 66 nothing installed, 75 devices still bound,\n"
-        "77 refused by the kernel's signature policy or missing CAP_SYS_MODULE, 78 loaded from another build.",
-        options};
-    return cli::run_main(program, argc - 1, argv + 1, [&] { return load ? load_modules(lc) : unload_modules(lc); });
+  if (load) {
+    options.push_back({"param", cli::Kind::list, "", "MODULE.KEY=VALUE",
+                       "a module parameter, over the recipe's (e.g. igb_uio.intr_mode=legacy); repeatable",
+                       [&](const std::vector<std::string>& v) -> Result<void> {
+                         lc.params = v;
+                         return {};
+                       }});
+    options.push_back({"securityfs", cli::Kind::value, "/sys/kernel/security", "DIR", "securityfs of the node (lockdown)",
+                       cli::store(lc.securityfs)});
+    options.push_back({"replace", cli::Kind::flag, "", "", "unload a module loaded from another build first",
+                       cli::store_flag(lc.replace)});
+  } else {
+    options.push_back({"force", cli::Kind::flag, "", "", "unload even while devices are bound", cli::store_flag(lc.force)});
   }
-  if (sub == "bind" || sub == "unbind") {
-    BindConfig bc;
-    fs::path volume = "/modules";
-    const bool bind = sub == "bind";
-    std::vector<cli::Option> options = {
-        {"device", cli::Kind::list, "", "ADDRESS", "PCI addresses (default: those in the PCIDEVICE_* variables)",
-         [&](const std::vector<std::string>& v) -> Result<void> {
-           bc.devices = v;
-           return {};
-         }},
-        {"volume", cli::Kind::value, "/modules", "DIR", "the modules volume (the original drivers are kept in .kmodkit/bind)",
-         cli::store(volume)},
-        {"sysfs", cli::Kind::value, "/sys", "DIR", "sysfs of the node", cli::store(bc.sysfs)},
-        {"dev", cli::Kind::value, "/dev", "DIR", "where device nodes appear", cli::store(bc.dev)},
-        {"proc", cli::Kind::value, "/proc", "DIR", "procfs (routes)", cli::store(bc.proc)},
-        {"dry-run", cli::Kind::flag, "", "", "say what would be done; change nothing", cli::store_flag(bc.dry_run)},
-    };
-    if (bind) {
-      options.push_back({"driver", cli::Kind::value, "igb_uio", "DRIVER", "igb_uio, vfio-pci or uio_pci_generic",
-                         cli::store(bc.driver)});
-    }
-    cli::Program program{"kmod-builder " + sub,
-                         bind ? "Binds PCI devices to the data plane's driver through sysfs, remembering their driver."
-                              : "Gives PCI devices back to the driver they had before bind.",
-                         "Exit codes: 0 done, 64 usage, 66 no such device, 69 the driver did not take it, 78 refused "
-                         "(route, up, IOMMU group).",
-                         options};
-    return cli::run_main(program, argc - 1, argv + 1, [&]() -> Result<void> {
-      bc.state_dir = volume / ".kmodkit/bind";
-      return bind ? bind_devices(bc) : unbind_devices(bc);
-    });
+  cli::Program program{
+      "kmod-builder " + sub,
+      load ? "Loads the installed modules (and their in-tree dependencies) into the running kernel with libkmod."
+           : "Unloads the installed modules from the running kernel (a preStop hook).",
+      "Exit codes: 0 done, 64 usage, 65 module does not fit the kernel, 66 nothing installed, 75 devices still bound,\n"
+      "77 refused by the kernel's signature policy or missing CAP_SYS_MODULE, 78 loaded from another build.",
+      options};
+  return cli::run_main(program, argc, argv, [&] { return load ? load_modules(lc) : unload_modules(lc); });
+}
+
+// `kmod-builder bind` and `kmod-builder unbind`.
+int bind_main(int argc, char** argv) {
+  const std::string sub = argv[0];
+  BindConfig bc;
+  fs::path volume = "/modules";
+  const bool bind = sub == "bind";
+  std::vector<cli::Option> options = {
+      {"device", cli::Kind::list, "", "ADDRESS", "PCI addresses (default: those in the PCIDEVICE_* variables)",
+       [&](const std::vector<std::string>& v) -> Result<void> {
+         bc.devices = v;
+         return {};
+       }},
+      {"volume", cli::Kind::value, "/modules", "DIR", "the modules volume (the original drivers are kept in .kmodkit/bind)",
+       cli::store(volume)},
+      {"sysfs", cli::Kind::value, "/sys", "DIR", "sysfs of the node", cli::store(bc.sysfs)},
+      {"dev", cli::Kind::value, "/dev", "DIR", "where device nodes appear", cli::store(bc.dev)},
+      {"proc", cli::Kind::value, "/proc", "DIR", "procfs (routes)", cli::store(bc.proc)},
+      {"dry-run", cli::Kind::flag, "", "", "say what would be done; change nothing", cli::store_flag(bc.dry_run)},
+  };
+  if (bind) {
+    options.push_back({"driver", cli::Kind::value, "igb_uio", "DRIVER", "igb_uio, vfio-pci or uio_pci_generic",
+                       cli::store(bc.driver)});
   }
-  if (sub == "build") {
-    --argc;
-    ++argv;
-  }
+  cli::Program program{"kmod-builder " + sub,
+                       bind ? "Binds PCI devices to the data plane's driver through sysfs, remembering their driver."
+                            : "Gives PCI devices back to the driver they had before bind.",
+                       "Exit codes: 0 done, 64 usage, 66 no such device, 69 the driver did not take it, 78 refused "
+                       "(route, up, IOMMU group).",
+                       options};
+  return cli::run_main(program, argc, argv, [&]() -> Result<void> {
+    bc.state_dir = volume / ".kmodkit/bind";
+    return bind ? bind_devices(bc) : unbind_devices(bc);
+  });
+}
+
+// `kmod-builder [build]`: argv[0] is the program or the subcommand.
+int build_main(int argc, char** argv) {
   Config cfg;
   const long ncpu = std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN));
   const char* tmp = std::getenv("TMPDIR");
@@ -595,7 +606,7 @@ int main(int argc, char** argv) {
       {
           {"kernel-release", cli::Kind::value, "", "RELEASE", "kernel to build for (default: uname -r)",
            [&](const std::vector<std::string>& v) -> Result<void> {
-             cfg.kernel_release = v.empty() ? std::string(uts.release) : v.front();
+             cfg.kernel_release = v.empty() ? running_release() : v.front();
              return {};
            }},
           {"volume", cli::Kind::value, "/modules", "DIR", "the modules volume", cli::store(cfg.volume)},
@@ -646,6 +657,28 @@ int main(int argc, char** argv) {
           {"dry-run", cli::Kind::flag, "", "", "say what would be built and installed; write nothing", cli::store_flag(cfg.dry_run)},
       }};
   return cli::run_main(program, argc, argv, [&] { return build_and_install(cfg); });
+}
+
+struct Command {
+  std::string_view name;
+  int (*run)(int argc, char** argv);
+};
+
+// The subcommands (ninja's tool table); no subcommand is `build`.
+constexpr Command kCommands[] = {
+    {"build", build_main}, {"status", status_main}, {"load", load_main},
+    {"unload", load_main}, {"bind", bind_main},     {"unbind", bind_main},
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc > 1) {
+    for (const auto& c : kCommands) {
+      if (c.name == argv[1]) return c.run(argc - 1, argv + 1);
+    }
+  }
+  return build_main(argc, argv);
 }
 
 }  // namespace kmodkit::kmod_builder
