@@ -12,3 +12,6 @@ find_package(Threads REQUIRED)
 if(BUILD_TESTING)
   find_package(Catch2 2 REQUIRED)
 endif()
+
+# DPDK only for the firewall's data plane; everything else builds without it.
+pkg_check_modules(LIBDPDK QUIET IMPORTED_TARGET libdpdk)
