@@ -1,0 +1,63 @@
+#pragma once
+// Connection tracking that needs no DPDK: the symmetric flow key (both directions of a flow
+// give the same key, so one lookup finds it), the TCP state machine, and the timeouts.
+
+#include <array>
+#include <cstdint>
+
+#include "packet.hpp"
+
+namespace kmodkit::firewall {
+
+// Both directions of a flow map to this key: the lower (address, port) end first.
+struct FlowKey {
+  std::array<uint8_t, 16> lo_addr{}, hi_addr{};
+  uint16_t lo_port = 0, hi_port = 0;  // ICMP echo: the identifier in both
+  uint8_t proto = 0;
+  uint8_t family = 0;                 // 4 or 6
+  uint8_t pair = 0;
+  uint8_t pad = 0;
+  bool operator==(const FlowKey&) const = default;
+};
+static_assert(sizeof(FlowKey) == 40);
+
+// The key of a packet, and whether the packet travels from the key's lo end to its hi end.
+FlowKey flow_key(const Packet& p, int pair, bool* from_lo);
+
+enum class FlowState : uint8_t {
+  syn_sent,     // TCP: the initiator's SYN seen
+  syn_received, // TCP: the SYN-ACK seen
+  established,  // TCP: the handshake completed; UDP/ICMP: a reply seen
+  fin_wait,     // TCP: one side sent FIN
+  closing,      // TCP: both sides sent FIN
+  closed,       // TCP: RST, or the last ACK after both FINs (lingers briefly)
+  new_flow,     // UDP/ICMP: only the initiator has spoken
+};
+const char* state_name(FlowState s);
+
+struct Timeouts {  // seconds, per state (UDP/ICMP use new_flow and established)
+  uint32_t syn = 30, established_tcp = 3600, fin = 120, closed = 10;
+  uint32_t udp_new = 30, udp_established = 120, icmp = 30;
+};
+
+struct FlowTrack {
+  FlowState state = FlowState::new_flow;
+  uint8_t proto = 0;
+  bool initiator_lo = true;  // which end opened the flow
+  uint8_t fins = 0;          // bit 0: the initiator sent FIN, bit 1: the responder
+};
+
+// What tracking says of a packet of a known flow.
+enum class Verdict : uint8_t { pass, drop_invalid };
+
+// Starts tracking a flow whose first packet the rules allowed. A TCP flow must start with a
+// SYN (without ACK); anything else is invalid (a mid-stream packet of an unknown flow).
+bool start_flow(const Packet& p, bool from_lo, FlowTrack* t);
+
+// Advances the state of a tracked flow with one of its packets; `from_lo` as flow_key gives it.
+Verdict track(FlowTrack& t, const Packet& p, bool from_lo);
+
+// How long the flow may stay idle in its state.
+uint32_t idle_timeout(const FlowTrack& t, const Timeouts& to);
+
+}  // namespace kmodkit::firewall
