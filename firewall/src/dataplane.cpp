@@ -1,0 +1,335 @@
+#include "dataplane.hpp"
+
+#include <rte_cycles.h>
+#include <rte_ethdev.h>
+#include <rte_launch.h>
+#include <rte_lcore.h>
+#include <rte_mbuf.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+#include "flow_table.hpp"
+#include "kmodkit/log.hpp"
+
+namespace kmodkit::firewall {
+namespace {
+
+constexpr uint16_t kBurst = 32;
+
+// A symmetric Toeplitz key (0x6d5a repeated): both directions of a flow hash alike, so RSS
+// brings them to the same queue and the same worker.
+uint8_t kSymmetricKey[40] = {0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a,
+                             0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a,
+                             0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a};
+
+struct Worker {
+  unsigned lcore = 0;
+  uint16_t queue = 0;
+  const RuleSet* rules = nullptr;
+  const Classifier* classifier = nullptr;
+  FlowTable* flows = nullptr;
+  Counters* counters = nullptr;
+  const std::vector<uint16_t>* ports = nullptr;
+  const DataplaneConfig* config = nullptr;
+  std::atomic<bool>* stop = nullptr;
+};
+
+bool is_nd(const Packet& p) { return p.l3 == L3::ipv6 && p.proto == 58 && p.has_l4 && p.icmp_type >= 133 && p.icmp_type <= 137; }
+
+// Decides one packet crossing `pair` in `dir`; true to forward it.
+bool decide(Worker& w, const uint8_t* data, uint32_t len, int pair, Direction dir, uint32_t now) {
+  Counters& c = *w.counters;
+  const Packet p = parse_packet(data, len);
+  if (p.malformed != Malformed::none) {
+    ++c.malformed[static_cast<int>(p.malformed)];
+    return false;
+  }
+  if (p.l3 == L3::arp || is_nd(p)) {
+    if (w.config->pass_arp_nd) ++c.arp_nd;
+    else ++c.drops[static_cast<int>(Drop::policy)];
+    return w.config->pass_arp_nd;
+  }
+  if (p.l3 == L3::other) {
+    if (!w.config->pass_non_ip) ++c.drops[static_cast<int>(Drop::non_ip)];
+    return w.config->pass_non_ip;
+  }
+  if (p.later_fragment) {
+    // No ports in it: only rules without ports decide, and it is not tracked.
+    Packet q = p;
+    q.src_port = q.dst_port = 0;
+    int rule;
+    if (p.l3 == L3::ipv4) {
+      Key4 k;
+      make_key(q, pair, dir, &k);
+      rule = w.classifier->classify(k);
+    } else {
+      Key6 k;
+      make_key(q, pair, dir, &k);
+      rule = w.classifier->classify(k);
+    }
+    const Action a = rule >= 0 ? w.rules->rules[static_cast<size_t>(rule)].action : w.rules->policy;
+    if (a == Action::deny) ++c.drops[static_cast<int>(Drop::fragment)];
+    return a == Action::allow;
+  }
+  bool from_lo = false;
+  const FlowKey key = flow_key(p, pair, &from_lo);
+  if (Flow* f = w.flows->find(key)) {
+    if (track(f->track, p, from_lo) == Verdict::drop_invalid) {
+      ++c.drops[static_cast<int>(Drop::invalid_state)];
+      return false;
+    }
+    f->last_seen = now;
+    ++f->packets;
+    ++c.passed_state;
+    return true;
+  }
+  // An ICMP error about a tracked flow passes as related.
+  Packet inner;
+  if (parse_quoted(data, len, p, &inner)) {
+    bool lo = false;
+    if (w.flows->find(flow_key(inner, pair, &lo)) != nullptr) {
+      ++c.passed_related;
+      return true;
+    }
+  }
+  int rule;
+  if (p.l3 == L3::ipv4) {
+    Key4 k;
+    make_key(p, pair, dir, &k);
+    rule = w.classifier->classify(k);
+  } else {
+    Key6 k;
+    make_key(p, pair, dir, &k);
+    rule = w.classifier->classify(k);
+  }
+  if (rule >= 0) ++c.rule_hits[static_cast<size_t>(rule)];
+  const Action action = rule >= 0 ? w.rules->rules[static_cast<size_t>(rule)].action : w.rules->policy;
+  if (action == Action::deny) {
+    ++c.drops[static_cast<int>(rule >= 0 ? Drop::rule : Drop::policy)];
+    return false;
+  }
+  FlowTrack t;
+  if (!start_flow(p, from_lo, &t)) {
+    ++c.drops[static_cast<int>(Drop::not_syn)];
+    return false;
+  }
+  Flow* f = w.flows->insert(key);
+  if (f == nullptr) {
+    ++c.drops[static_cast<int>(Drop::table_full)];
+    return false;
+  }
+  f->track = t;
+  f->rule = rule;
+  f->last_seen = now;
+  f->packets = 1;
+  ++c.new_flows;
+  return true;
+}
+
+int worker_main(void* arg) {
+  Worker& w = *static_cast<Worker*>(arg);
+  const auto& ports = *w.ports;
+  rte_mbuf* in[kBurst];
+  rte_mbuf* out[kBurst];
+  const uint64_t hz = rte_get_tsc_hz();
+  const uint64_t start = rte_get_tsc_cycles();
+  uint64_t last_sweep = start;
+  while (!w.stop->load(std::memory_order_relaxed)) {
+    const uint64_t tsc = rte_get_tsc_cycles();
+    const auto now = static_cast<uint32_t>((tsc - start) / hz);
+    for (size_t port_index = 0; port_index < ports.size(); ++port_index) {
+      const uint16_t rx = ports[port_index];
+      const uint16_t tx = ports[port_index ^ 1];
+      const int pair = static_cast<int>(port_index / 2);
+      const Direction dir = port_index % 2 == 0 ? Direction::a_to_b : Direction::b_to_a;
+      const uint16_t n = rte_eth_rx_burst(rx, w.queue, in, kBurst);
+      if (n == 0) continue;
+      w.counters->rx += n;
+      uint16_t keep = 0;
+      for (uint16_t i = 0; i < n; ++i) {
+        if (decide(w, rte_pktmbuf_mtod(in[i], const uint8_t*), rte_pktmbuf_data_len(in[i]), pair, dir, now)) {
+          out[keep++] = in[i];
+        } else {
+          rte_pktmbuf_free(in[i]);
+        }
+      }
+      const uint16_t sent = keep == 0 ? 0 : rte_eth_tx_burst(tx, w.queue, out, keep);
+      w.counters->tx += sent;
+      if (sent < keep) {
+        w.counters->drops[static_cast<int>(Drop::tx_full)] += keep - sent;
+        rte_pktmbuf_free_bulk(out + sent, keep - sent);
+      }
+    }
+    if (tsc - last_sweep > hz / 10) {  // expiry: a slice of the table ten times a second
+      w.counters->expired += w.flows->expire(now, w.config->timeouts, 1024);
+      last_sweep = tsc;
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+const char* drop_name(Drop d) {
+  static constexpr const char* names[] = {"rule", "policy", "invalid_state", "tcp_not_syn", "table_full", "fragment", "non_ip", "tx_full"};
+  return names[static_cast<int>(d)];
+}
+
+std::string format_counters(const RuleSet& rules, const std::vector<Counters>& per_lcore,
+                            const std::vector<std::pair<uint16_t, std::string>>& ports) {
+  std::string out;
+  char line[256];
+  for (const auto& [id, name] : ports) {
+    rte_eth_stats s{};
+    rte_eth_stats_get(id, &s);
+    std::snprintf(line, sizeof line, "port %u %s: rx %lu tx %lu missed %lu rx_errors %lu tx_errors %lu\n", id, name.c_str(),
+                  static_cast<unsigned long>(s.ipackets), static_cast<unsigned long>(s.opackets),
+                  static_cast<unsigned long>(s.imissed), static_cast<unsigned long>(s.ierrors), static_cast<unsigned long>(s.oerrors));
+    out += line;
+  }
+  Counters total;
+  total.rule_hits.assign(rules.rules.size(), 0);
+  for (size_t l = 0; l < per_lcore.size(); ++l) {
+    const auto& c = per_lcore[l];
+    std::snprintf(line, sizeof line, "worker %zu: rx %lu tx %lu by state %lu new flows %lu\n", l, static_cast<unsigned long>(c.rx),
+                  static_cast<unsigned long>(c.tx), static_cast<unsigned long>(c.passed_state), static_cast<unsigned long>(c.new_flows));
+    out += line;
+    total.rx += c.rx;
+    total.tx += c.tx;
+    total.passed_state += c.passed_state;
+    total.passed_related += c.passed_related;
+    total.new_flows += c.new_flows;
+    total.expired += c.expired;
+    total.arp_nd += c.arp_nd;
+    for (int d = 0; d < static_cast<int>(Drop::count_); ++d) total.drops[d] += c.drops[d];
+    for (int m = 0; m < static_cast<int>(Malformed::count_); ++m) total.malformed[m] += c.malformed[m];
+    for (size_t r = 0; r < total.rule_hits.size() && r < c.rule_hits.size(); ++r) total.rule_hits[r] += c.rule_hits[r];
+  }
+  std::snprintf(line, sizeof line, "total: rx %lu tx %lu by state %lu related %lu new flows %lu expired %lu arp/nd %lu\n",
+                static_cast<unsigned long>(total.rx), static_cast<unsigned long>(total.tx),
+                static_cast<unsigned long>(total.passed_state), static_cast<unsigned long>(total.passed_related),
+                static_cast<unsigned long>(total.new_flows), static_cast<unsigned long>(total.expired),
+                static_cast<unsigned long>(total.arp_nd));
+  out += line;
+  for (int d = 0; d < static_cast<int>(Drop::count_); ++d) {
+    std::snprintf(line, sizeof line, "drop %s: %lu\n", drop_name(static_cast<Drop>(d)), static_cast<unsigned long>(total.drops[d]));
+    out += line;
+  }
+  for (int m = 1; m < static_cast<int>(Malformed::count_); ++m) {
+    std::snprintf(line, sizeof line, "drop malformed %s: %lu\n", malformed_name(static_cast<Malformed>(m)),
+                  static_cast<unsigned long>(total.malformed[m]));
+    out += line;
+  }
+  for (size_t r = 0; r < rules.rules.size(); ++r) {
+    std::snprintf(line, sizeof line, "rule line %d: %lu  # %s\n", rules.rules[r].line, static_cast<unsigned long>(total.rule_hits[r]),
+                  rules.rules[r].text.c_str());
+    out += line;
+  }
+  return out;
+}
+
+Result<void> run_dataplane(const RuleSet& rules, const DataplaneConfig& cfg, std::atomic<bool>& stop, std::atomic<bool>& print) {
+  auto logger = log::get("firewall");
+  std::vector<uint16_t> ports;
+  std::vector<std::pair<uint16_t, std::string>> named;
+  uint16_t pid;
+  RTE_ETH_FOREACH_DEV(pid) {
+    ports.push_back(pid);
+    char name[RTE_ETH_NAME_MAX_LEN] = {};
+    rte_eth_dev_get_name_by_port(pid, name);
+    named.emplace_back(pid, name);
+  }
+  if (ports.size() < 2 || ports.size() % 2 != 0) {
+    return fail(ExitCode::config, "the firewall needs ports in pairs (A and B of each pair); EAL found " +
+                                      std::to_string(ports.size()));
+  }
+  std::vector<unsigned> workers;
+  unsigned lcore;
+  RTE_LCORE_FOREACH_WORKER(lcore) { workers.push_back(lcore); }
+  const bool main_works = workers.empty();  // one lcore: the main lcore polls itself
+  if (main_works) workers.push_back(rte_get_main_lcore());
+  const auto queues = static_cast<uint16_t>(workers.size());
+  const int socket = static_cast<int>(rte_socket_id());
+
+  auto classifier = KK_TRY(Classifier::build(rules, "fw_rules", socket));
+  const uint32_t mbufs = static_cast<uint32_t>(ports.size()) * queues * (cfg.ring_size * 2u + kBurst) + 4096;
+  rte_mempool* pool = rte_pktmbuf_pool_create("fw_mbufs", mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE, socket);
+  if (pool == nullptr) {
+    return fail(ExitCode::config, "cannot allocate " + std::to_string(mbufs) + " packet buffers: " + rte_strerror(rte_errno) +
+                                      " (not enough hugepages?)");
+  }
+  for (uint16_t p : ports) {
+    rte_eth_dev_info info{};
+    if (int err = rte_eth_dev_info_get(p, &info); err != 0) return fail(ExitCode::config, "port " + std::to_string(p) + ": no device info");
+    if (info.max_rx_queues < queues || info.max_tx_queues < queues) {
+      return fail(ExitCode::config, "port " + std::to_string(p) + " has " + std::to_string(info.max_rx_queues) +
+                                        " RX queues, the " + std::to_string(queues) + " workers need one each");
+    }
+    rte_eth_conf conf{};
+    if (queues > 1 && (info.flow_type_rss_offloads & RTE_ETH_RSS_IP) != 0) {
+      conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+      conf.rx_adv_conf.rss_conf.rss_key = kSymmetricKey;
+      conf.rx_adv_conf.rss_conf.rss_key_len = sizeof kSymmetricKey;
+      conf.rx_adv_conf.rss_conf.rss_hf = info.flow_type_rss_offloads & (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP);
+    }
+    if (int err = rte_eth_dev_configure(p, queues, queues, &conf); err != 0) {
+      return fail(ExitCode::config, "port " + std::to_string(p) + ": configure: " + rte_strerror(-err));
+    }
+    for (uint16_t q = 0; q < queues; ++q) {
+      if (rte_eth_rx_queue_setup(p, q, cfg.ring_size, static_cast<unsigned>(socket), nullptr, pool) != 0 ||
+          rte_eth_tx_queue_setup(p, q, cfg.ring_size, static_cast<unsigned>(socket), nullptr) != 0) {
+        return fail(ExitCode::config, "port " + std::to_string(p) + ": queue " + std::to_string(q) + " setup failed");
+      }
+    }
+    rte_eth_promiscuous_enable(p);  // transparent at L2; vdevs may not support it
+    if (int err = rte_eth_dev_start(p); err != 0) {
+      return fail(ExitCode::unavailable, "port " + std::to_string(p) + " does not start: " + rte_strerror(-err));
+    }
+  }
+  std::vector<FlowTable> tables;
+  std::vector<Counters> counters(workers.size());
+  std::vector<Worker> state(workers.size());
+  for (size_t i = 0; i < workers.size(); ++i) {
+    tables.push_back(KK_TRY(FlowTable::create("fw_flows" + std::to_string(i), std::max<uint32_t>(64, cfg.flows / queues), socket)));
+    counters[i].rule_hits.assign(rules.rules.size(), 0);
+  }
+  for (size_t i = 0; i < workers.size(); ++i) {
+    state[i] = Worker{workers[i], static_cast<uint16_t>(i), &rules, &classifier, &tables[i], &counters[i], &ports, &cfg, &stop};
+  }
+  logger->info("{} port(s) in {} pair(s), {} worker(s), {} rules ({} IPv4 and {} IPv6 ACL rules), {} flows per worker",
+               ports.size(), ports.size() / 2, workers.size(), rules.rules.size(), classifier.acl_rules4(),
+               classifier.acl_rules6(), tables.front().capacity());
+
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<long long>(cfg.duration_s * 1000));
+  if (main_works) {
+    std::thread timer([&] {
+      while (!stop.load()) {
+        if (cfg.duration_s > 0 && std::chrono::steady_clock::now() >= deadline) stop.store(true);
+        if (print.exchange(false)) std::fputs(format_counters(rules, counters, named).c_str(), stdout);
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    });
+    worker_main(&state[0]);
+    timer.join();
+  } else {
+    for (auto& s : state) rte_eal_remote_launch(worker_main, &s, s.lcore);
+    while (!stop.load()) {
+      if (cfg.duration_s > 0 && std::chrono::steady_clock::now() >= deadline) stop.store(true);
+      if (print.exchange(false)) std::fputs(format_counters(rules, counters, named).c_str(), stdout);
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    rte_eal_mp_wait_lcore();
+  }
+  std::fputs(format_counters(rules, counters, named).c_str(), stdout);
+  std::fflush(stdout);
+  for (uint16_t p : ports) {
+    rte_eth_dev_stop(p);
+    rte_eth_dev_close(p);
+  }
+  return {};
+}
+
+}  // namespace kmodkit::firewall

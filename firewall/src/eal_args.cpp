@@ -1,0 +1,82 @@
+#include "eal_args.hpp"
+
+#include <sched.h>
+#include <unistd.h>
+
+#include <charconv>
+
+#include "kmodkit/text.hpp"
+
+extern char** environ;
+
+namespace kmodkit::firewall {
+
+std::vector<int> allowed_cpus() {
+  std::vector<int> out;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return out;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &set)) out.push_back(c);
+  }
+  return out;
+}
+
+Result<std::vector<int>> parse_cpu_list(const std::string& text) {
+  std::vector<int> out;
+  for (const auto& item : text::split_items(text, ',')) {
+    const auto dash = item.find('-');
+    int lo = 0, hi = 0;
+    const std::string a = item.substr(0, dash), b = dash == std::string::npos ? a : item.substr(dash + 1);
+    auto ra = std::from_chars(a.data(), a.data() + a.size(), lo);
+    auto rb = std::from_chars(b.data(), b.data() + b.size(), hi);
+    if (ra.ec != std::errc() || ra.ptr != a.data() + a.size() || rb.ec != std::errc() || rb.ptr != b.data() + b.size() ||
+        lo < 0 || hi < lo || hi >= 1024) {
+      return fail(ExitCode::usage, "'" + text + "' is not a CPU list such as 0-3,8");
+    }
+    for (int c = lo; c <= hi; ++c) out.push_back(c);
+  }
+  if (out.empty()) return fail(ExitCode::usage, "'" + text + "' names no CPU");
+  return out;
+}
+
+Result<std::vector<std::string>> eal_arguments(const EalInput& in) {
+  std::vector<std::string> pci = in.pci;
+  if (pci.empty() && in.vdevs.empty()) {
+    for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+      const std::string entry = *e;
+      const auto eq = entry.find('=');
+      const std::string name = entry.substr(0, eq);
+      if (!name.starts_with("PCIDEVICE_") || name.ends_with("_INFO") || eq == std::string::npos) continue;
+      for (const auto& a : text::split_items(entry.substr(eq + 1), ',')) pci.push_back(a);
+    }
+  }
+  if (pci.empty() && in.vdevs.empty()) {
+    return fail(ExitCode::config, "no ports: give --port PCI_ADDRESS or --vdev SPEC, or run where the SR-IOV device "
+                                  "plugin sets PCIDEVICE_* variables");
+  }
+  const auto cpus = in.cpus.empty() ? allowed_cpus() : in.cpus;
+  if (cpus.empty()) return fail(ExitCode::config, "no CPU to run on");
+  std::string lcores;
+  for (int c : cpus) lcores += (lcores.empty() ? "" : ",") + std::to_string(c);
+  std::vector<std::string> a = {"firewall", "-l", lcores, "--file-prefix",
+                                in.file_prefix.empty() ? "kmodkit-fw-" + std::to_string(::getpid()) : in.file_prefix};
+  if (pci.empty()) a.push_back("--no-pci");
+  for (const auto& p : pci) {
+    a.push_back("-a");
+    a.push_back(p);
+  }
+  for (const auto& v : in.vdevs) {
+    a.push_back("--vdev");
+    a.push_back(v);
+  }
+  if (in.no_huge_mb > 0) {
+    a.insert(a.end(), {"--no-huge", "-m", std::to_string(in.no_huge_mb)});
+  } else if (!in.huge_dir.empty()) {
+    a.insert(a.end(), {"--huge-dir", in.huge_dir});
+  }
+  a.push_back("--log-level=" + in.log_level);
+  return a;
+}
+
+}  // namespace kmodkit::firewall

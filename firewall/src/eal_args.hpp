@@ -1,0 +1,31 @@
+#pragma once
+// The EAL command line, built from what the pod was given: the SR-IOV device plugin's PCI
+// addresses (or explicit ports, or virtual devices), the container's cpuset, the hugepages.
+
+#include <string>
+#include <vector>
+
+#include "kmodkit/result.hpp"
+
+namespace kmodkit::firewall {
+
+struct EalInput {
+  std::vector<std::string> pci;    // PCI addresses; empty: PCIDEVICE_* variables (when no vdevs)
+  std::vector<std::string> vdevs;  // net_pcap0,rx_pcap=..., net_ring0, ...
+  std::vector<int> cpus;           // empty: the process's affinity (the container's cpuset)
+  std::string huge_dir;            // empty: EAL's default
+  int no_huge_mb = 0;              // > 0: --no-huge -m N (tests, demos)
+  std::string file_prefix;         // empty: kmodkit-fw-<pid>
+  std::string log_level = "notice";
+};
+
+// The CPUs this process may run on, from sched_getaffinity (the cgroup cpuset, v1 or v2).
+std::vector<int> allowed_cpus();
+
+// "0-3,8,10-11" -> {0,1,2,3,8,10,11}; usage error naming the text.
+Result<std::vector<int>> parse_cpu_list(const std::string& text);
+
+// argv for rte_eal_init, program name first. Configuration error (78) when there is no port.
+Result<std::vector<std::string>> eal_arguments(const EalInput& in);
+
+}  // namespace kmodkit::firewall

@@ -1,0 +1,116 @@
+// firewall: the pod's main container. Options, signals and EAL start-up; the data plane is in
+// dataplane.cpp.
+#include <rte_eal.h>
+#include <rte_errno.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+
+#include "dataplane.hpp"
+#include "eal_args.hpp"
+#include "kmodkit/cli.hpp"
+#include "kmodkit/files.hpp"
+#include "kmodkit/log.hpp"
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+std::atomic<bool> g_print{false};
+
+void on_signal(int sig) {
+  if (sig == SIGUSR1) g_print.store(true);
+  else g_stop.store(true);
+}
+
+}  // namespace
+
+namespace kmodkit::firewall {
+
+int main(int argc, char** argv) {
+  std::string rules_file;
+  EalInput eal;
+  DataplaneConfig dp;
+  bool print_eal_args = false;
+  cli::Program program{
+      "firewall",
+      "A stateful L3/L4 firewall between port pairs, in poll mode on DPDK.",
+      "Examples:\n"
+      "  firewall --rules /etc/fw/fw.rules                                   # in the pod: PCIDEVICE_*, cpuset\n"
+      "  firewall --rules fw.rules --vdev 'net_pcap0,rx_pcap=a.pcap,tx_pcap=a-out.pcap' \\\n"
+      "           --vdev 'net_pcap1,rx_pcap=b.pcap,tx_pcap=b-out.pcap' --no-huge-mb 512 --duration 2\n"
+      "Ports pair up in order: 0<->1, 2<->3, ... Counters print on SIGUSR1 and at exit; SIGTERM stops.\n"
+      "Exit codes: 0 done, 64 usage, 65 invalid rules file, 66 rules file missing, 69 a port does not\n"
+      "start, 78 ports, lcores or memory missing.",
+      {
+          {"rules", cli::Kind::value, "/etc/kmodkit/firewall.rules", "FILE", "the rules file (see firewall/README.md)",
+           cli::store(rules_file)},
+          {"port", cli::Kind::list, "", "PCI", "PCI addresses of the ports (default: the PCIDEVICE_* variables)",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             eal.pci = v;
+             return {};
+           }},
+          {"vdev", cli::Kind::list, "", "SPEC", "a virtual device instead (net_pcap, net_ring, net_tap, net_null, ...); "
+           "repeatable; the environment variable separates them with ';'",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             eal.vdevs = v;
+             return {};
+           },
+           ';'},
+          {"lcores", cli::Kind::value, "", "CPUS", "CPUs to run on, e.g. 2-3 (default: the container's cpuset)",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             if (!v.empty() && !v.front().empty()) eal.cpus = KK_TRY(parse_cpu_list(v.front()));
+             return {};
+           }},
+          {"flows", cli::Kind::value, "1048576", "N", "flow table size over all workers; a full table drops new flows",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             dp.flows = static_cast<uint32_t>(KK_TRY(cli::parse_integer("flows", v.front(), 64, 1LL << 28)));
+             return {};
+           }},
+          {"huge-dir", cli::Kind::value, "", "DIR", "the hugepage mount (default: EAL's search)", cli::store(eal.huge_dir)},
+          {"no-huge-mb", cli::Kind::value, "0", "MB", "run without hugepages on this much memory (tests, demos)",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             eal.no_huge_mb = static_cast<int>(KK_TRY(cli::parse_integer("no-huge-mb", v.front(), 0, 1 << 20)));
+             return {};
+           }},
+          {"file-prefix", cli::Kind::value, "", "NAME", "EAL's --file-prefix (default: kmodkit-fw-<pid>)", cli::store(eal.file_prefix)},
+          {"duration", cli::Kind::value, "0", "SECONDS", "stop after this long (0: until SIGTERM)",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             dp.duration_s = KK_TRY(cli::parse_seconds("duration", v.front()));
+             return {};
+           }},
+          {"pass-non-ip", cli::Kind::flag, "", "", "forward EtherTypes other than IPv4, IPv6 and ARP (default: drop)",
+           cli::store_flag(dp.pass_non_ip)},
+          {"print-eal-args", cli::Kind::flag, "", "", "print the EAL arguments built from the pod's resources and exit",
+           cli::store_flag(print_eal_args)},
+      }};
+  return cli::run_main(program, argc, argv, [&]() -> Result<void> {
+    auto text = KK_TRY_CTX(files::read_file(rules_file, 64 << 20), "rules file");
+    const auto rules = KK_TRY(parse_rules(text, rules_file));
+    auto args = KK_TRY(eal_arguments(eal));
+    if (print_eal_args) {
+      std::string line;
+      for (const auto& a : args) line += (line.empty() ? "" : " ") + a;
+      std::printf("%s\n", line.c_str());
+      return {};
+    }
+    log::get("firewall")->info("{}: {} rules, policy {}", rules_file, rules.rules.size(),
+                               rules.policy == Action::allow ? "allow" : "deny");
+    std::vector<char*> cargs;
+    for (auto& a : args) cargs.push_back(a.data());
+    if (rte_eal_init(static_cast<int>(cargs.size()), cargs.data()) < 0) {
+      return fail(ExitCode::config, std::string("EAL did not start (") + rte_strerror(rte_errno) +
+                                        "): check the ports, lcores and hugepages it was given");
+    }
+    std::signal(SIGTERM, on_signal);
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGUSR1, on_signal);
+    auto result = run_dataplane(rules, dp, g_stop, g_print);
+    rte_eal_cleanup();
+    return result;
+  });
+}
+
+}  // namespace kmodkit::firewall
+
+int main(int argc, char** argv) { return kmodkit::firewall::main(argc, argv); }
