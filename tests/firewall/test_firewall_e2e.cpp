@@ -1,0 +1,168 @@
+// The firewall binary end to end on real DPDK virtual devices: pcaps in on both ports of a
+// pair, pcaps out, counters printed; and its refusals.
+#include <catch2/catch.hpp>
+
+#include <arpa/inet.h>
+
+#include <cstring>
+#include <fstream>
+
+#include "helpers.hpp"
+
+using kmodkit::test::Run;
+using kmodkit::test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+using Bytes = std::vector<uint8_t>;
+
+void put16(Bytes& b, uint16_t v) {
+  b.push_back(static_cast<uint8_t>(v >> 8));
+  b.push_back(static_cast<uint8_t>(v));
+}
+
+// An Ethernet/IPv4 frame with a TCP (flags), UDP or ICMP echo (type) header.
+Bytes frame(const char* src, const char* dst, uint8_t proto, uint16_t sport, uint16_t dport, uint8_t flags_or_type) {
+  Bytes l4;
+  if (proto == 6) {
+    put16(l4, sport);
+    put16(l4, dport);
+    for (int i = 0; i < 8; ++i) l4.push_back(0);
+    l4.push_back(0x50);
+    l4.push_back(flags_or_type);
+    for (int i = 0; i < 6; ++i) l4.push_back(0);
+  } else if (proto == 17) {
+    put16(l4, sport);
+    put16(l4, dport);
+    put16(l4, 8);
+    put16(l4, 0);
+  } else {
+    l4 = {flags_or_type, 0, 0, 0};
+    put16(l4, sport);
+    put16(l4, 1);
+  }
+  Bytes f(12, 0x02);
+  put16(f, 0x0800);
+  f.push_back(0x45);
+  f.push_back(0);
+  put16(f, static_cast<uint16_t>(20 + l4.size()));
+  put16(f, 1);
+  put16(f, 0);
+  f.push_back(64);
+  f.push_back(proto);
+  put16(f, 0);
+  uint8_t a[4];
+  inet_pton(AF_INET, src, a);
+  f.insert(f.end(), a, a + 4);
+  inet_pton(AF_INET, dst, a);
+  f.insert(f.end(), a, a + 4);
+  f.insert(f.end(), l4.begin(), l4.end());
+  f.resize(std::max<size_t>(f.size(), 60), 0);
+  return f;
+}
+
+void write_pcap(const fs::path& path, const std::vector<Bytes>& frames) {
+  std::ofstream out(path, std::ios::binary);
+  const uint32_t header[] = {0xa1b2c3d4, 0x00040002, 0, 0, 65535, 1};
+  out.write(reinterpret_cast<const char*>(header), sizeof header);
+  for (const auto& f : frames) {
+    const uint32_t rec[] = {0, 0, static_cast<uint32_t>(f.size()), static_cast<uint32_t>(f.size())};
+    out.write(reinterpret_cast<const char*>(rec), sizeof rec);
+    out.write(reinterpret_cast<const char*>(f.data()), static_cast<std::streamsize>(f.size()));
+  }
+}
+
+// The frames of a pcap written by net_pcap.
+std::vector<Bytes> read_pcap(const fs::path& path) {
+  const auto text = kmodkit::test::read_file(path);
+  std::vector<Bytes> out;
+  size_t off = 24;
+  while (off + 16 <= text.size()) {
+    uint32_t caplen;
+    std::memcpy(&caplen, text.data() + off + 8, 4);
+    off += 16;
+    out.emplace_back(text.begin() + static_cast<long>(off), text.begin() + static_cast<long>(off + caplen));
+    off += caplen;
+  }
+  return out;
+}
+
+uint16_t dst_port(const Bytes& f) { return static_cast<uint16_t>(f[36] << 8 | f[37]); }
+
+Run firewall(const TempDir& tmp, std::vector<std::string> extra) {
+  std::vector<std::string> args = {"--rules", (tmp / "fw.rules").string(), "--vdev",
+                                   "net_pcap0,rx_pcap=" + (tmp / "a.pcap").string() + ",tx_pcap=" + (tmp / "a-out.pcap").string(),
+                                   "--vdev",
+                                   "net_pcap1,rx_pcap=" + (tmp / "b.pcap").string() + ",tx_pcap=" + (tmp / "b-out.pcap").string(),
+                                   "--no-huge-mb", "512", "--lcores", "0", "--file-prefix", "fw-e2e-" + std::to_string(::getpid())};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return kmodkit::test::run_binary(KMODKIT_FIREWALL_BIN, args);
+}
+
+}  // namespace
+
+TEST_CASE("the firewall passes allowed new flows and their replies, drops the rest, and counts why", "[e2e][firewall]") {
+  TempDir tmp;
+  kmodkit::test::write_file(tmp / "fw.rules",
+                            "policy deny\n"
+                            "allow tcp from 10.0.0.0/8 to any port 22 dir a-to-b\n"
+                            "allow udp from any to any port 53\n"
+                            "allow icmp type 8 from 10.0.0.0/8 to any\n");
+  // Port A (inside) starts flows; port B (outside) answers, and tries one of its own.
+  write_pcap(tmp / "a.pcap", {frame("10.0.0.1", "192.0.2.1", 6, 40000, 22, 0x02),    // SYN to ssh: allowed
+                              frame("10.0.0.1", "192.0.2.1", 6, 40001, 23, 0x02),    // SYN to telnet: policy
+                              frame("10.0.0.1", "192.0.2.1", 17, 5000, 53, 0),       // DNS: allowed
+                              frame("10.0.0.1", "192.0.2.1", 1, 7, 0, 8),            // echo request: allowed
+                              frame("10.0.0.1", "192.0.2.1", 6, 40002, 22, 0x10)});  // ACK of no flow: not a SYN
+  write_pcap(tmp / "b.pcap", {frame("192.0.2.1", "10.0.0.1", 6, 22, 40000, 0x12),    // SYN-ACK: by state
+                              frame("192.0.2.1", "10.0.0.1", 6, 40003, 22, 0x02),    // inbound SYN: policy
+                              frame("192.0.2.1", "10.0.0.1", 17, 53, 5000, 0),       // DNS answer: by state
+                              frame("192.0.2.1", "10.0.0.1", 1, 7, 0, 0)});          // echo reply: by state
+  auto run = firewall(tmp, {"--duration", "1"});
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  CHECK_THAT(run.output, Catch::Contains("total: rx 9 tx 6 by state 3 related 0 new flows 3") &&
+                             Catch::Contains("drop policy: 2") && Catch::Contains("drop tcp_not_syn: 1") &&
+                             Catch::Contains("rule line 3: 1  # allow udp from any to any port 53"));
+  const auto out_b = read_pcap(tmp / "b-out.pcap");  // what crossed from A to B
+  REQUIRE(out_b.size() == 3);
+  CHECK(dst_port(out_b[0]) == 22);
+  CHECK(dst_port(out_b[1]) == 53);
+  CHECK(out_b[0] == frame("10.0.0.1", "192.0.2.1", 6, 40000, 22, 0x02));  // untouched at L2 and above
+  const auto out_a = read_pcap(tmp / "a-out.pcap");
+  REQUIRE(out_a.size() == 3);
+  CHECK(dst_port(out_a[0]) == 40000);
+}
+
+TEST_CASE("the firewall refuses to start on a bad rules file, missing ports or an odd port count", "[e2e][firewall]") {
+  TempDir tmp;
+  kmodkit::test::write_file(tmp / "fw.rules", "policy deny\nallow tcp from 10.0.0.0/33 to any\n");
+  write_pcap(tmp / "a.pcap", {});
+  write_pcap(tmp / "b.pcap", {});
+  auto bad = firewall(tmp, {"--duration", "1"});
+  CHECK(bad.code == 65);
+  CHECK_THAT(bad.last_line, Catch::Contains("fw.rules:2:16: '10.0.0.0/33' is not an IPv4 prefix"));
+
+  kmodkit::test::write_file(tmp / "fw.rules", "policy allow\n");
+  auto none = kmodkit::test::run_binary(KMODKIT_FIREWALL_BIN, {"--rules", (tmp / "fw.rules").string()}, {{"PCIDEVICE_X", ""}});
+  CHECK(none.code == 78);
+  CHECK_THAT(none.last_line, Catch::Contains("no ports"));
+
+  auto odd = kmodkit::test::run_binary(KMODKIT_FIREWALL_BIN, {"--rules", (tmp / "fw.rules").string(), "--vdev", "net_null0",
+                                                              "--no-huge-mb", "256", "--lcores", "0", "--duration", "1"});
+  CHECK(odd.code == 78);
+  CHECK_THAT(odd.last_line, Catch::Contains("ports in pairs"));
+}
+
+TEST_CASE("EAL arguments come from the device plugin's variables and the cpuset", "[e2e][firewall]") {
+  TempDir tmp;
+  kmodkit::test::write_file(tmp / "fw.rules", "policy allow\n");
+  auto run = kmodkit::test::run_binary(
+      KMODKIT_FIREWALL_BIN, {"--rules", (tmp / "fw.rules").string(), "--print-eal-args", "--file-prefix", "fw1"},
+      {{"PCIDEVICE_INTEL_COM_SRIOV_DPDK", "0000:3b:02.0,0000:3b:02.1"}, {"PCIDEVICE_INTEL_COM_SRIOV_DPDK_INFO", "{}"}});
+  INFO(run.output);
+  CHECK(run.code == 0);
+  CHECK_THAT(run.output, Catch::Contains("-a 0000:3b:02.0 -a 0000:3b:02.1") && Catch::Contains("--file-prefix fw1") &&
+                             Catch::Contains(" -l "));
+}
