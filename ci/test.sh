@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what kmodkit needs, builds it, and runs the whole test suite:
 #   ci/test.sh              everything (unit, integration, end-to-end)
-#   ci/test.sh -L unit      only the fast tests (any ctest arguments work)
+#   ci/test.sh -L unit      only the fast tests (any ctest arguments work; no fuzzing then)
 # Integration tests use a real apt repository of Debian's current kernel headers (downloaded
 # once with apt-get into /var/cache/kmodkit-tests) served by a real HTTP server on 127.0.0.1.
 set -euo pipefail
@@ -11,3 +11,8 @@ ci/build.sh
 preset=${KMODKIT_PRESET:-$([ "${CI:-}" = "true" ] && echo ci || echo default)}
 cd "build/$preset"
 ctest --output-on-failure -j "$(nproc)" --timeout 900 "$@"
+# The whole suite also fuzzes the firewall's packet parser for a while (libFuzzer, clang).
+if [ "$#" -eq 0 ]; then
+  cd - >/dev/null
+  ci/fuzz.sh "${KMODKIT_FUZZ_SECONDS:-30}"
+fi

@@ -1,0 +1,17 @@
+// libFuzzer target: the firewall's packet parser (and the ICMP-quote parser after it) on
+// arbitrary bytes. ASan and UBSan catch any read outside the frame.
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "packet.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  // A copy of exactly `size` bytes, so reading past the end is a heap overflow ASan reports.
+  std::vector<uint8_t> frame(data, data + size);
+  const auto p = kmodkit::firewall::parse_packet(frame.data(), frame.size());
+  kmodkit::firewall::Packet inner;
+  (void)kmodkit::firewall::parse_quoted(frame.data(), frame.size(), p, &inner);
+  return 0;
+}
