@@ -17,6 +17,8 @@ packages=(
   dpdk-kmods-dkms libdpdk-dev
   # the load test boots Debian's kernel with an initramfs of busybox and kmodkit's binaries
   qemu-system-x86 busybox-static
+  # the firewall's veth test: namespaces, veth pairs, TX checksum offload off
+  iproute2 ethtool
   # libFuzzer for the firewall's packet parser (ci/fuzz.sh)
   clang libclang-rt-14-dev
 )
