@@ -190,41 +190,43 @@ std::string format_counters(const RuleSet& rules, const std::vector<Counters>& p
                   static_cast<unsigned long>(s.imissed), static_cast<unsigned long>(s.ierrors), static_cast<unsigned long>(s.oerrors));
     out += line;
   }
-  Counters total;
-  total.rule_hits.assign(rules.rules.size(), 0);
+  uint64_t rx = 0, tx = 0, by_state = 0, related = 0, new_flows = 0, expired = 0, arp_nd = 0;
+  uint64_t drops[static_cast<int>(Drop::count_)] = {};
+  uint64_t malformed[static_cast<int>(Malformed::count_)] = {};
+  std::vector<uint64_t> hits(rules.rules.size(), 0);
   for (size_t l = 0; l < per_lcore.size(); ++l) {
     const auto& c = per_lcore[l];
-    std::snprintf(line, sizeof line, "worker %zu: rx %lu tx %lu by state %lu new flows %lu\n", l, static_cast<unsigned long>(c.rx),
-                  static_cast<unsigned long>(c.tx), static_cast<unsigned long>(c.passed_state), static_cast<unsigned long>(c.new_flows));
+    std::snprintf(line, sizeof line, "worker %zu: rx %lu tx %lu by state %lu new flows %lu\n", l,
+                  static_cast<unsigned long>(c.rx), static_cast<unsigned long>(c.tx),
+                  static_cast<unsigned long>(c.passed_state), static_cast<unsigned long>(c.new_flows));
     out += line;
-    total.rx += c.rx;
-    total.tx += c.tx;
-    total.passed_state += c.passed_state;
-    total.passed_related += c.passed_related;
-    total.new_flows += c.new_flows;
-    total.expired += c.expired;
-    total.arp_nd += c.arp_nd;
-    for (int d = 0; d < static_cast<int>(Drop::count_); ++d) total.drops[d] += c.drops[d];
-    for (int m = 0; m < static_cast<int>(Malformed::count_); ++m) total.malformed[m] += c.malformed[m];
-    for (size_t r = 0; r < total.rule_hits.size() && r < c.rule_hits.size(); ++r) total.rule_hits[r] += c.rule_hits[r];
+    rx += c.rx;
+    tx += c.tx;
+    by_state += c.passed_state;
+    related += c.passed_related;
+    new_flows += c.new_flows;
+    expired += c.expired;
+    arp_nd += c.arp_nd;
+    for (int d = 0; d < static_cast<int>(Drop::count_); ++d) drops[d] += c.drops[d];
+    for (int m = 0; m < static_cast<int>(Malformed::count_); ++m) malformed[m] += c.malformed[m];
+    for (size_t r = 0; r < hits.size() && r < c.rule_hits.size(); ++r) hits[r] += c.rule_hits[r];
   }
   std::snprintf(line, sizeof line, "total: rx %lu tx %lu by state %lu related %lu new flows %lu expired %lu arp/nd %lu\n",
-                static_cast<unsigned long>(total.rx), static_cast<unsigned long>(total.tx),
-                static_cast<unsigned long>(total.passed_state), static_cast<unsigned long>(total.passed_related),
-                static_cast<unsigned long>(total.new_flows), static_cast<unsigned long>(total.expired),
-                static_cast<unsigned long>(total.arp_nd));
+                static_cast<unsigned long>(rx), static_cast<unsigned long>(tx), static_cast<unsigned long>(by_state),
+                static_cast<unsigned long>(related), static_cast<unsigned long>(new_flows),
+                static_cast<unsigned long>(expired), static_cast<unsigned long>(arp_nd));
   out += line;
   for (int d = 0; d < static_cast<int>(Drop::count_); ++d) {
-    std::snprintf(line, sizeof line, "drop %s: %lu\n", drop_name(static_cast<Drop>(d)), static_cast<unsigned long>(total.drops[d]));
+    std::snprintf(line, sizeof line, "drop %s: %lu\n", drop_name(static_cast<Drop>(d)), static_cast<unsigned long>(drops[d]));
     out += line;
   }
   for (int m = 1; m < static_cast<int>(Malformed::count_); ++m) {
     std::snprintf(line, sizeof line, "drop malformed %s: %lu\n", malformed_name(static_cast<Malformed>(m)),
-                  static_cast<unsigned long>(total.malformed[m]));
+                  static_cast<unsigned long>(malformed[m]));
     out += line;
   }
   for (size_t r = 0; r < rules.rules.size(); ++r) {
-    std::snprintf(line, sizeof line, "rule line %d: %lu  # %s\n", rules.rules[r].line, static_cast<unsigned long>(total.rule_hits[r]),
+    std::snprintf(line, sizeof line, "rule line %d: %lu  # %s\n", rules.rules[r].line, static_cast<unsigned long>(hits[r]),
                   rules.rules[r].text.c_str());
     out += line;
   }
@@ -294,7 +296,7 @@ Result<void> run_dataplane(const RuleSet& rules, const DataplaneConfig& cfg, std
   std::vector<Worker> state(workers.size());
   for (size_t i = 0; i < workers.size(); ++i) {
     tables.push_back(KK_TRY(FlowTable::create("fw_flows" + std::to_string(i), std::max<uint32_t>(64, cfg.flows / queues), socket)));
-    counters[i].rule_hits.assign(rules.rules.size(), 0);
+    counters[i].rule_hits = std::vector<Count>(rules.rules.size());
   }
   for (size_t i = 0; i < workers.size(); ++i) {
     state[i] = Worker{workers[i], static_cast<uint16_t>(i), &rules, &classifier, &tables[i], &counters[i], &ports, &cfg, &stop};

@@ -20,11 +20,28 @@ namespace kmodkit::firewall {
 enum class Drop : uint8_t { rule, policy, invalid_state, not_syn, table_full, fragment, non_ip, tx_full, count_ };
 const char* drop_name(Drop d);
 
+// A counter one worker writes and another thread reads for printing: relaxed atomic loads and
+// stores (plain moves on x86), no locked read-modify-write on the packet path.
+class Count {
+ public:
+  Count() = default;
+  Count(Count&& o) noexcept : v_(o.v_.load(std::memory_order_relaxed)) {}
+  Count& operator++() { return *this += 1; }
+  Count& operator+=(uint64_t n) {
+    v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+    return *this;
+  }
+  operator uint64_t() const { return v_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> v_{0};
+};
+
 struct alignas(64) Counters {
-  uint64_t rx = 0, tx = 0, passed_state = 0, passed_related = 0, new_flows = 0, expired = 0, arp_nd = 0;
-  uint64_t drops[static_cast<int>(Drop::count_)] = {};
-  uint64_t malformed[static_cast<int>(Malformed::count_)] = {};
-  std::vector<uint64_t> rule_hits;  // per rule, sized before the workers start
+  Count rx, tx, passed_state, passed_related, new_flows, expired, arp_nd;
+  Count drops[static_cast<int>(Drop::count_)];
+  Count malformed[static_cast<int>(Malformed::count_)];
+  std::vector<Count> rule_hits;  // per rule, sized before the workers start
 };
 
 struct DataplaneConfig {
