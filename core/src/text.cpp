@@ -1,6 +1,7 @@
 #include "kmodkit/text.hpp"
 
 #include <cctype>
+#include <ctime>
 
 namespace kmodkit::text {
 
@@ -31,6 +32,15 @@ std::vector<std::string> split_items(std::string_view s, char sep) {
     if (!item.empty()) out.emplace_back(item);
   }
   return out;
+}
+
+std::string utc_now_rfc3339() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
 }
 
 }  // namespace kmodkit::text

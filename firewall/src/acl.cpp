@@ -212,31 +212,28 @@ Classifier::~Classifier() {
   if (ctx6_ != nullptr) rte_acl_free(ctx6_);
 }
 
-void Classifier::classify(const Key4* const* keys, int* results, uint32_t n) const {
-  if (ctx4_ == nullptr) {
+namespace {
+
+// rte_acl_classify over a burst, 64 keys at a time; results are rule indexes or -1. A family
+// with no rules has no context: nothing matches.
+template <typename Key>
+void classify_bulk(const rte_acl_ctx* ctx, const Key* const* keys, int* results, uint32_t n) {
+  if (ctx == nullptr) {
     std::fill(results, results + n, -1);
     return;
   }
   uint32_t raw[64];
   for (uint32_t done = 0; done < n; done += 64) {
     const uint32_t m = std::min<uint32_t>(64, n - done);
-    rte_acl_classify(ctx4_, reinterpret_cast<const uint8_t**>(const_cast<const Key4**>(keys + done)), raw, m, 1);
+    rte_acl_classify(ctx, reinterpret_cast<const uint8_t**>(const_cast<const Key**>(keys + done)), raw, m, 1);
     for (uint32_t i = 0; i < m; ++i) results[done + i] = static_cast<int>(raw[i]) - 1;
   }
 }
 
-void Classifier::classify(const Key6* const* keys, int* results, uint32_t n) const {
-  if (ctx6_ == nullptr) {
-    std::fill(results, results + n, -1);
-    return;
-  }
-  uint32_t raw[64];
-  for (uint32_t done = 0; done < n; done += 64) {
-    const uint32_t m = std::min<uint32_t>(64, n - done);
-    rte_acl_classify(ctx6_, reinterpret_cast<const uint8_t**>(const_cast<const Key6**>(keys + done)), raw, m, 1);
-    for (uint32_t i = 0; i < m; ++i) results[done + i] = static_cast<int>(raw[i]) - 1;
-  }
-}
+}  // namespace
+
+void Classifier::classify(const Key4* const* keys, int* results, uint32_t n) const { classify_bulk(ctx4_, keys, results, n); }
+void Classifier::classify(const Key6* const* keys, int* results, uint32_t n) const { classify_bulk(ctx6_, keys, results, n); }
 
 int Classifier::classify(const Key4& key) const {
   const Key4* k = &key;

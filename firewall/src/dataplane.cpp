@@ -37,6 +37,18 @@ struct Worker {
   std::atomic<bool>* stop = nullptr;
 };
 
+// The index of the first rule matching a packet of either family, or -1.
+int classify(const Worker& w, const Packet& p, int pair, Direction dir) {
+  if (p.l3 == L3::ipv4) {
+    Key4 k;
+    make_key(p, pair, dir, &k);
+    return w.classifier->classify(k);
+  }
+  Key6 k;
+  make_key(p, pair, dir, &k);
+  return w.classifier->classify(k);
+}
+
 bool is_nd(const Packet& p) { return p.l3 == L3::ipv6 && p.proto == 58 && p.has_l4 && p.icmp_type >= 133 && p.icmp_type <= 137; }
 
 // Decides one packet crossing `pair` in `dir`; true to forward it.
@@ -60,16 +72,7 @@ bool decide(Worker& w, const uint8_t* data, uint32_t len, int pair, Direction di
     // No ports in it: only rules without ports decide, and it is not tracked.
     Packet q = p;
     q.src_port = q.dst_port = 0;
-    int rule;
-    if (p.l3 == L3::ipv4) {
-      Key4 k;
-      make_key(q, pair, dir, &k);
-      rule = w.classifier->classify(k);
-    } else {
-      Key6 k;
-      make_key(q, pair, dir, &k);
-      rule = w.classifier->classify(k);
-    }
+    const int rule = classify(w, q, pair, dir);
     const Action a = rule >= 0 ? w.rules->rules[static_cast<size_t>(rule)].action : w.rules->policy;
     if (a == Action::deny) ++c.drops[static_cast<int>(Drop::fragment)];
     return a == Action::allow;
@@ -95,16 +98,7 @@ bool decide(Worker& w, const uint8_t* data, uint32_t len, int pair, Direction di
       return true;
     }
   }
-  int rule;
-  if (p.l3 == L3::ipv4) {
-    Key4 k;
-    make_key(p, pair, dir, &k);
-    rule = w.classifier->classify(k);
-  } else {
-    Key6 k;
-    make_key(p, pair, dir, &k);
-    rule = w.classifier->classify(k);
-  }
+  const int rule = classify(w, p, pair, dir);
   if (rule >= 0) ++c.rule_hits[static_cast<size_t>(rule)];
   const Action action = rule >= 0 ? w.rules->rules[static_cast<size_t>(rule)].action : w.rules->policy;
   if (action == Action::deny) {

@@ -10,20 +10,12 @@
 #include "kmodkit/digest.hpp"
 #include "kmodkit/log.hpp"
 #include "kmodkit/progress.hpp"
+#include "kmodkit/text.hpp"
 
 namespace kmodkit::init {
 namespace {
 
 using clock = std::chrono::steady_clock;
-
-std::string now_rfc3339() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 std::string with_commas(uint64_t n) {
   const std::string digits = std::to_string(n);
@@ -137,7 +129,7 @@ Result<void> run(const Config& cfg) {
       m.modules = layout::has_modules_tree(cfg.volume, kver) ? layout::modules_dir(kver) : "";
       m.files = answer->stats.files;
       m.bytes = answer->stats.bytes;
-      m.created = now_rfc3339();
+      m.created = text::utc_now_rfc3339();
       m.seconds = std::chrono::duration<double>(clock::now() - start).count();
       KK_TRY(volume.write_manifest(m));
       log_summary(m, cfg.volume, "ready in");

@@ -30,15 +30,6 @@ using json = nlohmann::json;
 using clock = std::chrono::steady_clock;
 constexpr int kRecordFormat = 1;
 
-std::string now_rfc3339() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 double seconds_since(clock::time_point start) { return std::chrono::duration<double>(clock::now() - start).count(); }
 
 fs::path state_dir(const fs::path& volume) { return volume / ".kmodkit"; }
@@ -238,7 +229,7 @@ Result<json> build_into_cache(const Job& job, const KernelTree& kernel, const Co
   entry["signer"] = signer->signer_name();
   entry["sig_key"] = signer->key_id();
   entry["ephemeral_key"] = signer->is_ephemeral();
-  entry["built"] = now_rfc3339();
+  entry["built"] = text::utc_now_rfc3339();
   entry["build_seconds"] = seconds_since(start);
   entry["load"] = {{"depends", job.recipe.load_depends}, {"params", json::object()}};
   for (const auto& [k, v] : job.recipe.load_params) entry["load"]["params"][k] = v;
@@ -300,7 +291,7 @@ Result<void> install(const json& entry, const Job& job, const KernelTree& kernel
     }
   }
   record["modules"] = modules;
-  record["installed"] = now_rfc3339();
+  record["installed"] = text::utc_now_rfc3339();
   const fs::path rec = record_path(cfg.volume, kernel.release, job.recipe.name);
   KK_TRY(files::make_dirs(rec.parent_path()));
   KK_TRY(files::fsync_path(dir));

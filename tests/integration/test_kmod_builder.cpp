@@ -293,18 +293,7 @@ TEST_CASE("three builders at once on one volume: one builds, the others wait and
     logs.push_back(s.tmp / ("builder" + std::to_string(i) + ".log"));
     std::vector<std::string> argv = {KMODKIT_KMOD_BUILDER_BIN};
     for (const auto& a : s.args({"--recipe", "igb_uio," + s.hello.string(), "--log-format", "human"})) argv.push_back(a);
-    const pid_t pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-      FILE* out = std::freopen(logs.back().c_str(), "w", stdout);
-      if (out == nullptr || ::dup2(STDOUT_FILENO, STDERR_FILENO) < 0) ::_exit(99);
-      std::vector<char*> cargv;
-      for (auto& a : argv) cargv.push_back(a.data());
-      cargv.push_back(nullptr);
-      ::execv(cargv[0], cargv.data());
-      ::_exit(98);
-    }
-    pids.push_back(pid);
+    pids.push_back(test::spawn(argv, logs.back()));
   }
   int builds = 0, reused = 0;
   for (size_t i = 0; i < pids.size(); ++i) {
@@ -346,18 +335,8 @@ TEST_CASE("killed with SIGKILL mid-build, a rerun ends in the same state as an u
   Setup s;
   std::vector<std::string> argv = {KMODKIT_KMOD_BUILDER_BIN};
   for (const auto& a : s.args({"--recipe", "igb_uio," + s.hello.string(), "--log-format", "json"})) argv.push_back(a);
-  const pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::setsid();  // its own session, so the kill takes make and the compilers with it, as a pod kill does
-    std::freopen("/dev/null", "w", stdout);
-    std::freopen("/dev/null", "w", stderr);
-    std::vector<char*> cargv;
-    for (auto& a : argv) cargv.push_back(a.data());
-    cargv.push_back(nullptr);
-    ::execv(cargv[0], cargv.data());
-    ::_exit(98);
-  }
+  // Its own session, so the kill takes make and the compilers with it, as a pod kill does.
+  const pid_t pid = test::spawn(argv, "/dev/null", test::Session::own);
   // Wait until the compiler has produced something in the private build directory.
   bool compiling = false;
   for (int i = 0; i < 600 && !compiling; ++i) {

@@ -222,17 +222,7 @@ TEST_CASE("killed with SIGKILL during a first seed or a merge, a rerun ends as a
     fs::create_directories(img.data);
     std::vector<std::string> argv = {KMODKIT_SEED_DATA_BIN};
     for (const auto& a : img.args()) argv.push_back(a);
-    const pid_t pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-      std::freopen("/dev/null", "w", stdout);
-      std::freopen("/dev/null", "w", stderr);
-      std::vector<char*> cargv;
-      for (auto& a : argv) cargv.push_back(a.data());
-      cargv.push_back(nullptr);
-      ::execv(cargv[0], cargv.data());
-      ::_exit(98);
-    }
+    const pid_t pid = test::spawn(argv);
     std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
     ::kill(pid, SIGKILL);
     int status = 0;
@@ -253,17 +243,7 @@ TEST_CASE("killed with SIGKILL during a first seed or a merge, a rerun ends as a
   test::write_file(img.root / "app.conf", "port = 2\n");
   std::vector<std::string> argv = {KMODKIT_SEED_DATA_BIN};
   for (const auto& a : img.args({"--image-version", "2"})) argv.push_back(a);
-  const pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    std::freopen("/dev/null", "w", stdout);
-    std::freopen("/dev/null", "w", stderr);
-    std::vector<char*> cargv;
-    for (auto& a : argv) cargv.push_back(a.data());
-    cargv.push_back(nullptr);
-    ::execv(cargv[0], cargv.data());
-    ::_exit(98);
-  }
+  const pid_t pid = test::spawn(argv);
   std::this_thread::sleep_for(std::chrono::milliseconds(150));
   ::kill(pid, SIGKILL);
   ::waitpid(pid, nullptr, 0);

@@ -106,6 +106,22 @@ Run run_kmod_builder(const std::vector<std::string>& args, const Env& env) {
   return run_binary(KMODKIT_KMOD_BUILDER_BIN, args, env);
 }
 
+pid_t spawn(const std::vector<std::string>& argv, const fs::path& output, Session session) {
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    if (session == Session::own) ::setsid();
+    FILE* out = std::freopen(output.c_str(), "w", stdout);
+    if (out == nullptr || ::dup2(STDOUT_FILENO, STDERR_FILENO) < 0) ::_exit(99);
+    std::vector<char*> cargv;
+    for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+    cargv.push_back(nullptr);
+    ::execv(cargv[0], cargv.data());
+    ::_exit(98);
+  }
+  return pid;
+}
+
 std::string copy_kernel_volume(const fs::path& dest) {
   const fs::path from = fixtures_dir() / "kernel-volume";
   if (!fs::exists(from / ".kmodkit/kernels")) throw std::runtime_error("no kernel volume fixture at " + from.string());

@@ -60,6 +60,12 @@ Run run_binary(const std::string& binary, const std::vector<std::string>& args, 
 Run run_init_modules(const std::vector<std::string>& args, const Env& env = {});
 Run run_kmod_builder(const std::vector<std::string>& args, const Env& env = {});
 
+enum class Session { same, own };
+// Starts a program in the background with stdout and stderr going to `output` (a file, or
+// /dev/null), in a session of its own when asked (so a kill of the session takes its children
+// too, as a pod kill does). Returns the child's pid; the caller waits for it.
+pid_t spawn(const std::vector<std::string>& argv, const fs::path& output = "/dev/null", Session session = Session::same);
+
 // A copy (hard links), at `dest`, of the modules volume the kernel_volume fixture laid out with init-modules
 // (Debian's current 6.1 headers from the fixture repository). Returns the kernel release.
 std::string copy_kernel_volume(const fs::path& dest);

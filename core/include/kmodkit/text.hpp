@@ -15,4 +15,7 @@ std::vector<std::string_view> split(std::string_view s, std::string_view sep);
 // The trimmed, non-empty items of a list: split_items(" a, b,,c ", ',') is {"a", "b", "c"}.
 std::vector<std::string> split_items(std::string_view s, char sep);
 
+// The current time as RFC 3339 in UTC, to the second: "2026-11-23T10:30:41Z" (manifests, records).
+std::string utc_now_rfc3339();
+
 }  // namespace kmodkit::text
