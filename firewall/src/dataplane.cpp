@@ -5,7 +5,9 @@
 #include <rte_launch.h>
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
+#include <rte_prefetch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -51,10 +53,10 @@ int classify(const Worker& w, const Packet& p, int pair, Direction dir) {
 
 bool is_nd(const Packet& p) { return p.l3 == L3::ipv6 && p.proto == 58 && p.has_l4 && p.icmp_type >= 133 && p.icmp_type <= 137; }
 
-// Decides one packet crossing `pair` in `dir`; true to forward it.
-bool decide(Worker& w, const uint8_t* data, uint32_t len, int pair, Direction dir, uint32_t now) {
+// A packet the flow table cannot know: malformed, ARP/ND, other EtherTypes, later fragments.
+// True to forward it.
+bool decide_untracked(Worker& w, const Packet& p, int pair, Direction dir) {
   Counters& c = *w.counters;
-  const Packet p = parse_packet(data, len);
   if (p.malformed != Malformed::none) {
     ++c.malformed[static_cast<int>(p.malformed)];
     return false;
@@ -68,28 +70,40 @@ bool decide(Worker& w, const uint8_t* data, uint32_t len, int pair, Direction di
     if (!w.config->pass_non_ip) ++c.drops[static_cast<int>(Drop::non_ip)];
     return w.config->pass_non_ip;
   }
-  if (p.later_fragment) {
-    // No ports in it: only rules without ports decide, and it is not tracked.
-    Packet q = p;
-    q.src_port = q.dst_port = 0;
-    const int rule = classify(w, q, pair, dir);
-    const Action a = rule >= 0 ? w.rules->rules[static_cast<size_t>(rule)].action : w.rules->policy;
-    if (a == Action::deny) ++c.drops[static_cast<int>(Drop::fragment)];
-    return a == Action::allow;
+  // A later fragment carries no ports: only rules without ports decide, and it is not tracked.
+  Packet q = p;
+  q.src_port = q.dst_port = 0;
+  const int rule = classify(w, q, pair, dir);
+  const Action a = rule >= 0 ? w.rules->rules[static_cast<size_t>(rule)].action : w.rules->policy;
+  if (a == Action::deny) ++c.drops[static_cast<int>(Drop::fragment)];
+  return a == Action::allow;
+}
+
+bool trackable(const Packet& p) {
+  return p.malformed == Malformed::none && (p.l3 == L3::ipv4 || p.l3 == L3::ipv6) && !p.later_fragment && !is_nd(p);
+}
+
+// A packet of a known flow: the state machine decides.
+bool decide_tracked(Worker& w, Flow& f, const Packet& p, bool from_lo, uint32_t now) {
+  if (track(f.track, p, from_lo) == Verdict::drop_invalid) {
+    ++w.counters->drops[static_cast<int>(Drop::invalid_state)];
+    return false;
   }
-  bool from_lo = false;
-  const FlowKey key = flow_key(p, pair, &from_lo);
+  f.last_seen = now;
+  ++f.packets;
+  return true;
+}
+
+// A packet whose flow the burst's lookup did not find: a related ICMP error, or a new flow the
+// rules decide. (An earlier packet of the same burst may have opened the flow: looked up again.)
+bool decide_new(Worker& w, const uint8_t* data, uint32_t len, const Packet& p, const FlowKey& key, bool from_lo,
+                int pair, Direction dir, uint32_t now) {
+  Counters& c = *w.counters;
   if (Flow* f = w.flows->find(key)) {
-    if (track(f->track, p, from_lo) == Verdict::drop_invalid) {
-      ++c.drops[static_cast<int>(Drop::invalid_state)];
-      return false;
-    }
-    f->last_seen = now;
-    ++f->packets;
+    if (!decide_tracked(w, *f, p, from_lo, now)) return false;
     ++c.passed_state;
     return true;
   }
-  // An ICMP error about a tracked flow passes as related.
   Packet inner;
   if (parse_quoted(data, len, p, &inner)) {
     bool lo = false;
@@ -123,6 +137,56 @@ bool decide(Worker& w, const uint8_t* data, uint32_t len, int pair, Direction di
   return true;
 }
 
+// One burst from a port, in stages so that memory latency overlaps: parse every packet (its
+// data prefetched a few packets ahead) and make its flow key; look all keys up in one bulk
+// rte_hash call (which prefetches the buckets); prefetch the flows found; then decide each
+// packet. Forwarded packets are compacted into `out`; returns how many.
+uint16_t process_burst(Worker& w, rte_mbuf** in, uint16_t n, rte_mbuf** out, int pair, Direction dir, uint32_t now) {
+  constexpr int kAhead = 4;
+  constexpr uint8_t kNoKey = 0xFF;
+  Packet pkt[kBurst];
+  FlowKey keys[kBurst];
+  const FlowKey* key_ptrs[kBurst];
+  Flow* found[kBurst];
+  uint8_t key_of[kBurst];
+  bool from_lo[kBurst];
+  uint32_t nkeys = 0;
+  for (uint16_t i = 0; i < n && i < kAhead; ++i) rte_prefetch0(rte_pktmbuf_mtod(in[i], void*));
+  for (uint16_t i = 0; i < n; ++i) {
+    if (i + kAhead < n) rte_prefetch0(rte_pktmbuf_mtod(in[i + kAhead], void*));
+    pkt[i] = parse_packet(rte_pktmbuf_mtod(in[i], const uint8_t*), rte_pktmbuf_data_len(in[i]));
+    if (trackable(pkt[i])) {
+      keys[nkeys] = flow_key(pkt[i], pair, &from_lo[i]);
+      key_ptrs[nkeys] = &keys[nkeys];
+      key_of[i] = static_cast<uint8_t>(nkeys++);
+    } else {
+      key_of[i] = kNoKey;
+    }
+  }
+  if (nkeys > 0) w.flows->find_bulk(key_ptrs, found, nkeys);
+  for (uint32_t k = 0; k < nkeys; ++k) {
+    if (found[k] != nullptr) rte_prefetch0(found[k]);
+  }
+  uint16_t keep = 0;
+  uint64_t by_state = 0;
+  for (uint16_t i = 0; i < n; ++i) {
+    const uint8_t k = key_of[i];
+    bool pass;
+    if (k == kNoKey) {
+      pass = decide_untracked(w, pkt[i], pair, dir);
+    } else if (found[k] != nullptr) {
+      pass = decide_tracked(w, *found[k], pkt[i], from_lo[i], now);
+      by_state += pass;
+    } else {
+      pass = decide_new(w, rte_pktmbuf_mtod(in[i], const uint8_t*), rte_pktmbuf_data_len(in[i]), pkt[i], keys[k],
+                        from_lo[i], pair, dir, now);
+    }
+    if (pass) out[keep++] = in[i];
+    else rte_pktmbuf_free(in[i]);
+  }
+  w.counters->passed_state += by_state;
+  return keep;
+}
 int worker_main(void* arg) {
   Worker& w = *static_cast<Worker*>(arg);
   const auto& ports = *w.ports;
@@ -142,14 +206,7 @@ int worker_main(void* arg) {
       const uint16_t n = rte_eth_rx_burst(rx, w.queue, in, kBurst);
       if (n == 0) continue;
       w.counters->rx += n;
-      uint16_t keep = 0;
-      for (uint16_t i = 0; i < n; ++i) {
-        if (decide(w, rte_pktmbuf_mtod(in[i], const uint8_t*), rte_pktmbuf_data_len(in[i]), pair, dir, now)) {
-          out[keep++] = in[i];
-        } else {
-          rte_pktmbuf_free(in[i]);
-        }
-      }
+      const uint16_t keep = process_burst(w, in, n, out, pair, dir, now);
       const uint16_t sent = keep == 0 ? 0 : rte_eth_tx_burst(tx, w.queue, out, keep);
       w.counters->tx += sent;
       if (sent < keep) {
@@ -251,7 +308,8 @@ Result<void> run_dataplane(const RuleSet& rules, const DataplaneConfig& cfg, std
   const int socket = static_cast<int>(rte_socket_id());
 
   auto classifier = KK_TRY(Classifier::build(rules, "fw_rules", socket));
-  const uint32_t mbufs = static_cast<uint32_t>(ports.size()) * queues * (cfg.ring_size * 2u + kBurst) + 4096;
+  const uint32_t needed = static_cast<uint32_t>(ports.size()) * queues * (cfg.ring_size * 2u + kBurst) + 4096;
+  const uint32_t mbufs = std::max(needed, cfg.mbufs);
   rte_mempool* pool = rte_pktmbuf_pool_create("fw_mbufs", mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE, socket);
   if (pool == nullptr) {
     return fail(ExitCode::config, "cannot allocate " + std::to_string(mbufs) + " packet buffers: " + rte_strerror(rte_errno) +

@@ -50,6 +50,7 @@ struct DataplaneConfig {
   bool pass_arp_nd = true;   // ARP and IPv6 neighbour discovery pass by policy
   bool pass_non_ip = false;  // other EtherTypes
   uint16_t ring_size = 1024;
+  uint32_t mbufs = 0;        // packet buffers in the pool; 0: what the rings need
   double duration_s = 0;     // > 0: stop after that long (tests, benchmarks)
 };
 

@@ -3,21 +3,48 @@
 #include <cstring>
 
 namespace kmodkit::firewall {
+namespace {
+
+// Compares two addresses' bytes as unsigned big-endian words: <0, 0, >0 as memcmp would.
+template <typename Word>
+int compare_be(const uint8_t* a, const uint8_t* b) {
+  Word x, y;
+  std::memcpy(&x, a, sizeof x);
+  std::memcpy(&y, b, sizeof y);
+  if constexpr (sizeof(Word) == 8) {
+    x = __builtin_bswap64(x);
+    y = __builtin_bswap64(y);
+  } else {
+    x = __builtin_bswap32(x);
+    y = __builtin_bswap32(y);
+  }
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+}  // namespace
 
 FlowKey flow_key(const Packet& p, int pair, bool* from_lo) {
   FlowKey k;
   k.proto = p.proto;
-  k.family = p.l3 == L3::ipv6 ? 6 : 4;
   k.pair = static_cast<uint8_t>(pair);
-  const size_t n = k.family == 6 ? 16 : 4;
   const bool icmp = p.proto == 1 || p.proto == 58;
   const uint16_t sport = icmp ? p.icmp_id : p.src_port;
   const uint16_t dport = icmp ? p.icmp_id : p.dst_port;
-  const int c = std::memcmp(p.src.data(), p.dst.data(), n);
+  // Addresses compared as big-endian words in registers (memcmp is a library call per packet).
+  int c;
+  if (p.l3 == L3::ipv6) {
+    k.family = 6;
+    c = compare_be<uint64_t>(p.src.data(), p.dst.data());
+    if (c == 0) c = compare_be<uint64_t>(p.src.data() + 8, p.dst.data() + 8);
+  } else {
+    k.family = 4;
+    c = compare_be<uint32_t>(p.src.data(), p.dst.data());
+  }
   const bool src_low = c < 0 || (c == 0 && sport <= dport);
   *from_lo = src_low;
-  std::memcpy((src_low ? k.lo_addr : k.hi_addr).data(), p.src.data(), n);
-  std::memcpy((src_low ? k.hi_addr : k.lo_addr).data(), p.dst.data(), n);
+  // Both arrays are 16 bytes and zero past an IPv4 address, so copying all 16 is right for both.
+  k.lo_addr = src_low ? p.src : p.dst;
+  k.hi_addr = src_low ? p.dst : p.src;
   k.lo_port = src_low ? sport : dport;
   k.hi_port = src_low ? dport : sport;
   return k;

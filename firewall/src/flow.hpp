@@ -16,10 +16,12 @@ struct FlowKey {
   uint8_t proto = 0;
   uint8_t family = 0;                 // 4 or 6
   uint8_t pair = 0;
-  uint8_t pad = 0;
+  uint8_t pad[9] = {};
   bool operator==(const FlowKey&) const = default;
 };
-static_assert(sizeof(FlowKey) == 40);
+// 48 bytes, a multiple of 16: rte_hash compares such keys with vector instructions (its
+// rte_hash_k48_cmp_eq) rather than memcmp.
+static_assert(sizeof(FlowKey) == 48);
 
 // The key of a packet, and whether the packet travels from the key's lo end to its hi end.
 FlowKey flow_key(const Packet& p, int pair, bool* from_lo);

@@ -1,7 +1,7 @@
 #include "flow_table.hpp"
 
 #include <rte_errno.h>
-#include <rte_jhash.h>
+#include <rte_hash_crc.h>
 
 #include <cstring>
 
@@ -13,7 +13,7 @@ Result<FlowTable> FlowTable::create(const std::string& name, uint32_t capacity, 
   p.name = name.c_str();
   p.entries = capacity;
   p.key_len = sizeof(FlowKey);
-  p.hash_func = rte_jhash;
+  p.hash_func = rte_hash_crc;  // CRC32 instructions where the CPU has them
   p.hash_func_init_val = 0;
   p.socket_id = socket_id;
   // Exactly `capacity` flows fit (no bucket overflow surprises below that).

@@ -67,6 +67,12 @@ int main(int argc, char** argv) {
              dp.flows = static_cast<uint32_t>(KK_TRY(cli::parse_integer("flows", v.front(), 64, 1LL << 28)));
              return {};
            }},
+          {"mbufs", cli::Kind::value, "0", "N", "packet buffers in the pool (0: what the rings need; more for "
+           "devices that hold packets, such as net_pcap's infinite_rx)",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             dp.mbufs = static_cast<uint32_t>(KK_TRY(cli::parse_integer("mbufs", v.front(), 0, 1LL << 26)));
+             return {};
+           }},
           {"huge-dir", cli::Kind::value, "", "DIR", "the hugepage mount (default: EAL's search)", cli::store(eal.huge_dir)},
           {"no-huge-mb", cli::Kind::value, "0", "MB", "run without hugepages on this much memory (tests, demos)",
            [&](const std::vector<std::string>& v) -> Result<void> {
