@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages kmodkit needs to build, test and run its demo.
 # Idempotent: packages already present are not fetched again. Needs root (or sudo).
+#   ci/install-deps.sh            what the build, the tests and the demo need
+#   ci/install-deps.sh --bench    that, and the baselines of the benchmarks (bench/firewall.sh:
+#                                 dpdk-testpmd from dpdk-dev, l3fwd's sources from dpdk-doc)
 set -euo pipefail
 
 packages=(
@@ -22,6 +25,12 @@ packages=(
   # libFuzzer for the firewall's packet parser (ci/fuzz.sh)
   clang libclang-rt-14-dev
 )
+if [ "${1:-}" = "--bench" ]; then
+  packages+=(dpdk-dev dpdk-doc)
+elif [ -n "${1:-}" ]; then
+  echo "install-deps: unknown option '$1' (only --bench)" >&2
+  exit 64
+fi
 
 sudo_cmd=()
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
