@@ -27,7 +27,18 @@ uint8_t kSymmetricKey[40] = {0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6
                              0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a,
                              0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a};
 
+// A burst's working arrays, kept with the worker rather than initialised on the stack per burst.
+struct Scratch {
+  Packet pkt[kBurst];
+  FlowKey keys[kBurst];
+  const FlowKey* key_ptrs[kBurst];
+  Flow* found[kBurst];
+  uint8_t key_of[kBurst];
+  bool from_lo[kBurst];
+};
+
 struct Worker {
+  Scratch scratch;
   unsigned lcore = 0;
   uint16_t queue = 0;
   const RuleSet* rules = nullptr;
@@ -144,19 +155,19 @@ bool decide_new(Worker& w, const uint8_t* data, uint32_t len, const Packet& p, c
 uint16_t process_burst(Worker& w, rte_mbuf** in, uint16_t n, rte_mbuf** out, int pair, Direction dir, uint32_t now) {
   constexpr int kAhead = 4;
   constexpr uint8_t kNoKey = 0xFF;
-  Packet pkt[kBurst];
-  FlowKey keys[kBurst];
-  const FlowKey* key_ptrs[kBurst];
-  Flow* found[kBurst];
-  uint8_t key_of[kBurst];
-  bool from_lo[kBurst];
+  Packet* pkt = w.scratch.pkt;
+  FlowKey* keys = w.scratch.keys;
+  const FlowKey** key_ptrs = w.scratch.key_ptrs;
+  Flow** found = w.scratch.found;
+  uint8_t* key_of = w.scratch.key_of;
+  bool* from_lo = w.scratch.from_lo;
   uint32_t nkeys = 0;
   for (uint16_t i = 0; i < n && i < kAhead; ++i) rte_prefetch0(rte_pktmbuf_mtod(in[i], void*));
   for (uint16_t i = 0; i < n; ++i) {
     if (i + kAhead < n) rte_prefetch0(rte_pktmbuf_mtod(in[i + kAhead], void*));
-    pkt[i] = parse_packet(rte_pktmbuf_mtod(in[i], const uint8_t*), rte_pktmbuf_data_len(in[i]));
+    parse_packet(rte_pktmbuf_mtod(in[i], const uint8_t*), rte_pktmbuf_data_len(in[i]), pkt[i]);
     if (trackable(pkt[i])) {
-      keys[nkeys] = flow_key(pkt[i], pair, &from_lo[i]);
+      flow_key(pkt[i], pair, keys[nkeys], &from_lo[i]);
       key_ptrs[nkeys] = &keys[nkeys];
       key_of[i] = static_cast<uint8_t>(nkeys++);
     } else {
@@ -351,7 +362,7 @@ Result<void> run_dataplane(const RuleSet& rules, const DataplaneConfig& cfg, std
     counters[i].rule_hits = std::vector<Count>(rules.rules.size());
   }
   for (size_t i = 0; i < workers.size(); ++i) {
-    state[i] = Worker{workers[i], static_cast<uint16_t>(i), &rules, &classifier, &tables[i], &counters[i], &ports, &cfg, &stop};
+    state[i] = Worker{{}, workers[i], static_cast<uint16_t>(i), &rules, &classifier, &tables[i], &counters[i], &ports, &cfg, &stop};
   }
   logger->info("{} port(s) in {} pair(s), {} worker(s), {} rules ({} IPv4 and {} IPv6 ACL rules), {} flows per worker",
                ports.size(), ports.size() / 2, workers.size(), rules.rules.size(), classifier.acl_rules4(),

@@ -23,8 +23,8 @@ int compare_be(const uint8_t* a, const uint8_t* b) {
 
 }  // namespace
 
-FlowKey flow_key(const Packet& p, int pair, bool* from_lo) {
-  FlowKey k;
+void flow_key(const Packet& p, int pair, FlowKey& k, bool* from_lo) {
+  k = FlowKey{};
   k.proto = p.proto;
   k.pair = static_cast<uint8_t>(pair);
   const bool icmp = p.proto == 1 || p.proto == 58;
@@ -47,7 +47,6 @@ FlowKey flow_key(const Packet& p, int pair, bool* from_lo) {
   k.hi_addr = src_low ? p.dst : p.src;
   k.lo_port = src_low ? sport : dport;
   k.hi_port = src_low ? dport : sport;
-  return k;
 }
 
 const char* state_name(FlowState s) {

@@ -24,7 +24,13 @@ struct FlowKey {
 static_assert(sizeof(FlowKey) == 48);
 
 // The key of a packet, and whether the packet travels from the key's lo end to its hi end.
-FlowKey flow_key(const Packet& p, int pair, bool* from_lo);
+// Written in place (the data plane builds a burst's keys where the bulk lookup reads them).
+void flow_key(const Packet& p, int pair, FlowKey& k, bool* from_lo);
+inline FlowKey flow_key(const Packet& p, int pair, bool* from_lo) {
+  FlowKey k;
+  flow_key(p, pair, k, from_lo);
+  return k;
+}
 
 enum class FlowState : uint8_t {
   syn_sent,     // TCP: the initiator's SYN seen

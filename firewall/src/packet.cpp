@@ -142,34 +142,33 @@ const char* malformed_name(Malformed m) {
   return i < sizeof names / sizeof names[0] ? names[i] : "unknown";
 }
 
-Packet parse_packet(const uint8_t* data, size_t len) {
-  Packet p;
+void parse_packet(const uint8_t* data, size_t len, Packet& p) {
+  p = Packet{};
   if (len < 14) {
     p.malformed = Malformed::short_ethernet;
-    return p;
+    return;
   }
   size_t off = 12;
   uint16_t type = be16(data + off);
   while (type == kEthVlan || type == kEthQinQ) {
     if (++p.vlans > 2) {
       p.malformed = Malformed::too_many_vlans;
-      return p;
+      return;
     }
     off += 4;
     if (off + 2 > len) {
       p.malformed = Malformed::short_vlan;
-      return p;
+      return;
     }
     type = be16(data + off);
   }
   off += 2;
   if (type == kEthArp) {
     p.l3 = L3::arp;
-    return p;
+    return;
   }
-  if (type != kEthIPv4 && type != kEthIPv6) return p;  // other L2 protocols: policy decides
+  if (type != kEthIPv4 && type != kEthIPv6) return;  // other L2 protocols: policy decides
   parse_ip(data, data + off, len - off, type, p, false);
-  return p;
 }
 
 bool parse_quoted(const uint8_t* data, size_t len, const Packet& outer, Packet* inner) {

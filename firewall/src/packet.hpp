@@ -49,8 +49,15 @@ struct Packet {
   uint16_t l4_length = 0;            // bytes from l4_offset to the end of the IP payload
 };
 
-// Parses `len` bytes of a frame starting at its Ethernet header.
-Packet parse_packet(const uint8_t* data, size_t len);
+// Parses `len` bytes of a frame starting at its Ethernet header into `p` (all of it rewritten).
+// In place, for the data plane: a Packet returned by value and copied right away is read back
+// with wide loads from narrow stores, which stalls store forwarding on every packet.
+void parse_packet(const uint8_t* data, size_t len, Packet& p);
+inline Packet parse_packet(const uint8_t* data, size_t len) {
+  Packet p;
+  parse_packet(data, len, p);
+  return p;
+}
 
 // ICMP(v6) error messages (destination unreachable, time exceeded, parameter problem, packet
 // too big) quote the IP header and first 8 bytes of the packet that caused them: the quoted
