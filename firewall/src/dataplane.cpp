@@ -28,14 +28,18 @@ uint8_t kSymmetricKey[40] = {0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6
                              0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a};
 
 // A burst's working arrays, kept with the worker rather than initialised on the stack per burst.
+// key_of[i]: the index of packet i's key among the IPv4 keys (0..31), among the IPv6 keys
+// (32..63, kV6 added), or kNoKey.
 struct Scratch {
   Packet pkt[kBurst];
-  FlowKey keys[kBurst];
-  const FlowKey* key_ptrs[kBurst];
-  Flow* found[kBurst];
+  FlowKey4 keys4[kBurst];
+  FlowKey keys6[kBurst];
+  Flow* found[2 * kBurst];
   uint8_t key_of[kBurst];
   bool from_lo[kBurst];
 };
+constexpr uint8_t kV6 = kBurst;
+constexpr uint8_t kNoKey = 0xFF;
 
 struct Worker {
   Scratch scratch;
@@ -154,43 +158,46 @@ bool decide_new(Worker& w, const uint8_t* data, uint32_t len, const Packet& p, c
 // packet. Forwarded packets are compacted into `out`; returns how many.
 uint16_t process_burst(Worker& w, rte_mbuf** in, uint16_t n, rte_mbuf** out, int pair, Direction dir, uint32_t now) {
   constexpr int kAhead = 4;
-  constexpr uint8_t kNoKey = 0xFF;
-  Packet* pkt = w.scratch.pkt;
-  FlowKey* keys = w.scratch.keys;
-  const FlowKey** key_ptrs = w.scratch.key_ptrs;
-  Flow** found = w.scratch.found;
-  uint8_t* key_of = w.scratch.key_of;
-  bool* from_lo = w.scratch.from_lo;
-  uint32_t nkeys = 0;
+  Scratch& s = w.scratch;
+  uint32_t n4 = 0, n6 = 0;
   for (uint16_t i = 0; i < n && i < kAhead; ++i) rte_prefetch0(rte_pktmbuf_mtod(in[i], void*));
   for (uint16_t i = 0; i < n; ++i) {
     if (i + kAhead < n) rte_prefetch0(rte_pktmbuf_mtod(in[i + kAhead], void*));
-    parse_packet(rte_pktmbuf_mtod(in[i], const uint8_t*), rte_pktmbuf_data_len(in[i]), pkt[i]);
-    if (trackable(pkt[i])) {
-      flow_key(pkt[i], pair, keys[nkeys], &from_lo[i]);
-      key_ptrs[nkeys] = &keys[nkeys];
-      key_of[i] = static_cast<uint8_t>(nkeys++);
+    Packet& p = s.pkt[i];
+    parse_packet(rte_pktmbuf_mtod(in[i], const uint8_t*), rte_pktmbuf_data_len(in[i]), p);
+    if (!trackable(p)) {
+      s.key_of[i] = kNoKey;
+    } else if (p.l3 == L3::ipv4) {
+      flow_key4(p, pair, s.keys4[n4], &s.from_lo[i]);
+      s.key_of[i] = static_cast<uint8_t>(n4++);
     } else {
-      key_of[i] = kNoKey;
+      flow_key(p, pair, s.keys6[n6], &s.from_lo[i]);
+      s.key_of[i] = static_cast<uint8_t>(kV6 + n6++);
     }
   }
-  if (nkeys > 0) w.flows->find_bulk(key_ptrs, found, nkeys);
-  for (uint32_t k = 0; k < nkeys; ++k) {
-    if (found[k] != nullptr) rte_prefetch0(found[k]);
+  if (n4 > 0) w.flows->find_bulk(s.keys4, s.found, n4);
+  if (n6 > 0) w.flows->find_bulk(s.keys6, s.found + kV6, n6);
+  for (uint32_t k = 0; k < n4; ++k) {
+    if (s.found[k] != nullptr) rte_prefetch0(s.found[k]);
+  }
+  for (uint32_t k = 0; k < n6; ++k) {
+    if (s.found[kV6 + k] != nullptr) rte_prefetch0(s.found[kV6 + k]);
   }
   uint16_t keep = 0;
   uint64_t by_state = 0;
   for (uint16_t i = 0; i < n; ++i) {
-    const uint8_t k = key_of[i];
+    const uint8_t k = s.key_of[i];
+    const Packet& p = s.pkt[i];
     bool pass;
     if (k == kNoKey) {
-      pass = decide_untracked(w, pkt[i], pair, dir);
-    } else if (found[k] != nullptr) {
-      pass = decide_tracked(w, *found[k], pkt[i], from_lo[i], now);
+      pass = decide_untracked(w, p, pair, dir);
+    } else if (s.found[k] != nullptr) {
+      pass = decide_tracked(w, *s.found[k], p, s.from_lo[i], now);
       by_state += pass;
     } else {
-      pass = decide_new(w, rte_pktmbuf_mtod(in[i], const uint8_t*), rte_pktmbuf_data_len(in[i]), pkt[i], keys[k],
-                        from_lo[i], pair, dir, now);
+      bool lo = false;
+      const FlowKey key = flow_key(p, pair, &lo);  // the slow path: the generic key
+      pass = decide_new(w, rte_pktmbuf_mtod(in[i], const uint8_t*), rte_pktmbuf_data_len(in[i]), p, key, lo, pair, dir, now);
     }
     if (pass) out[keep++] = in[i];
     else rte_pktmbuf_free(in[i]);
@@ -198,6 +205,7 @@ uint16_t process_burst(Worker& w, rte_mbuf** in, uint16_t n, rte_mbuf** out, int
   w.counters->passed_state += by_state;
   return keep;
 }
+
 int worker_main(void* arg) {
   Worker& w = *static_cast<Worker*>(arg);
   const auto& ports = *w.ports;

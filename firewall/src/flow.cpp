@@ -49,6 +49,25 @@ void flow_key(const Packet& p, int pair, FlowKey& k, bool* from_lo) {
   k.hi_port = src_low ? dport : sport;
 }
 
+void flow_key4(const Packet& p, int pair, FlowKey4& k, bool* from_lo) {
+  const bool icmp = p.proto == 1;
+  const uint16_t sport = icmp ? p.icmp_id : p.src_port;
+  const uint16_t dport = icmp ? p.icmp_id : p.dst_port;
+  uint32_t src, dst;
+  std::memcpy(&src, p.src.data(), 4);
+  std::memcpy(&dst, p.dst.data(), 4);
+  const uint32_t s = __builtin_bswap32(src), d = __builtin_bswap32(dst);
+  const bool src_low = s < d || (s == d && sport <= dport);
+  *from_lo = src_low;
+  k.lo_addr = src_low ? src : dst;
+  k.hi_addr = src_low ? dst : src;
+  k.lo_port = src_low ? sport : dport;
+  k.hi_port = src_low ? dport : sport;
+  k.proto = p.proto;
+  k.pair = static_cast<uint8_t>(pair);
+  k.pad[0] = k.pad[1] = 0;
+}
+
 const char* state_name(FlowState s) {
   static constexpr const char* names[] = {"syn_sent", "syn_received", "established", "fin_wait", "closing", "closed", "new"};
   return names[static_cast<int>(s)];

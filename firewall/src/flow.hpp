@@ -23,6 +23,21 @@ struct FlowKey {
 // rte_hash_k48_cmp_eq) rather than memcmp.
 static_assert(sizeof(FlowKey) == 48);
 
+// The key of an IPv4 flow in the flow table: the same ends in the same order, in 16 bytes
+// (rte_hash hashes and compares that in a few instructions, a third of the 48-byte key's work).
+struct FlowKey4 {
+  uint32_t lo_addr = 0, hi_addr = 0;  // as in the packet (network byte order)
+  uint16_t lo_port = 0, hi_port = 0;
+  uint8_t proto = 0;
+  uint8_t pair = 0;
+  uint8_t pad[2] = {};
+  bool operator==(const FlowKey4&) const = default;
+};
+static_assert(sizeof(FlowKey4) == 16);
+
+// The key of an IPv4 packet's flow, in place; `from_lo` as flow_key gives it.
+void flow_key4(const Packet& p, int pair, FlowKey4& k, bool* from_lo);
+
 // The key of a packet, and whether the packet travels from the key's lo end to its hi end.
 // Written in place (the data plane builds a burst's keys where the bulk lookup reads them).
 void flow_key(const Packet& p, int pair, FlowKey& k, bool* from_lo);

@@ -2,89 +2,152 @@
 
 #include <rte_errno.h>
 #include <rte_hash_crc.h>
+#include <rte_malloc.h>
 
 #include <cstring>
+#include <utility>
 
 namespace kmodkit::firewall {
+namespace {
+
+constexpr uint32_t kHashInit = 0;
+
+rte_hash* make_hash(const std::string& name, uint32_t entries, uint32_t key_len, int socket_id) {
+  rte_hash_parameters p{};
+  p.name = name.c_str();
+  p.entries = entries;
+  p.key_len = key_len;
+  p.hash_func = rte_hash_crc;  // CRC32 instructions where the CPU has them; lookups compute it inline
+  p.hash_func_init_val = kHashInit;
+  p.socket_id = socket_id;
+  // Exactly `entries` flows fit (no bucket overflow surprises below that).
+  p.extra_flag = RTE_HASH_EXTRA_FLAGS_EXT_TABLE;
+  return rte_hash_create(&p);
+}
+
+FlowKey4 narrow(const FlowKey& k) {
+  FlowKey4 n;
+  std::memcpy(&n.lo_addr, k.lo_addr.data(), 4);
+  std::memcpy(&n.hi_addr, k.hi_addr.data(), 4);
+  n.lo_port = k.lo_port;
+  n.hi_port = k.hi_port;
+  n.proto = k.proto;
+  n.pair = k.pair;
+  return n;
+}
+
+}  // namespace
 
 Result<FlowTable> FlowTable::create(const std::string& name, uint32_t capacity, int socket_id) {
   FlowTable t;
-  rte_hash_parameters p{};
-  p.name = name.c_str();
-  p.entries = capacity;
-  p.key_len = sizeof(FlowKey);
-  p.hash_func = rte_hash_crc;  // CRC32 instructions where the CPU has them
-  p.hash_func_init_val = 0;
-  p.socket_id = socket_id;
-  // Exactly `capacity` flows fit (no bucket overflow surprises below that).
-  p.extra_flag = RTE_HASH_EXTRA_FLAGS_EXT_TABLE;
-  t.hash_ = rte_hash_create(&p);
-  if (t.hash_ == nullptr) {
-    return fail(ExitCode::config, "flow table " + name + " of " + std::to_string(capacity) +
-                                      " flows cannot be made: " + std::strerror(rte_errno));
-  }
   t.capacity_ = capacity;
-  t.flows_.resize(capacity + 1);  // rte_hash positions are 0..capacity (it keeps one spare)
+  const auto make = [&](Family& family, const std::string& table, uint32_t key_len) -> Result<void> {
+    family.hash = make_hash(table, capacity, key_len, socket_id);
+    if (family.hash != nullptr) {  // rte_hash positions are 0..entries (it keeps one spare)
+      family.flows = static_cast<Flow*>(
+          rte_zmalloc_socket(table.c_str(), sizeof(Flow) * (capacity + 1ULL), RTE_CACHE_LINE_SIZE, socket_id));
+    }
+    if (family.hash == nullptr || family.flows == nullptr) {
+      return fail(ExitCode::config, "flow table " + table + " of " + std::to_string(capacity) +
+                                        " flows cannot be made: " + rte_strerror(rte_errno) + " (not enough hugepages?)");
+    }
+    return {};
+  };
+  KK_TRY(make(t.v4_, name + "_4", sizeof(FlowKey4)));
+  KK_TRY(make(t.v6_, name + "_6", sizeof(FlowKey)));
   return t;
 }
 
 FlowTable::FlowTable(FlowTable&& o) noexcept
-    : hash_(o.hash_), flows_(std::move(o.flows_)), capacity_(o.capacity_), cursor_(o.cursor_) {
-  o.hash_ = nullptr;
-}
+    : v4_(std::exchange(o.v4_, {})), v6_(std::exchange(o.v6_, {})), capacity_(o.capacity_) {}
 
 FlowTable& FlowTable::operator=(FlowTable&& o) noexcept {
-  std::swap(hash_, o.hash_);
-  flows_ = std::move(o.flows_);
+  std::swap(v4_, o.v4_);
+  std::swap(v6_, o.v6_);
   capacity_ = o.capacity_;
-  cursor_ = o.cursor_;
   return *this;
 }
 
+void FlowTable::release(Family& f) {
+  if (f.hash != nullptr) rte_hash_free(f.hash);
+  rte_free(f.flows);
+  f = {};
+}
+
 FlowTable::~FlowTable() {
-  if (hash_ != nullptr) rte_hash_free(hash_);
+  release(v4_);
+  release(v6_);
 }
 
 Flow* FlowTable::find(const FlowKey& key) {
-  const int32_t pos = rte_hash_lookup(hash_, &key);
-  return pos < 0 ? nullptr : &flows_[static_cast<size_t>(pos)];
+  int32_t pos;
+  Family& f = key.family == 4 ? v4_ : v6_;
+  if (key.family == 4) {
+    const FlowKey4 k = narrow(key);
+    pos = rte_hash_lookup(f.hash, &k);
+  } else {
+    pos = rte_hash_lookup(f.hash, &key);
+  }
+  return pos < 0 ? nullptr : &f.flows[pos];
 }
 
-void FlowTable::find_bulk(const FlowKey* const* keys, Flow** flows, uint32_t n) {
+template <typename Key>
+void FlowTable::lookup(Family& f, const Key* keys, Flow** flows, uint32_t n) {
+  const void* ptrs[64];
+  hash_sig_t sigs[64];
   int32_t pos[64];
-  rte_hash_lookup_bulk(hash_, reinterpret_cast<const void**>(const_cast<const FlowKey**>(keys)), n, pos);
-  for (uint32_t i = 0; i < n; ++i) flows[i] = pos[i] < 0 ? nullptr : &flows_[static_cast<size_t>(pos[i])];
+  for (uint32_t i = 0; i < n; ++i) {
+    ptrs[i] = &keys[i];
+    sigs[i] = rte_hash_crc(&keys[i], sizeof(Key), kHashInit);
+  }
+  rte_hash_lookup_with_hash_bulk(f.hash, ptrs, sigs, n, pos);
+  for (uint32_t i = 0; i < n; ++i) flows[i] = pos[i] < 0 ? nullptr : &f.flows[pos[i]];
 }
+
+void FlowTable::find_bulk(const FlowKey4* keys, Flow** flows, uint32_t n) { lookup(v4_, keys, flows, n); }
+void FlowTable::find_bulk(const FlowKey* keys, Flow** flows, uint32_t n) { lookup(v6_, keys, flows, n); }
 
 Flow* FlowTable::insert(const FlowKey& key) {
   if (size() >= capacity_) return nullptr;
-  const int32_t pos = rte_hash_add_key(hash_, &key);
+  Family& f = key.family == 4 ? v4_ : v6_;
+  int32_t pos;
+  if (key.family == 4) {
+    const FlowKey4 k = narrow(key);
+    pos = rte_hash_add_key(f.hash, &k);
+  } else {
+    pos = rte_hash_add_key(f.hash, &key);
+  }
   if (pos < 0) return nullptr;
-  Flow& f = flows_[static_cast<size_t>(pos)];
-  f = Flow{};
-  return &f;
+  f.flows[pos] = Flow{};
+  return &f.flows[pos];
 }
 
-uint32_t FlowTable::expire(uint32_t now, const Timeouts& timeouts, uint32_t budget) {
+uint32_t FlowTable::expire(Family& f, uint32_t now, const Timeouts& timeouts, uint32_t budget) {
   uint32_t removed = 0;
   const void* key = nullptr;
   void* data = nullptr;
+  alignas(16) unsigned char copy[sizeof(FlowKey)];
   for (uint32_t seen = 0; seen < budget; ++seen) {
-    const int32_t pos = rte_hash_iterate(hash_, &key, &data, &cursor_);
+    const int32_t pos = rte_hash_iterate(f.hash, &key, &data, &f.cursor);
     if (pos < 0) {  // the end: start over next time
-      cursor_ = 0;
+      f.cursor = 0;
       break;
     }
-    const Flow& f = flows_[static_cast<size_t>(pos)];
-    if (now - f.last_seen > idle_timeout(f.track, timeouts)) {
-      FlowKey copy;
-      std::memcpy(&copy, key, sizeof copy);
-      if (rte_hash_del_key(hash_, &copy) >= 0) ++removed;
+    const Flow& flow = f.flows[pos];
+    if (now - flow.last_seen > idle_timeout(flow.track, timeouts)) {
+      std::memcpy(copy, key, &f == &v4_ ? sizeof(FlowKey4) : sizeof(FlowKey));
+      if (rte_hash_del_key(f.hash, copy) >= 0) ++removed;
     }
   }
   return removed;
 }
 
-uint32_t FlowTable::size() const { return static_cast<uint32_t>(rte_hash_count(hash_)); }
+uint32_t FlowTable::expire(uint32_t now, const Timeouts& timeouts, uint32_t budget) {
+  return expire(v4_, now, timeouts, budget) + expire(v6_, now, timeouts, budget);
+}
+
+uint32_t FlowTable::size() const {
+  return static_cast<uint32_t>(rte_hash_count(v4_.hash) + rte_hash_count(v6_.hash));
+}
 
 }  // namespace kmodkit::firewall

@@ -1,16 +1,16 @@
 #pragma once
-// One worker's flow table: rte_hash from the symmetric FlowKey to a slot of a preallocated
-// array of flows. Each worker owns its table (symmetric RSS sends both directions of a flow to
-// the same worker), so there is one writer and no lock; nothing is allocated after create().
-// A full table refuses new flows (the caller counts and drops them): established flows are
-// never evicted to make room.
+// One worker's flow table: rte_hash from the symmetric flow key to a slot of a preallocated
+// array of flows, on hugepages. IPv4 flows live in a table with a 16-byte key (rte_hash hashes
+// and compares it in a few instructions), IPv6 flows in one with the 48-byte FlowKey; together
+// they hold at most `capacity` flows. Each worker owns its table (symmetric RSS sends both
+// directions of a flow to the same worker), so there is one writer and no lock; nothing is
+// allocated after create(). A full table refuses new flows (the caller counts and drops them):
+// established flows are never evicted to make room.
 
 #include <rte_hash.h>
 
 #include <cstdint>
-#include <memory>
 #include <string>
-#include <vector>
 
 #include "flow.hpp"
 #include "kmodkit/result.hpp"
@@ -26,31 +26,40 @@ struct Flow {
 
 class FlowTable {
  public:
-  // Needs an initialised EAL. Configuration error (78) when rte_hash cannot be made (memory).
+  // Needs an initialised EAL. Configuration error (78) when the tables cannot be made (memory).
   static Result<FlowTable> create(const std::string& name, uint32_t capacity, int socket_id);
   FlowTable(FlowTable&&) noexcept;
   FlowTable& operator=(FlowTable&&) noexcept;
   ~FlowTable();
 
-  // The flow of a key, or nullptr.
+  // The flow of a key of either family, or nullptr.
   Flow* find(const FlowKey& key);
   // Looks up a burst at once: flows[i] is the flow of keys[i] or nullptr. n <= 64.
-  void find_bulk(const FlowKey* const* keys, Flow** flows, uint32_t n);
+  void find_bulk(const FlowKey4* keys, Flow** flows, uint32_t n);
+  void find_bulk(const FlowKey* keys, Flow** flows, uint32_t n);
   // A new flow for the key (its fields zeroed), or nullptr when the table is full.
   Flow* insert(const FlowKey& key);
-  // Removes flows idle past their state's timeout, looking at most `budget` entries from where
-  // the last call stopped (a sweep spread over the polling loop). Returns how many it removed.
+  // Removes flows idle past their state's timeout, looking at most `budget` entries of each
+  // family from where the last call stopped (a sweep spread over the polling loop). Returns how
+  // many it removed.
   uint32_t expire(uint32_t now, const Timeouts& timeouts, uint32_t budget);
 
   uint32_t size() const;
   uint32_t capacity() const { return capacity_; }
 
  private:
+  struct Family {
+    rte_hash* hash = nullptr;
+    Flow* flows = nullptr;  // indexed by rte_hash's key position
+    uint32_t cursor = 0;    // where the expiry sweep goes on
+  };
   FlowTable() = default;
-  rte_hash* hash_ = nullptr;
-  std::vector<Flow> flows_;
+  static void release(Family& f);
+  template <typename Key>
+  void lookup(Family& f, const Key* keys, Flow** flows, uint32_t n);
+  uint32_t expire(Family& f, uint32_t now, const Timeouts& timeouts, uint32_t budget);
+  Family v4_, v6_;
   uint32_t capacity_ = 0;
-  uint32_t cursor_ = 0;
 };
 
 }  // namespace kmodkit::firewall

@@ -1,8 +1,6 @@
 // One worker's flow table on rte_hash: insert, find (one and bulk), a full table, expiry sweeps.
 #include <catch2/catch.hpp>
 
-#include <vector>
-
 #include "flow_table.hpp"
 
 using namespace kmodkit::firewall;
@@ -21,7 +19,51 @@ FlowKey key(uint32_t n) {
   return k;
 }
 
+FlowKey key6(uint32_t n) {
+  FlowKey k = key(n);
+  k.family = 6;
+  k.lo_addr = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, static_cast<uint8_t>(n)};
+  k.hi_addr = {0x20, 0x01, 0x0d, 0xb8, 0, 1};
+  return k;
+}
+
 }  // namespace
+
+TEST_CASE("IPv4 and IPv6 flows share the capacity; bulk lookups use each family's key", "[unit][flowtable]") {
+  auto t = FlowTable::create("ft_families", 64, 0);
+  REQUIRE(t);
+  for (uint32_t i = 0; i < 40; ++i) REQUIRE(t->insert(key(i)) != nullptr);
+  for (uint32_t i = 0; i < 24; ++i) REQUIRE(t->insert(key6(i)) != nullptr);
+  CHECK(t->size() == 64);
+  CHECK(t->insert(key6(100)) == nullptr);  // full over both families
+  CHECK(t->insert(key(100)) == nullptr);
+  // The same numbers in the other family are other flows.
+  CHECK(t->find(key(30)) != t->find(key6(30)));
+  CHECK(t->find(key6(30)) == nullptr);
+  CHECK(t->find(key6(23)) != nullptr);
+  // The 16-byte IPv4 key made from a packet finds what the generic key inserted.
+  Packet p;
+  p.l3 = L3::ipv4;
+  p.proto = 17;
+  p.src = {192, 0, 0, 0};
+  p.dst = {10, 0, 0, 7};
+  p.src_port = 53;
+  p.dst_port = 0;
+  bool lo = true;
+  FlowKey4 k4[2];
+  flow_key4(p, 0, k4[0], &lo);
+  CHECK_FALSE(lo);  // 192.0.0.0 is the high end
+  flow_key4(p, 1, k4[1], &lo);  // another port pair: another flow
+  Flow* found[2];
+  t->find_bulk(k4, found, 2);
+  CHECK(found[0] == t->find(key(7)));
+  CHECK(found[0] != nullptr);
+  CHECK(found[1] == nullptr);
+  const FlowKey k6[2] = {key6(5), key6(99)};
+  t->find_bulk(k6, found, 2);
+  CHECK(found[0] == t->find(key6(5)));
+  CHECK(found[1] == nullptr);
+}
 
 TEST_CASE("flows are inserted and found, one by one and in bursts", "[unit][flowtable]") {
   auto t = FlowTable::create("ft_find", 1024, 0);
@@ -35,10 +77,20 @@ TEST_CASE("flows are inserted and found, one by one and in bursts", "[unit][flow
   REQUIRE(t->find(key(42)) != nullptr);
   CHECK(t->find(key(42))->packets == 42);
   CHECK(t->find(key(1000)) == nullptr);
-  std::vector<FlowKey> keys = {key(1), key(5000), key(99)};
-  const FlowKey* ptrs[] = {&keys[0], &keys[1], &keys[2]};
+  FlowKey4 keys[3];
+  bool lo;
+  for (int i = 0; i < 3; ++i) {
+    Packet p;
+    p.l3 = L3::ipv4;
+    p.proto = 17;
+    p.src = {10, 0, 0, static_cast<uint8_t>(i == 0 ? 1 : i == 1 ? 5000 % 256 : 99)};
+    p.dst = {192, 0, 0, 0};
+    p.src_port = static_cast<uint16_t>((i == 1 ? 5000 : 0) >> 8);
+    p.dst_port = 53;
+    flow_key4(p, 0, keys[i], &lo);
+  }
   Flow* found[3];
-  t->find_bulk(ptrs, found, 3);
+  t->find_bulk(keys, found, 3);
   REQUIRE(found[0] != nullptr);
   CHECK(found[0]->packets == 1);
   CHECK(found[1] == nullptr);
