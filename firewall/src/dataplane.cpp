@@ -214,6 +214,7 @@ int worker_main(void* arg) {
   const uint64_t hz = rte_get_tsc_hz();
   const uint64_t start = rte_get_tsc_cycles();
   uint64_t last_sweep = start;
+  const uint32_t sweep_budget = std::max<uint32_t>(1024, w.flows->capacity() / 50);  // a full pass in 5 s
   while (!w.stop->load(std::memory_order_relaxed)) {
     const uint64_t tsc = rte_get_tsc_cycles();
     const auto now = static_cast<uint32_t>((tsc - start) / hz);
@@ -233,8 +234,8 @@ int worker_main(void* arg) {
         rte_pktmbuf_free_bulk(out + sent, keep - sent);
       }
     }
-    if (tsc - last_sweep > hz / 10) {  // expiry: a slice of the table ten times a second
-      w.counters->expired += w.flows->expire(now, w.config->timeouts, 1024);
+    if (tsc - last_sweep > hz / 10) {  // expiry: a 1/50 slice of the table ten times a second
+      w.counters->expired += w.flows->expire(now, w.config->timeouts, sweep_budget);
       last_sweep = tsc;
     }
   }

@@ -119,25 +119,23 @@ Flow* FlowTable::insert(const FlowKey& key) {
   }
   if (pos < 0) return nullptr;
   f.flows[pos] = Flow{};
+  f.flows[pos].used = true;
   return &f.flows[pos];
 }
 
 uint32_t FlowTable::expire(Family& f, uint32_t now, const Timeouts& timeouts, uint32_t budget) {
   uint32_t removed = 0;
-  const void* key = nullptr;
-  void* data = nullptr;
-  alignas(16) unsigned char copy[sizeof(FlowKey)];
-  for (uint32_t seen = 0; seen < budget; ++seen) {
-    const int32_t pos = rte_hash_iterate(f.hash, &key, &data, &f.cursor);
-    if (pos < 0) {  // the end: start over next time
-      f.cursor = 0;
-      break;
+  const uint32_t slots = capacity_ + 1;
+  for (uint32_t seen = 0; seen < budget && seen < slots; ++seen) {
+    const uint32_t pos = f.cursor;
+    f.cursor = f.cursor + 1 == slots ? 0 : f.cursor + 1;
+    Flow& flow = f.flows[pos];
+    if (!flow.used || now - flow.last_seen <= idle_timeout(flow.track, timeouts)) continue;
+    void* key = nullptr;
+    if (rte_hash_get_key_with_position(f.hash, static_cast<int32_t>(pos), &key) == 0 && rte_hash_del_key(f.hash, key) >= 0) {
+      ++removed;
     }
-    const Flow& flow = f.flows[pos];
-    if (now - flow.last_seen > idle_timeout(flow.track, timeouts)) {
-      std::memcpy(copy, key, &f == &v4_ ? sizeof(FlowKey4) : sizeof(FlowKey));
-      if (rte_hash_del_key(f.hash, copy) >= 0) ++removed;
-    }
+    flow.used = false;
   }
   return removed;
 }

@@ -21,6 +21,7 @@ struct Flow {
   FlowTrack track;
   int32_t rule = -1;      // the rule that allowed it (-1: the policy)
   uint32_t last_seen = 0; // seconds, the caller's clock
+  bool used = false;      // the slot holds a flow (the expiry sweep reads the array, not the hash)
   uint64_t packets = 0;
 };
 
@@ -39,9 +40,9 @@ class FlowTable {
   void find_bulk(const FlowKey* keys, Flow** flows, uint32_t n);
   // A new flow for the key (its fields zeroed), or nullptr when the table is full.
   Flow* insert(const FlowKey& key);
-  // Removes flows idle past their state's timeout, looking at most `budget` entries of each
-  // family from where the last call stopped (a sweep spread over the polling loop). Returns how
-  // many it removed.
+  // Removes flows idle past their state's timeout, looking at `budget` slots of each family's
+  // flow array from where the last call stopped (a sweep spread over the polling loop: a full
+  // pass takes capacity / budget calls). Returns how many it removed.
   uint32_t expire(uint32_t now, const Timeouts& timeouts, uint32_t budget);
 
   uint32_t size() const;

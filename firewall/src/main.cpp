@@ -26,6 +26,32 @@ void on_signal(int sig) {
 }  // namespace
 
 namespace kmodkit::firewall {
+namespace {
+
+// "udp-new=5" and the like into the timeouts; usage error naming the item.
+Result<void> set_timeouts(const std::vector<std::string>& items, Timeouts& to) {
+  const std::pair<const char*, uint32_t Timeouts::*> names[] = {
+      {"tcp-syn", &Timeouts::syn},         {"tcp-established", &Timeouts::established_tcp},
+      {"tcp-fin", &Timeouts::fin},         {"tcp-closed", &Timeouts::closed},
+      {"udp-new", &Timeouts::udp_new},     {"udp-established", &Timeouts::udp_established},
+      {"icmp", &Timeouts::icmp}};
+  for (const auto& item : items) {
+    const auto eq = item.find('=');
+    const std::string name = item.substr(0, eq);
+    uint32_t Timeouts::*field = nullptr;
+    for (const auto& [n, f] : names) {
+      if (name == n) field = f;
+    }
+    if (eq == std::string::npos || field == nullptr) {
+      return fail(ExitCode::usage, "--timeout '" + item + "': expected STATE=SECONDS with STATE one of tcp-syn, "
+                                   "tcp-established, tcp-fin, tcp-closed, udp-new, udp-established, icmp");
+    }
+    to.*field = static_cast<uint32_t>(KK_TRY(cli::parse_integer("timeout " + name, item.substr(eq + 1), 1, 7 * 24 * 3600)));
+  }
+  return {};
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   std::string rules_file;
@@ -73,6 +99,10 @@ int main(int argc, char** argv) {
              dp.mbufs = static_cast<uint32_t>(KK_TRY(cli::parse_integer("mbufs", v.front(), 0, 1LL << 26)));
              return {};
            }},
+          {"timeout", cli::Kind::list, "", "STATE=SECONDS",
+           "an idle timeout: tcp-syn (30), tcp-established (3600), tcp-fin (120), tcp-closed (10), udp-new (30), "
+           "udp-established (120), icmp (30); repeatable, or comma-separated",
+           [&](const std::vector<std::string>& v) -> Result<void> { return set_timeouts(v, dp.timeouts); }},
           {"huge-dir", cli::Kind::value, "", "DIR", "the hugepage mount (default: EAL's search)", cli::store(eal.huge_dir)},
           {"no-huge-mb", cli::Kind::value, "0", "MB", "run without hugepages on this much memory (tests, demos)",
            [&](const std::vector<std::string>& v) -> Result<void> {

@@ -110,7 +110,7 @@ TEST_CASE("a full table refuses new flows and keeps the established ones", "[uni
   CHECK(t->insert(key(200)) == nullptr);
 }
 
-TEST_CASE("idle flows expire per their state's timeout, swept a budget at a time", "[unit][flowtable]") {
+TEST_CASE("idle flows expire per their state's timeout, swept a slice of the table at a time", "[unit][flowtable]") {
   auto t = FlowTable::create("ft_expire", 4096, 0);
   REQUIRE(t);
   const Timeouts to;
@@ -121,12 +121,16 @@ TEST_CASE("idle flows expire per their state's timeout, swept a budget at a time
     f->last_seen = 100;
   }
   // Past the unanswered-UDP timeout but not the established one: half go.
-  uint32_t removed = 0;
-  for (int sweep = 0; sweep < 20; ++sweep) removed += t->expire(100 + to.udp_new + 1, to, 128);
+  // One call looks at 128 of the 4097 slots; 33 calls make a full pass.
+  uint32_t removed = t->expire(100 + to.udp_new + 1, to, 128);
+  CHECK(removed > 0);
+  CHECK(removed <= 64);  // at most half of the 128 slots it saw
+  for (int sweep = 1; sweep < 33; ++sweep) removed += t->expire(100 + to.udp_new + 1, to, 128);
   CHECK(removed == 500);
+  CHECK(t->expire(100 + to.udp_new + 1, to, 1 << 20) == 0);  // one full pass at most, nothing left
   CHECK(t->size() == 500);
   CHECK(t->find(key(1)) != nullptr);
   CHECK(t->find(key(2)) == nullptr);
-  for (int sweep = 0; sweep < 20; ++sweep) removed += t->expire(100 + to.udp_established + 1, to, 128);
+  for (int sweep = 0; sweep < 33; ++sweep) removed += t->expire(100 + to.udp_established + 1, to, 128);
   CHECK(t->size() == 0);
 }

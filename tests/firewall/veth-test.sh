@@ -4,8 +4,10 @@
 # net_af_packet port of the firewall (bump in the wire).
 #   veth-test.sh FIREWALL
 # Checks: ARP passes by policy; a TCP connection the rules allow (a -> b port 8080) completes and
-# its replies pass by state; one to another port, and one started from b, are dropped; SIGTERM
-# stops the firewall, which prints its counters and exits 0.
+# its replies pass by state; one to another port, and one started from b, are dropped; an
+# established connection left idle past its timeout (--timeout tcp-established=2) is expired and
+# its next segment dropped; SIGTERM stops the firewall, which prints its counters and exits 0;
+# after a change of the rules file (8080 out, 9090 in) and a restart the verdicts change.
 set -euo pipefail
 fw=$(realpath "${1:?usage: veth-test.sh FIREWALL}")
 for tool in ip ethtool python3; do command -v "$tool" >/dev/null || { echo "veth-test: $tool is missing"; exit 1; }; done
@@ -42,13 +44,23 @@ ip link set "$pb" up
 
 cat > "$work/fw.rules" <<RULES
 policy deny
-allow tcp from 10.77.0.1 to 10.77.0.2 port 8080 dir a-to-b
+allow tcp from 10.77.0.1 to 10.77.0.2 port 8080,8081 dir a-to-b
 RULES
-"$fw" --rules "$work/fw.rules" --vdev "net_af_packet0,iface=$pa" --vdev "net_af_packet1,iface=$pb" \
-  --no-huge-mb 512 --lcores 0 --file-prefix "veth$id" --log-format human >"$work/fw.log" 2>&1 &
-fwpid=$!
-for _ in $(seq 100); do grep -q "worker(s)" "$work/fw.log" && break; sleep 0.1; done
-grep -q "worker(s)" "$work/fw.log" || fail "the firewall did not start"
+start_fw() {
+  "$fw" --rules "$work/fw.rules" --vdev "net_af_packet0,iface=$pa" --vdev "net_af_packet1,iface=$pb" \
+    --no-huge-mb 512 --lcores 0 --file-prefix "veth$id" --log-format human --flows 4096 \
+    --timeout tcp-established=2 >"$work/fw.log" 2>&1 &
+  fwpid=$!
+  for _ in $(seq 100); do grep -q "worker(s)" "$work/fw.log" && break; sleep 0.1; done
+  grep -q "worker(s)" "$work/fw.log" || fail "the firewall did not start"
+}
+stop_fw() {
+  kill -TERM "$fwpid"
+  wait "$fwpid" && code=0 || code=$?
+  fwpid=
+  [ "$code" = 0 ] || fail "the firewall exited $code on SIGTERM"
+}
+start_fw
 
 # Listeners: b on 8080 (allowed) and 9090 (not), a on 7070 (b may not start flows).
 serve() {  # serve NETNS ADDR PORT
@@ -61,6 +73,17 @@ while True:
 serve "$nb" 10.77.0.2 8080
 serve "$nb" 10.77.0.2 9090
 serve "$na" 10.77.0.1 7070
+# An echo server on b:8080's neighbour 8081 for the idle connection (allowed by a second rule).
+ip netns exec "$nb" python3 -c "
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('10.77.0.2', 8081)); s.listen(8)
+while True:
+    c, _ = s.accept()
+    while True:
+        d = c.recv(64)
+        if not d: break
+        c.sendall(d)
+    c.close()" >/dev/null 2>&1 &
 sleep 0.5
 connect() {  # connect NETNS ADDR PORT: prints what the server said, or nothing
   ip netns exec "$1" python3 -c "
@@ -77,13 +100,39 @@ other=$(connect "$na" 10.77.0.2 9090)
 inbound=$(connect "$nb" 10.77.0.1 7070)
 [[ "$inbound" == "no connection"* ]] || fail "b -> a:7070 should be dropped, got: $inbound"
 
-kill -TERM "$fwpid"
-wait "$fwpid" && code=0 || code=$?
-fwpid=
-[ "$code" = 0 ] || fail "the firewall exited $code on SIGTERM"
-grep -q "new flows 1 " "$work/fw.log" || fail "expected exactly one new flow"
+# Idle past the timeout: the connection's next segment meets no flow and is not a SYN.
+idle=$(ip netns exec "$na" python3 -c "
+import socket, time
+s = socket.create_connection(('10.77.0.2', 8081), timeout=3)
+s.sendall(b'one'); first = s.recv(64).decode()
+time.sleep(4)
+s.sendall(b'two')
+try:
+    second = s.recv(64).decode()
+except OSError:
+    second = 'nothing'
+print(first, second)")
+[ "$idle" = "one nothing" ] || fail "an idle connection should echo 'one', then nothing after its timeout; got: $idle"
+
+stop_fw
+grep -q "new flows 2 " "$work/fw.log" || fail "expected exactly two new flows"
+grep -Eq "expired [1-9]" "$work/fw.log" || fail "expected the idle flow to expire"
+grep -Eq "drop tcp_not_syn: [1-9]" "$work/fw.log" || fail "expected the idle connection's late segment dropped"
 grep -Eq "drop policy: [1-9]" "$work/fw.log" || fail "expected policy drops"
 grep -Eq "total: rx [0-9]+ tx [0-9]+ by state [1-9]" "$work/fw.log" || fail "expected packets passed by state"
 grep -Eq "arp/nd [1-9]" "$work/fw.log" || fail "expected ARP to pass"
-echo "veth-test: real TCP through the firewall: allowed connection made, others dropped, counters printed"
-grep -E "^total|^drop (policy|rule)|^rule line" "$work/fw.log" | sed 's/^/veth-test: /'
+grep -E "^total|^drop (policy|rule|tcp_not_syn)|^rule line" "$work/fw.log" | sed 's/^/veth-test: /'
+
+# The rules change (8080 out, 9090 in) and the firewall restarts: the verdicts follow.
+cat > "$work/fw.rules" <<RULES
+policy deny
+allow tcp from 10.77.0.1 to 10.77.0.2 port 9090 dir a-to-b
+RULES
+start_fw
+now_allowed=$(connect "$na" 10.77.0.2 9090)
+[ "$now_allowed" = "kmodkit-ok" ] || fail "after the change a -> b:9090 should connect, got: $now_allowed"
+now_denied=$(connect "$na" 10.77.0.2 8080)
+[[ "$now_denied" == "no connection"* ]] || fail "after the change a -> b:8080 should be dropped, got: $now_denied"
+stop_fw
+echo "veth-test: real TCP through the firewall: allowed connection made, others dropped, an idle one expired," \
+  "counters printed, a rules change and restart changed the verdicts"
