@@ -10,7 +10,7 @@
 #include <vector>
 
 int main(int argc, char** argv) {
-  std::vector<std::string> eal = {"kmodkit-tests", "--no-huge", "-m", "256", "--no-pci", "--no-shconf",
+  std::vector<std::string> eal = {"kmodkit-tests", "--no-huge", "-m", "768", "--no-pci", "--no-shconf",
                                   "-l",            "0",         "--log-level=error", "--no-telemetry"};
   std::vector<char*> args;
   for (auto& a : eal) args.push_back(a.data());

@@ -134,3 +134,29 @@ TEST_CASE("idle flows expire per their state's timeout, swept a slice of the tab
   for (int sweep = 0; sweep < 33; ++sweep) removed += t->expire(100 + to.udp_established + 1, to, 128);
   CHECK(t->size() == 0);
 }
+
+TEST_CASE("a million flows fit in one table, and the million-and-first is refused", "[unit][flowtable]") {
+  constexpr uint32_t kMillion = 1 << 20;
+  auto t = FlowTable::create("ft_million", kMillion, 0);
+  REQUIRE(t);
+  FlowKey k;
+  k.family = 4;
+  k.proto = 6;
+  k.hi_addr = {192, 0, 2, 1};
+  k.hi_port = 443;
+  uint32_t inserted = 0;
+  for (uint32_t i = 0; i < kMillion; ++i) {
+    k.lo_addr = {10, static_cast<uint8_t>(i >> 16), static_cast<uint8_t>(i >> 8), static_cast<uint8_t>(i)};
+    Flow* f = t->insert(k);
+    if (f == nullptr) break;
+    f->packets = i;
+    ++inserted;
+  }
+  CHECK(inserted == kMillion);
+  CHECK(t->size() == kMillion);
+  k.lo_addr = {11, 0, 0, 1};
+  CHECK(t->insert(k) == nullptr);
+  k.lo_addr = {10, 0x0a, 0xbc, 0xde};
+  REQUIRE(t->find(k) != nullptr);
+  CHECK(t->find(k)->packets == 0x0abcde);
+}
