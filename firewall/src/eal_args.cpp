@@ -4,6 +4,9 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
 
 #include "kmodkit/text.hpp"
 
@@ -40,16 +43,55 @@ Result<std::vector<int>> parse_cpu_list(const std::string& text) {
   return out;
 }
 
+Result<std::vector<DevicePluginPort>> device_plugin_ports(const std::vector<std::string>& environment) {
+  std::vector<DevicePluginPort> ports;
+  std::map<std::string, std::string> infos;  // PCIDEVICE_<RESOURCE> -> its _INFO JSON
+  for (const auto& entry : environment) {
+    const auto eq = entry.find('=');
+    if (eq == std::string::npos) continue;
+    const std::string name = entry.substr(0, eq);
+    if (!name.starts_with("PCIDEVICE_")) continue;
+    if (name.ends_with("_INFO")) {
+      infos[name.substr(0, name.size() - 5)] = entry.substr(eq + 1);
+      continue;
+    }
+    for (const auto& a : text::split_items(entry.substr(eq + 1), ',')) ports.push_back({a, name, "", {}});
+  }
+  for (auto& port : ports) {
+    const auto info = infos.find(port.variable);
+    if (info == infos.end()) continue;
+    const std::string var = port.variable + "_INFO";
+    const auto json = nlohmann::json::parse(info->second, nullptr, false);
+    if (json.is_discarded() || !json.is_object()) {
+      return fail(ExitCode::config, var + " is not the device plugin's JSON (an object keyed by PCI address)");
+    }
+    const auto dev = json.find(port.address);
+    if (dev == json.end()) continue;
+    if (!dev->is_object()) return fail(ExitCode::config, var + ": the entry of " + port.address + " is not an object");
+    for (const auto& [driver, details] : dev->items()) {
+      if (driver == "generic" || !details.is_object()) continue;
+      port.driver = driver;
+      for (const auto& [key, value] : details.items()) {
+        if ((key == "mount" || key == "dev-mount") && value.is_string()) port.mounts.push_back(value.get<std::string>());
+      }
+    }
+    for (const auto& m : port.mounts) {
+      std::error_code ec;
+      if (!std::filesystem::exists(m, ec)) {
+        return fail(ExitCode::config, var + ": " + port.address + " needs " + m + " (" + port.driver +
+                                          "), which is not in this container: the device plugin's mounts are missing");
+      }
+    }
+  }
+  return ports;
+}
+
 Result<std::vector<std::string>> eal_arguments(const EalInput& in) {
   std::vector<std::string> pci = in.pci;
   if (pci.empty() && in.vdevs.empty()) {
-    for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-      const std::string entry = *e;
-      const auto eq = entry.find('=');
-      const std::string name = entry.substr(0, eq);
-      if (!name.starts_with("PCIDEVICE_") || name.ends_with("_INFO") || eq == std::string::npos) continue;
-      for (const auto& a : text::split_items(entry.substr(eq + 1), ',')) pci.push_back(a);
-    }
+    std::vector<std::string> env;
+    for (char** e = environ; e != nullptr && *e != nullptr; ++e) env.emplace_back(*e);
+    for (const auto& port : KK_TRY(device_plugin_ports(env))) pci.push_back(port.address);
   }
   if (pci.empty() && in.vdevs.empty()) {
     return fail(ExitCode::config, "no ports: give --port PCI_ADDRESS or --vdev SPEC, or run where the SR-IOV device "

@@ -25,6 +25,21 @@ std::vector<int> allowed_cpus();
 // "0-3,8,10-11" -> {0,1,2,3,8,10,11}; usage error naming the text.
 Result<std::vector<int>> parse_cpu_list(const std::string& text);
 
+// A port the SR-IOV device plugin gave the pod: PCIDEVICE_<RESOURCE>=addr,addr,... and, from its
+// newer PCIDEVICE_<RESOURCE>_INFO JSON ({"addr": {"generic": {...}, "vfio": {"dev-mount":
+// "/dev/vfio/61", "mount": "/dev/vfio/vfio"}}}), the device files it mounted for that address.
+struct DevicePluginPort {
+  std::string address;
+  std::string variable;             // PCIDEVICE_<RESOURCE>
+  std::string driver;               // vfio, uio, ... from _INFO ("" without one)
+  std::vector<std::string> mounts;  // device files the container must have
+};
+
+// The ports of NAME=VALUE environment entries. Configuration error (78) naming the variable when
+// an _INFO value is not the device plugin's JSON, or names a device file that is missing here
+// (DPDK would fail later with a less clear message).
+Result<std::vector<DevicePluginPort>> device_plugin_ports(const std::vector<std::string>& environment);
+
 // argv for rte_eal_init, program name first. Configuration error (78) when there is no port.
 Result<std::vector<std::string>> eal_arguments(const EalInput& in);
 

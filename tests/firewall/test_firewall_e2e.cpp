@@ -165,4 +165,13 @@ TEST_CASE("EAL arguments come from the device plugin's variables and the cpuset"
   CHECK(run.code == 0);
   CHECK_THAT(run.output, Catch::Contains("-a 0000:3b:02.0 -a 0000:3b:02.1") && Catch::Contains("--file-prefix fw1") &&
                              Catch::Contains(" -l "));
+
+  // The device plugin mounted /dev/vfio/<group> for the VF; without it the firewall refuses.
+  auto unmounted = kmodkit::test::run_binary(
+      KMODKIT_FIREWALL_BIN, {"--rules", (tmp / "fw.rules").string(), "--print-eal-args"},
+      {{"PCIDEVICE_INTEL_COM_SRIOV_DPDK", "0000:3b:02.0"},
+       {"PCIDEVICE_INTEL_COM_SRIOV_DPDK_INFO",
+        R"({"0000:3b:02.0":{"generic":{"deviceID":"0000:3b:02.0"},"vfio":{"dev-mount":"/dev/vfio/kmodkit-none","mount":"/dev/null"}}})"}});
+  CHECK(unmounted.code == 78);
+  CHECK_THAT(unmounted.last_line, Catch::Contains("/dev/vfio/kmodkit-none") && Catch::Contains("PCIDEVICE_INTEL_COM_SRIOV_DPDK_INFO"));
 }

@@ -1,0 +1,92 @@
+// The firewall's EAL command line from what the pod was given: CPU lists, the SR-IOV device
+// plugin's PCIDEVICE_* variables (and the device files its _INFO JSON names), hugepages.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+
+#include "eal_args.hpp"
+#include "helpers.hpp"
+
+using namespace kmodkit::firewall;
+using kmodkit::test::TempDir;
+
+namespace {
+
+bool has_sequence(const std::vector<std::string>& args, const std::vector<std::string>& seq) {
+  return std::search(args.begin(), args.end(), seq.begin(), seq.end()) != args.end();
+}
+
+}  // namespace
+
+TEST_CASE("CPU lists are ranges and single CPUs, and bad ones name the text", "[unit][eal]") {
+  CHECK(*parse_cpu_list("0-3,8,10-11") == std::vector<int>{0, 1, 2, 3, 8, 10, 11});
+  CHECK(*parse_cpu_list("5") == std::vector<int>{5});
+  for (const char* bad : {"", "3-1", "a", "1-", "-2", "0,,x", "2048"}) {
+    INFO(bad);
+    auto r = parse_cpu_list(bad);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code == kmodkit::ExitCode::usage);
+  }
+}
+
+TEST_CASE("device plugin ports come with the device files their _INFO names", "[unit][eal]") {
+  TempDir tmp;
+  kmodkit::test::write_file(tmp / "vfio-61", "");
+  kmodkit::test::write_file(tmp / "vfio", "");
+  const std::string info = R"({"0000:3b:02.0": {"generic": {"deviceID": "0000:3b:02.0"},
+      "vfio": {"dev-mount": ")" + (tmp / "vfio-61").string() + R"(", "mount": ")" + (tmp / "vfio").string() + R"("}}})";
+  auto ports = device_plugin_ports({"PATH=/usr/bin", "PCIDEVICE_INTEL_COM_SRIOV_DPDK=0000:3b:02.0,0000:3b:02.1",
+                                    "PCIDEVICE_INTEL_COM_SRIOV_DPDK_INFO=" + info, "PCIDEVICE_OTHER=0000:5e:00.2"});
+  REQUIRE(ports);
+  REQUIRE(ports->size() == 3);
+  CHECK((*ports)[0].address == "0000:3b:02.0");
+  CHECK((*ports)[0].driver == "vfio");
+  CHECK((*ports)[0].mounts.size() == 2);
+  CHECK((*ports)[1].address == "0000:3b:02.1");
+  CHECK((*ports)[1].mounts.empty());  // not in the JSON
+  CHECK((*ports)[2].variable == "PCIDEVICE_OTHER");
+
+  SECTION("a device file that is not in the container is a configuration error naming it") {
+    auto missing = device_plugin_ports({"PCIDEVICE_R=0000:3b:02.0", R"(PCIDEVICE_R_INFO={"0000:3b:02.0": {"uio": {"mount": ")" +
+                                                                        (tmp / "uio7").string() + R"("}}})"});
+    REQUIRE_FALSE(missing);
+    CHECK(missing.error().code == kmodkit::ExitCode::config);
+    CHECK_THAT(missing.error().message, Catch::Contains("PCIDEVICE_R_INFO") && Catch::Contains("uio7") &&
+                                            Catch::Contains("0000:3b:02.0"));
+  }
+  SECTION("_INFO that is not the device plugin's JSON is refused") {
+    for (const char* bad : {"{", "[1,2]", R"({"0000:3b:02.0": 5})"}) {
+      INFO(bad);
+      auto r = device_plugin_ports({"PCIDEVICE_R=0000:3b:02.0", std::string("PCIDEVICE_R_INFO=") + bad});
+      REQUIRE_FALSE(r);
+      CHECK_THAT(r.error().message, Catch::Contains("PCIDEVICE_R_INFO"));
+    }
+  }
+}
+
+TEST_CASE("EAL arguments: lcores, a unique prefix, ports or vdevs, memory", "[unit][eal]") {
+  EalInput in;
+  in.vdevs = {"net_null0", "net_null1"};
+  in.cpus = {2, 3};
+  in.no_huge_mb = 256;
+  auto a = eal_arguments(in);
+  REQUIRE(a);
+  CHECK(has_sequence(*a, {"-l", "2,3"}));
+  CHECK(has_sequence(*a, {"--no-pci"}));
+  CHECK(has_sequence(*a, {"--vdev", "net_null0", "--vdev", "net_null1"}));
+  CHECK(has_sequence(*a, {"--no-huge", "-m", "256"}));
+  CHECK(std::any_of(a->begin(), a->end(), [](const std::string& s) { return s.starts_with("kmodkit-fw-"); }));
+
+  EalInput pci;
+  pci.pci = {"0000:3b:02.0", "0000:3b:02.1"};
+  pci.huge_dir = "/dev/hugepages-1Gi";
+  pci.file_prefix = "fw-0";
+  auto b = eal_arguments(pci);
+  REQUIRE(b);
+  CHECK(has_sequence(*b, {"-a", "0000:3b:02.0", "-a", "0000:3b:02.1"}));
+  CHECK(has_sequence(*b, {"--huge-dir", "/dev/hugepages-1Gi"}));
+  CHECK(has_sequence(*b, {"--file-prefix", "fw-0"}));
+  CHECK_FALSE(has_sequence(*b, {"--no-pci"}));
+  CHECK(b->at(1) == "-l");  // the process's own CPUs (sched_getaffinity)
+  CHECK_FALSE(b->at(2).empty());
+}
