@@ -100,7 +100,10 @@ bool trackable(const Packet& p) {
 
 // A packet of a known flow: the state machine decides.
 bool decide_tracked(Worker& w, Flow& f, const Packet& p, bool from_lo, uint32_t now) {
-  if (track(f.track, p, from_lo) == Verdict::drop_invalid) {
+  // The common case inline: an established flow's packet that changes nothing (no FIN or RST).
+  const bool quiet = f.track.state == FlowState::established &&
+                     (p.proto != 6 || (p.tcp_flags & (TcpFlag::fin | TcpFlag::rst)) == 0);
+  if (!quiet && track(f.track, p, from_lo) == Verdict::drop_invalid) {
     ++w.counters->drops[static_cast<int>(Drop::invalid_state)];
     return false;
   }
@@ -164,7 +167,8 @@ uint16_t process_burst(Worker& w, rte_mbuf** in, uint16_t n, rte_mbuf** out, int
   for (uint16_t i = 0; i < n; ++i) {
     if (i + kAhead < n) rte_prefetch0(rte_pktmbuf_mtod(in[i + kAhead], void*));
     Packet& p = s.pkt[i];
-    parse_packet(rte_pktmbuf_mtod(in[i], const uint8_t*), rte_pktmbuf_data_len(in[i]), p);
+    const uint8_t* data = rte_pktmbuf_mtod(in[i], const uint8_t*);
+    if (!parse_ipv4_fast(data, rte_pktmbuf_data_len(in[i]), p)) parse_packet(data, rte_pktmbuf_data_len(in[i]), p);
     if (!trackable(p)) {
       s.key_of[i] = kNoKey;
     } else if (p.l3 == L3::ipv4) {

@@ -211,3 +211,42 @@ TEST_CASE("malformed frames are named, never read past their end", "[unit][packe
   }
   CHECK(std::string(malformed_name(Malformed::bad_tcp_offset)) == "bad_tcp_offset");
 }
+
+TEST_CASE("the inline IPv4 fast path takes the common packets and agrees with the full parser", "[unit][packet]") {
+  Bytes with_options = tcp(40000, 443, TcpFlag::ack, 8);
+  with_options.resize(32, 1);  // 12 bytes of TCP options (NOPs)
+  const Bytes common[] = {
+      frame(ethernet(0x0800), ipv4(6, tcp(40000, 443, TcpFlag::syn))),
+      frame(ethernet(0x0800), ipv4(6, with_options)),
+      frame(ethernet(0x0800), ipv4(17, udp(5353, 53))),
+  };
+  for (const auto& f : common) {
+    Packet fast;
+    REQUIRE(parse_ipv4_fast(f.data(), f.size(), fast));
+    CHECK(fast == parse(f));
+  }
+  Bytes padded = frame(ethernet(0x0800), ipv4(17, udp(1, 2)));
+  padded.resize(60, 0);  // Ethernet padding past the IP total length
+  Packet fast;
+  REQUIRE(parse_ipv4_fast(padded.data(), padded.size(), fast));
+  CHECK(fast == parse(padded));
+  CHECK(fast.l4_length == 8);
+  // Everything else is left to the full parser.
+  const Bytes others[] = {
+      frame(ethernet(0x0800, 1), ipv4(6, tcp(1, 2, TcpFlag::syn))),            // VLAN tag
+      frame(ethernet(0x0800), ipv4(6, tcp(1, 2, TcpFlag::syn), 0, 1)),         // IP options
+      frame(ethernet(0x0800), ipv4(17, udp(1, 2), 0x2000)),                    // first fragment
+      frame(ethernet(0x0800), ipv4(17, udp(1, 2), 0x0010)),                    // later fragment
+      frame(ethernet(0x0800), ipv4(1, icmp(8, 0, 7))),                         // ICMP
+      frame(ethernet(0x0800), ipv4(6, tcp(1, 2, TcpFlag::syn, 4))),            // bad TCP offset
+      frame(ethernet(0x86DD), ipv6(17, udp(1, 2))),                            // IPv6
+  };
+  for (const auto& f : others) {
+    Packet p;
+    CHECK_FALSE(parse_ipv4_fast(f.data(), f.size(), p));
+  }
+  Bytes cut = frame(ethernet(0x0800), ipv4(6, tcp(1, 2, TcpFlag::syn)));
+  cut.resize(cut.size() - 1);  // total length beyond the frame
+  Packet p;
+  CHECK_FALSE(parse_ipv4_fast(cut.data(), cut.size(), p));
+}
