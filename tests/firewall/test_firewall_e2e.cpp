@@ -62,6 +62,24 @@ Bytes frame(const char* src, const char* dst, uint8_t proto, uint16_t sport, uin
   return f;
 }
 
+// The frame with an 802.1Q tag (VLAN `vid`) after its MAC addresses.
+Bytes tagged(Bytes f, uint16_t vid) {
+  const Bytes tag = {0x81, 0x00, static_cast<uint8_t>(vid >> 8), static_cast<uint8_t>(vid)};
+  f.insert(f.begin() + 12, tag.begin(), tag.end());
+  return f;
+}
+
+// An ICMP destination unreachable from `src` to `dst` quoting the IP header and first 8 bytes
+// of `about` (an untagged frame).
+Bytes icmp_unreachable(const char* src, const char* dst, const Bytes& about) {
+  Bytes f = frame(src, dst, 1, 0, 0, 3);
+  f.resize(14 + 20 + 8);
+  f.insert(f.end(), about.begin() + 14, about.begin() + 14 + 28);
+  f[16] = 0;
+  f[17] = 20 + 8 + 28;
+  return f;
+}
+
 void write_pcap(const fs::path& path, const std::vector<Bytes>& frames) {
   std::ofstream out(path, std::ios::binary);
   const uint32_t header[] = {0xa1b2c3d4, 0x00040002, 0, 0, 65535, 1};
@@ -88,7 +106,6 @@ std::vector<Bytes> read_pcap(const fs::path& path) {
   return out;
 }
 
-uint16_t dst_port(const Bytes& f) { return static_cast<uint16_t>(f[36] << 8 | f[37]); }
 
 Run firewall(const TempDir& tmp, std::vector<std::string> extra) {
   std::vector<std::string> args = {"--rules", (tmp / "fw.rules").string(), "--vdev",
@@ -110,29 +127,32 @@ TEST_CASE("the firewall passes allowed new flows and their replies, drops the re
                             "allow udp from any to any port 53\n"
                             "allow icmp type 8 from 10.0.0.0/8 to any\n");
   // Port A (inside) starts flows; port B (outside) answers, and tries one of its own.
-  write_pcap(tmp / "a.pcap", {frame("10.0.0.1", "192.0.2.1", 6, 40000, 22, 0x02),    // SYN to ssh: allowed
-                              frame("10.0.0.1", "192.0.2.1", 6, 40001, 23, 0x02),    // SYN to telnet: policy
-                              frame("10.0.0.1", "192.0.2.1", 17, 5000, 53, 0),       // DNS: allowed
-                              frame("10.0.0.1", "192.0.2.1", 1, 7, 0, 8),            // echo request: allowed
-                              frame("10.0.0.1", "192.0.2.1", 6, 40002, 22, 0x10)});  // ACK of no flow: not a SYN
-  write_pcap(tmp / "b.pcap", {frame("192.0.2.1", "10.0.0.1", 6, 22, 40000, 0x12),    // SYN-ACK: by state
-                              frame("192.0.2.1", "10.0.0.1", 6, 40003, 22, 0x02),    // inbound SYN: policy
-                              frame("192.0.2.1", "10.0.0.1", 17, 53, 5000, 0),       // DNS answer: by state
-                              frame("192.0.2.1", "10.0.0.1", 1, 7, 0, 0)});          // echo reply: by state
+  const std::vector<Bytes> a = {
+      frame("10.0.0.1", "192.0.2.1", 6, 40000, 22, 0x02),              // SYN to ssh: allowed
+      frame("10.0.0.1", "192.0.2.1", 6, 40001, 23, 0x02),              // SYN to telnet: policy
+      frame("10.0.0.1", "192.0.2.1", 17, 5000, 53, 0),                 // DNS: allowed
+      frame("10.0.0.1", "192.0.2.1", 1, 7, 0, 8),                      // echo request: allowed
+      frame("10.0.0.1", "192.0.2.1", 6, 40002, 22, 0x10),              // ACK of no flow: not a SYN
+      tagged(frame("10.0.0.2", "192.0.2.1", 17, 5001, 53, 0), 100)};   // DNS on VLAN 100: allowed
+  const std::vector<Bytes> b = {
+      frame("192.0.2.1", "10.0.0.1", 6, 22, 40000, 0x12),              // SYN-ACK: by state
+      frame("192.0.2.1", "10.0.0.1", 6, 40003, 22, 0x02),              // inbound SYN: policy
+      frame("192.0.2.1", "10.0.0.1", 17, 53, 5000, 0),                 // DNS answer: by state
+      frame("192.0.2.1", "10.0.0.1", 1, 7, 0, 0),                      // echo reply: by state
+      icmp_unreachable("192.0.2.1", "10.0.0.1", a[2]),                 // about the DNS flow: related
+      tagged(frame("192.0.2.1", "10.0.0.2", 17, 53, 5001, 0), 100)};   // tagged answer: by state
+  write_pcap(tmp / "a.pcap", a);
+  write_pcap(tmp / "b.pcap", b);
   auto run = firewall(tmp, {"--duration", "1"});
   INFO(run.output);
   REQUIRE(run.code == 0);
-  CHECK_THAT(run.output, Catch::Contains("total: rx 9 tx 6 by state 3 related 0 new flows 3") &&
+  CHECK_THAT(run.output, Catch::Contains("total: rx 12 tx 9 by state 4 related 1 new flows 4") &&
                              Catch::Contains("drop policy: 2") && Catch::Contains("drop tcp_not_syn: 1") &&
-                             Catch::Contains("rule line 3: 1  # allow udp from any to any port 53"));
-  const auto out_b = read_pcap(tmp / "b-out.pcap");  // what crossed from A to B
-  REQUIRE(out_b.size() == 3);
-  CHECK(dst_port(out_b[0]) == 22);
-  CHECK(dst_port(out_b[1]) == 53);
-  CHECK(out_b[0] == frame("10.0.0.1", "192.0.2.1", 6, 40000, 22, 0x02));  // untouched at L2 and above
-  const auto out_a = read_pcap(tmp / "a-out.pcap");
-  REQUIRE(out_a.size() == 3);
-  CHECK(dst_port(out_a[0]) == 40000);
+                             Catch::Contains("rule line 3: 2  # allow udp from any to any port 53"));
+  // What crossed each way is exactly the frames that should have, in order and untouched
+  // (VLAN tags included): the firewall is transparent at L2.
+  CHECK(read_pcap(tmp / "b-out.pcap") == std::vector<Bytes>{a[0], a[2], a[3], a[5]});
+  CHECK(read_pcap(tmp / "a-out.pcap") == std::vector<Bytes>{b[0], b[2], b[3], b[4], b[5]});
 }
 
 TEST_CASE("the firewall refuses to start on a bad rules file, missing ports or an odd port count", "[e2e][firewall]") {
