@@ -106,7 +106,6 @@ std::vector<Bytes> read_pcap(const fs::path& path) {
   return out;
 }
 
-
 Run firewall(const TempDir& tmp, std::vector<std::string> extra) {
   std::vector<std::string> args = {"--rules", (tmp / "fw.rules").string(), "--vdev",
                                    "net_pcap0,rx_pcap=" + (tmp / "a.pcap").string() + ",tx_pcap=" + (tmp / "a-out.pcap").string(),
