@@ -139,14 +139,16 @@ TEST_CASE("the firewall passes allowed new flows and their replies, drops the re
       frame("192.0.2.1", "10.0.0.1", 17, 53, 5000, 0),                 // DNS answer: by state
       frame("192.0.2.1", "10.0.0.1", 1, 7, 0, 0),                      // echo reply: by state
       icmp_unreachable("192.0.2.1", "10.0.0.1", a[2]),                 // about the DNS flow: related
-      tagged(frame("192.0.2.1", "10.0.0.2", 17, 53, 5001, 0), 100)};   // tagged answer: by state
+      tagged(frame("192.0.2.1", "10.0.0.2", 17, 53, 5001, 0), 100),   // tagged answer: by state
+      frame("192.0.2.1", "10.0.0.1", 6, 22, 40009, 0x12),              // SYN-ACK of no request: policy
+      frame("192.0.2.1", "10.0.0.1", 17, 53, 5999, 0)};                // DNS answer of no query: policy
   write_pcap(tmp / "a.pcap", a);
   write_pcap(tmp / "b.pcap", b);
   auto run = firewall(tmp, {"--duration", "1"});
   INFO(run.output);
   REQUIRE(run.code == 0);
-  CHECK_THAT(run.output, Catch::Contains("total: rx 12 tx 9 by state 4 related 1 new flows 4") &&
-                             Catch::Contains("drop policy: 2") && Catch::Contains("drop tcp_not_syn: 1") &&
+  CHECK_THAT(run.output, Catch::Contains("total: rx 14 tx 9 by state 4 related 1 new flows 4") &&
+                             Catch::Contains("drop policy: 4") && Catch::Contains("drop tcp_not_syn: 1") &&
                              Catch::Contains("rule line 3: 2  # allow udp from any to any port 53"));
   // What crossed each way is exactly the frames that should have, in order and untouched
   // (VLAN tags included): the firewall is transparent at L2.
