@@ -13,7 +13,7 @@
                    as '@' ACL entries, the allow rule as 'R' route entries to port 1 (one
                    per direction: l3fwd keeps no state for the SYN-ACKs), in the same order (l3fwd gives earlier lines the higher priority, first match wins).
 
-  firewall-inputs.py OUT_DIR FLOWS RULES [RULES...]
+  firewall-inputs.py OUT_DIR FLOWS [RULES...]      (prints the number of packets)
 """
 import random
 import struct
@@ -122,7 +122,7 @@ def rules(out: str, n: int, seed: int) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) < 4:
+    if len(sys.argv) < 3:
         sys.exit(__doc__)
     out, flows = sys.argv[1], int(sys.argv[2])
     packets = flows_pcap(f"{out}/flows.pcap", flows)
