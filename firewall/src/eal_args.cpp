@@ -3,6 +3,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <filesystem>
 #include <map>
@@ -97,8 +98,16 @@ Result<std::vector<std::string>> eal_arguments(const EalInput& in) {
     return fail(ExitCode::config, "no ports: give --port PCI_ADDRESS or --vdev SPEC, or run where the SR-IOV device "
                                   "plugin sets PCIDEVICE_* variables");
   }
-  const auto cpus = in.cpus.empty() ? allowed_cpus() : in.cpus;
+  const auto allowed = allowed_cpus();
+  const auto cpus = in.cpus.empty() ? allowed : in.cpus;
   if (cpus.empty()) return fail(ExitCode::config, "no CPU to run on");
+  for (int c : cpus) {
+    if (std::find(allowed.begin(), allowed.end(), c) == allowed.end()) {
+      std::string list;
+      for (int a : allowed) list += (list.empty() ? "" : ",") + std::to_string(a);
+      return fail(ExitCode::config, "CPU " + std::to_string(c) + " is not one this process may run on (its cpuset: " + list + ")");
+    }
+  }
   std::string lcores;
   for (int c : cpus) lcores += (lcores.empty() ? "" : ",") + std::to_string(c);
   std::vector<std::string> a = {"firewall", "-l", lcores, "--file-prefix",

@@ -48,8 +48,10 @@ Result<FlowTable> FlowTable::create(const std::string& name, uint32_t capacity, 
           rte_zmalloc_socket(table.c_str(), sizeof(Flow) * (capacity + 1ULL), RTE_CACHE_LINE_SIZE, socket_id));
     }
     if (family.hash == nullptr || family.flows == nullptr) {
-      return fail(ExitCode::config, "flow table " + table + " of " + std::to_string(capacity) +
-                                        " flows cannot be made: " + rte_strerror(rte_errno) + " (not enough hugepages?)");
+      // Both families' tables and flow arrays: about 190 bytes a flow.
+      return fail(ExitCode::config, "a flow table of " + std::to_string(capacity) + " flows needs about " +
+                                        std::to_string((capacity * 190ULL >> 20) + 1) +
+                                        " MB of hugepages that EAL could not give: reserve more hugepages or lower --flows");
     }
     return {};
   };

@@ -170,6 +170,17 @@ TEST_CASE("the firewall refuses to start on a bad rules file, missing ports or a
   CHECK(none.code == 78);
   CHECK_THAT(none.last_line, Catch::Contains("no ports"));
 
+  // Too little memory for the flow table, and a CPU outside the cpuset: refused, saying so.
+  auto small = kmodkit::test::run_binary(KMODKIT_FIREWALL_BIN, {"--rules", (tmp / "fw.rules").string(), "--vdev", "net_null0",
+                                                                "--vdev", "net_null1", "--no-huge-mb", "64", "--lcores", "0",
+                                                                "--duration", "1"});
+  CHECK(small.code == 78);
+  CHECK_THAT(small.last_line, Catch::Contains("1048576 flows needs about 191 MB of hugepages"));
+  auto cpu = kmodkit::test::run_binary(KMODKIT_FIREWALL_BIN, {"--rules", (tmp / "fw.rules").string(), "--vdev", "net_null0",
+                                                              "--lcores", "1000", "--print-eal-args"});
+  CHECK(cpu.code == 78);
+  CHECK_THAT(cpu.last_line, Catch::Contains("CPU 1000 is not one this process may run on"));
+
   auto odd = kmodkit::test::run_binary(KMODKIT_FIREWALL_BIN, {"--rules", (tmp / "fw.rules").string(), "--vdev", "net_null0",
                                                               "--no-huge-mb", "256", "--lcores", "0", "--duration", "1"});
   CHECK(odd.code == 78);

@@ -67,11 +67,13 @@ TEST_CASE("device plugin ports come with the device files their _INFO names", "[
 TEST_CASE("EAL arguments: lcores, a unique prefix, ports or vdevs, memory", "[unit][eal]") {
   EalInput in;
   in.vdevs = {"net_null0", "net_null1"};
-  in.cpus = {2, 3};
+  const auto mine = allowed_cpus();
+  REQUIRE_FALSE(mine.empty());
+  in.cpus = {mine.back()};
   in.no_huge_mb = 256;
   auto a = eal_arguments(in);
   REQUIRE(a);
-  CHECK(has_sequence(*a, {"-l", "2,3"}));
+  CHECK(has_sequence(*a, {"-l", std::to_string(mine.back())}));
   CHECK(has_sequence(*a, {"--no-pci"}));
   CHECK(has_sequence(*a, {"--vdev", "net_null0", "--vdev", "net_null1"}));
   CHECK(has_sequence(*a, {"--no-huge", "-m", "256"}));
@@ -89,4 +91,10 @@ TEST_CASE("EAL arguments: lcores, a unique prefix, ports or vdevs, memory", "[un
   CHECK_FALSE(has_sequence(*b, {"--no-pci"}));
   CHECK(b->at(1) == "-l");  // the process's own CPUs (sched_getaffinity)
   CHECK_FALSE(b->at(2).empty());
+
+  in.cpus = {1000};  // not in this process's cpuset
+  auto c = eal_arguments(in);
+  REQUIRE_FALSE(c);
+  CHECK(c.error().code == kmodkit::ExitCode::config);
+  CHECK_THAT(c.error().message, Catch::Contains("CPU 1000 is not one this process may run on"));
 }
