@@ -6,14 +6,18 @@
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
 #include <rte_prefetch.h>
+#include <rte_rcu_qsbr.h>
+#include <rte_malloc.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <thread>
 
 #include "flow_table.hpp"
+#include "kmodkit/files.hpp"
 #include "kmodkit/log.hpp"
 
 namespace kmodkit::firewall {
@@ -41,12 +45,21 @@ struct Scratch {
 constexpr uint8_t kV6 = kBurst;
 constexpr uint8_t kNoKey = 0xFF;
 
+// The rules in force, replaced as a whole by a reload: workers read it through one pointer, and
+// the old one is freed once every worker has passed a quiescent state (rte_rcu_qsbr).
+struct RuleState {
+  RuleSet rules;
+  Classifier classifier;
+  std::vector<std::vector<Count>> hits;  // [worker][rule]
+};
+
 struct Worker {
   Scratch scratch;
   unsigned lcore = 0;
-  uint16_t queue = 0;
-  const RuleSet* rules = nullptr;
-  const Classifier* classifier = nullptr;
+  uint16_t queue = 0;                            // also its RCU thread id
+  const std::atomic<RuleState*>* in_force = nullptr;
+  RuleState* rules = nullptr;                    // read from in_force once per loop
+  rte_rcu_qsbr* rcu = nullptr;
   FlowTable* flows = nullptr;
   Counters* counters = nullptr;
   const std::vector<uint16_t>* ports = nullptr;
@@ -59,11 +72,11 @@ int classify(const Worker& w, const Packet& p, int pair, Direction dir) {
   if (p.l3 == L3::ipv4) {
     Key4 k;
     make_key(p, pair, dir, &k);
-    return w.classifier->classify(k);
+    return w.rules->classifier.classify(k);
   }
   Key6 k;
   make_key(p, pair, dir, &k);
-  return w.classifier->classify(k);
+  return w.rules->classifier.classify(k);
 }
 
 bool is_nd(const Packet& p) { return p.l3 == L3::ipv6 && p.proto == 58 && p.has_l4 && p.icmp_type >= 133 && p.icmp_type <= 137; }
@@ -89,7 +102,7 @@ bool decide_untracked(Worker& w, const Packet& p, int pair, Direction dir) {
   Packet q = p;
   q.src_port = q.dst_port = 0;
   const int rule = classify(w, q, pair, dir);
-  const Action a = rule >= 0 ? w.rules->rules[static_cast<size_t>(rule)].action : w.rules->policy;
+  const Action a = rule >= 0 ? w.rules->rules.rules[static_cast<size_t>(rule)].action : w.rules->rules.policy;
   if (a == Action::deny) ++c.drops[static_cast<int>(Drop::fragment)];
   return a == Action::allow;
 }
@@ -131,8 +144,8 @@ bool decide_new(Worker& w, const uint8_t* data, uint32_t len, const Packet& p, c
     }
   }
   const int rule = classify(w, p, pair, dir);
-  if (rule >= 0) ++c.rule_hits[static_cast<size_t>(rule)];
-  const Action action = rule >= 0 ? w.rules->rules[static_cast<size_t>(rule)].action : w.rules->policy;
+  if (rule >= 0) ++w.rules->hits[w.queue][static_cast<size_t>(rule)];
+  const Action action = rule >= 0 ? w.rules->rules.rules[static_cast<size_t>(rule)].action : w.rules->rules.policy;
   if (action == Action::deny) {
     ++c.drops[static_cast<int>(rule >= 0 ? Drop::rule : Drop::policy)];
     return false;
@@ -219,7 +232,12 @@ int worker_main(void* arg) {
   const uint64_t start = rte_get_tsc_cycles();
   uint64_t last_sweep = start;
   const uint32_t sweep_budget = std::max<uint32_t>(1024, w.flows->capacity() / 50);  // a full pass in 5 s
+  rte_rcu_qsbr_thread_register(w.rcu, w.queue);
+  rte_rcu_qsbr_thread_online(w.rcu, w.queue);
   while (!w.stop->load(std::memory_order_relaxed)) {
+    // A quiescent state: nothing of the previous loop's rules is held past this point.
+    rte_rcu_qsbr_quiescent(w.rcu, w.queue);
+    w.rules = w.in_force->load(std::memory_order_acquire);
     const uint64_t tsc = rte_get_tsc_cycles();
     const auto now = static_cast<uint32_t>((tsc - start) / hz);
     for (size_t port_index = 0; port_index < ports.size(); ++port_index) {
@@ -243,7 +261,19 @@ int worker_main(void* arg) {
       last_sweep = tsc;
     }
   }
+  rte_rcu_qsbr_thread_offline(w.rcu, w.queue);
+  rte_rcu_qsbr_thread_unregister(w.rcu, w.queue);
   return 0;
+}
+
+// Compiles a rule set into the state workers read; `generation` alternates the rte_acl context
+// names (a live context's name returns that context).
+Result<std::unique_ptr<RuleState>> compile(RuleSet rules, unsigned generation, size_t workers, int socket) {
+  auto classifier = KK_TRY(Classifier::build(rules, "fw_rules" + std::to_string(generation % 2) + "_", socket));
+  auto state = std::make_unique<RuleState>(RuleState{std::move(rules), std::move(classifier), {}});
+  state->hits.resize(workers);
+  for (auto& h : state->hits) h = std::vector<Count>(state->rules.rules.size());
+  return state;
 }
 
 }  // namespace
@@ -253,8 +283,8 @@ const char* drop_name(Drop d) {
   return names[static_cast<int>(d)];
 }
 
-std::string format_counters(const RuleSet& rules, const std::vector<Counters>& per_lcore,
-                            const std::vector<std::pair<uint16_t, std::string>>& ports) {
+std::string format_counters(const RuleSet& rules, const std::vector<std::vector<Count>>& rule_hits,
+                            const std::vector<Counters>& per_lcore, const std::vector<std::pair<uint16_t, std::string>>& ports) {
   std::string out;
   char line[256];
   for (const auto& [id, name] : ports) {
@@ -284,7 +314,9 @@ std::string format_counters(const RuleSet& rules, const std::vector<Counters>& p
     arp_nd += c.arp_nd;
     for (int d = 0; d < static_cast<int>(Drop::count_); ++d) drops[d] += c.drops[d];
     for (int m = 0; m < static_cast<int>(Malformed::count_); ++m) malformed[m] += c.malformed[m];
-    for (size_t r = 0; r < hits.size() && r < c.rule_hits.size(); ++r) hits[r] += c.rule_hits[r];
+    if (l < rule_hits.size()) {
+      for (size_t r = 0; r < hits.size() && r < rule_hits[l].size(); ++r) hits[r] += rule_hits[l][r];
+    }
   }
   std::snprintf(line, sizeof line, "total: rx %lu tx %lu by state %lu related %lu new flows %lu expired %lu arp/nd %lu\n",
                 static_cast<unsigned long>(rx), static_cast<unsigned long>(tx), static_cast<unsigned long>(by_state),
@@ -308,7 +340,7 @@ std::string format_counters(const RuleSet& rules, const std::vector<Counters>& p
   return out;
 }
 
-Result<void> run_dataplane(const RuleSet& rules, const DataplaneConfig& cfg, std::atomic<bool>& stop, std::atomic<bool>& print) {
+Result<void> run_dataplane(RuleSet rules, const DataplaneConfig& cfg, Signals& signals) {
   auto logger = log::get("firewall");
   std::vector<uint16_t> ports;
   std::vector<std::pair<uint16_t, std::string>> named;
@@ -331,7 +363,15 @@ Result<void> run_dataplane(const RuleSet& rules, const DataplaneConfig& cfg, std
   const auto queues = static_cast<uint16_t>(workers.size());
   const int socket = static_cast<int>(rte_socket_id());
 
-  auto classifier = KK_TRY(Classifier::build(rules, "fw_rules", socket));
+  unsigned generation = 0;
+  std::unique_ptr<RuleState> current = KK_TRY(compile(std::move(rules), generation, workers.size(), socket));
+  std::atomic<RuleState*> in_force{current.get()};
+  const size_t rcu_size = rte_rcu_qsbr_get_memsize(static_cast<uint32_t>(workers.size()));
+  std::unique_ptr<rte_rcu_qsbr, void (*)(void*)> rcu(
+      static_cast<rte_rcu_qsbr*>(rte_zmalloc_socket("fw_rcu", rcu_size, RTE_CACHE_LINE_SIZE, socket)), rte_free);
+  if (!rcu || rte_rcu_qsbr_init(rcu.get(), static_cast<uint32_t>(workers.size())) != 0) {
+    return fail(ExitCode::config, "cannot set up RCU for " + std::to_string(workers.size()) + " workers (memory)");
+  }
   const uint32_t needed = static_cast<uint32_t>(ports.size()) * queues * (cfg.ring_size * 2u + kBurst) + 4096;
   const uint32_t mbufs = std::max(needed, cfg.mbufs);
   rte_mempool* pool = rte_pktmbuf_pool_create("fw_mbufs", mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE, socket);
@@ -372,37 +412,58 @@ Result<void> run_dataplane(const RuleSet& rules, const DataplaneConfig& cfg, std
   std::vector<Worker> state(workers.size());
   for (size_t i = 0; i < workers.size(); ++i) {
     tables.push_back(KK_TRY(FlowTable::create("fw_flows" + std::to_string(i), std::max<uint32_t>(64, cfg.flows / queues), socket)));
-    counters[i].rule_hits = std::vector<Count>(rules.rules.size());
   }
   for (size_t i = 0; i < workers.size(); ++i) {
-    state[i] = Worker{{}, workers[i], static_cast<uint16_t>(i), &rules, &classifier, &tables[i], &counters[i], &ports, &cfg, &stop};
+    state[i] = Worker{{},       workers[i], static_cast<uint16_t>(i), &in_force, current.get(), rcu.get(), &tables[i],
+                      &counters[i], &ports,     &cfg,       &signals.stop};
   }
   logger->info("{} port(s) in {} pair(s), {} worker(s), {} rules ({} IPv4 and {} IPv6 ACL rules), {} flows per worker",
-               ports.size(), ports.size() / 2, workers.size(), rules.rules.size(), classifier.acl_rules4(),
-               classifier.acl_rules6(), tables.front().capacity());
+               ports.size(), ports.size() / 2, workers.size(), current->rules.rules.size(),
+               current->classifier.acl_rules4(), current->classifier.acl_rules6(), tables.front().capacity());
+
+  // The control loop (the main lcore, or a thread beside it when the main lcore polls): the
+  // deadline, printing and reloads.
+  auto print_counters = [&] {
+    std::fputs(format_counters(current->rules, current->hits, counters, named).c_str(), stdout);
+    std::fflush(stdout);
+  };
+  auto reload = [&]() -> Result<void> {
+    auto text = KK_TRY_CTX(files::read_file(cfg.rules_file, 64 << 20), "rules file");
+    auto parsed = KK_TRY(parse_rules(text, cfg.rules_file));
+    auto next = KK_TRY(compile(std::move(parsed), generation + 1, workers.size(), socket));
+    ++generation;
+    const size_t before = current->rules.rules.size();
+    in_force.store(next.get(), std::memory_order_release);
+    // Wait until every worker has been through a quiescent state since the store: then none
+    // holds the old rules, and they can go (their rte_acl contexts with them).
+    rte_rcu_qsbr_check(rcu.get(), rte_rcu_qsbr_start(rcu.get()), true);
+    current = std::move(next);
+    logger->info("{}: reloaded, {} rules in force (were {}); open flows stay open", cfg.rules_file,
+                 current->rules.rules.size(), before);
+    return {};
+  };
+  auto control = [&](const std::chrono::steady_clock::time_point& deadline) {
+    while (!signals.stop.load()) {
+      if (cfg.duration_s > 0 && std::chrono::steady_clock::now() >= deadline) signals.stop.store(true);
+      if (signals.print.exchange(false)) print_counters();
+      if (signals.reload.exchange(false)) {
+        if (auto r = reload(); !r) logger->error("reload refused, the rules in force stay: {}", r.error().message);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  };
 
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<long long>(cfg.duration_s * 1000));
   if (main_works) {
-    std::thread timer([&] {
-      while (!stop.load()) {
-        if (cfg.duration_s > 0 && std::chrono::steady_clock::now() >= deadline) stop.store(true);
-        if (print.exchange(false)) std::fputs(format_counters(rules, counters, named).c_str(), stdout);
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      }
-    });
+    std::thread timer([&] { control(deadline); });
     worker_main(&state[0]);
     timer.join();
   } else {
     for (auto& s : state) rte_eal_remote_launch(worker_main, &s, s.lcore);
-    while (!stop.load()) {
-      if (cfg.duration_s > 0 && std::chrono::steady_clock::now() >= deadline) stop.store(true);
-      if (print.exchange(false)) std::fputs(format_counters(rules, counters, named).c_str(), stdout);
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    control(deadline);
     rte_eal_mp_wait_lcore();
   }
-  std::fputs(format_counters(rules, counters, named).c_str(), stdout);
-  std::fflush(stdout);
+  print_counters();
   for (uint16_t p : ports) {
     rte_eth_dev_stop(p);
     rte_eth_dev_close(p);

@@ -41,10 +41,10 @@ struct alignas(64) Counters {
   Count rx, tx, passed_state, passed_related, new_flows, expired, arp_nd;
   Count drops[static_cast<int>(Drop::count_)];
   Count malformed[static_cast<int>(Malformed::count_)];
-  std::vector<Count> rule_hits;  // per rule, sized before the workers start
 };
 
 struct DataplaneConfig {
+  std::string rules_file;    // read again on a reload
   uint32_t flows = 1 << 20;  // over all workers
   Timeouts timeouts;
   bool pass_arp_nd = true;   // ARP and IPv6 neighbour discovery pass by policy
@@ -54,14 +54,24 @@ struct DataplaneConfig {
   double duration_s = 0;     // > 0: stop after that long (tests, benchmarks)
 };
 
-// Runs the data plane until `stop` is set (SIGTERM) or the duration ends; on `print` (SIGUSR1)
-// the counters are printed. EAL must be initialised. Errors: 78 for a port count that is not
-// even or ports that cannot be configured, 69 when a port cannot start.
-Result<void> run_dataplane(const RuleSet& rules, const DataplaneConfig& config, std::atomic<bool>& stop,
-                           std::atomic<bool>& print);
+// What the control thread is asked to do, by signals.
+struct Signals {
+  std::atomic<bool> stop{false};    // SIGTERM, SIGINT
+  std::atomic<bool> print{false};   // SIGUSR1: print the counters
+  std::atomic<bool> reload{false};  // SIGHUP: read the rules file again
+};
 
-// The counters of all workers as text (per port, per lcore, per rule, per drop reason).
-std::string format_counters(const RuleSet& rules, const std::vector<Counters>& per_lcore,
-                            const std::vector<std::pair<uint16_t, std::string>>& ports);
+// Runs the data plane until `stop` is set or the duration ends. On `print` the counters are
+// printed. On `reload` the rules file is read and compiled again and put in force without
+// stopping the workers (RCU): flows already open stay open, new flows meet the new rules; a
+// file that does not parse or compile leaves the rules in force and is logged. EAL must be
+// initialised. Errors: 78 for a port count that is not even or ports that cannot be
+// configured, 69 when a port cannot start.
+Result<void> run_dataplane(RuleSet rules, const DataplaneConfig& config, Signals& signals);
+
+// The counters of all workers as text (per port, per lcore, per rule, per drop reason);
+// hits[worker][rule] counts each rule's matches.
+std::string format_counters(const RuleSet& rules, const std::vector<std::vector<Count>>& hits,
+                            const std::vector<Counters>& per_lcore, const std::vector<std::pair<uint16_t, std::string>>& ports);
 
 }  // namespace kmodkit::firewall

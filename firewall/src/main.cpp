@@ -15,12 +15,12 @@
 
 namespace {
 
-std::atomic<bool> g_stop{false};
-std::atomic<bool> g_print{false};
+kmodkit::firewall::Signals g_signals;
 
 void on_signal(int sig) {
-  if (sig == SIGUSR1) g_print.store(true);
-  else g_stop.store(true);
+  if (sig == SIGUSR1) g_signals.print.store(true);
+  else if (sig == SIGHUP) g_signals.reload.store(true);
+  else g_signals.stop.store(true);
 }
 
 }  // namespace
@@ -65,7 +65,8 @@ int main(int argc, char** argv) {
       "  firewall --rules /etc/fw/fw.rules                                   # in the pod: PCIDEVICE_*, cpuset\n"
       "  firewall --rules fw.rules --vdev 'net_pcap0,rx_pcap=a.pcap,tx_pcap=a-out.pcap' \\\n"
       "           --vdev 'net_pcap1,rx_pcap=b.pcap,tx_pcap=b-out.pcap' --no-huge-mb 512 --duration 2\n"
-      "Ports pair up in order: 0<->1, 2<->3, ... Counters print on SIGUSR1 and at exit; SIGTERM stops.\n"
+      "Ports pair up in order: 0<->1, 2<->3, ... Counters print on SIGUSR1 and at exit; SIGHUP reloads the\n"
+      "rules (open flows stay open; a bad file keeps the rules in force); SIGTERM stops.\n"
       "Exit codes: 0 done, 64 usage, 65 invalid rules file, 66 rules file missing, 69 a port does not\n"
       "start, 78 ports, lcores or memory missing.",
       {
@@ -122,7 +123,7 @@ int main(int argc, char** argv) {
       }};
   return cli::run_main(program, argc, argv, [&]() -> Result<void> {
     auto text = KK_TRY_CTX(files::read_file(rules_file, 64 << 20), "rules file");
-    const auto rules = KK_TRY(parse_rules(text, rules_file));
+    auto rules = KK_TRY(parse_rules(text, rules_file));
     auto args = KK_TRY(eal_arguments(eal));
     if (print_eal_args) {
       std::string line;
@@ -141,7 +142,9 @@ int main(int argc, char** argv) {
     std::signal(SIGTERM, on_signal);
     std::signal(SIGINT, on_signal);
     std::signal(SIGUSR1, on_signal);
-    auto result = run_dataplane(rules, dp, g_stop, g_print);
+    std::signal(SIGHUP, on_signal);
+    dp.rules_file = rules_file;
+    auto result = run_dataplane(std::move(rules), dp, g_signals);
     rte_eal_cleanup();
     return result;
   });

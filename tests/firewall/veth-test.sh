@@ -7,7 +7,9 @@
 # its replies pass by state; one to another port, and one started from b, are dropped; an
 # established connection left idle past its timeout (--timeout tcp-established=2) is expired and
 # its next segment dropped; SIGTERM stops the firewall, which prints its counters and exits 0;
-# after a change of the rules file (8080 out, 9090 in) and a restart the verdicts change.
+# after a change of the rules file (8080 out, 9090 in) and a restart the verdicts change; after
+# another change and SIGHUP (no restart) they change again while an open connection stays open,
+# and a broken file on SIGHUP leaves the rules in force.
 set -euo pipefail
 fw=$(realpath "${1:?usage: veth-test.sh FIREWALL}")
 for tool in ip ethtool python3; do command -v "$tool" >/dev/null || { echo "veth-test: $tool is missing"; exit 1; }; done
@@ -48,8 +50,7 @@ allow tcp from 10.77.0.1 to 10.77.0.2 port 8080,8081 dir a-to-b
 RULES
 start_fw() {
   "$fw" --rules "$work/fw.rules" --vdev "net_af_packet0,iface=$pa" --vdev "net_af_packet1,iface=$pb" \
-    --no-huge-mb 512 --lcores 0 --file-prefix "veth$id" --log-format human --flows 4096 \
-    --timeout tcp-established=2 >"$work/fw.log" 2>&1 &
+    --no-huge-mb 512 --lcores 0 --file-prefix "veth$id" --log-format human --flows 4096 "$@" >"$work/fw.log" 2>&1 &
   fwpid=$!
   for _ in $(seq 100); do grep -q "worker(s)" "$work/fw.log" && break; sleep 0.1; done
   grep -q "worker(s)" "$work/fw.log" || fail "the firewall did not start"
@@ -60,7 +61,7 @@ stop_fw() {
   fwpid=
   [ "$code" = 0 ] || fail "the firewall exited $code on SIGTERM"
 }
-start_fw
+start_fw --timeout tcp-established=2
 
 # Listeners: b on 8080 (allowed) and 9090 (not), a on 7070 (b may not start flows).
 serve() {  # serve NETNS ADDR PORT
@@ -73,17 +74,19 @@ while True:
 serve "$nb" 10.77.0.2 8080
 serve "$nb" 10.77.0.2 9090
 serve "$na" 10.77.0.1 7070
-# An echo server on b:8080's neighbour 8081 for the idle connection (allowed by a second rule).
+# An echo server on b:8081 for the connections left open (one thread each: a connection whose
+# FIN the firewall dropped after its flow expired never closes on the server's side).
 ip netns exec "$nb" python3 -c "
-import socket
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('10.77.0.2', 8081)); s.listen(8)
-while True:
-    c, _ = s.accept()
-    while True:
-        d = c.recv(64)
-        if not d: break
-        c.sendall(d)
-    c.close()" >/dev/null 2>&1 &
+import socketserver
+class Echo(socketserver.BaseRequestHandler):
+    def handle(self):
+        while True:
+            d = self.request.recv(64)
+            if not d: break
+            self.request.sendall(d)
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+socketserver.ThreadingTCPServer.daemon_threads = True
+socketserver.ThreadingTCPServer(('10.77.0.2', 8081), Echo).serve_forever()" >/dev/null 2>&1 &
 sleep 0.5
 connect() {  # connect NETNS ADDR PORT: prints what the server said, or nothing
   ip netns exec "$1" python3 -c "
@@ -134,5 +137,47 @@ now_allowed=$(connect "$na" 10.77.0.2 9090)
 now_denied=$(connect "$na" 10.77.0.2 8080)
 [[ "$now_denied" == "no connection"* ]] || fail "after the change a -> b:8080 should be dropped, got: $now_denied"
 stop_fw
+
+# Hot reload: a connection opened under the old rules (to 8081) stays open across SIGHUP, while
+# new connections meet the new rules (9090 out, 8080 in). Then a broken file changes nothing.
+cat > "$work/fw.rules" <<RULES
+policy deny
+allow tcp from 10.77.0.1 to 10.77.0.2 port 8081,9090 dir a-to-b
+RULES
+start_fw
+ip netns exec "$na" python3 -c "
+import socket, time
+s = socket.create_connection(('10.77.0.2', 8081), timeout=3)
+s.sendall(b'one'); first = s.recv(64).decode()
+time.sleep(4)
+s.sendall(b'two')
+try:
+    second = s.recv(64).decode()
+except OSError:
+    second = 'nothing'
+print(first, second)" > "$work/open.out" &
+open_pid=$!
+sleep 1
+cat > "$work/fw.rules" <<RULES
+policy deny
+allow tcp from 10.77.0.1 to 10.77.0.2 port 8080 dir a-to-b
+RULES
+kill -HUP "$fwpid"
+for _ in $(seq 100); do grep -q "reloaded" "$work/fw.log" && break; sleep 0.1; done
+grep -q "reloaded, 1 rules in force (were 1)" "$work/fw.log" || fail "SIGHUP did not reload the rules"
+after=$(connect "$na" 10.77.0.2 8080)
+[ "$after" = "kmodkit-ok" ] || fail "after the reload a -> b:8080 should connect, got: $after"
+gone=$(connect "$na" 10.77.0.2 9090)
+[[ "$gone" == "no connection"* ]] || fail "after the reload a -> b:9090 should be dropped, got: $gone"
+wait "$open_pid"
+[ "$(cat "$work/open.out")" = "one two" ] || fail "the connection open across the reload should echo 'one two', got: $(cat "$work/open.out")"
+echo "policy maybe" > "$work/fw.rules"
+kill -HUP "$fwpid"
+for _ in $(seq 100); do grep -q "reload refused" "$work/fw.log" && break; sleep 0.1; done
+grep -q "reload refused, the rules in force stay: .*fw.rules:1:8" "$work/fw.log" || fail "a broken file should be refused on SIGHUP"
+still=$(connect "$na" 10.77.0.2 8080)
+[ "$still" = "kmodkit-ok" ] || fail "after a refused reload a -> b:8080 should still connect, got: $still"
+stop_fw
 echo "veth-test: real TCP through the firewall: allowed connection made, others dropped, an idle one expired," \
-  "counters printed, a rules change and restart changed the verdicts"
+  "counters printed, a rules change and restart changed the verdicts, SIGHUP reloaded them with an open" \
+  "connection kept, a broken file was refused"
