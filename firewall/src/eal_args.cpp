@@ -98,20 +98,25 @@ Result<std::vector<std::string>> eal_arguments(const EalInput& in) {
     return fail(ExitCode::config, "no ports: give --port PCI_ADDRESS or --vdev SPEC, or run where the SR-IOV device "
                                   "plugin sets PCIDEVICE_* variables");
   }
-  const auto allowed = allowed_cpus();
-  const auto cpus = in.cpus.empty() ? allowed : in.cpus;
-  if (cpus.empty()) return fail(ExitCode::config, "no CPU to run on");
-  for (int c : cpus) {
-    if (std::find(allowed.begin(), allowed.end(), c) == allowed.end()) {
-      std::string list;
-      for (int a : allowed) list += (list.empty() ? "" : ",") + std::to_string(a);
-      return fail(ExitCode::config, "CPU " + std::to_string(c) + " is not one this process may run on (its cpuset: " + list + ")");
+  std::vector<std::string> a = {"firewall"};
+  if (!in.lcore_map.empty()) {
+    a.insert(a.end(), {"--lcores", in.lcore_map});  // EAL checks the CPUs of a map itself
+  } else {
+    const auto allowed = allowed_cpus();
+    const auto cpus = in.cpus.empty() ? allowed : in.cpus;
+    if (cpus.empty()) return fail(ExitCode::config, "no CPU to run on");
+    for (int c : cpus) {
+      if (std::find(allowed.begin(), allowed.end(), c) == allowed.end()) {
+        std::string list;
+        for (int x : allowed) list += (list.empty() ? "" : ",") + std::to_string(x);
+        return fail(ExitCode::config, "CPU " + std::to_string(c) + " is not one this process may run on (its cpuset: " + list + ")");
+      }
     }
+    std::string lcores;
+    for (int c : cpus) lcores += (lcores.empty() ? "" : ",") + std::to_string(c);
+    a.insert(a.end(), {"-l", lcores});
   }
-  std::string lcores;
-  for (int c : cpus) lcores += (lcores.empty() ? "" : ",") + std::to_string(c);
-  std::vector<std::string> a = {"firewall", "-l", lcores, "--file-prefix",
-                                in.file_prefix.empty() ? "kmodkit-fw-" + std::to_string(::getpid()) : in.file_prefix};
+  a.insert(a.end(), {"--file-prefix", in.file_prefix.empty() ? "kmodkit-fw-" + std::to_string(::getpid()) : in.file_prefix});
   if (pci.empty()) a.push_back("--no-pci");
   for (const auto& p : pci) {
     a.push_back("-a");

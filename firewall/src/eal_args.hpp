@@ -13,6 +13,7 @@ struct EalInput {
   std::vector<std::string> pci;    // PCI addresses; empty: PCIDEVICE_* variables (when no vdevs)
   std::vector<std::string> vdevs;  // net_pcap0,rx_pcap=..., net_ring0, ...
   std::vector<int> cpus;           // empty: the process's affinity (the container's cpuset)
+  std::string lcore_map;           // EAL's --lcores map instead (e.g. "0@0,(1,2)@1"); overrides cpus
   std::string huge_dir;            // empty: EAL's default
   int no_huge_mb = 0;              // > 0: --no-huge -m N (tests, demos)
   std::string file_prefix;         // empty: kmodkit-fw-<pid>

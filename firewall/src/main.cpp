@@ -89,6 +89,9 @@ int main(int argc, char** argv) {
              if (!v.empty() && !v.front().empty()) eal.cpus = KK_TRY(parse_cpu_list(v.front()));
              return {};
            }},
+          {"lcore-map", cli::Kind::value, "", "MAP",
+           "EAL's --lcores map instead of --lcores, e.g. '(0-2)@(0-1)': more workers than CPUs (tests)",
+           cli::store(eal.lcore_map)},
           {"flows", cli::Kind::value, "1048576", "N", "flow table size over all workers; a full table drops new flows",
            [&](const std::vector<std::string>& v) -> Result<void> {
              dp.flows = static_cast<uint32_t>(KK_TRY(cli::parse_integer("flows", v.front(), 64, 1LL << 28)));

@@ -207,3 +207,35 @@ TEST_CASE("EAL arguments come from the device plugin's variables and the cpuset"
   CHECK(unmounted.code == 78);
   CHECK_THAT(unmounted.last_line, Catch::Contains("/dev/vfio/kmodkit-none") && Catch::Contains("PCIDEVICE_INTEL_COM_SRIOV_DPDK_INFO"));
 }
+
+TEST_CASE("two workers each own a queue of every port and a flow table of their own", "[e2e][firewall]") {
+  TempDir tmp;
+  kmodkit::test::write_file(tmp / "fw.rules", "policy deny\nallow tcp from 10.0.0.0/8 to any port 22 dir a-to-b\n");
+  // Queue 0 of both ports carries flow X, queue 1 flow Y (what symmetric RSS does on a NIC).
+  const Bytes x_syn = frame("10.0.0.1", "192.0.2.1", 6, 40000, 22, 0x02), x_ack = frame("192.0.2.1", "10.0.0.1", 6, 22, 40000, 0x12);
+  const Bytes y_syn = frame("10.0.0.2", "192.0.2.1", 6, 40001, 22, 0x02), y_ack = frame("192.0.2.1", "10.0.0.2", 6, 22, 40001, 0x12);
+  write_pcap(tmp / "a0.pcap", {x_syn});
+  write_pcap(tmp / "a1.pcap", {y_syn});
+  write_pcap(tmp / "b0.pcap", {x_ack});
+  write_pcap(tmp / "b1.pcap", {y_ack, frame("192.0.2.1", "10.0.0.1", 6, 22, 40000, 0x10)});  // X's on Y's worker: no flow there
+  const auto dev = [&](int port, const char* side) {
+    const std::string d = (tmp / side).string();
+    return "net_pcap" + std::to_string(port) + ",rx_pcap=" + d + "0.pcap,rx_pcap=" + d + "1.pcap,tx_pcap=" + d + "0-out.pcap,tx_pcap=" + d +
+           "1-out.pcap";
+  };
+  // Three lcores on this machine's CPUs (the main one and two workers), whatever their number.
+  auto run = kmodkit::test::run_binary(KMODKIT_FIREWALL_BIN,
+                                       {"--rules", (tmp / "fw.rules").string(), "--vdev", dev(0, "a"), "--vdev", dev(1, "b"),
+                                        "--lcore-map", "(0-2)@(0)", "--no-huge-mb", "512", "--flows", "4096", "--duration", "1",
+                                        "--file-prefix", "fw-e2e-w-" + std::to_string(::getpid())});
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  CHECK_THAT(run.output, Catch::Contains("2 worker(s)") && Catch::Contains("2048 flows per worker") &&
+                             Catch::Contains("worker 0: rx 2 tx 2 by state 1 new flows 1") &&
+                             Catch::Contains("worker 1: rx 3 tx 2 by state 1 new flows 1") &&
+                             Catch::Contains("drop policy: 1"));  // the stray packet: a new flow to the rules
+  CHECK(read_pcap(tmp / "b0-out.pcap") == std::vector<Bytes>{x_syn});
+  CHECK(read_pcap(tmp / "b1-out.pcap") == std::vector<Bytes>{y_syn});
+  CHECK(read_pcap(tmp / "a0-out.pcap") == std::vector<Bytes>{x_ack});
+  CHECK(read_pcap(tmp / "a1-out.pcap") == std::vector<Bytes>{y_ack});
+}
