@@ -62,6 +62,38 @@ Bytes frame(const char* src, const char* dst, uint8_t proto, uint16_t sport, uin
   return f;
 }
 
+// An Ethernet/IPv6 frame with a TCP (flags) or ICMPv6 (type; echo identifier `sport`) header.
+Bytes frame6(const char* src, const char* dst, uint8_t next, uint16_t sport, uint16_t dport, uint8_t flags_or_type) {
+  Bytes l4;
+  if (next == 6) {
+    put16(l4, sport);
+    put16(l4, dport);
+    for (int i = 0; i < 8; ++i) l4.push_back(0);
+    l4.push_back(0x50);
+    l4.push_back(flags_or_type);
+    for (int i = 0; i < 6; ++i) l4.push_back(0);
+  } else {
+    l4 = {flags_or_type, 0, 0, 0};
+    put16(l4, sport);
+    put16(l4, 1);
+    if (flags_or_type == 135 || flags_or_type == 136) l4.resize(24, 0);  // ND: the target address
+  }
+  Bytes f(12, 0x02);
+  put16(f, 0x86DD);
+  for (uint8_t b : {0x60, 0, 0, 0}) f.push_back(b);
+  put16(f, static_cast<uint16_t>(l4.size()));
+  f.push_back(next);
+  f.push_back(64);
+  uint8_t a[16];
+  inet_pton(AF_INET6, src, a);
+  f.insert(f.end(), a, a + 16);
+  inet_pton(AF_INET6, dst, a);
+  f.insert(f.end(), a, a + 16);
+  f.insert(f.end(), l4.begin(), l4.end());
+  f.resize(std::max<size_t>(f.size(), 60), 0);
+  return f;
+}
+
 // The frame with an 802.1Q tag (VLAN `vid`) after its MAC addresses.
 Bytes tagged(Bytes f, uint16_t vid) {
   const Bytes tag = {0x81, 0x00, static_cast<uint8_t>(vid >> 8), static_cast<uint8_t>(vid)};
@@ -238,4 +270,36 @@ TEST_CASE("two workers each own a queue of every port and a flow table of their 
   CHECK(read_pcap(tmp / "b1-out.pcap") == std::vector<Bytes>{y_syn});
   CHECK(read_pcap(tmp / "a0-out.pcap") == std::vector<Bytes>{x_ack});
   CHECK(read_pcap(tmp / "a1-out.pcap") == std::vector<Bytes>{y_ack});
+}
+
+TEST_CASE("IPv6 flows are tracked beside IPv4 ones in the same bursts, and neighbour discovery passes", "[e2e][firewall]") {
+  TempDir tmp;
+  kmodkit::test::write_file(tmp / "fw.rules",
+                            "policy deny\n"
+                            "allow tcp from 2001:db8::/64 to any port 22 dir a-to-b\n"
+                            "allow icmp6 type 128 from 2001:db8::/64 to any\n"
+                            "allow tcp from 10.0.0.0/8 to any port 22 dir a-to-b\n");
+  const std::vector<Bytes> a = {
+      frame6("2001:db8::1", "2001:db8:1::1", 6, 40000, 22, 0x02),   // SYN to ssh: allowed
+      frame("10.0.0.1", "192.0.2.1", 6, 40000, 22, 0x02),           // the same over IPv4: allowed
+      frame6("2001:db8::1", "2001:db8:1::1", 58, 9, 0, 128),        // echo request: allowed
+      frame6("2001:db8::1", "ff02::1:ff00:1", 58, 0, 0, 135),       // neighbour solicitation: by policy
+      frame6("2001:db8::1", "2001:db8:1::1", 6, 40001, 23, 0x02)};  // SYN to telnet: policy
+  const std::vector<Bytes> b = {
+      frame6("2001:db8:1::1", "2001:db8::1", 6, 22, 40000, 0x12),   // SYN-ACK: by state
+      frame("192.0.2.1", "10.0.0.1", 6, 22, 40000, 0x12),           // IPv4 SYN-ACK: by state
+      frame6("2001:db8:1::1", "2001:db8::1", 58, 9, 0, 129),        // echo reply: by state
+      frame6("2001:db8:1::1", "2001:db8::1", 58, 0, 0, 136),        // neighbour advertisement
+      frame6("2001:db8:1::1", "2001:db8::1", 6, 40002, 22, 0x02),   // inbound SYN: policy
+      frame6("2001:db8:1::1", "2001:db8::1", 58, 10, 0, 129)};      // a reply to no request: policy
+  write_pcap(tmp / "a.pcap", a);
+  write_pcap(tmp / "b.pcap", b);
+  auto run = firewall(tmp, {"--duration", "1"});
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  CHECK_THAT(run.output, Catch::Contains("(1 IPv4 and 2 IPv6 ACL rules)") &&
+                             Catch::Contains("total: rx 11 tx 8 by state 3 related 0 new flows 3 expired 0 arp/nd 2") &&
+                             Catch::Contains("drop policy: 3"));
+  CHECK(read_pcap(tmp / "b-out.pcap") == std::vector<Bytes>{a[0], a[1], a[2], a[3]});
+  CHECK(read_pcap(tmp / "a-out.pcap") == std::vector<Bytes>{b[0], b[1], b[2], b[3]});
 }
