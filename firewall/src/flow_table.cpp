@@ -134,8 +134,10 @@ uint32_t FlowTable::expire(Family& f, uint32_t now, const Timeouts& timeouts, ui
     Flow& flow = f.flows[pos];
     if (!flow.used || now - flow.last_seen <= idle_timeout(flow.track, timeouts)) continue;
     void* key = nullptr;
-    if (rte_hash_get_key_with_position(f.hash, static_cast<int32_t>(pos), &key) == 0 && rte_hash_del_key(f.hash, key) >= 0) {
-      ++removed;
+    if (rte_hash_get_key_with_position(f.hash, static_cast<int32_t>(pos), &key) == 0) {
+      alignas(16) unsigned char copy[sizeof(FlowKey)];  // not a pointer into the table being changed
+      std::memcpy(copy, key, &f == &v4_ ? sizeof(FlowKey4) : sizeof(FlowKey));
+      if (rte_hash_del_key(f.hash, copy) >= 0) ++removed;
     }
     flow.used = false;
   }
