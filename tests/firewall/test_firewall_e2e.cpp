@@ -303,3 +303,25 @@ TEST_CASE("IPv6 flows are tracked beside IPv4 ones in the same bursts, and neigh
   CHECK(read_pcap(tmp / "b-out.pcap") == std::vector<Bytes>{a[0], a[1], a[2], a[3]});
   CHECK(read_pcap(tmp / "a-out.pcap") == std::vector<Bytes>{b[0], b[1], b[2], b[3]});
 }
+
+TEST_CASE("ARP passes by policy, other EtherTypes only with --pass-non-ip", "[e2e][firewall]") {
+  TempDir tmp;
+  kmodkit::test::write_file(tmp / "fw.rules", "policy deny\n");
+  Bytes arp(12, 0x02), lldp(12, 0x02);
+  put16(arp, 0x0806);
+  put16(lldp, 0x88CC);
+  arp.resize(60, 0x01);
+  lldp.resize(60, 0x07);
+  write_pcap(tmp / "a.pcap", {arp, lldp});
+  write_pcap(tmp / "b.pcap", {});
+  auto plain = firewall(tmp, {"--duration", "1"});
+  INFO(plain.output);
+  REQUIRE(plain.code == 0);
+  CHECK_THAT(plain.output, Catch::Contains("arp/nd 1") && Catch::Contains("drop non_ip: 1"));
+  CHECK(read_pcap(tmp / "b-out.pcap") == std::vector<Bytes>{arp});
+  auto passing = firewall(tmp, {"--duration", "1", "--pass-non-ip"});
+  INFO(passing.output);
+  REQUIRE(passing.code == 0);
+  CHECK_THAT(passing.output, Catch::Contains("drop non_ip: 0"));
+  CHECK(read_pcap(tmp / "b-out.pcap") == std::vector<Bytes>{arp, lldp});
+}

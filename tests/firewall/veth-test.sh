@@ -6,7 +6,8 @@
 # Checks: ARP passes by policy; a TCP connection the rules allow (a -> b port 8080) completes and
 # its replies pass by state; one to another port, and one started from b, are dropped; an
 # established connection left idle past its timeout (--timeout tcp-established=2) is expired and
-# its next segment dropped; SIGTERM stops the firewall, which prints its counters and exits 0;
+# its next segment dropped; SIGUSR1 prints the counters and the firewall runs on; SIGTERM stops
+# the firewall, which prints its counters and exits 0;
 # after a change of the rules file (8080 out, 9090 in) and a restart the verdicts change; after
 # another change and SIGHUP (no restart) they change again while an open connection stays open,
 # and a broken file on SIGHUP leaves the rules in force.
@@ -117,7 +118,15 @@ except OSError:
 print(first, second)")
 [ "$idle" = "one nothing" ] || fail "an idle connection should echo 'one', then nothing after its timeout; got: $idle"
 
+# SIGUSR1 prints the counters while the firewall keeps running.
+kill -USR1 "$fwpid"
+for _ in $(seq 50); do grep -q "^total: " "$work/fw.log" && break; sleep 0.1; done
+grep -q "^total: rx [1-9]" "$work/fw.log" || fail "SIGUSR1 should print the counters"
+kill -0 "$fwpid" || fail "the firewall should keep running after SIGUSR1"
+[ "$(grep -c '^total: ' "$work/fw.log")" = 1 ] || fail "SIGUSR1 should print the counters once"
+
 stop_fw
+[ "$(grep -c '^total: ' "$work/fw.log")" = 2 ] || fail "SIGTERM should print the counters again"
 grep -q "new flows 2 " "$work/fw.log" || fail "expected exactly two new flows"
 grep -Eq "expired [1-9]" "$work/fw.log" || fail "expected the idle flow to expire"
 grep -Eq "drop tcp_not_syn: [1-9]" "$work/fw.log" || fail "expected the idle connection's late segment dropped"
