@@ -79,6 +79,11 @@ int classify(const Worker& w, const Packet& p, int pair, Direction dir) {
   return w.rules->classifier.classify(k);
 }
 
+// What the rules say of a packet: the action of rule `rule`, or the policy when none matched.
+Action action_of(const Worker& w, int rule) {
+  return rule >= 0 ? w.rules->rules.rules[static_cast<size_t>(rule)].action : w.rules->rules.policy;
+}
+
 bool is_nd(const Packet& p) { return p.l3 == L3::ipv6 && p.proto == 58 && p.has_l4 && p.icmp_type >= 133 && p.icmp_type <= 137; }
 
 // A packet the flow table cannot know: malformed, ARP/ND, other EtherTypes, later fragments.
@@ -101,8 +106,7 @@ bool decide_untracked(Worker& w, const Packet& p, int pair, Direction dir) {
   // A later fragment carries no ports: only rules without ports decide, and it is not tracked.
   Packet q = p;
   q.src_port = q.dst_port = 0;
-  const int rule = classify(w, q, pair, dir);
-  const Action a = rule >= 0 ? w.rules->rules.rules[static_cast<size_t>(rule)].action : w.rules->rules.policy;
+  const Action a = action_of(w, classify(w, q, pair, dir));
   if (a == Action::deny) ++c.drops[static_cast<int>(Drop::fragment)];
   return a == Action::allow;
 }
@@ -121,7 +125,6 @@ bool decide_tracked(Worker& w, Flow& f, const Packet& p, bool from_lo, uint32_t 
     return false;
   }
   f.last_seen = now;
-  ++f.packets;
   return true;
 }
 
@@ -145,8 +148,7 @@ bool decide_new(Worker& w, const uint8_t* data, uint32_t len, const Packet& p, c
   }
   const int rule = classify(w, p, pair, dir);
   if (rule >= 0) ++w.rules->hits[w.queue][static_cast<size_t>(rule)];
-  const Action action = rule >= 0 ? w.rules->rules.rules[static_cast<size_t>(rule)].action : w.rules->rules.policy;
-  if (action == Action::deny) {
+  if (action_of(w, rule) == Action::deny) {
     ++c.drops[static_cast<int>(rule >= 0 ? Drop::rule : Drop::policy)];
     return false;
   }
@@ -161,9 +163,7 @@ bool decide_new(Worker& w, const uint8_t* data, uint32_t len, const Packet& p, c
     return false;
   }
   f->track = t;
-  f->rule = rule;
   f->last_seen = now;
-  f->packets = 1;
   ++c.new_flows;
   return true;
 }

@@ -19,10 +19,8 @@ namespace kmodkit::firewall {
 
 struct Flow {
   FlowTrack track;
-  int32_t rule = -1;      // the rule that allowed it (-1: the policy)
   uint32_t last_seen = 0; // seconds, the caller's clock
   bool used = false;      // the slot holds a flow (the expiry sweep reads the array, not the hash)
-  uint64_t packets = 0;
 };
 
 class FlowTable {

@@ -71,11 +71,11 @@ TEST_CASE("flows are inserted and found, one by one and in bursts", "[unit][flow
   for (uint32_t i = 0; i < 100; ++i) {
     Flow* f = t->insert(key(i));
     REQUIRE(f != nullptr);
-    f->packets = i;
+    f->last_seen = i;
   }
   CHECK(t->size() == 100);
   REQUIRE(t->find(key(42)) != nullptr);
-  CHECK(t->find(key(42))->packets == 42);
+  CHECK(t->find(key(42))->last_seen == 42);
   CHECK(t->find(key(1000)) == nullptr);
   FlowKey4 keys[3];
   bool lo;
@@ -92,9 +92,9 @@ TEST_CASE("flows are inserted and found, one by one and in bursts", "[unit][flow
   Flow* found[3];
   t->find_bulk(keys, found, 3);
   REQUIRE(found[0] != nullptr);
-  CHECK(found[0]->packets == 1);
+  CHECK(found[0]->last_seen == 1);
   CHECK(found[1] == nullptr);
-  CHECK(found[2]->packets == 99);
+  CHECK(found[2]->last_seen == 99);
 }
 
 TEST_CASE("a full table refuses new flows and keeps the established ones", "[unit][flowtable]") {
@@ -149,7 +149,7 @@ TEST_CASE("a million flows fit in one table, and the million-and-first is refuse
     k.lo_addr = {10, static_cast<uint8_t>(i >> 16), static_cast<uint8_t>(i >> 8), static_cast<uint8_t>(i)};
     Flow* f = t->insert(k);
     if (f == nullptr) break;
-    f->packets = i;
+    f->last_seen = i;
     ++inserted;
   }
   CHECK(inserted == kMillion);
@@ -158,5 +158,5 @@ TEST_CASE("a million flows fit in one table, and the million-and-first is refuse
   CHECK(t->insert(k) == nullptr);
   k.lo_addr = {10, 0x0a, 0xbc, 0xde};
   REQUIRE(t->find(k) != nullptr);
-  CHECK(t->find(k)->packets == 0x0abcde);
+  CHECK(t->find(k)->last_seen == 0x0abcde);
 }
