@@ -42,6 +42,7 @@ Result<FlowTable> FlowTable::create(const std::string& name, uint32_t capacity, 
   FlowTable t;
   t.capacity_ = capacity;
   const auto make = [&](Family& family, const std::string& table, uint32_t key_len) -> Result<void> {
+    family.key_len = key_len;
     family.hash = make_hash(table, capacity, key_len, socket_id);
     if (family.hash != nullptr) {  // rte_hash positions are 0..entries (it keeps one spare)
       family.flows = static_cast<Flow*>(
@@ -136,7 +137,7 @@ uint32_t FlowTable::expire(Family& f, uint32_t now, const Timeouts& timeouts, ui
     void* key = nullptr;
     if (rte_hash_get_key_with_position(f.hash, static_cast<int32_t>(pos), &key) == 0) {
       alignas(16) unsigned char copy[sizeof(FlowKey)];  // not a pointer into the table being changed
-      std::memcpy(copy, key, &f == &v4_ ? sizeof(FlowKey4) : sizeof(FlowKey));
+      std::memcpy(copy, key, f.key_len);
       if (rte_hash_del_key(f.hash, copy) >= 0) ++removed;
     }
     flow.used = false;

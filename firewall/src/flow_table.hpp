@@ -50,6 +50,7 @@ class FlowTable {
   struct Family {
     rte_hash* hash = nullptr;
     Flow* flows = nullptr;  // indexed by rte_hash's key position
+    uint32_t key_len = 0;   // sizeof FlowKey4 or FlowKey
     uint32_t cursor = 0;    // where the expiry sweep goes on
   };
   FlowTable() = default;
