@@ -22,19 +22,19 @@ void put16(Bytes& b, uint16_t v) {
   b.push_back(static_cast<uint8_t>(v));
 }
 
-// An Ethernet/IPv4 frame with a TCP (flags), UDP or ICMP echo (type) header.
-Bytes frame(const char* src, const char* dst, uint8_t proto, uint16_t sport, uint16_t dport, uint8_t flags_or_type) {
+// A TCP header (flags), a UDP header, or an ICMP/ICMPv6 header (type; echo identifier `sport`).
+Bytes l4_header(uint8_t proto, uint16_t sport, uint16_t dport, uint8_t flags_or_type) {
   Bytes l4;
-  if (proto == 6) {
+  if (proto == 6 || proto == 17) {
     put16(l4, sport);
     put16(l4, dport);
+  }
+  if (proto == 6) {
     for (int i = 0; i < 8; ++i) l4.push_back(0);
     l4.push_back(0x50);
     l4.push_back(flags_or_type);
     for (int i = 0; i < 6; ++i) l4.push_back(0);
   } else if (proto == 17) {
-    put16(l4, sport);
-    put16(l4, dport);
     put16(l4, 8);
     put16(l4, 0);
   } else {
@@ -42,6 +42,12 @@ Bytes frame(const char* src, const char* dst, uint8_t proto, uint16_t sport, uin
     put16(l4, sport);
     put16(l4, 1);
   }
+  return l4;
+}
+
+// An Ethernet/IPv4 frame with a TCP (flags), UDP or ICMP echo (type) header.
+Bytes frame(const char* src, const char* dst, uint8_t proto, uint16_t sport, uint16_t dport, uint8_t flags_or_type) {
+  const Bytes l4 = l4_header(proto, sport, dport, flags_or_type);
   Bytes f(12, 0x02);
   put16(f, 0x0800);
   f.push_back(0x45);
@@ -64,20 +70,8 @@ Bytes frame(const char* src, const char* dst, uint8_t proto, uint16_t sport, uin
 
 // An Ethernet/IPv6 frame with a TCP (flags) or ICMPv6 (type; echo identifier `sport`) header.
 Bytes frame6(const char* src, const char* dst, uint8_t next, uint16_t sport, uint16_t dport, uint8_t flags_or_type) {
-  Bytes l4;
-  if (next == 6) {
-    put16(l4, sport);
-    put16(l4, dport);
-    for (int i = 0; i < 8; ++i) l4.push_back(0);
-    l4.push_back(0x50);
-    l4.push_back(flags_or_type);
-    for (int i = 0; i < 6; ++i) l4.push_back(0);
-  } else {
-    l4 = {flags_or_type, 0, 0, 0};
-    put16(l4, sport);
-    put16(l4, 1);
-    if (flags_or_type == 135 || flags_or_type == 136) l4.resize(24, 0);  // ND: the target address
-  }
+  Bytes l4 = l4_header(next, sport, dport, flags_or_type);
+  if (next == 58 && (flags_or_type == 135 || flags_or_type == 136)) l4.resize(24, 0);  // ND: the target address
   Bytes f(12, 0x02);
   put16(f, 0x86DD);
   for (uint8_t b : {0x60, 0, 0, 0}) f.push_back(b);

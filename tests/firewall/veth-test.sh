@@ -104,8 +104,10 @@ other=$(connect "$na" 10.77.0.2 9090)
 inbound=$(connect "$nb" 10.77.0.1 7070)
 [[ "$inbound" == "no connection"* ]] || fail "b -> a:7070 should be dropped, got: $inbound"
 
-# Idle past the timeout: the connection's next segment meets no flow and is not a SYN.
-idle=$(ip netns exec "$na" python3 -c "
+# A connection a -> b:8081 that says 'one', waits 4 s, then says 'two': prints the two echoes
+# ('nothing' for one that does not come back).
+hold_open() {
+  ip netns exec "$na" python3 -c "
 import socket, time
 s = socket.create_connection(('10.77.0.2', 8081), timeout=3)
 s.sendall(b'one'); first = s.recv(64).decode()
@@ -115,7 +117,11 @@ try:
     second = s.recv(64).decode()
 except OSError:
     second = 'nothing'
-print(first, second)")
+print(first, second)"
+}
+
+# Idle past the timeout: the connection's next segment meets no flow and is not a SYN.
+idle=$(hold_open)
 [ "$idle" = "one nothing" ] || fail "an idle connection should echo 'one', then nothing after its timeout; got: $idle"
 
 # SIGUSR1 prints the counters while the firewall keeps running.
@@ -154,17 +160,7 @@ policy deny
 allow tcp from 10.77.0.1 to 10.77.0.2 port 8081,9090 dir a-to-b
 RULES
 start_fw
-ip netns exec "$na" python3 -c "
-import socket, time
-s = socket.create_connection(('10.77.0.2', 8081), timeout=3)
-s.sendall(b'one'); first = s.recv(64).decode()
-time.sleep(4)
-s.sendall(b'two')
-try:
-    second = s.recv(64).decode()
-except OSError:
-    second = 'nothing'
-print(first, second)" > "$work/open.out" &
+hold_open > "$work/open.out" &
 open_pid=$!
 sleep 1
 cat > "$work/fw.rules" <<RULES
