@@ -259,12 +259,6 @@ class DiskWriter {
     return {};
   }
 
-  // Writes one entry read from `in` (header already read), copying its data.
-  Result<void> write(struct archive* in, struct archive_entry* entry, std::string_view raw_path,
-                     std::string_view source) {
-    if (KK_TRY(prepare(entry, raw_path, source)) == Next::skip) return {};
-    return emit(in, entry, nullptr, std::string(source) + ": " + std::string(raw_path));
-  }
 
   // Applies deferred directory modes and times.
   Result<void> close(std::string_view source) {
@@ -386,6 +380,53 @@ class WriterPool {
   std::vector<std::thread> threads_;
 };
 
+// Writes the entries one reader produces: small regular files through a pool of writer threads,
+// directories and large files on the reader's own writer, hard links last (when the files they
+// name exist).
+class Fanout {
+ public:
+  static Result<Fanout> create(Extraction::State& state, DiskWriter& writer) {
+    return Fanout(writer, KK_TRY(WriterPool::create(state, 2)));
+  }
+
+  // Writes an entry prepared by the writer, its content read from `in`.
+  Result<void> write(struct archive* in, struct archive_entry* entry, std::string where) {
+    constexpr la_int64_t kSmall = 1 << 20;
+    if (archive_entry_hardlink(entry) != nullptr) {
+      EntryPtr link(archive_entry_clone(entry));
+      archive_entry_set_size(link.get(), 0);
+      hardlinks_.push_back({std::move(link), {}, std::move(where)});
+      return {};
+    }
+    if (archive_entry_filetype(entry) != AE_IFREG || archive_entry_size(entry) > kSmall) {
+      return writer_.emit(in, entry, nullptr, where);
+    }
+    std::string data(static_cast<size_t>(archive_entry_size(entry)), '\0');
+    size_t got = 0;
+    while (got < data.size()) {
+      la_ssize_t n = archive_read_data(in, data.data() + got, data.size() - got);
+      if (n < 0) return fail(ExitCode::data_err, where + ": " + archive_message(in));
+      if (n == 0) break;
+      got += static_cast<size_t>(n);
+    }
+    data.resize(got);
+    return pool_->push({EntryPtr(archive_entry_clone(entry)), std::move(data), std::move(where)});
+  }
+
+  // Waits for the pool (its statistics are added to `stats`), then writes the hard links.
+  Result<void> finish(Stats& stats) {
+    KK_TRY(pool_->finish(stats));
+    for (auto& h : hardlinks_) KK_TRY(writer_.emit(nullptr, h.entry.get(), &h.data, h.where));
+    return {};
+  }
+
+ private:
+  Fanout(DiskWriter& writer, std::unique_ptr<WriterPool> pool) : writer_(writer), pool_(std::move(pool)) {}
+  DiskWriter& writer_;
+  std::unique_ptr<WriterPool> pool_;
+  std::vector<WriterPool::Item> hardlinks_;
+};
+
 // Reads from an fd and hashes every byte it hands to libarchive.
 struct FdSource {
   int fd;
@@ -489,19 +530,15 @@ Result<void> decode(int fd, std::string_view name, digest::Sha256* hash, int out
   return fail(ExitCode::data_err, std::string(name) + ": not a Debian package: no data.tar member");
 }
 
-// Stage two: reads a plain tar or cpio stream and writes its entries: small files through a
-// pool of writer threads, directories and large files itself, hard links last (when the files
-// they name exist).
+// Stage two: reads a plain tar or cpio stream and writes its entries through a Fanout.
 Result<void> unpack(int fd, std::string_view name, Extraction::State& state, DiskWriter& writer,
                     Stats& stats) {
-  constexpr la_int64_t kSmall = 1 << 20;
   FdSource src{fd, nullptr};
   auto in = KK_TRY(open_reader({archive_read_support_filter_none, archive_read_support_format_tar,
                                 archive_read_support_format_gnutar, archive_read_support_format_cpio,
                                 archive_read_support_format_empty},
                                &src, fd_read, name));
-  auto pool = KK_TRY(WriterPool::create(state, 2));
-  std::vector<WriterPool::Item> hardlinks;
+  auto fanout = KK_TRY(Fanout::create(state, writer));
   for (;;) {
     struct archive_entry* entry = nullptr;
     int r = archive_read_next_header(in.get(), &entry);
@@ -509,31 +546,9 @@ Result<void> unpack(int fd, std::string_view name, Extraction::State& state, Dis
     if (r < ARCHIVE_WARN) return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(in.get()));
     const std::string raw = archive_entry_pathname(entry) != nullptr ? archive_entry_pathname(entry) : "";
     if (KK_TRY(writer.prepare(entry, raw, name)) == DiskWriter::Next::skip) continue;
-    std::string where = std::string(name) + ": " + raw;
-    if (archive_entry_hardlink(entry) != nullptr) {
-      EntryPtr link(archive_entry_clone(entry));
-      archive_entry_set_size(link.get(), 0);
-      hardlinks.push_back({std::move(link), {}, std::move(where)});
-      continue;
-    }
-    if (archive_entry_filetype(entry) == AE_IFREG && archive_entry_size(entry) <= kSmall) {
-      std::string data(static_cast<size_t>(archive_entry_size(entry)), '\0');
-      size_t got = 0;
-      while (got < data.size()) {
-        la_ssize_t n = archive_read_data(in.get(), data.data() + got, data.size() - got);
-        if (n < 0) return fail(ExitCode::data_err, where + ": " + archive_message(in.get()));
-        if (n == 0) break;
-        got += static_cast<size_t>(n);
-      }
-      data.resize(got);
-      KK_TRY(pool->push({EntryPtr(archive_entry_clone(entry)), std::move(data), std::move(where)}));
-      continue;
-    }
-    KK_TRY(writer.emit(in.get(), entry, nullptr, where));
+    KK_TRY(fanout.write(in.get(), entry, std::string(name) + ": " + raw));
   }
-  KK_TRY(pool->finish(stats));
-  for (auto& h : hardlinks) KK_TRY(writer.emit(nullptr, h.entry.get(), &h.data, h.where));
-  return {};
+  return fanout.finish(stats);
 }
 
 }  // namespace
@@ -699,6 +714,8 @@ Result<Stats> Extraction::copy_tree(const fs::path& source, const std::string& d
     ~ResolverFree() { archive_entry_linkresolver_free(r); }
   } resolver_guard{resolver};
 
+  Stats pooled;
+  auto fanout = KK_TRY(Fanout::create(*state_, writer));
   for (;;) {
     std::unique_ptr<struct archive_entry, void (*)(struct archive_entry*)> entry_guard(
         archive_entry_new(), archive_entry_free);
@@ -721,11 +738,15 @@ Result<Stats> Extraction::copy_tree(const fs::path& source, const std::string& d
       while (!hrel.empty() && hrel.front() == '/') hrel.remove_prefix(1);
       archive_entry_copy_hardlink(entry, (dest + "/" + std::string(hrel)).c_str());
     }
-    KK_TRY(writer.write(in.get(), entry, dest_path, src));
     if (spare != nullptr) archive_entry_free(spare);
+    if (KK_TRY(writer.prepare(entry, dest_path, src)) == DiskWriter::Next::skip) continue;
+    KK_TRY(fanout.write(in.get(), entry, src + ": " + dest_path));
   }
+  KK_TRY(fanout.finish(pooled));
   KK_TRY(writer.close(src));
-  return writer.stats();
+  Stats stats = writer.stats();
+  stats += pooled;
+  return stats;
 }
 
 }  // namespace kmodkit::archive
