@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <mutex>
 #include <set>
@@ -54,6 +55,7 @@ Result<void> run_parallel(std::vector<std::function<Result<void>()>>& tasks, int
 Result<archive::Stats> fetch_and_extract(const std::string& location, const std::string& name,
                                          const std::string& expected_sha256, archive::Extraction& extraction,
                                          const http::Options& http_options) {
+  const auto started = std::chrono::steady_clock::now();
   digest::Sha256 hash;
   archive::Stats stats;
   http::Options opts = http_options;
@@ -80,6 +82,9 @@ Result<archive::Stats> fetch_and_extract(const std::string& location, const std:
                                         digest::normalize_hex(expected_sha256) + ", got " + got);
   }
   if (!extracted) return fail(extracted.error());
+  log::get("init.fetch")->debug("{}: {} files, {} directories, {} symlinks, {} in {:.3f} s", name, stats.files,
+                                stats.dirs, stats.symlinks, progress::format_bytes(stats.bytes),
+                                std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
   return stats;
 }
 
