@@ -307,15 +307,21 @@ class WriterPool {
 
   ~WriterPool() { stop(); }
 
-  // Queues a file; waits while the queue holds more than its budget. Returns the first error a
-  // writer met, after which nothing more is written.
+  // Queues a file; waits while the queue holds more than its budget, until it is down to half.
+  // Returns the first error a writer met, after which nothing more is written. An idle writer is
+  // woken once a batch has gathered, not for every file: a wake-up costs about what creating a
+  // small file does.
   Result<void> push(Item item) {
     std::unique_lock lock(mutex_);
-    room_.wait(lock, [&] { return bytes_ < kBudget || error_; });
+    if (bytes_ >= kBudget) {
+      pusher_waiting_ = true;
+      room_.wait(lock, [&] { return bytes_ <= kBudget / 2 || error_; });
+      pusher_waiting_ = false;
+    }
     if (error_) return fail(*error_);
     bytes_ += item.data.size() + 512;
     queue_.push_back(std::move(item));
-    ready_.notify_one();
+    if (idle_ > 0 && (queue_.size() >= kWakeFiles || bytes_ >= kWakeBytes)) ready_.notify_one();
     return {};
   }
 
@@ -329,6 +335,8 @@ class WriterPool {
 
  private:
   static constexpr size_t kBudget = 4 << 20;
+  static constexpr size_t kWakeFiles = 8;
+  static constexpr size_t kWakeBytes = 256 << 10;
   WriterPool() = default;
 
   void stop() {
@@ -347,12 +355,16 @@ class WriterPool {
       Item item;
       {
         std::unique_lock lock(mutex_);
-        ready_.wait(lock, [&] { return !queue_.empty() || closed_; });
+        while (queue_.empty() && !closed_) {
+          ++idle_;
+          ready_.wait(lock);
+          --idle_;
+        }
         if (queue_.empty()) break;
         item = std::move(queue_.front());
         queue_.pop_front();
         bytes_ -= item.data.size() + 512;
-        room_.notify_one();
+        if (pusher_waiting_ && bytes_ <= kBudget / 2) room_.notify_one();
         if (error_) continue;
       }
       auto r = writer.emit(nullptr, item.entry.get(), &item.data, item.where);
@@ -374,6 +386,8 @@ class WriterPool {
   std::condition_variable ready_, room_;
   std::deque<Item> queue_;
   size_t bytes_ = 0;
+  int idle_ = 0;              // writers waiting for work
+  bool pusher_waiting_ = false;
   bool closed_ = false;
   std::optional<Error> error_;
   std::vector<DiskWriter> writers_;
