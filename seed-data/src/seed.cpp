@@ -1,10 +1,13 @@
 #include "seed.hpp"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <future>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -106,17 +109,39 @@ std::string manifest_json(const Manifest& m) {
   j["image_version"] = m.image_version;
   j["fingerprint"] = m.fingerprint;
   j["trees"] = json::parse(json_trees(m.trees));
-  json files = json::object();
+  // The files object is written a line per file, its strings escaped by the library: building
+  // it as 10,000 nested json values took most of a first seed's manifest time.
+  std::string out = j.dump(1);
+  out.resize(out.size() - 2);  // the closing "\n}"
+  out += ",\n \"files\": {";
+  const char* sep = "\n  ";
   for (const auto& [rel, r] : m.files) {
-    files[rel] = {{"type", r.symlink ? "symlink" : "file"}, {"sha256", r.sha256}, {"size", r.size},
-                  {"mtime", r.mtime_ns}, {"vsize", r.vsize}, {"vmtime", r.vmtime_ns}};
+    out += sep;
+    sep = ",\n  ";
+    out += json(rel).dump();
+    out += ": {\"mtime\": " + std::to_string(r.mtime_ns) + ", \"sha256\": " + json(r.sha256).dump() +
+           ", \"size\": " + std::to_string(r.size) + ", \"type\": \"" + (r.symlink ? "symlink" : "file") +
+           "\", \"vmtime\": " + std::to_string(r.vmtime_ns) + ", \"vsize\": " + std::to_string(r.vsize) + "}";
   }
-  j["files"] = std::move(files);
-  return j.dump(1) + "\n";
+  out += m.files.empty() ? "}\n}\n" : "\n }\n}\n";
+  return out;
+}
+
+// Whether a file name can be a key of seed.json (JSON text is UTF-8; a file name is bytes).
+bool is_utf8(std::string_view name) {
+  try {
+    (void)json(name).dump();
+    return true;
+  } catch (const json::type_error&) {
+    return false;
+  }
 }
 
 // Lists a tree: files and symlinks (directories are made as needed); device nodes, sockets and
-// FIFOs are skipped with a warning.
+// FIFOs are skipped with a warning. Each directory is read through its descriptor (fstatat on
+// the names it holds; a whole path looked up per entry cost most of a first seed's scan),
+// depth first in readdir order as std::filesystem's recursive iterator goes: the fingerprint
+// depends on the order.
 Result<std::vector<Source>> scan(const Tree& tree, size_t* skipped) {
   std::vector<Source> out;
   std::error_code ec;
@@ -124,33 +149,72 @@ Result<std::vector<Source>> scan(const Tree& tree, size_t* skipped) {
   if (ec || !fs::is_directory(st)) {
     return fail(ExitCode::no_input, "default tree " + tree.from.string() + " is missing or not a directory");
   }
-  fs::recursive_directory_iterator it(tree.from, fs::directory_options::none, ec), end;
-  if (ec) return fail(files::errno_error("default tree " + tree.from.string() + " cannot be read", ec.value(), ExitCode::no_input));
-  for (; it != end; it.increment(ec)) {
-    if (ec) return fail(files::errno_error("default tree " + tree.from.string() + " cannot be read", ec.value(), ExitCode::no_input));
-    struct stat sb{};
-    if (::lstat(it->path().c_str(), &sb) != 0) {
-      return fail(files::errno_error("default tree: " + it->path().string(), errno, ExitCode::no_input));
+  auto unreadable = [](const fs::path& p, int err) {
+    return fail(files::errno_error("default tree " + p.string() + " cannot be read", err, ExitCode::no_input));
+  };
+  std::function<Result<void>(int, const fs::path&, const std::string&)> walk =
+      [&](int fd, const fs::path& dir, const std::string& rel) -> Result<void> {
+    std::unique_ptr<DIR, int (*)(DIR*)> d(::fdopendir(fd), ::closedir);
+    if (!d) {
+      const int err = errno;
+      ::close(fd);
+      return unreadable(dir, err);
     }
-    if (S_ISDIR(sb.st_mode)) continue;
-    Source s;
-    s.path = it->path();
-    s.rel = (fs::path(tree.to) / it->path().lexically_relative(tree.from)).lexically_normal().string();
-    s.size = static_cast<uint64_t>(sb.st_size);
-    s.mtime_ns = mtime_of(sb);
-    s.mode = sb.st_mode;
-    if (S_ISLNK(sb.st_mode)) {
-      s.symlink = true;
-      s.target = fs::read_symlink(it->path(), ec).string();
-    } else if (!S_ISREG(sb.st_mode)) {
-      log::get("seed-data")->warn("skipping {}: device nodes, sockets and FIFOs are not seeded", it->path().string());
-      ++*skipped;
-      continue;
-    } else if (::access(it->path().c_str(), R_OK) != 0) {
-      return fail(ExitCode::no_input, "default file " + it->path().string() + " cannot be read");
+    for (;;) {
+      errno = 0;
+      const struct dirent* e = ::readdir(d.get());
+      if (e == nullptr) {
+        if (errno != 0) return unreadable(dir, errno);
+        return {};
+      }
+      const std::string_view name = e->d_name;
+      if (name == "." || name == "..") continue;
+      fs::path path = dir / e->d_name;
+      std::string r = rel + "/" + std::string(name);
+      if (!is_utf8(name)) {
+        return fail(ExitCode::data_err, "default tree: the name of " + path.string() +
+                                            " is not UTF-8, which seed.json cannot record; rename it in the image");
+      }
+      struct stat sb{};
+      if (::fstatat(fd, e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0) {
+        return fail(files::errno_error("default tree: " + path.string(), errno, ExitCode::no_input));
+      }
+      if (S_ISDIR(sb.st_mode)) {
+        const int sub = ::openat(fd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sub < 0) return unreadable(path, errno);
+        KK_TRY(walk(sub, path, r));
+        continue;
+      }
+      Source s;
+      s.size = static_cast<uint64_t>(sb.st_size);
+      s.mtime_ns = mtime_of(sb);
+      s.mode = sb.st_mode;
+      if (S_ISLNK(sb.st_mode)) {
+        s.symlink = true;
+        std::string target(static_cast<size_t>(sb.st_size) + 1, '\0');
+        const ssize_t n = ::readlinkat(fd, e->d_name, target.data(), target.size());
+        if (n < 0) return fail(files::errno_error("default tree: " + path.string(), errno, ExitCode::no_input));
+        target.resize(static_cast<size_t>(n));
+        if (!is_utf8(target)) {
+          return fail(ExitCode::data_err, "default tree: the target of the symlink " + path.string() +
+                                              " is not UTF-8, which seed.json cannot record; change it in the image");
+        }
+        s.target = std::move(target);
+      } else if (!S_ISREG(sb.st_mode)) {
+        log::get("seed-data")->warn("skipping {}: device nodes, sockets and FIFOs are not seeded", path.string());
+        ++*skipped;
+        continue;
+      } else if (::faccessat(fd, e->d_name, R_OK, 0) != 0) {
+        return fail(ExitCode::no_input, "default file " + path.string() + " cannot be read");
+      }
+      s.path = std::move(path);
+      s.rel = std::move(r);
+      out.push_back(std::move(s));
     }
-    out.push_back(std::move(s));
-  }
+  };
+  const int top = ::open(tree.from.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (top < 0) return unreadable(tree.from, errno);
+  KK_TRY(walk(top, tree.from, archive::normalize_relative(tree.to).value_or(tree.to)));
   return out;
 }
 
@@ -238,6 +302,7 @@ Result<Tree> parse_tree(const std::string& text) {
   if (t.from.empty() || !t.from.is_absolute() || !norm || norm->empty() || norm->starts_with(".kmodkit")) {
     return fail(ExitCode::usage, "--tree: '" + text + "' is not ABSOLUTE_IMAGE_PATH[=PATH_IN_VOLUME] (inside the volume, not .kmodkit)");
   }
+  if (!is_utf8(text)) return fail(ExitCode::usage, "--tree: '" + text + "' is not UTF-8, which seed.json cannot record");
   t.to = *norm;
   return t;
 }

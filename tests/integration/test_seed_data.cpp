@@ -163,6 +163,26 @@ TEST_CASE("a missing or unreadable default tree is exit 66 and the volume is unt
   CHECK(fs::is_empty(img.data));
 }
 
+TEST_CASE("a file name or link target that is not UTF-8 is exit 65 naming it, before anything is written", "[e2e][seed][faults]") {
+  Image img;
+  const std::string latin1 = "caf\xe9.conf";
+  test::write_file(img.root / latin1, "x\n");
+  auto run = seed(img.args());
+  CHECK(run.code == 65);
+  CHECK_THAT(run.last_line, Catch::Contains("is not UTF-8") && Catch::Contains((img.root / "caf").string()));
+  CHECK(fs::is_empty(img.data));
+
+  fs::remove(img.root / latin1);
+  fs::create_symlink(latin1, img.root / "link");
+  run = seed(img.args());
+  CHECK(run.code == 65);
+  CHECK_THAT(run.last_line, Catch::Contains("symlink " + (img.root / "link").string()));
+  CHECK(fs::is_empty(img.data));
+
+  fs::remove(img.root / "link");
+  CHECK(seed(img.args()).code == 0);
+}
+
 TEST_CASE("a corrupt seed.json is exit 65 unless --mode force, which keeps the volume's versions", "[e2e][seed][faults]") {
   Image img;
   REQUIRE(seed(img.args()).code == 0);
