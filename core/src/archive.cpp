@@ -289,7 +289,10 @@ struct EntryFree {
 using EntryPtr = std::unique_ptr<struct archive_entry, EntryFree>;
 
 // Small files handed from the thread that reads an archive to threads that create them: file
-// creation is mostly kernel time, and two threads creating files overlap it.
+// creation is mostly kernel time, and two threads creating files overlap it. Creating a file
+// holds its directory's lock, so each writer has a lane of its own, and consecutive directories
+// go to alternate lanes: the writers work in different directories. A writer whose lane is empty
+// takes from another's.
 class WriterPool {
  public:
   struct Item {
@@ -301,7 +304,10 @@ class WriterPool {
   static Result<std::unique_ptr<WriterPool>> create(Extraction::State& state, int threads) {
     auto pool = std::unique_ptr<WriterPool>(new WriterPool());
     for (int i = 0; i < threads; ++i) pool->writers_.push_back(KK_TRY(DiskWriter::create(state)));
-    for (auto& w : pool->writers_) pool->threads_.emplace_back([p = pool.get(), &w] { p->work(w); });
+    pool->lanes_.resize(pool->writers_.size());
+    for (size_t i = 0; i < pool->writers_.size(); ++i) {
+      pool->threads_.emplace_back([p = pool.get(), i] { p->work(i); });
+    }
     return pool;
   }
 
@@ -319,9 +325,15 @@ class WriterPool {
       pusher_waiting_ = false;
     }
     if (error_) return fail(*error_);
+    std::string_view path = archive_entry_pathname(item.entry.get());
+    path = path.substr(0, path.rfind('/') + 1);
+    if (path != dir_) {
+      dir_ = path;
+      lane_ = (lane_ + 1) % lanes_.size();
+    }
     bytes_ += item.data.size() + 512;
-    queue_.push_back(std::move(item));
-    if (idle_ > 0 && (queue_.size() >= kWakeFiles || bytes_ >= kWakeBytes)) ready_.notify_one();
+    lanes_[lane_].push_back(std::move(item));
+    if (idle_ > 0 && (++queued_ >= kWakeFiles || bytes_ >= kWakeBytes)) ready_.notify_all();
     return {};
   }
 
@@ -350,19 +362,29 @@ class WriterPool {
     }
   }
 
-  void work(DiskWriter& writer) {
+  // The lane to take from: the writer's own, else the fullest; null when all are empty.
+  std::deque<Item>* lane_for(size_t own) {
+    if (!lanes_[own].empty()) return &lanes_[own];
+    auto fullest = std::max_element(lanes_.begin(), lanes_.end(), [](auto& a, auto& b) { return a.size() < b.size(); });
+    return fullest->empty() ? nullptr : &*fullest;
+  }
+
+  void work(size_t index) {
+    DiskWriter& writer = writers_[index];
     for (;;) {
       Item item;
       {
         std::unique_lock lock(mutex_);
-        while (queue_.empty() && !closed_) {
+        std::deque<Item>* lane = nullptr;
+        while ((lane = lane_for(index)) == nullptr && !closed_) {
           ++idle_;
+          queued_ = 0;
           ready_.wait(lock);
           --idle_;
         }
-        if (queue_.empty()) break;
-        item = std::move(queue_.front());
-        queue_.pop_front();
+        if (lane == nullptr) break;
+        item = std::move(lane->front());
+        lane->pop_front();
         bytes_ -= item.data.size() + 512;
         if (pusher_waiting_ && bytes_ <= kBudget / 2) room_.notify_one();
         if (error_) continue;
@@ -384,7 +406,10 @@ class WriterPool {
 
   std::mutex mutex_;
   std::condition_variable ready_, room_;
-  std::deque<Item> queue_;
+  std::vector<std::deque<Item>> lanes_;
+  std::string dir_;   // the directory of the last file queued, and its lane
+  size_t lane_ = 0;
+  size_t queued_ = 0;  // files queued since a writer last went idle
   size_t bytes_ = 0;
   int idle_ = 0;              // writers waiting for work
   bool pusher_waiting_ = false;
