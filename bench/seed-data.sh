@@ -5,7 +5,7 @@
 #      and, for reference, vs `cp -a` + `sync -f` + sha256sum of every file: what crash safety
 #      and seed.json's digests cost any tool on top of the copy
 #   2. unchanged restart on that tree: wall time of the whole process (target <= 0.25 s)
-# Rounds alternate between seed-data and cp -a; the medians are reported. Volumes are not
+# Rounds run seed-data and cp -a, in alternating order; the medians are reported. Volumes are not
 # deleted between rounds (on ext4 with `discard` a large delete slows what runs next).
 #   bench/seed-data.sh [ROUNDS]      (default 3; needs a build: ci/build.sh)
 set -euo pipefail
@@ -37,13 +37,20 @@ sync
 echo "bench: tree of $(find "$tree" -type f | wc -l) files, $(du -sm "$tree" | cut -f1) MB"
 
 : > "$work/r"; : > "$work/t_cp"; : > "$work/t_seed"; : > "$work/r_full"; : > "$work/t_full"
-for i in $(seq "$rounds"); do
+run_cp() {
   mkdir -p "$work/cp$i/var" && sync
   t0=$(now); cp -a "$tree" "$work/cp$i/var/app"; t1=$(now); cp_s=$(echo "$t1 - $t0" | bc -l)
+}
+run_seed() {
   mkdir -p "$work/data$i" && sync
   t0=$(now); "$bin" --data "$work/data$i" --tree "$tree=var/app" --image-version 1 --log-format json >/dev/null 2>&1
   t1=$(now); seed_s=$(echo "$t1 - $t0" | bc -l)
   [ -f "$work/data$i/.kmodkit/seed.json" ] || { echo "bench: seed-data seeded nothing" >&2; exit 1; }
+}
+for i in $(seq "$rounds"); do
+  # Which of the two goes first alternates: the one that follows the other's 200 MB of writeback
+  # (the sync before it) starts on a disk that is still busy with it.
+  if (( i % 2 )); then run_cp; run_seed; else run_seed; run_cp; fi
   mkdir -p "$work/full$i/var" && sync
   t0=$(now); cp -a "$tree" "$work/full$i/var/app"; sync -f "$work/full$i"
   find "$work/full$i/var/app" -type f -print0 | xargs -0 -P"$(nproc)" -n 2000 sha256sum >/dev/null
