@@ -23,7 +23,9 @@ std::string Manifest::to_json() const {
       {"seconds", seconds},  {"created", created},
       {"tool", "kmodkit " KMODKIT_VERSION},
   };
-  return j.dump(2) + "\n";
+  // Paths, URLs and the names an index gives are bytes; the manifest records them for people,
+  // so what is not UTF-8 is replaced rather than failing after the tree is in place.
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 Result<Manifest> Manifest::from_json(std::string_view text, const std::string& origin) {

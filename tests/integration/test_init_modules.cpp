@@ -308,10 +308,13 @@ TEST_CASE("archives given by path or URL are laid out when their digests match, 
   fs::create_directories(tmp / "x");
   auto unpack = subprocess::run({"dpkg-deb", "-x", repo.deb("linux-headers-" + repo.kver).string(), (tmp / "x").string()});
   REQUIRE((unpack && unpack->ok()));
-  auto tar = subprocess::run({"tar", "-C", (tmp / "x").string(), "-cJf", (tmp / "headers.tar.xz").string(), "."});
+  // In a directory whose name is not UTF-8: a path is bytes, and the manifest must still be written.
+  const fs::path tarball = tmp / "caf\xe9" / "headers.tar.xz";
+  fs::create_directories(tarball.parent_path());
+  auto tar = subprocess::run({"tar", "-C", (tmp / "x").string(), "-cJf", tarball.string(), "."});
   REQUIRE((tar && tar->ok()));
   std::vector<std::string> args = {"--kernel-release", repo.kver, "--volume", (tmp / "vol").string(), "--sources", "volume,archive",
-                                   "--archive", (tmp / "headers.tar.xz").string(), "--sha256", test::sha256_of(tmp / "headers.tar.xz")};
+                                   "--archive", tarball.string(), "--sha256", test::sha256_of(tarball)};
   for (const char* p : {"linux-headers-", "linux-kbuild"}) {
     auto deb = std::string(p) == "linux-headers-" ? repo.deb("linux-headers-" + repo.abi() + "-common") : repo.deb(p);
     args.insert(args.end(), {"--archive", server.url() + "/pool/main/" + deb.filename().string(), "--sha256", test::sha256_of(deb)});
@@ -328,6 +331,8 @@ TEST_CASE("archives given by path or URL are laid out when their digests match, 
   INFO(run.output);
   CHECK(run.code == 0);
   CHECK_THAT(run.last_line, Catch::Contains("source archive"));
+  CHECK_THAT(test::read_file(tmp / "vol/.kmodkit/kernels" / (repo.kver + ".json")), Catch::Contains("caf\xef\xbf\xbd"));
+  CHECK(test::run_init_modules(args).code == 0);  // and a rerun finds it complete
 }
 
 TEST_CASE("an archive option without its digest is a usage error", "[e2e][archive]") {
