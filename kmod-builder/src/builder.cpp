@@ -27,6 +27,11 @@ namespace kmodkit::kmod_builder {
 namespace {
 
 using json = nlohmann::json;
+
+// Records name paths, a compiler's banner and a certificate's subject: bytes, written for people
+// and for --list; what is not UTF-8 is replaced rather than failing the build.
+std::string json_text(const json& j) { return j.dump(2, ' ', false, json::error_handler_t::replace) + "\n"; }
+
 using clock = std::chrono::steady_clock;
 constexpr int kRecordFormat = 1;
 
@@ -251,7 +256,7 @@ Result<json> build_into_cache(const Job& job, const KernelTree& kernel, const Co
   }
   entry["modules"] = modules;
   KK_TRY(files::write_file_atomic(staging.path() / "build.log", log_text));
-  KK_TRY(files::write_file_atomic(staging.path() / "entry.json", entry.dump(2) + "\n"));
+  KK_TRY(files::write_file_atomic(staging.path() / "entry.json", json_text(entry)));
   const fs::path dest = cache_dir(cfg.volume, job.key);
   KK_TRY(files::make_dirs(dest.parent_path()));
   KK_TRY(files::remove_tree(dest));  // an incomplete entry (no entry.json) left by a kill
@@ -295,7 +300,7 @@ Result<void> install(const json& entry, const Job& job, const KernelTree& kernel
   const fs::path rec = record_path(cfg.volume, kernel.release, job.recipe.name);
   KK_TRY(files::make_dirs(rec.parent_path()));
   KK_TRY(files::fsync_path(dir));
-  KK_TRY(files::write_file_atomic(rec, record.dump(2) + "\n"));
+  KK_TRY(files::write_file_atomic(rec, json_text(record)));
   return {};
 }
 
@@ -457,7 +462,7 @@ Result<void> print_status(const StatusOptions& opt) {
            r.value("key", "").substr(0, 16) + "\n";
   }
   if (opt.json) {
-    out = all.dump(2) + "\n";
+    out = json_text(all);
   } else if (records.empty()) {
     out = "nothing built on " + opt.volume.string() + (opt.kernel_release.empty() ? "" : " for kernel " + opt.kernel_release) + "\n";
   }

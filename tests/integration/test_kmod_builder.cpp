@@ -183,6 +183,19 @@ TEST_CASE("the cache: a rebuild of nothing is a hit, a change in any input build
   CHECK(modinfo_field(s.installed("kmodkit_hello", "kmodkit_hello"), "kmodkit_greeting") == "hi");
 }
 
+TEST_CASE("a source in a directory whose name is not UTF-8 builds, and its record shows a replacement character",
+          "[e2e][kmod-builder]") {
+  Setup s;
+  const fs::path latin1 = s.tmp / "caf\xe9";
+  fs::copy(s.hello, latin1, fs::copy_options::recursive);
+  auto run = s.build({"--recipe", latin1.string()});
+  INFO(run.output);
+  CHECK(run.code == 0);
+  CHECK(fs::exists(s.installed("kmodkit_hello", "kmodkit_hello")));
+  auto list = test::run_kmod_builder({"status", "--volume", s.vol.string(), "--json"});
+  CHECK_THAT(list.output, Catch::Contains("caf\xef\xbf\xbd"));
+}
+
 TEST_CASE("a broken source gives exit 65 with the compiler's error, the log on the volume, nothing installed",
           "[e2e][kmod-builder][faults]") {
   Setup s;
