@@ -208,9 +208,10 @@ class DiskWriter {
     return Next::write;
   }
 
-  // Writes a prepared entry. Its content comes from `data` when given, else from `in`.
+  // Writes a prepared entry. Its content comes from `data` when given, else from the archive
+  // `in`, else from the file descriptor `fd`.
   Result<void> emit(struct archive* in, struct archive_entry* entry, const std::string* data,
-                    const std::string& where) {
+                    const std::string& where, int fd = -1) {
     const auto type = archive_entry_filetype(entry);
     if (archive_write_header(out_.get(), entry) < ARCHIVE_WARN) {
       return fail(libarchive_write_error(out_.get(), where));
@@ -227,6 +228,19 @@ class DiskWriter {
         return fail(libarchive_write_error(out_.get(), where));
       }
       stats_.bytes += data->size();
+    } else if (type == AE_IFREG && fd >= 0) {
+      std::vector<char> buf(1 << 20);
+      for (;;) {
+        const ssize_t n = ::read(fd, buf.data(), buf.size());
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return fail(files::errno_error(where, errno, ExitCode::no_input));
+        if (n == 0) break;
+        if (archive_write_data(out_.get(), buf.data(), static_cast<size_t>(n)) != n) {
+          return fail(libarchive_write_error(out_.get(), where));
+        }
+        if (hash) hash->update(buf.data(), static_cast<size_t>(n));
+        stats_.bytes += static_cast<size_t>(n);
+      }
     } else if (type == AE_IFREG && archive_entry_size(entry) > 0) {
       const void* buf = nullptr;
       size_t size = 0;
@@ -428,8 +442,9 @@ class Fanout {
     return Fanout(writer, KK_TRY(WriterPool::create(state, 2)));
   }
 
-  // Writes an entry prepared by the writer, its content read from `in`.
-  Result<void> write(struct archive* in, struct archive_entry* entry, std::string where) {
+  // Writes an entry prepared by the writer, its content read from the archive `in`, or from the
+  // file descriptor `fd` when `in` is null.
+  Result<void> write(struct archive* in, struct archive_entry* entry, std::string where, int fd = -1) {
     constexpr la_int64_t kSmall = 1 << 20;
     if (archive_entry_hardlink(entry) != nullptr) {
       EntryPtr link(archive_entry_clone(entry));
@@ -438,13 +453,18 @@ class Fanout {
       return {};
     }
     if (archive_entry_filetype(entry) != AE_IFREG || archive_entry_size(entry) > kSmall) {
-      return writer_.emit(in, entry, nullptr, where);
+      return writer_.emit(in, entry, nullptr, where, fd);
     }
     std::string data(static_cast<size_t>(archive_entry_size(entry)), '\0');
     size_t got = 0;
     while (got < data.size()) {
-      la_ssize_t n = archive_read_data(in, data.data() + got, data.size() - got);
-      if (n < 0) return fail(ExitCode::data_err, where + ": " + archive_message(in));
+      la_ssize_t n = in != nullptr ? archive_read_data(in, data.data() + got, data.size() - got)
+                                   : ::read(fd, data.data() + got, data.size() - got);
+      if (n < 0 && in == nullptr && errno == EINTR) continue;
+      if (n < 0) {
+        return fail(in != nullptr ? Error{ExitCode::data_err, where + ": " + archive_message(in)}
+                                  : files::errno_error(where, errno, ExitCode::no_input));
+      }
       if (n == 0) break;
       got += static_cast<size_t>(n);
     }
@@ -736,16 +756,15 @@ Result<Stats> Extraction::extract_fd(int fd, std::string_view name, digest::Sha2
 
 Result<Stats> Extraction::copy_tree(const fs::path& source, const std::string& dest) {
   auto writer = KK_TRY(DiskWriter::create(*state_));
-  ReadPtr in(archive_read_disk_new());
-  archive_read_disk_set_symlink_physical(in.get());
-  // No file flags (chattr) and no sparse-file probing: an ioctl and two lseeks per file that
-  // configuration and header trees never need. xattrs and ACLs are read (restored only when
-  // the policy preserves metadata).
-  archive_read_disk_set_behavior(in.get(), ARCHIVE_READDISK_NO_FFLAGS | ARCHIVE_READDISK_NO_SPARSE);
+  // The tree is walked through directory descriptors; libarchive's disk reader builds each
+  // entry's metadata (mode, owner, times, xattrs, ACLs) from the descriptor the walk opened,
+  // which then gives the content too: one open per file. No file flags (chattr) and no
+  // sparse-file probing: an ioctl and two lseeks per file that configuration and header trees
+  // never need. xattrs and ACLs are read (restored only when the policy preserves metadata).
+  ReadPtr disk(archive_read_disk_new());
+  archive_read_disk_set_symlink_physical(disk.get());
+  archive_read_disk_set_behavior(disk.get(), ARCHIVE_READDISK_NO_FFLAGS | ARCHIVE_READDISK_NO_SPARSE);
   const std::string src = source.string();
-  if (archive_read_disk_open(in.get(), src.c_str()) != ARCHIVE_OK) {
-    return fail(ExitCode::no_input, src + ": " + archive_message(in.get()));
-  }
   struct archive_entry_linkresolver* resolver = archive_entry_linkresolver_new();
   archive_entry_linkresolver_set_strategy(resolver, ARCHIVE_FORMAT_TAR_PAX_RESTRICTED);
   struct ResolverFree {
@@ -755,31 +774,40 @@ Result<Stats> Extraction::copy_tree(const fs::path& source, const std::string& d
 
   Stats pooled;
   auto fanout = KK_TRY(Fanout::create(*state_, writer));
-  for (;;) {
-    std::unique_ptr<struct archive_entry, void (*)(struct archive_entry*)> entry_guard(
-        archive_entry_new(), archive_entry_free);
-    struct archive_entry* entry = entry_guard.get();
-    int r = archive_read_next_header2(in.get(), entry);
-    if (r == ARCHIVE_EOF) break;
-    if (r < ARCHIVE_WARN) return fail(ExitCode::no_input, src + ": " + archive_message(in.get()));
-    archive_read_disk_descend(in.get());
-    std::string_view path = archive_entry_pathname(entry);
-    std::string_view rel = path.substr(std::min(path.size(), src.size()));
-    while (!rel.empty() && rel.front() == '/') rel.remove_prefix(1);
-    std::string dest_path = rel.empty() ? dest : dest + "/" + std::string(rel);
+  auto copy = [&](int dir_fd, const char* name, const fs::path& path, const std::string& rel,
+                  const struct stat& st) -> Result<void> {
+    EntryPtr holder(archive_entry_new());
+    struct archive_entry* entry = holder.get();
+    archive_entry_copy_pathname(entry, path.c_str());
+    archive_entry_copy_sourcepath(entry, path.c_str());
+    files::Fd fd;
+    if (S_ISREG(st.st_mode)) {
+      fd = files::Fd(::openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC));
+      if (!fd) return fail(files::errno_error(path.string(), errno, ExitCode::no_input));
+    }
+    if (archive_read_disk_entry_from_file(disk.get(), entry, fd.get(), &st) < ARCHIVE_WARN) {
+      return fail(ExitCode::no_input, path.string() + ": " + archive_message(disk.get()));
+    }
+    const std::string dest_path = rel.empty() ? dest : dest + "/" + rel;
     // The tar strategy marks the second and later names of a file as hard links to the first,
     // named by source path; rename those targets the same way.
     struct archive_entry* spare = nullptr;
     archive_entry_linkify(resolver, &entry, &spare);
+    if (spare != nullptr) archive_entry_free(spare);
     if (const char* hl = archive_entry_hardlink(entry)) {
-      std::string_view hlv = hl;
-      std::string_view hrel = hlv.substr(std::min(hlv.size(), src.size()));
+      std::string_view hrel = std::string_view(hl).substr(std::min(std::strlen(hl), src.size()));
       while (!hrel.empty() && hrel.front() == '/') hrel.remove_prefix(1);
       archive_entry_copy_hardlink(entry, (dest + "/" + std::string(hrel)).c_str());
     }
-    if (spare != nullptr) archive_entry_free(spare);
-    if (KK_TRY(writer.prepare(entry, dest_path, src)) == DiskWriter::Next::skip) continue;
-    KK_TRY(fanout.write(in.get(), entry, src + ": " + dest_path));
+    if (KK_TRY(writer.prepare(entry, dest_path, src)) == DiskWriter::Next::skip) return {};
+    return fanout.write(nullptr, entry, src + ": " + dest_path, fd.get());
+  };
+  // The source may be a directory, a file or a symlink (copied as a link).
+  struct stat root{};
+  if (::lstat(src.c_str(), &root) != 0) return fail(files::errno_error(src, errno, ExitCode::no_input));
+  KK_TRY(copy(AT_FDCWD, src.c_str(), source, "", root));
+  if (S_ISDIR(root.st_mode)) {
+    KK_TRY(files::walk_tree(source, [&](const files::WalkEntry& e) { return copy(e.dir_fd, e.name, e.path, e.rel, e.st); }));
   }
   KK_TRY(fanout.finish(pooled));
   KK_TRY(writer.close(src));

@@ -1,13 +1,11 @@
 #include "seed.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
-#include <functional>
 #include <future>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -138,10 +136,7 @@ bool is_utf8(std::string_view name) {
 }
 
 // Lists a tree: files and symlinks (directories are made as needed); device nodes, sockets and
-// FIFOs are skipped with a warning. Each directory is read through its descriptor (fstatat on
-// the names it holds; a whole path looked up per entry cost most of a first seed's scan),
-// depth first in readdir order as std::filesystem's recursive iterator goes: the fingerprint
-// depends on the order.
+// FIFOs are skipped with a warning. The walk's order is the fingerprint's.
 Result<std::vector<Source>> scan(const Tree& tree, size_t* skipped) {
   std::vector<Source> out;
   std::error_code ec;
@@ -149,72 +144,40 @@ Result<std::vector<Source>> scan(const Tree& tree, size_t* skipped) {
   if (ec || !fs::is_directory(st)) {
     return fail(ExitCode::no_input, "default tree " + tree.from.string() + " is missing or not a directory");
   }
-  auto unreadable = [](const fs::path& p, int err) {
-    return fail(files::errno_error("default tree " + p.string() + " cannot be read", err, ExitCode::no_input));
-  };
-  std::function<Result<void>(int, const fs::path&, const std::string&)> walk =
-      [&](int fd, const fs::path& dir, const std::string& rel) -> Result<void> {
-    std::unique_ptr<DIR, int (*)(DIR*)> d(::fdopendir(fd), ::closedir);
-    if (!d) {
-      const int err = errno;
-      ::close(fd);
-      return unreadable(dir, err);
+  const std::string base = archive::normalize_relative(tree.to).value_or(tree.to);
+  auto walked = files::walk_tree(tree.from, [&](const files::WalkEntry& e) -> Result<void> {
+    if (S_ISDIR(e.st.st_mode)) return {};
+    if (!is_utf8(e.name)) {
+      return fail(ExitCode::data_err, "the name of " + e.path.string() + " is not UTF-8, which seed.json cannot record; rename it in the image");
     }
-    for (;;) {
-      errno = 0;
-      const struct dirent* e = ::readdir(d.get());
-      if (e == nullptr) {
-        if (errno != 0) return unreadable(dir, errno);
-        return {};
+    Source s;
+    s.size = static_cast<uint64_t>(e.st.st_size);
+    s.mtime_ns = mtime_of(e.st);
+    s.mode = e.st.st_mode;
+    if (S_ISLNK(e.st.st_mode)) {
+      s.symlink = true;
+      std::string target(static_cast<size_t>(e.st.st_size) + 1, '\0');
+      const ssize_t n = ::readlinkat(e.dir_fd, e.name, target.data(), target.size());
+      if (n < 0) return fail(files::errno_error(e.path.string(), errno, ExitCode::no_input));
+      target.resize(static_cast<size_t>(n));
+      if (!is_utf8(target)) {
+        return fail(ExitCode::data_err, "the target of the symlink " + e.path.string() +
+                                            " is not UTF-8, which seed.json cannot record; change it in the image");
       }
-      const std::string_view name = e->d_name;
-      if (name == "." || name == "..") continue;
-      fs::path path = dir / e->d_name;
-      std::string r = rel + "/" + std::string(name);
-      if (!is_utf8(name)) {
-        return fail(ExitCode::data_err, "default tree: the name of " + path.string() +
-                                            " is not UTF-8, which seed.json cannot record; rename it in the image");
-      }
-      struct stat sb{};
-      if (::fstatat(fd, e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0) {
-        return fail(files::errno_error("default tree: " + path.string(), errno, ExitCode::no_input));
-      }
-      if (S_ISDIR(sb.st_mode)) {
-        const int sub = ::openat(fd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (sub < 0) return unreadable(path, errno);
-        KK_TRY(walk(sub, path, r));
-        continue;
-      }
-      Source s;
-      s.size = static_cast<uint64_t>(sb.st_size);
-      s.mtime_ns = mtime_of(sb);
-      s.mode = sb.st_mode;
-      if (S_ISLNK(sb.st_mode)) {
-        s.symlink = true;
-        std::string target(static_cast<size_t>(sb.st_size) + 1, '\0');
-        const ssize_t n = ::readlinkat(fd, e->d_name, target.data(), target.size());
-        if (n < 0) return fail(files::errno_error("default tree: " + path.string(), errno, ExitCode::no_input));
-        target.resize(static_cast<size_t>(n));
-        if (!is_utf8(target)) {
-          return fail(ExitCode::data_err, "default tree: the target of the symlink " + path.string() +
-                                              " is not UTF-8, which seed.json cannot record; change it in the image");
-        }
-        s.target = std::move(target);
-      } else if (!S_ISREG(sb.st_mode)) {
-        log::get("seed-data")->warn("skipping {}: device nodes, sockets and FIFOs are not seeded", path.string());
-        ++*skipped;
-        continue;
-      } else if (::faccessat(fd, e->d_name, R_OK, 0) != 0) {
-        return fail(ExitCode::no_input, "default file " + path.string() + " cannot be read");
-      }
-      s.path = std::move(path);
-      s.rel = std::move(r);
-      out.push_back(std::move(s));
+      s.target = std::move(target);
+    } else if (!S_ISREG(e.st.st_mode)) {
+      log::get("seed-data")->warn("skipping {}: device nodes, sockets and FIFOs are not seeded", e.path.string());
+      ++*skipped;
+      return {};
+    } else if (::faccessat(e.dir_fd, e.name, R_OK, 0) != 0) {
+      return fail(ExitCode::no_input, "default file " + e.path.string() + " cannot be read");
     }
-  };
-  const int top = ::open(tree.from.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (top < 0) return unreadable(tree.from, errno);
-  KK_TRY(walk(top, tree.from, archive::normalize_relative(tree.to).value_or(tree.to)));
+    s.path = e.path;
+    s.rel = base + "/" + e.rel;
+    out.push_back(std::move(s));
+    return {};
+  });
+  if (!walked) return fail(std::move(walked).error().context("default tree"));
   return out;
 }
 

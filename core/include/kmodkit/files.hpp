@@ -4,11 +4,14 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
 
 #include "kmodkit/result.hpp"
+
+struct stat;
 
 namespace kmodkit::files {
 
@@ -59,6 +62,22 @@ Result<void> make_dirs(const fs::path& path);
 Result<void> remove_tree(const fs::path& path);
 // Creates or replaces a symlink atomically (symlink to a temporary name, then rename).
 Result<void> replace_symlink(const fs::path& target, const fs::path& link);
+
+// One entry met by walk_tree(): the descriptor of its directory and its name there (for the
+// *at() calls), its whole path, its path below the root, and its lstat.
+struct WalkEntry {
+  int dir_fd;
+  const char* name;
+  const fs::path& path;
+  const std::string& rel;
+  const struct stat& st;
+};
+// Visits every entry below `root` (not the root itself), depth first in readdir order as
+// std::filesystem's recursive iterator goes, a directory before what it holds; never follows a
+// symlink. Each directory is read through its descriptor, so nothing looks a whole path up per
+// entry. A directory that cannot be read is input missing (66) naming it; `visit` may stop the
+// walk by returning an error.
+Result<void> walk_tree(const fs::path& root, const std::function<Result<void>(const WalkEntry&)>& visit);
 
 // A fresh directory under `parent` named "<prefix>.<pid>.<random>", removed with its contents
 // on destruction unless keep() was called.
