@@ -229,7 +229,8 @@ class DiskWriter {
       }
       stats_.bytes += data->size();
     } else if (type == AE_IFREG && fd >= 0) {
-      std::vector<char> buf(1 << 20);
+      auto& buf = read_buffer_;
+      buf.resize(256 << 10);
       for (;;) {
         const ssize_t n = ::read(fd, buf.data(), buf.size());
         if (n < 0 && errno == EINTR) continue;
@@ -295,6 +296,7 @@ class DiskWriter {
   Extraction::State& state_;
   WritePtr out_;
   Stats stats_;
+  std::vector<char> read_buffer_;  // for content read from a file descriptor
 };
 
 struct EntryFree {
@@ -313,6 +315,7 @@ class WriterPool {
     EntryPtr entry;
     std::string data;
     std::string where;
+    files::Fd fd;  // a copied file's content, read by the writer (then `data` is unused)
   };
 
   static Result<std::unique_ptr<WriterPool>> create(Extraction::State& state, int threads) {
@@ -345,10 +348,22 @@ class WriterPool {
       dir_ = path;
       lane_ = (lane_ + 1) % lanes_.size();
     }
-    bytes_ += item.data.size() + 512;
+    bytes_ += cost(item);
     lanes_[lane_].push_back(std::move(item));
     if (idle_ > 0 && (++queued_ >= kWakeFiles || bytes_ >= kWakeBytes)) ready_.notify_all();
     return {};
+  }
+
+  // A buffer for the next file's content: one a writer is done with when there is one. A
+  // buffer freed by the thread that did not allocate it takes the allocator's lock of the
+  // allocating thread's arena, which the reader holds while it allocates the next one.
+  std::string buffer() {
+    std::lock_guard lock(mutex_);
+    if (spare_.empty()) return {};
+    std::string b = std::move(spare_.back());
+    spare_.pop_back();
+    spare_bytes_ -= b.capacity();
+    return b;
   }
 
   // Waits for the queue to empty and the writers to finish; their statistics are added to `stats`.
@@ -361,8 +376,16 @@ class WriterPool {
 
  private:
   static constexpr size_t kBudget = 4 << 20;
+  // What a queued file counts against the budget: its content, held in memory or (a copied
+  // file) read ahead by the kernel, and something for the entry and, for a copied file, the
+  // open descriptor (at most a few hundred are open).
+  static size_t cost(const Item& item) {
+    return item.fd ? static_cast<size_t>(archive_entry_size(item.entry.get())) + 16384 : item.data.size() + 512;
+  }
   static constexpr size_t kWakeFiles = 8;
   static constexpr size_t kWakeBytes = 256 << 10;
+  static constexpr size_t kSpareBuffer = 256 << 10;  // larger buffers are freed
+  static constexpr size_t kSpareBudget = 1 << 20;
   WriterPool() = default;
 
   void stop() {
@@ -385,10 +408,15 @@ class WriterPool {
 
   void work(size_t index) {
     DiskWriter& writer = writers_[index];
+    std::string done;  // the content buffer of the file this writer wrote last
     for (;;) {
       Item item;
       {
         std::unique_lock lock(mutex_);
+        if (done.capacity() > 0 && done.capacity() <= kSpareBuffer && spare_bytes_ + done.capacity() <= kSpareBudget) {
+          spare_bytes_ += done.capacity();
+          spare_.push_back(std::move(done));
+        }
         std::deque<Item>* lane = nullptr;
         while ((lane = lane_for(index)) == nullptr && !closed_) {
           ++idle_;
@@ -399,11 +427,14 @@ class WriterPool {
         if (lane == nullptr) break;
         item = std::move(lane->front());
         lane->pop_front();
-        bytes_ -= item.data.size() + 512;
+        bytes_ -= cost(item);
         if (pusher_waiting_ && bytes_ <= kBudget / 2) room_.notify_one();
         if (error_) continue;
       }
-      auto r = writer.emit(nullptr, item.entry.get(), &item.data, item.where);
+      auto r = item.fd ? writer.emit(nullptr, item.entry.get(), nullptr, item.where, item.fd.get())
+                       : writer.emit(nullptr, item.entry.get(), &item.data, item.where);
+      item.fd = files::Fd();
+      done = std::move(item.data);
       if (!r) {
         std::lock_guard lock(mutex_);
         if (!error_) error_ = r.error();
@@ -421,6 +452,8 @@ class WriterPool {
   std::mutex mutex_;
   std::condition_variable ready_, room_;
   std::vector<std::deque<Item>> lanes_;
+  std::vector<std::string> spare_;  // buffers the writers are done with, for the reader
+  size_t spare_bytes_ = 0;
   std::string dir_;   // the directory of the last file queued, and its lane
   size_t lane_ = 0;
   size_t queued_ = 0;  // files queued since a writer last went idle
@@ -442,34 +475,44 @@ class Fanout {
     return Fanout(writer, KK_TRY(WriterPool::create(state, 2)));
   }
 
-  // Writes an entry prepared by the writer, its content read from the archive `in`, or from the
-  // file descriptor `fd` when `in` is null.
-  Result<void> write(struct archive* in, struct archive_entry* entry, std::string where, int fd = -1) {
+  // Writes an entry prepared by the writer, its content read from the archive `in`.
+  Result<void> write(struct archive* in, struct archive_entry* entry, std::string where) {
     constexpr la_int64_t kSmall = 1 << 20;
-    if (archive_entry_hardlink(entry) != nullptr) {
-      EntryPtr link(archive_entry_clone(entry));
-      archive_entry_set_size(link.get(), 0);
-      hardlinks_.push_back({std::move(link), {}, std::move(where)});
-      return {};
-    }
+    if (defer_link(entry, where)) return {};
     if (archive_entry_filetype(entry) != AE_IFREG || archive_entry_size(entry) > kSmall) {
-      return writer_.emit(in, entry, nullptr, where, fd);
+      return writer_.emit(in, entry, nullptr, where);
     }
-    std::string data(static_cast<size_t>(archive_entry_size(entry)), '\0');
+    std::string data = pool_->buffer();
+    data.resize(static_cast<size_t>(archive_entry_size(entry)));
     size_t got = 0;
     while (got < data.size()) {
-      la_ssize_t n = in != nullptr ? archive_read_data(in, data.data() + got, data.size() - got)
-                                   : ::read(fd, data.data() + got, data.size() - got);
-      if (n < 0 && in == nullptr && errno == EINTR) continue;
-      if (n < 0) {
-        return fail(in != nullptr ? Error{ExitCode::data_err, where + ": " + archive_message(in)}
-                                  : files::errno_error(where, errno, ExitCode::no_input));
-      }
+      la_ssize_t n = archive_read_data(in, data.data() + got, data.size() - got);
+      if (n < 0) return fail(ExitCode::data_err, where + ": " + archive_message(in));
       if (n == 0) break;
       got += static_cast<size_t>(n);
     }
     data.resize(got);
-    return pool_->push({EntryPtr(archive_entry_clone(entry)), std::move(data), std::move(where)});
+    return pool_->push({EntryPtr(archive_entry_clone(entry)), std::move(data), std::move(where), {}});
+  }
+
+  // Writes an entry prepared by the writer; a regular file's content is read from `fd` by the
+  // writer that creates it. The kernel is asked to read it in now, so that files queued behind
+  // one another are read from disk at once, not one after the other (an image's files are
+  // seldom in the page cache when a pod first starts).
+  Result<void> write(struct archive_entry* entry, std::string where, files::Fd fd) {
+    if (defer_link(entry, where)) return {};
+    if (!fd) return writer_.emit(nullptr, entry, nullptr, where);
+    if (archive_entry_size(entry) > 0) ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_WILLNEED);
+    return pool_->push({EntryPtr(archive_entry_clone(entry)), {}, std::move(where), std::move(fd)});
+  }
+
+  // A hard link is written last, when the file it names exists.
+  bool defer_link(struct archive_entry* entry, std::string& where) {
+    if (archive_entry_hardlink(entry) == nullptr) return false;
+    EntryPtr link(archive_entry_clone(entry));
+    archive_entry_set_size(link.get(), 0);
+    hardlinks_.push_back({std::move(link), {}, std::move(where), {}});
+    return true;
   }
 
   // Waits for the pool (its statistics are added to `stats`), then writes the hard links.
@@ -800,7 +843,7 @@ Result<Stats> Extraction::copy_tree(const fs::path& source, const std::string& d
       archive_entry_copy_hardlink(entry, (dest + "/" + std::string(hrel)).c_str());
     }
     if (KK_TRY(writer.prepare(entry, dest_path, src)) == DiskWriter::Next::skip) return {};
-    return fanout.write(nullptr, entry, src + ": " + dest_path, fd.get());
+    return fanout.write(entry, src + ": " + dest_path, std::move(fd));
   };
   // The source may be a directory, a file or a symlink (copied as a link).
   struct stat root{};
