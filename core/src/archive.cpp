@@ -351,14 +351,24 @@ class WriterPool {
     bytes_ += cost(item);
     lanes_[lane_].push_back(std::move(item));
     if (idle_ > 0 && (++queued_ >= kWakeFiles || bytes_ >= kWakeBytes)) ready_.notify_all();
+    std::vector<Item> written;
+    written.swap(written_);
+    lock.unlock();
+    // Freed here, on the thread that allocated them: memory freed on another thread takes the
+    // allocator's lock of the allocating thread's arena, which this thread keeps taking as it
+    // allocates. Content buffers are kept for the next files.
+    for (auto& w : written) {
+      if (w.data.capacity() > 0 && w.data.capacity() <= kSpareBuffer && spare_bytes_ + w.data.capacity() <= kSpareBudget) {
+        spare_bytes_ += w.data.capacity();
+        spare_.push_back(std::move(w.data));
+      }
+    }
     return {};
   }
 
-  // A buffer for the next file's content: one a writer is done with when there is one. A
-  // buffer freed by the thread that did not allocate it takes the allocator's lock of the
-  // allocating thread's arena, which the reader holds while it allocates the next one.
+  // A buffer for the next file's content, one a writer is done with when there is one. Only
+  // for the thread that pushes.
   std::string buffer() {
-    std::lock_guard lock(mutex_);
     if (spare_.empty()) return {};
     std::string b = std::move(spare_.back());
     spare_.pop_back();
@@ -408,15 +418,11 @@ class WriterPool {
 
   void work(size_t index) {
     DiskWriter& writer = writers_[index];
-    std::string done;  // the content buffer of the file this writer wrote last
+    Item item;
     for (;;) {
-      Item item;
       {
         std::unique_lock lock(mutex_);
-        if (done.capacity() > 0 && done.capacity() <= kSpareBuffer && spare_bytes_ + done.capacity() <= kSpareBudget) {
-          spare_bytes_ += done.capacity();
-          spare_.push_back(std::move(done));
-        }
+        if (item.entry) written_.push_back(std::move(item));  // for the pusher to free
         std::deque<Item>* lane = nullptr;
         while ((lane = lane_for(index)) == nullptr && !closed_) {
           ++idle_;
@@ -434,7 +440,6 @@ class WriterPool {
       auto r = item.fd ? writer.emit(nullptr, item.entry.get(), nullptr, item.where, item.fd.get())
                        : writer.emit(nullptr, item.entry.get(), &item.data, item.where);
       item.fd = files::Fd();
-      done = std::move(item.data);
       if (!r) {
         std::lock_guard lock(mutex_);
         if (!error_) error_ = r.error();
@@ -452,7 +457,8 @@ class WriterPool {
   std::mutex mutex_;
   std::condition_variable ready_, room_;
   std::vector<std::deque<Item>> lanes_;
-  std::vector<std::string> spare_;  // buffers the writers are done with, for the reader
+  std::vector<Item> written_;       // files written, for the pusher to free
+  std::vector<std::string> spare_;  // their content buffers, kept by the pusher for the next files
   size_t spare_bytes_ = 0;
   std::string dir_;   // the directory of the last file queued, and its lane
   size_t lane_ = 0;
