@@ -50,7 +50,8 @@ struct Stats {
 // tar's delayed links): while archives are extracted the tree has no symlink that a later entry
 // could be written through, without a check of every path component per entry. Each archive
 // is read on one thread and decompressed on another; small files are created by two writer
-// threads, hard links after the files they name.
+// threads, hard links after the files they name. A copied tree is walked on one thread; the
+// writers read each file's content from the descriptor the walk opened.
 class Extraction {
  public:
   // The root must exist; it is made canonical, so no component of it is a symlink.
@@ -64,8 +65,10 @@ class Extraction {
   // entry); cannot create (73) when the destination cannot be written.
   Result<Stats> extract_fd(int fd, std::string_view name, digest::Sha256* hash = nullptr);
 
-  // Copies the tree at `source` (not following symlinks) to root/`dest` under the same policy,
-  // keeping modes, mtimes, hard links and symlinks. Thread-safe.
+  // Copies `source` (a tree, a file or a symlink; symlinks are never followed) to root/`dest`
+  // under the same policy, keeping modes, mtimes, hard links and symlinks (and owners, xattrs and
+  // ACLs when the policy preserves metadata). Thread-safe.
+  // Errors: input missing (66) naming what cannot be read; cannot create (73).
   Result<Stats> copy_tree(const fs::path& source, const std::string& dest);
 
   // Creates the symlinks. A symlink whose path is also a directory of the tree, or that lies
