@@ -272,15 +272,42 @@ Result<Tree> parse_tree(const std::string& text) {
 
 Result<void> read_config_file(const fs::path& file, Config& c) {
   auto text = KK_TRY(files::read_file(file, 1 << 20));
-  json j = json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object() || !j.contains("trees") || !j["trees"].is_array()) {
-    return fail(ExitCode::config, file.string() + ": not a seed-data config ({\"trees\": [{\"from\": ..., \"to\": ...}]})");
+  const std::string form = "{\"trees\": [{\"from\": PATH, \"to\": DEST} or \"PATH[=DEST]\", ...], \"image_version\": V}";
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::parse_error& e) {
+    std::string why = e.what();
+    if (auto at = why.find("] "); at != std::string::npos) why.erase(0, at + 2);  // "[json.exception...] "
+    return fail(ExitCode::config, file.string() + ": not JSON: " + why);
   }
-  for (const auto& t : j["trees"]) {
-    std::string spec = t.is_string() ? t.get<std::string>() : t.value("from", "") + (t.contains("to") ? "=" + t.value("to", "") : "");
+  if (!j.is_object() || !j.contains("trees") || !j["trees"].is_array()) {
+    return fail(ExitCode::config, file.string() + ": not a seed-data config " + form);
+  }
+  for (size_t i = 0; i < j["trees"].size(); ++i) {
+    const json& t = j["trees"][i];
+    auto is_text = [&](const char* key) { return t.contains(key) && t[key].is_string(); };
+    std::string spec;
+    if (t.is_string()) {
+      spec = t.get<std::string>();
+    } else if (t.is_object() && is_text("from") && (!t.contains("to") || is_text("to"))) {
+      spec = t["from"].get<std::string>() + (t.contains("to") ? "=" + t["to"].get<std::string>() : "");
+    } else {
+      return fail(ExitCode::config, file.string() + ": trees[" + std::to_string(i) + "] is not " +
+                                        "{\"from\": PATH, \"to\": DEST} or \"PATH[=DEST]\": " + t.dump());
+    }
     c.trees.push_back(KK_TRY_CTX(parse_tree(spec), file.string()));
   }
-  if (j.contains("image_version") && c.image_version.empty()) c.image_version = j.value("image_version", "");
+  if (j.contains("image_version") && c.image_version.empty()) {
+    const json& v = j["image_version"];
+    if (v.is_string()) {
+      c.image_version = v.get<std::string>();
+    } else if (v.is_number()) {
+      c.image_version = v.dump();
+    } else {
+      return fail(ExitCode::config, file.string() + ": image_version is not a string or a number: " + v.dump());
+    }
+  }
   return {};
 }
 

@@ -155,6 +155,40 @@ TEST_CASE("a new image merges like conffiles: added, updated, kept, conflict bes
   CHECK_FALSE(fs::exists(img.vol("newer.conf")));
 }
 
+TEST_CASE("a config file gives the trees and the image version, and a malformed one is exit 78 naming what is wrong",
+          "[e2e][seed][config]") {
+  Image img;
+  test::write_file(img.tmp / "second/x.conf", "x\n");
+  const fs::path config = img.tmp / "seed.json";
+  // Both forms of a tree, and a version that is a number.
+  test::write_file(config, "{\"trees\": [{\"from\": \"" + img.root.string() + "\", \"to\": \"etc/app\"}, \"" +
+                               (img.tmp / "second").string() + "=etc/second\"], \"image_version\": 7}\n");
+  auto run = seed({"--data", img.data.string(), "--config", config.string()});
+  INFO(run.output);
+  CHECK(run.code == 0);
+  CHECK(fs::exists(img.vol("app.conf")));
+  CHECK(test::read_file(img.data / "etc/second/x.conf") == "x\n");
+  CHECK_THAT(test::read_file(img.data / ".kmodkit/seed.json"), Catch::Contains("\"image_version\": \"7\""));
+
+  TempDir other;
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"{\"trees\": [", "not JSON: parse error at line 1, column 12"},
+      {"{\"tree\": []}", "not a seed-data config"},
+      {"{\"trees\": [3]}", "trees[0] is not"},
+      {"{\"trees\": [{\"from\": 5}]}", "trees[0] is not"},
+      {"{\"trees\": [], \"image_version\": [1]}", "image_version is not a string or a number"},
+      {"{\"trees\": [\"caf\xe9\"]}", "ill-formed UTF-8"},
+  };
+  for (const auto& [text, why] : bad) {
+    INFO(text);
+    test::write_file(config, text);
+    auto refused = seed({"--data", other.path.string(), "--config", config.string()});
+    CHECK(refused.code == 78);
+    CHECK_THAT(refused.last_line, Catch::Contains(config.string()) && Catch::Contains(why));
+    CHECK(fs::is_empty(other.path));
+  }
+}
+
 TEST_CASE("a missing or unreadable default tree is exit 66 and the volume is untouched", "[e2e][seed][faults]") {
   Image img;
   auto run = seed({"--data", img.data.string(), "--tree", (img.tmp / "nowhere").string() + "=etc/app"});
