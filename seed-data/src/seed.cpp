@@ -63,20 +63,10 @@ std::string json_trees(const std::vector<Tree>& trees) {
   return t.dump();
 }
 
-Result<std::optional<Manifest>> read_manifest(const Config& c) {
-  auto text = files::read_file(manifest_path(c), 1 << 30);
-  if (!text) {
-    if (text.error().code == ExitCode::no_input) return std::optional<Manifest>{};
-    return fail(text.error());
-  }
-  const std::string origin = manifest_path(c).string();
-  json j = json::parse(*text, nullptr, false);
-  auto corrupt = [&](const std::string& why) {
-    return fail(ExitCode::data_err, origin + " is corrupt or was edited by hand (" + why +
-                                        "); seed-data will not guess what the operator changed: fix or remove it, or run "
-                                        "with --mode force");
-  };
-  if (j.is_discarded() || !j.is_object()) return corrupt("not JSON");
+// The fields of a parsed seed.json; `corrupt` makes the error. Throws json::exception for a
+// field of the wrong type.
+template <typename Corrupt>
+Result<std::optional<Manifest>> read_manifest_fields(const json& j, const Corrupt& corrupt) {
   if (j.value("format", 0) != kFormat) return corrupt("unknown format");
   if (!j.contains("files") || !j["files"].is_object() || !j.contains("trees") || !j["trees"].is_array()) {
     return corrupt("no files or trees");
@@ -99,6 +89,29 @@ Result<std::optional<Manifest>> read_manifest(const Config& c) {
     m.files.emplace(it.key(), r);
   }
   return std::optional<Manifest>(std::move(m));
+}
+
+Result<std::optional<Manifest>> read_manifest(const Config& c) {
+  auto text = files::read_file(manifest_path(c), 1 << 30);
+  if (!text) {
+    if (text.error().code == ExitCode::no_input) return std::optional<Manifest>{};
+    return fail(text.error());
+  }
+  const std::string origin = manifest_path(c).string();
+  json j = json::parse(*text, nullptr, false);
+  auto corrupt = [&](const std::string& why) {
+    return fail(ExitCode::data_err, origin + " is corrupt or was edited by hand (" + why +
+                                        "); seed-data will not guess what the operator changed: fix or remove it, or run "
+                                        "with --mode force");
+  };
+  if (j.is_discarded() || !j.is_object()) return corrupt("not JSON");
+  try {
+    return read_manifest_fields(j, corrupt);
+  } catch (const json::exception& e) {  // a field of the wrong type
+    std::string why = e.what();
+    if (auto at = why.find("] "); at != std::string::npos) why.erase(0, at + 2);
+    return corrupt(why);
+  }
 }
 
 std::string manifest_json(const Manifest& m) {

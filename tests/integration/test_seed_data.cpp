@@ -221,12 +221,22 @@ TEST_CASE("a corrupt seed.json is exit 65 unless --mode force, which keeps the v
   Image img;
   REQUIRE(seed(img.args()).code == 0);
   test::write_file(img.vol("app.conf"), "port = operator\n");
-  test::write_file(img.data / ".kmodkit/seed.json", "{\"format\": 1, \"files\": {\"etc/app/app.conf\": {\"sha256\": \"nope\"}}, \"trees\": []}");
   test::write_file(img.root / "app.conf", "port = 2\n");
-  auto run = seed(img.args({"--image-version", "2"}));
-  CHECK(run.code == 65);
-  CHECK_THAT(run.last_line, Catch::Contains("seed.json is corrupt or was edited by hand") && Catch::Contains("--mode force"));
-  CHECK(test::read_file(img.vol("app.conf")) == "port = operator\n");
+  const std::string good_sha = std::string(64, 'a');
+  for (const std::string& manifest : std::vector<std::string>{
+           "{\"format\": 1, \"files\": {\"etc/app/app.conf\": {\"sha256\": \"nope\"}}, \"trees\": []}",
+           "{\"format\": 1, \"files\": {\"etc/app/app.conf\": {\"sha256\": \"" + good_sha + "\", \"size\": \"big\"}}, \"trees\": []}",
+           "{\"format\": 1, \"files\": {}, \"trees\": [3]}",
+           "{\"format\": \"1\", \"files\": {}, \"trees\": []}",
+           "{\"format\": 1, \"files\": {\"etc/app/app.conf\": {\"sha256\": \"" + good_sha + "\"",
+       }) {
+    INFO(manifest);
+    test::write_file(img.data / ".kmodkit/seed.json", manifest);
+    auto run = seed(img.args({"--image-version", "2"}));
+    CHECK(run.code == 65);
+    CHECK_THAT(run.last_line, Catch::Contains("seed.json is corrupt or was edited by hand") && Catch::Contains("--mode force"));
+    CHECK(test::read_file(img.vol("app.conf")) == "port = operator\n");
+  }
 
   auto force = seed(img.args({"--image-version", "2", "--mode", "force"}));
   INFO(force.output);
