@@ -131,6 +131,8 @@ Result<std::string> cache_key(const Job& job, const KernelTree& kernel, const st
   return k.hex();
 }
 
+std::optional<json> check_record(const fs::path& volume, const Job& job, json r, std::string* why_not);
+
 // The record of an installed recipe, when it is for `key` and its modules are intact.
 std::optional<json> installed_record(const fs::path& volume, const KernelTree& kernel, const Job& job, std::string* why_not) {
   auto text = files::read_file(record_path(volume, kernel.release, job.recipe.name));
@@ -139,6 +141,15 @@ std::optional<json> installed_record(const fs::path& volume, const KernelTree& k
     return std::nullopt;
   }
   json r = json::parse(*text, nullptr, false);
+  try {
+    return check_record(volume, job, std::move(r), why_not);
+  } catch (const json::exception&) {  // a field of the wrong type
+    *why_not = "its record is unreadable";
+    return std::nullopt;
+  }
+}
+
+std::optional<json> check_record(const fs::path& volume, const Job& job, json r, std::string* why_not) {
   if (r.is_discarded() || !r.is_object() || r.value("format", 0) != kRecordFormat) {
     *why_not = "its record is unreadable";
     return std::nullopt;
@@ -163,10 +174,14 @@ std::optional<json> cache_entry(const fs::path& volume, const std::string& key) 
   auto text = files::read_file(cache_dir(volume, key) / "entry.json");
   if (!text) return std::nullopt;
   json e = json::parse(*text, nullptr, false);
-  if (e.is_discarded() || !e.is_object() || e.value("format", 0) != kRecordFormat || !e.contains("modules")) return std::nullopt;
-  for (const auto& m : e["modules"]) {
-    auto sha = digest::sha256_file(cache_dir(volume, key) / m.value("file", ""));
-    if (!sha || *sha != m.value("sha256", "")) return std::nullopt;
+  try {
+    if (e.is_discarded() || !e.is_object() || e.value("format", 0) != kRecordFormat || !e.contains("modules")) return std::nullopt;
+    for (const auto& m : e["modules"]) {
+      auto sha = digest::sha256_file(cache_dir(volume, key) / m.value("file", ""));
+      if (!sha || *sha != m.value("sha256", "")) return std::nullopt;
+    }
+  } catch (const json::exception&) {  // a field of the wrong type: not a usable entry
+    return std::nullopt;
   }
   return e;
 }
@@ -440,26 +455,30 @@ Result<void> print_status(const StatusOptions& opt) {
     auto text = KK_TRY(files::read_file(p));
     json r = json::parse(text, nullptr, false);
     if (r.is_discarded() || !r.is_object()) return fail(ExitCode::data_err, p.string() + " is not a kmod-builder record");
-    bool intact = true;
-    for (auto& m : r["modules"]) {
-      auto sha = digest::sha256_file(opt.volume / m.value("path", ""));
-      m["intact"] = sha && *sha == m.value("sha256", "");
-      intact = intact && m["intact"].get<bool>();
+    try {  // a field of the wrong type (a hand edit) throws
+      bool intact = true;
+      for (auto& m : r["modules"]) {
+        auto sha = digest::sha256_file(opt.volume / m.value("path", ""));
+        m["intact"] = sha && *sha == m.value("sha256", "");
+        intact = intact && m["intact"].get<bool>();
+      }
+      r["intact"] = intact;
+      all.push_back(r);
+      out += r.value("kernel_release", "?") + "  " + r.value("recipe", "?") + (r.value("version", "").empty() ? "" : " " + r.value("version", "")) + "\n";
+      for (const auto& m : r["modules"]) {
+        out += "  " + m.value("path", "?") + (m.value("intact", false) ? "" : "  (MISSING OR CHANGED)") + "\n";
+        out += "    vermagic " + m.value("vermagic", "") + "(checked against " + r.value("vermagic_checked_against", "?") + ")\n";
+        if (!m.value("srcversion", "").empty()) out += "    srcversion " + m.value("srcversion", "") + "\n";
+      }
+      out += "  signed " + r.value("hash", "") + " by '" + r.value("signer", "") + "' key " + r.value("sig_key", "") +
+             (r.value("ephemeral_key", false) ? " (ephemeral key)" : "") + "\n";
+      out += "  sources " + r.value("source", "") + " (sha256 " + r.value("sources_sha256", "").substr(0, 16) + ")\n";
+      out += "  compiler " + r.value("compiler", "") + "\n";
+      out += "  built " + r.value("built", "") + ", installed " + r.value("installed", "") + ", cache key " +
+             r.value("key", "").substr(0, 16) + "\n";
+    } catch (const json::exception& e) {
+      return fail(ExitCode::data_err, p.string() + " is not a kmod-builder record: " + e.what());
     }
-    r["intact"] = intact;
-    all.push_back(r);
-    out += r.value("kernel_release", "?") + "  " + r.value("recipe", "?") + (r.value("version", "").empty() ? "" : " " + r.value("version", "")) + "\n";
-    for (const auto& m : r["modules"]) {
-      out += "  " + m.value("path", "?") + (m.value("intact", false) ? "" : "  (MISSING OR CHANGED)") + "\n";
-      out += "    vermagic " + m.value("vermagic", "") + "(checked against " + r.value("vermagic_checked_against", "?") + ")\n";
-      if (!m.value("srcversion", "").empty()) out += "    srcversion " + m.value("srcversion", "") + "\n";
-    }
-    out += "  signed " + r.value("hash", "") + " by '" + r.value("signer", "") + "' key " + r.value("sig_key", "") +
-           (r.value("ephemeral_key", false) ? " (ephemeral key)" : "") + "\n";
-    out += "  sources " + r.value("source", "") + " (sha256 " + r.value("sources_sha256", "").substr(0, 16) + ")\n";
-    out += "  compiler " + r.value("compiler", "") + "\n";
-    out += "  built " + r.value("built", "") + ", installed " + r.value("installed", "") + ", cache key " +
-           r.value("key", "").substr(0, 16) + "\n";
   }
   if (opt.json) {
     out = json_text(all);

@@ -76,25 +76,29 @@ Result<std::vector<Installed>> installed_modules(const LoadConfig& cfg) {
     if (r.is_discarded() || !r.is_object() || !r.contains("modules")) {
       return fail(ExitCode::data_err, p.string() + " is not a kmod-builder record");
     }
-    for (const auto& m : r["modules"]) {
-      Installed i;
-      i.recipe = r.value("recipe", "");
-      i.name = m.value("name", "");
-      i.path = m.value("path", "");
-      i.sha256 = m.value("sha256", "");
-      i.signer = r.value("signer", "");
-      i.sig_key = r.value("sig_key", "");
-      i.ephemeral = r.value("ephemeral_key", false);
-      if (r.contains("load") && r["load"].is_object()) {
-        const json& load = r["load"];
-        if (load.contains("depends") && load["depends"].is_array()) {
-          for (const auto& d : load["depends"]) i.depends.push_back(d.get<std::string>());
+    try {  // a field of the wrong type (a hand edit) throws
+      for (const auto& m : r["modules"]) {
+        Installed i;
+        i.recipe = r.value("recipe", "");
+        i.name = m.value("name", "");
+        i.path = m.value("path", "");
+        i.sha256 = m.value("sha256", "");
+        i.signer = r.value("signer", "");
+        i.sig_key = r.value("sig_key", "");
+        i.ephemeral = r.value("ephemeral_key", false);
+        if (r.contains("load") && r["load"].is_object()) {
+          const json& load = r["load"];
+          if (load.contains("depends") && load["depends"].is_array()) {
+            for (const auto& d : load["depends"]) i.depends.push_back(d.get<std::string>());
+          }
+          if (load.contains("params") && load["params"].is_object()) {
+            for (auto kv = load["params"].begin(); kv != load["params"].end(); ++kv) i.params.emplace_back(kv.key(), kv.value().get<std::string>());
+          }
         }
-        if (load.contains("params") && load["params"].is_object()) {
-          for (auto kv = load["params"].begin(); kv != load["params"].end(); ++kv) i.params.emplace_back(kv.key(), kv.value().get<std::string>());
-        }
+        out.push_back(std::move(i));
       }
-      out.push_back(std::move(i));
+    } catch (const json::exception& e) {
+      return fail(ExitCode::data_err, p.string() + " is not a kmod-builder record: " + e.what());
     }
   }
   return out;

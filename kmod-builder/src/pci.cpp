@@ -189,8 +189,8 @@ Result<void> unbind_devices(const BindConfig& c) {
     bool remembered = false;
     if (auto text = files::read_file(state_file(c, a)); text) {
       json s = json::parse(*text, nullptr, false);
-      if (!s.is_discarded() && s.is_object()) {
-        original = s.value("driver", "");
+      if (!s.is_discarded() && s.is_object() && s.contains("driver") && s["driver"].is_string()) {
+        original = s["driver"].get<std::string>();
         remembered = true;
       }
     }

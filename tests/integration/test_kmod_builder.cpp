@@ -196,6 +196,30 @@ TEST_CASE("a source in a directory whose name is not UTF-8 builds, and its recor
   CHECK_THAT(list.output, Catch::Contains("caf\xef\xbf\xbd"));
 }
 
+TEST_CASE("a hand-edited record: a build reinstalls from the cache, status and load name the record with exit 65",
+          "[e2e][kmod-builder][faults]") {
+  Setup s;
+  const std::vector<std::string> hello = {"--recipe", s.hello.string()};
+  REQUIRE(s.build(hello).code == 0);
+  const fs::path record = s.vol / ".kmodkit/modules" / s.kver / "kmodkit_hello.json";
+  const std::string good = test::read_file(record);
+
+  test::write_file(record, std::regex_replace(good, std::regex("\"key\": \"[0-9a-f]+\""), "\"key\": 5"));
+  auto rebuilt = s.build(hello);
+  INFO(rebuilt.output);
+  CHECK(rebuilt.code == 0);
+  CHECK_THAT(rebuilt.output, Catch::Contains("in the cache"));
+  CHECK(test::read_file(record).find("\"key\": 5") == std::string::npos);
+
+  test::write_file(record, std::regex_replace(test::read_file(record), std::regex("\"path\": \"[^\"]+\""), "\"path\": 5"));
+  auto status = test::run_kmod_builder({"status", "--volume", s.vol.string()});
+  CHECK(status.code == 65);
+  CHECK_THAT(status.last_line, Catch::Contains(record.string() + " is not a kmod-builder record"));
+  auto load = test::run_kmod_builder({"load", "--volume", s.vol.string(), "--kernel-release", s.kver, "--recipe", "kmodkit_hello", "--dry-run"});
+  CHECK(load.code == 65);
+  CHECK_THAT(load.last_line, Catch::Contains(record.string() + " is not a kmod-builder record"));
+}
+
 TEST_CASE("a broken source gives exit 65 with the compiler's error, the log on the volume, nothing installed",
           "[e2e][kmod-builder][faults]") {
   Setup s;
