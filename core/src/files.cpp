@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <random>
 #include <thread>
@@ -182,8 +183,9 @@ Result<size_t> remove_stale_staging(const fs::path& parent, std::string_view pre
     const auto before = last == std::string::npos || last == 0 ? std::string::npos : name.rfind('.', last - 1);
     if (before == std::string::npos || before + 1 >= last) continue;
     const std::string pid_text = name.substr(before + 1, last - before - 1);
-    if (pid_text.find_first_not_of("0123456789") != std::string::npos) continue;
-    const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
+    pid_t pid = 0;
+    const char* end = pid_text.data() + pid_text.size();
+    if (auto [ptr, err] = std::from_chars(pid_text.data(), end, pid); err != std::errc() || ptr != end || pid <= 0) continue;
     if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;
     KK_TRY(remove_tree(e.path()));
     ++removed;

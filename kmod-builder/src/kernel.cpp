@@ -1,5 +1,6 @@
 #include "kernel.hpp"
 
+#include <charconv>
 #include <regex>
 
 #include "kmodkit/files.hpp"
@@ -39,7 +40,10 @@ Result<Compiler> parse_compiler(std::string_view version_text) {
   std::smatch last;
   for (std::sregex_iterator it(c.text.begin(), c.text.end(), version), end; it != end; ++it) last = *it;
   if (last.empty()) return fail(ExitCode::data_err, "no compiler version in '" + c.text + "'");
-  c.major = std::stoi(last[1].str());
+  const std::string major = last[1].str();
+  if (std::from_chars(major.data(), major.data() + major.size(), c.major).ec != std::errc()) {
+    return fail(ExitCode::data_err, "no compiler version in '" + c.text + "'");
+  }
   return c;
 }
 

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <nlohmann/json.hpp>
+#include <charconv>
 #include <regex>
 
 #include "builtin_recipes.hpp"
@@ -333,7 +334,14 @@ Result<Recipe> parse_dkms_conf(std::string_view text, const std::string& origin,
     auto words = KK_TRY_CTX(split_words(m[4].str()), "recipe " + origin + ":" + std::to_string(lineno));
     std::string value;
     for (const auto& w : words) value += (value.empty() ? "" : " ") + w;
-    values[m[1].str()][m[3].matched ? std::stoi(m[3].str()) : -1] = value;
+    int index = -1;
+    if (m[3].matched) {
+      const std::string digits = m[3].str();
+      if (std::from_chars(digits.data(), digits.data() + digits.size(), index).ec != std::errc()) {
+        return fail(config_error(origin + ":" + std::to_string(lineno), "index out of range: " + std::string(line)));
+      }
+    }
+    values[m[1].str()][index] = value;
   }
   auto one = [&](const std::string& key) -> std::string {
     auto it = values.find(key);

@@ -139,6 +139,24 @@ TEST_CASE("a staging directory disappears unless kept", "[unit][files]") {
   CHECK(std::filesystem::exists(p));
 }
 
+TEST_CASE("stale staging: a dead process's directory is removed, a live one's and odd names are not", "[unit][files]") {
+  TempDir tmp;
+  const auto dir = tmp / "staging";
+  // A pid that does not exist now (pid_max is at most 2^22), a live one, and names that only
+  // look like "<prefix>.<pid>.<random>".
+  for (const std::string& name : std::vector<std::string>{"k.4194305.a", "k." + std::to_string(::getppid()) + ".b", "k.99999999999999999999.c",
+                                 "k.12abc.d", "k.-5.e", "other.4194305.f"}) {
+    std::filesystem::create_directories(dir / name);
+  }
+  auto removed = files::remove_stale_staging(dir, "k");
+  REQUIRE(removed);
+  CHECK(*removed == 1);
+  CHECK_FALSE(std::filesystem::exists(dir / "k.4194305.a"));
+  for (const char* kept : {"k.99999999999999999999.c", "k.12abc.d", "k.-5.e", "other.4194305.f"}) {
+    CHECK(std::filesystem::exists(dir / kept));
+  }
+}
+
 TEST_CASE("the lock waits a bounded time for another holder, then says so with exit 75", "[unit][files]") {
   TempDir tmp;
   int other = ::open((tmp / "lock").c_str(), O_RDWR | O_CREAT, 0644);

@@ -48,6 +48,11 @@ TEST_CASE("dkms.conf: module locations, exclusive kernels, and what is refused",
   REQUIRE_FALSE(script);
   CHECK_THAT(script.error().message, Catch::Contains("PRE_BUILD"));
 
+  auto index = parse_dkms_conf("PACKAGE_NAME=foo\nBUILT_MODULE_NAME[99999999999]=a\n", "i/dkms.conf", "/src");
+  REQUIRE_FALSE(index);
+  CHECK(index.error().code == ExitCode::config);
+  CHECK_THAT(index.error().message, Catch::Contains("i/dkms.conf:2") && Catch::Contains("index out of range"));
+
   auto quote = parse_dkms_conf("PACKAGE_NAME=\"foo\n", "q/dkms.conf", "/src");
   REQUIRE_FALSE(quote);
   CHECK_THAT(quote.error().message, Catch::Contains("q/dkms.conf:1") && Catch::Contains("unterminated"));
@@ -131,6 +136,9 @@ TEST_CASE("compiler versions from --version and CONFIG_CC_VERSION_TEXT", "[unit]
   CHECK(clang->family == "clang");
   CHECK(clang->major == 14);
   CHECK_FALSE(parse_compiler("cc"));
+  auto huge = parse_compiler("gcc 99999999999999.1.0");
+  REQUIRE_FALSE(huge);
+  CHECK(huge.error().code == ExitCode::data_err);
 }
 
 TEST_CASE("vermagic: exact when taken from a module, flags when composed from .config", "[unit][vermagic]") {
