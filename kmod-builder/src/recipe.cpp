@@ -440,8 +440,8 @@ Result<Recipe> load(const std::string& spec, const std::string& source_override)
   fs::path path = spec;
   std::error_code ec;
   if (fs::is_directory(path, ec)) {
-    if (fs::exists(path / "kmodkit-recipe.json")) path /= "kmodkit-recipe.json";
-    else if (fs::exists(path / "dkms.conf")) path /= "dkms.conf";
+    if (fs::exists(path / "kmodkit-recipe.json", ec)) path /= "kmodkit-recipe.json";
+    else if (fs::exists(path / "dkms.conf", ec)) path /= "dkms.conf";
     else return fail(ExitCode::no_input, "recipe " + spec + ": the directory has neither kmodkit-recipe.json nor dkms.conf");
   }
   auto text = files::read_file(path, 1 << 20);
