@@ -195,6 +195,18 @@ TEST_CASE("a missing or unreadable default tree is exit 66 and the volume is unt
   CHECK(run.code == 66);
   CHECK_THAT(run.last_line, Catch::Contains((img.tmp / "nowhere").string()));
   CHECK(fs::is_empty(img.data));
+
+  // Unreadable: root reads everything, so seed-data runs as nobody, who owns the volume but
+  // cannot read one file of the image.
+  fs::permissions(img.tmp.path, fs::perms(0755));
+  REQUIRE(::chown(img.data.c_str(), 65534, 65534) == 0);
+  fs::permissions(img.root / "sub/secret.conf", fs::perms::none);
+  auto unreadable = test::run_binary("/usr/bin/setpriv", {"--reuid=65534", "--regid=65534", "--clear-groups", KMODKIT_SEED_DATA_BIN,
+                                                         "--data", img.data.string(), "--tree", img.root.string() + "=etc/app"});
+  INFO(unreadable.output);
+  CHECK(unreadable.code == 66);
+  CHECK_THAT(unreadable.last_line, Catch::Contains((img.root / "sub/secret.conf").string()) && Catch::Contains("cannot be read"));
+  CHECK_FALSE(fs::exists(img.data / "etc"));
 }
 
 TEST_CASE("a file name or link target that is not UTF-8 is exit 65 naming it, before anything is written", "[e2e][seed][faults]") {
