@@ -45,6 +45,20 @@ Bytes l4_header(uint8_t proto, uint16_t sport, uint16_t dport, uint8_t flags_or_
   return l4;
 }
 
+// Appends the source and destination addresses of `family` and the L4 header to an IP header,
+// and pads the frame to Ethernet's 60-byte minimum.
+Bytes finish_frame(Bytes f, int family, const char* src, const char* dst, const Bytes& l4) {
+  const size_t n = family == AF_INET ? 4 : 16;
+  uint8_t a[16];
+  inet_pton(family, src, a);
+  f.insert(f.end(), a, a + n);
+  inet_pton(family, dst, a);
+  f.insert(f.end(), a, a + n);
+  f.insert(f.end(), l4.begin(), l4.end());
+  f.resize(std::max<size_t>(f.size(), 60), 0);
+  return f;
+}
+
 // An Ethernet/IPv4 frame with a TCP (flags), UDP or ICMP echo (type) header.
 Bytes frame(const char* src, const char* dst, uint8_t proto, uint16_t sport, uint16_t dport, uint8_t flags_or_type) {
   const Bytes l4 = l4_header(proto, sport, dport, flags_or_type);
@@ -58,14 +72,7 @@ Bytes frame(const char* src, const char* dst, uint8_t proto, uint16_t sport, uin
   f.push_back(64);
   f.push_back(proto);
   put16(f, 0);
-  uint8_t a[4];
-  inet_pton(AF_INET, src, a);
-  f.insert(f.end(), a, a + 4);
-  inet_pton(AF_INET, dst, a);
-  f.insert(f.end(), a, a + 4);
-  f.insert(f.end(), l4.begin(), l4.end());
-  f.resize(std::max<size_t>(f.size(), 60), 0);
-  return f;
+  return finish_frame(std::move(f), AF_INET, src, dst, l4);
 }
 
 // An Ethernet/IPv6 frame with a TCP (flags) or ICMPv6 (type; echo identifier `sport`) header.
@@ -78,14 +85,7 @@ Bytes frame6(const char* src, const char* dst, uint8_t next, uint16_t sport, uin
   put16(f, static_cast<uint16_t>(l4.size()));
   f.push_back(next);
   f.push_back(64);
-  uint8_t a[16];
-  inet_pton(AF_INET6, src, a);
-  f.insert(f.end(), a, a + 16);
-  inet_pton(AF_INET6, dst, a);
-  f.insert(f.end(), a, a + 16);
-  f.insert(f.end(), l4.begin(), l4.end());
-  f.resize(std::max<size_t>(f.size(), 60), 0);
-  return f;
+  return finish_frame(std::move(f), AF_INET6, src, dst, l4);
 }
 
 // The frame with an 802.1Q tag (VLAN `vid`) after its MAC addresses.
