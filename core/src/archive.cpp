@@ -351,18 +351,18 @@ class WriterPool {
     bytes_ += cost(item);
     lanes_[lane_].push_back(std::move(item));
     if (idle_ > 0 && (++queued_ >= kWakeFiles || bytes_ >= kWakeBytes)) ready_.notify_all();
-    std::vector<Item> written;
-    written.swap(written_);
+    reaped_.swap(written_);  // the writers go on with reaped_'s emptied vector, no allocation
     lock.unlock();
     // Freed here, on the thread that allocated them: memory freed on another thread takes the
     // allocator's lock of the allocating thread's arena, which this thread keeps taking as it
     // allocates. Content buffers are kept for the next files.
-    for (auto& w : written) {
+    for (auto& w : reaped_) {
       if (w.data.capacity() > 0 && w.data.capacity() <= kSpareBuffer && spare_bytes_ + w.data.capacity() <= kSpareBudget) {
         spare_bytes_ += w.data.capacity();
         spare_.push_back(std::move(w.data));
       }
     }
+    reaped_.clear();
     return {};
   }
 
@@ -458,6 +458,7 @@ class WriterPool {
   std::condition_variable ready_, room_;
   std::vector<std::deque<Item>> lanes_;
   std::vector<Item> written_;       // files written, for the pusher to free
+  std::vector<Item> reaped_;        // the pusher's: what it took from written_ to free
   std::vector<std::string> spare_;  // their content buffers, kept by the pusher for the next files
   size_t spare_bytes_ = 0;
   std::string dir_;   // the directory of the last file queued, and its lane
