@@ -131,24 +131,8 @@ Result<std::string> cache_key(const Job& job, const KernelTree& kernel, const st
   return k.hex();
 }
 
-std::optional<json> check_record(const fs::path& volume, const Job& job, json r, std::string* why_not);
-
-// The record of an installed recipe, when it is for `key` and its modules are intact.
-std::optional<json> installed_record(const fs::path& volume, const KernelTree& kernel, const Job& job, std::string* why_not) {
-  auto text = files::read_file(record_path(volume, kernel.release, job.recipe.name));
-  if (!text) {
-    *why_not = "not installed";
-    return std::nullopt;
-  }
-  json r = json::parse(*text, nullptr, false);
-  try {
-    return check_record(volume, job, std::move(r), why_not);
-  } catch (const json::exception&) {  // a field of the wrong type
-    *why_not = "its record is unreadable";
-    return std::nullopt;
-  }
-}
-
+// Whether a parsed record is for `job` and its modules are intact. Throws json::exception for a
+// field of the wrong type.
 std::optional<json> check_record(const fs::path& volume, const Job& job, json r, std::string* why_not) {
   if (r.is_discarded() || !r.is_object() || r.value("format", 0) != kRecordFormat) {
     *why_not = "its record is unreadable";
@@ -167,6 +151,22 @@ std::optional<json> check_record(const fs::path& volume, const Job& job, json r,
     }
   }
   return r;
+}
+
+// The record of an installed recipe, when it is for `key` and its modules are intact.
+std::optional<json> installed_record(const fs::path& volume, const KernelTree& kernel, const Job& job, std::string* why_not) {
+  auto text = files::read_file(record_path(volume, kernel.release, job.recipe.name));
+  if (!text) {
+    *why_not = "not installed";
+    return std::nullopt;
+  }
+  json r = json::parse(*text, nullptr, false);
+  try {
+    return check_record(volume, job, std::move(r), why_not);
+  } catch (const json::exception&) {  // a field of the wrong type
+    *why_not = "its record is unreadable";
+    return std::nullopt;
+  }
 }
 
 // A complete cache entry (its entry.json exists and lists files that are there).

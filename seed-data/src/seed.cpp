@@ -63,10 +63,16 @@ std::string json_trees(const std::vector<Tree>& trees) {
   return t.dump();
 }
 
-// The fields of a parsed seed.json; `corrupt` makes the error. Throws json::exception for a
-// field of the wrong type.
-template <typename Corrupt>
-Result<std::optional<Manifest>> read_manifest_fields(const json& j, const Corrupt& corrupt) {
+Error corrupt_manifest(const std::string& origin, const std::string& why) {
+  return Error{ExitCode::data_err, origin + " is corrupt or was edited by hand (" + why +
+                                       "); seed-data will not guess what the operator changed: fix or remove it, or run "
+                                       "with --mode force"};
+}
+
+// The fields of a parsed seed.json read from `origin`. Throws json::exception for a field of the
+// wrong type.
+Result<std::optional<Manifest>> read_manifest_fields(const json& j, const std::string& origin) {
+  auto corrupt = [&](const std::string& why) { return fail(corrupt_manifest(origin, why)); };
   if (j.value("format", 0) != kFormat) return corrupt("unknown format");
   if (!j.contains("files") || !j["files"].is_object() || !j.contains("trees") || !j["trees"].is_array()) {
     return corrupt("no files or trees");
@@ -99,18 +105,13 @@ Result<std::optional<Manifest>> read_manifest(const Config& c) {
   }
   const std::string origin = manifest_path(c).string();
   json j = json::parse(*text, nullptr, false);
-  auto corrupt = [&](const std::string& why) {
-    return fail(ExitCode::data_err, origin + " is corrupt or was edited by hand (" + why +
-                                        "); seed-data will not guess what the operator changed: fix or remove it, or run "
-                                        "with --mode force");
-  };
-  if (j.is_discarded() || !j.is_object()) return corrupt("not JSON");
+  if (j.is_discarded() || !j.is_object()) return fail(corrupt_manifest(origin, "not JSON"));
   try {
-    return read_manifest_fields(j, corrupt);
+    return read_manifest_fields(j, origin);
   } catch (const json::exception& e) {  // a field of the wrong type
     std::string why = e.what();
     if (auto at = why.find("] "); at != std::string::npos) why.erase(0, at + 2);
-    return corrupt(why);
+    return fail(corrupt_manifest(origin, why));
   }
 }
 
@@ -157,7 +158,6 @@ Result<std::vector<Source>> scan(const Tree& tree, size_t* skipped) {
   if (ec || !fs::is_directory(st)) {
     return fail(ExitCode::no_input, "default tree " + tree.from.string() + " is missing or not a directory");
   }
-  const std::string base = archive::normalize_relative(tree.to).value_or(tree.to);
   auto walked = files::walk_tree(tree.from, [&](const files::WalkEntry& e) -> Result<void> {
     if (S_ISDIR(e.st.st_mode)) return {};
     if (!is_utf8(e.name)) {
@@ -186,7 +186,7 @@ Result<std::vector<Source>> scan(const Tree& tree, size_t* skipped) {
       return fail(ExitCode::no_input, "default file " + e.path.string() + " cannot be read");
     }
     s.path = e.path;
-    s.rel = base + "/" + e.rel;
+    s.rel = tree.to + "/" + e.rel;  // parse_tree() normalised it
     out.push_back(std::move(s));
     return {};
   });
