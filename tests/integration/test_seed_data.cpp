@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
+
+#include <cstring>
 #include <unistd.h>
 
 #include <map>
@@ -187,6 +189,32 @@ TEST_CASE("a config file gives the trees and the image version, and a malformed 
     CHECK_THAT(refused.last_line, Catch::Contains(config.string()) && Catch::Contains(why));
     CHECK(fs::is_empty(other.path));
   }
+}
+
+TEST_CASE("the environment gives the trees and the version, and a POSIX ACL is kept", "[e2e][seed]") {
+  Image img;
+  // system.posix_acl_access as the kernel stores it: version 2, then {tag, perm, id} entries:
+  // user::rw-, user:1234:r--, group::r--, mask::r--, other::r--.
+  const auto entry = [](uint16_t tag, uint16_t perm, uint32_t id) {
+    std::string e(8, '\0');
+    std::memcpy(e.data(), &tag, 2);
+    std::memcpy(e.data() + 2, &perm, 2);
+    std::memcpy(e.data() + 4, &id, 4);
+    return e;
+  };
+  const std::string acl = std::string("\x02\0\0\0", 4) + entry(0x01, 6, ~0u) + entry(0x02, 4, 1234) + entry(0x04, 4, ~0u) +
+                          entry(0x10, 4, ~0u) + entry(0x20, 4, ~0u);
+  REQUIRE(::setxattr((img.root / "app.conf").c_str(), "system.posix_acl_access", acl.data(), acl.size(), 0) == 0);
+  auto run = test::run_binary(KMODKIT_SEED_DATA_BIN, {},
+                              {{"KMODKIT_DATA", img.data.string()}, {"KMODKIT_TREE", img.root.string() + "=etc/app"},
+                               {"KMODKIT_IMAGE_VERSION", "env-1"}});
+  INFO(run.output);
+  CHECK(run.code == 0);
+  CHECK_THAT(test::read_file(img.data / ".kmodkit/seed.json"), Catch::Contains("\"image_version\": \"env-1\""));
+  char got[128];
+  const ssize_t n = ::getxattr(img.vol("app.conf").c_str(), "system.posix_acl_access", got, sizeof got);
+  REQUIRE(n > 0);
+  CHECK(std::string(got, static_cast<size_t>(n)) == acl);
 }
 
 TEST_CASE("a missing or unreadable default tree is exit 66 and the volume is untouched", "[e2e][seed][faults]") {
