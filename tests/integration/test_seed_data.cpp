@@ -3,13 +3,15 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
-
-#include <cstring>
 #include <unistd.h>
 
+#include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -191,7 +193,8 @@ TEST_CASE("a config file gives the trees and the image version, and a malformed 
   }
 }
 
-TEST_CASE("the environment gives the trees and the version, and a POSIX ACL is kept", "[e2e][seed]") {
+TEST_CASE("the environment gives the trees and the version, a POSIX ACL is kept, devices and sockets are skipped",
+          "[e2e][seed]") {
   Image img;
   // system.posix_acl_access as the kernel stores it: version 2, then {tag, perm, id} entries:
   // user::rw-, user:1234:r--, group::r--, mask::r--, other::r--.
@@ -205,12 +208,24 @@ TEST_CASE("the environment gives the trees and the version, and a POSIX ACL is k
   const std::string acl = std::string("\x02\0\0\0", 4) + entry(0x01, 6, ~0u) + entry(0x02, 4, 1234) + entry(0x04, 4, ~0u) +
                           entry(0x10, 4, ~0u) + entry(0x20, 4, ~0u);
   REQUIRE(::setxattr((img.root / "app.conf").c_str(), "system.posix_acl_access", acl.data(), acl.size(), 0) == 0);
+  // Beside the image's FIFO, a device node and a socket: skipped, as the FIFO is.
+  REQUIRE(::mknod((img.root / "null").c_str(), S_IFCHR | 0666, makedev(1, 3)) == 0);
+  const int sock = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  struct sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const std::string sock_path = (img.root / "sock").string();
+  REQUIRE(sock_path.size() < sizeof addr.sun_path);
+  std::memcpy(addr.sun_path, sock_path.c_str(), sock_path.size() + 1);
+  REQUIRE(::bind(sock, reinterpret_cast<const struct sockaddr*>(&addr), sizeof addr) == 0);
+  ::close(sock);
   auto run = test::run_binary(KMODKIT_SEED_DATA_BIN, {},
                               {{"KMODKIT_DATA", img.data.string()}, {"KMODKIT_TREE", img.root.string() + "=etc/app"},
                                {"KMODKIT_IMAGE_VERSION", "env-1"}});
   INFO(run.output);
   CHECK(run.code == 0);
   CHECK_THAT(test::read_file(img.data / ".kmodkit/seed.json"), Catch::Contains("\"image_version\": \"env-1\""));
+  CHECK_THAT(run.last_line, Catch::Contains("skipped 3"));
+  for (const char* special : {"pipe", "null", "sock"}) CHECK_FALSE(fs::exists(fs::symlink_status(img.vol(special))));
   char got[128];
   const ssize_t n = ::getxattr(img.vol("app.conf").c_str(), "system.posix_acl_access", got, sizeof got);
   REQUIRE(n > 0);
