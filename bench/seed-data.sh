@@ -8,7 +8,8 @@
 #      first start of a pod, whose image files are not cached yet
 #   3. unchanged restart on that tree: wall time of the whole process (target <= 0.25 s)
 # Rounds run seed-data and cp -a, in alternating order; the medians are reported. Volumes are not
-# deleted between rounds (on ext4 with `discard` a large delete slows what runs next).
+# deleted between rounds (on an ext4 without a journal, as this VM's root, inodes freed in the
+# last minutes slow the creation of new ones; see bench/README.md).
 #   bench/seed-data.sh [ROUNDS]      (default 3; needs a build: ci/build.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
