@@ -84,8 +84,11 @@ std::optional<Manifest> Volume::complete_tree(std::string_view kver, std::string
 
 Result<void> Volume::prepare() const {
   std::error_code ec;
+  // The caller names the volume; these say what is wrong with it.
   if (!fs::is_directory(root_, ec)) {
-    return fail(ExitCode::cant_create, "volume " + root_.string() + " is not a directory");
+    const bool exists = fs::exists(fs::symlink_status(root_, ec));
+    return fail(ExitCode::cant_create, exists ? std::string("not a directory")
+                                              : std::string("does not exist (mount the volume there, or create the directory)"));
   }
   KK_TRY(files::make_dirs(state_dir() / "kernels"));
   KK_TRY(files::make_dirs(staging_dir()));

@@ -399,6 +399,18 @@ TEST_CASE("a volume that cannot be written is exit 73", "[e2e][faults]") {
   INFO(run->output);
   CHECK(run->exit_code == 73);
   CHECK_THAT(run->output, Catch::Contains("Read-only file system"));
+
+  // A volume path that is missing or is a file: 73, the path named once with what is wrong.
+  const std::vector<std::string> sources = {"--sources", "volume,archive", "--archive", "/nonexistent.tar.gz", "--sha256",
+                                            std::string(64, 'a')};
+  auto missing = test::run_init_modules(base_args(repo, tmp / "absent") + sources);
+  CHECK(missing.code == 73);
+  CHECK_THAT(missing.last_line, Catch::Contains("volume " + (tmp / "absent").string() + ": does not exist"));
+  test::write_file(tmp / "file", "x");
+  auto file = test::run_init_modules(base_args(repo, tmp / "file") + sources);
+  CHECK(file.code == 73);
+  CHECK_THAT(file.last_line, Catch::Contains("volume " + (tmp / "file").string() + ": not a directory"));
+  CHECK_FALSE(fs::exists(tmp / "absent"));
 }
 
 TEST_CASE("killed with SIGKILL mid-extraction, a rerun completes and no partial tree was ever visible", "[e2e][faults]") {
