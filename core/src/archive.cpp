@@ -589,14 +589,20 @@ Result<ReadPtr> open_reader(std::initializer_list<Support> supports, void* sourc
   return in;
 }
 
-// Writes all of `in`'s current entry data (a raw stream) to `out`.
+// Writes all of `in`'s current entry data (a raw stream) to `out`, straight from the
+// decompressor's buffer (archive_read_data_block: no copy into a buffer of ours first).
 Result<void> pump(struct archive* in, int out, std::string_view name, bool* reader_gone) {
-  std::vector<char> buf(256 << 10);
+  la_int64_t expected = 0;
   for (;;) {
-    la_ssize_t n = archive_read_data(in, buf.data(), buf.size());
-    if (n < 0) return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(in));
-    if (n == 0) return {};
-    if (int err = files::write_all(out, buf.data(), static_cast<size_t>(n)); err != 0) {
+    const void* block = nullptr;
+    size_t size = 0;
+    la_int64_t offset = 0;
+    const int r = archive_read_data_block(in, &block, &size, &offset);
+    if (r == ARCHIVE_EOF) return {};
+    if (r < ARCHIVE_WARN) return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(in));
+    if (offset != expected) return fail(ExitCode::data_err, std::string(name) + ": a hole in a compressed stream");
+    expected += static_cast<la_int64_t>(size);
+    if (int err = files::write_all(out, static_cast<const char*>(block), size); err != 0) {
       *reader_gone = err == EPIPE;
       return fail(files::errno_error(std::string(name) + ": pipe", err, ExitCode::software));
     }
