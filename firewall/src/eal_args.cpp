@@ -128,8 +128,9 @@ Result<std::vector<std::string>> eal_arguments(const EalInput& in) {
   }
   if (in.no_huge_mb > 0) {
     a.insert(a.end(), {"--no-huge", "-m", std::to_string(in.no_huge_mb)});
-  } else if (!in.huge_dir.empty()) {
-    a.insert(a.end(), {"--huge-dir", in.huge_dir});
+  } else {
+    if (!in.huge_dir.empty()) a.insert(a.end(), {"--huge-dir", in.huge_dir});
+    if (!in.secondary_processes) a.push_back("--huge-unlink");
   }
   a.push_back("--log-level=" + in.log_level);
   return a;

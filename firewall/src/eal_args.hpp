@@ -17,6 +17,10 @@ struct EalInput {
   std::string huge_dir;            // empty: EAL's default
   int no_huge_mb = 0;              // > 0: --no-huge -m N (tests, demos)
   std::string file_prefix;         // empty: kmodkit-fw-<pid>
+  // Keep the hugepage files so that DPDK's secondary processes (dpdk-proc-info, dpdk-dumpcap) can
+  // attach. Otherwise EAL unlinks each file once mapped (--huge-unlink): the kernel gives the pages
+  // back when the process ends, however it ends, and nothing is left in the hugepage mount.
+  bool secondary_processes = false;
   std::string log_level = "notice";
 };
 

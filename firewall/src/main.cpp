@@ -114,6 +114,11 @@ int main(int argc, char** argv) {
              return {};
            }},
           {"file-prefix", cli::Kind::value, "", "NAME", "EAL's --file-prefix (default: kmodkit-fw-<pid>)", cli::store(eal.file_prefix)},
+          {"secondary-processes", cli::Kind::flag, "", "",
+           "let DPDK's secondary processes (dpdk-proc-info, dpdk-dumpcap) attach: keeps the hugepage files and EAL's runtime "
+           "directory, which a process killed with SIGKILL then leaves behind until a run with the same --file-prefix "
+           "(default: hugepage files are unlinked once mapped, the runtime directory is removed on exit)",
+           cli::store_flag(eal.secondary_processes)},
           {"duration", cli::Kind::value, "0", "SECONDS", "stop after this long (0: until SIGTERM)",
            [&](const std::vector<std::string>& v) -> Result<void> {
              dp.duration_s = KK_TRY(cli::parse_seconds("duration", v.front()));
@@ -147,8 +152,16 @@ int main(int argc, char** argv) {
     std::signal(SIGUSR1, on_signal);
     std::signal(SIGHUP, on_signal);
     dp.rules_file = rules_file;
+    const std::string runtime_dir = rte_eal_get_runtime_dir();
     auto result = run_dataplane(std::move(rules), dp, g_signals);
     rte_eal_cleanup();
+    if (!eal.secondary_processes) {
+      // EAL leaves its runtime directory (config, telemetry and multi-process sockets) behind;
+      // with no secondary process to use it, it is removed with the process it served.
+      if (auto removed = files::remove_tree(runtime_dir); !removed) {
+        log::get("firewall")->warn("{}", removed.error().message);
+      }
+    }
     return result;
   });
 }

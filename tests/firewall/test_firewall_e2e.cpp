@@ -3,9 +3,16 @@
 #include <catch2/catch.hpp>
 
 #include <arpa/inet.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <fstream>
+#include <sstream>
+#include <thread>
 
 #include "helpers.hpp"
 
@@ -318,4 +325,103 @@ TEST_CASE("ARP passes by policy, other EtherTypes only with --pass-non-ip", "[e2
   REQUIRE(passing.code == 0);
   CHECK_THAT(passing.output, Catch::Contains("drop non_ip: 0"));
   CHECK(read_pcap(tmp / "b-out.pcap") == std::vector<Bytes>{arp, lldp});
+}
+
+namespace {
+
+std::vector<std::string> joined(std::vector<std::string> a, const std::vector<std::string>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+// Free hugepages of the default size, as the kernel counts them.
+long free_hugepages() {
+  std::istringstream in(kmodkit::test::read_file("/proc/meminfo"));
+  std::string key;
+  long value = -1;
+  while (in >> key) {
+    if (key == "HugePages_Free:") {
+      in >> value;
+      break;
+    }
+  }
+  return value;
+}
+
+// EAL's runtime directory for a file prefix, where EAL puts it for this user.
+fs::path eal_runtime_dir(const std::string& prefix) {
+  const char* xdg = std::getenv("XDG_RUNTIME_DIR");
+  const fs::path base = ::geteuid() == 0 ? fs::path("/var/run") : fs::path(xdg != nullptr ? xdg : "/tmp");
+  return base / "dpdk" / prefix;
+}
+
+// Hugepages reserved and a hugetlbfs mounted for one test, both given back at its end.
+struct HugepageMount {
+  fs::path dir;
+  std::string reserved;  // nr_hugepages before
+  explicit HugepageMount(const fs::path& where, int pages) : dir(where) {
+    reserved = kmodkit::test::read_file("/proc/sys/vm/nr_hugepages");
+    std::ofstream("/proc/sys/vm/nr_hugepages") << std::stol(reserved) + pages << "\n";
+    fs::create_directories(dir);
+    if (::mount("nodev", dir.c_str(), "hugetlbfs", 0, nullptr) != 0) dir.clear();
+  }
+  ~HugepageMount() {
+    if (!dir.empty()) ::umount(dir.c_str());
+    std::ofstream("/proc/sys/vm/nr_hugepages") << reserved;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("the firewall leaves nothing behind: no runtime directory, no hugepage file, also when killed with SIGKILL", "[e2e][firewall]") {
+  TempDir tmp;
+  kmodkit::test::write_file(tmp / "fw.rules", "policy allow\n");
+  const std::string prefix = "fw-e2e-clean-" + std::to_string(::getpid());
+  const std::vector<std::string> base = {"--rules", (tmp / "fw.rules").string(), "--vdev", "net_null0", "--vdev", "net_null1",
+                                         "--lcores", "0", "--flows", "4096", "--file-prefix", prefix};
+  // Without hugepages: EAL's runtime directory (config, sockets) goes with the process.
+  auto plain = kmodkit::test::run_binary(KMODKIT_FIREWALL_BIN, joined(base, {"--no-huge-mb", "256", "--duration", "1"}));
+  INFO(plain.output);
+  REQUIRE(plain.code == 0);
+  CHECK_FALSE(fs::exists(eal_runtime_dir(prefix)));
+
+  if (::geteuid() != 0) {
+    WARN("not root: the hugepage half needs reserved hugepages and a hugetlbfs mount");
+    return;
+  }
+  HugepageMount huge(tmp / "huge", 64);
+  REQUIRE_FALSE(huge.dir.empty());
+  const long before = free_hugepages();
+  REQUIRE(before >= 32);
+  const auto on_huge = joined(base, {"--huge-dir", huge.dir.string()});
+
+  // A clean stop gives every page back and leaves no file in the mount.
+  auto stopped = kmodkit::test::run_binary(KMODKIT_FIREWALL_BIN, joined(on_huge, {"--duration", "1"}));
+  INFO(stopped.output);
+  REQUIRE(stopped.code == 0);
+  CHECK(fs::is_empty(huge.dir));
+  CHECK(free_hugepages() == before);
+  CHECK_FALSE(fs::exists(eal_runtime_dir(prefix)));
+
+  // Killed while it runs: the files were unlinked once mapped, so the kernel takes the pages back
+  // with the process, and a rerun with the same prefix starts.
+  const auto argv = joined(joined({KMODKIT_FIREWALL_BIN}, on_huge), {"--duration", "60"});
+  const pid_t pid = kmodkit::test::spawn(argv, tmp / "killed.log");
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (free_hugepages() == before && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // into the data plane
+  INFO(kmodkit::test::read_file(tmp / "killed.log"));
+  CHECK(free_hugepages() < before);
+  CHECK(fs::is_empty(huge.dir));
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  CHECK(free_hugepages() == before);
+  auto rerun = kmodkit::test::run_binary(KMODKIT_FIREWALL_BIN, joined(on_huge, {"--duration", "1"}));
+  INFO(rerun.output);
+  CHECK(rerun.code == 0);
+  CHECK(free_hugepages() == before);
+  CHECK_FALSE(fs::exists(eal_runtime_dir(prefix)));
 }

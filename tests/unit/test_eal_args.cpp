@@ -89,6 +89,14 @@ TEST_CASE("EAL arguments: lcores, a unique prefix, ports or vdevs, memory", "[un
   CHECK(has_sequence(*b, {"--huge-dir", "/dev/hugepages-1Gi"}));
   CHECK(has_sequence(*b, {"--file-prefix", "fw-0"}));
   CHECK_FALSE(has_sequence(*b, {"--no-pci"}));
+  // On hugepages the files are unlinked once mapped, unless secondary processes are to attach;
+  // without hugepages there is nothing to unlink.
+  CHECK(has_sequence(*b, {"--huge-unlink"}));
+  CHECK_FALSE(has_sequence(*a, {"--huge-unlink"}));
+  pci.secondary_processes = true;
+  auto kept = eal_arguments(pci);
+  REQUIRE(kept);
+  CHECK_FALSE(has_sequence(*kept, {"--huge-unlink"}));
   CHECK(b->at(1) == "-l");  // the process's own CPUs (sched_getaffinity)
   CHECK_FALSE(b->at(2).empty());
 
