@@ -9,6 +9,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "kmodkit/files.hpp"
 #include "kmodkit/text.hpp"
 
 extern char** environ;
@@ -85,6 +86,24 @@ Result<std::vector<DevicePluginPort>> device_plugin_ports(const std::vector<std:
     }
   }
   return ports;
+}
+
+Result<void> check_free_hugepages(const std::string& sysfs) {
+  std::error_code ec;
+  std::string sizes;
+  for (const auto& dir : std::filesystem::directory_iterator(sysfs, ec)) {
+    const std::string name = dir.path().filename().string();
+    if (!name.starts_with("hugepages-")) continue;
+    const auto content = files::read_file(dir.path() / "free_hugepages", 64).value_or("");
+    const std::string_view count = text::trim(content);
+    long free = 0;
+    auto [end, err] = std::from_chars(count.data(), count.data() + count.size(), free);
+    if (err == std::errc() && free > 0) return {};
+    sizes += (sizes.empty() ? "" : ", ") + name.substr(10);
+  }
+  return fail(ExitCode::config, "no free hugepages on this node (" + (sizes.empty() ? sysfs + " lists no size" : "sizes " + sizes) +
+                                    "): give the pod hugepages-2Mi or hugepages-1Gi, or reserve some "
+                                    "(echo N > /proc/sys/vm/nr_hugepages); tests can run without them with --no-huge-mb");
 }
 
 Result<std::vector<std::string>> eal_arguments(const EalInput& in) {

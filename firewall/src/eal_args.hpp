@@ -45,6 +45,11 @@ struct DevicePluginPort {
 // (DPDK would fail later with a less clear message).
 Result<std::vector<DevicePluginPort>> device_plugin_ports(const std::vector<std::string>& environment);
 
+// Whether the node has a free hugepage of any size (`sysfs`: /sys/kernel/mm/hugepages, one
+// hugepages-<size>kB directory per size). Configuration error (78) saying how to get some when
+// none is free: EAL would stop with a bare errno.
+Result<void> check_free_hugepages(const std::string& sysfs = "/sys/kernel/mm/hugepages");
+
 // argv for rte_eal_init, program name first. Configuration error (78) when there is no port.
 Result<std::vector<std::string>> eal_arguments(const EalInput& in);
 

@@ -141,10 +141,23 @@ int main(int argc, char** argv) {
     }
     log::get("firewall")->info("{}: {} rules, policy {}", rules_file, rules.rules.size(),
                                rules.policy == Action::allow ? "allow" : "deny");
+    if (eal.no_huge_mb == 0) KK_TRY(check_free_hugepages());
     std::vector<char*> cargs;
     for (auto& a : args) cargs.push_back(a.data());
+    // EAL leaves its runtime directory (config, telemetry and multi-process sockets) behind;
+    // with no secondary process to use it, it goes with the process it served.
+    const auto remove_runtime_dir = [&] {
+      if (eal.secondary_processes) return;
+      const std::string dir = rte_eal_get_runtime_dir();
+      if (dir.empty()) return;
+      if (auto removed = files::remove_tree(dir); !removed) {
+        log::get("firewall")->warn("{}", removed.error().message);
+      }
+    };
     if (rte_eal_init(static_cast<int>(cargs.size()), cargs.data()) < 0) {
-      return fail(ExitCode::config, std::string("EAL did not start (") + rte_strerror(rte_errno) +
+      const int err = rte_errno;
+      remove_runtime_dir();
+      return fail(ExitCode::config, std::string("EAL did not start (") + rte_strerror(err) +
                                         "): check the ports, lcores and hugepages it was given");
     }
     std::signal(SIGTERM, on_signal);
@@ -152,16 +165,9 @@ int main(int argc, char** argv) {
     std::signal(SIGUSR1, on_signal);
     std::signal(SIGHUP, on_signal);
     dp.rules_file = rules_file;
-    const std::string runtime_dir = rte_eal_get_runtime_dir();
     auto result = run_dataplane(std::move(rules), dp, g_signals);
     rte_eal_cleanup();
-    if (!eal.secondary_processes) {
-      // EAL leaves its runtime directory (config, telemetry and multi-process sockets) behind;
-      // with no secondary process to use it, it is removed with the process it served.
-      if (auto removed = files::remove_tree(runtime_dir); !removed) {
-        log::get("firewall")->warn("{}", removed.error().message);
-      }
-    }
+    remove_runtime_dir();
     return result;
   });
 }

@@ -5,6 +5,8 @@
 #include <catch2/catch.hpp>
 #include <rte_eal.h>
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -19,6 +21,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   const int result = Catch::Session().run(argc, argv);
+  const std::string runtime_dir = rte_eal_get_runtime_dir();
   rte_eal_cleanup();
+  ::rmdir(runtime_dir.c_str());  // empty with --no-shconf; fails harmlessly while another test process is in it
   return result;
 }

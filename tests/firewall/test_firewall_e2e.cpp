@@ -384,6 +384,13 @@ TEST_CASE("the firewall leaves nothing behind: no runtime directory, no hugepage
   INFO(plain.output);
   REQUIRE(plain.code == 0);
   CHECK_FALSE(fs::exists(eal_runtime_dir(prefix)));
+  // Nor when EAL refuses to start (a device it does not know).
+  auto refused = kmodkit::test::run_binary(KMODKIT_FIREWALL_BIN, {"--rules", (tmp / "fw.rules").string(), "--vdev", "net_kmodkit0",
+                                                                  "--vdev", "net_null1", "--lcores", "0", "--no-huge-mb", "256",
+                                                                  "--file-prefix", prefix, "--duration", "1"});
+  CHECK(refused.code == 78);
+  CHECK_THAT(refused.last_line, Catch::Contains("EAL did not start"));
+  CHECK_FALSE(fs::exists(eal_runtime_dir(prefix)));
 
   if (::geteuid() != 0) {
     WARN("not root: the hugepage half needs reserved hugepages and a hugetlbfs mount");

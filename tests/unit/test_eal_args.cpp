@@ -106,3 +106,21 @@ TEST_CASE("EAL arguments: lcores, a unique prefix, ports or vdevs, memory", "[un
   CHECK(c.error().code == kmodkit::ExitCode::config);
   CHECK_THAT(c.error().message, Catch::Contains("CPU 1000 is not one this process may run on"));
 }
+
+TEST_CASE("no free hugepage of any size is refused before EAL, saying how to get some", "[unit][eal]") {
+  TempDir sys;
+  kmodkit::test::write_file(sys / "hugepages-2048kB/free_hugepages", "0\n");
+  kmodkit::test::write_file(sys / "hugepages-1048576kB/free_hugepages", "0\n");
+  auto none = check_free_hugepages(sys.path.string());
+  REQUIRE_FALSE(none);
+  CHECK(none.error().code == kmodkit::ExitCode::config);
+  CHECK_THAT(none.error().message, Catch::Contains("no free hugepages") && Catch::Contains("2048kB") &&
+                                       Catch::Contains("1048576kB") && Catch::Contains("--no-huge-mb"));
+
+  kmodkit::test::write_file(sys / "hugepages-1048576kB/free_hugepages", "2\n");  // one size is enough
+  CHECK(check_free_hugepages(sys.path.string()));
+
+  auto missing = check_free_hugepages((sys / "absent").string());
+  REQUIRE_FALSE(missing);
+  CHECK_THAT(missing.error().message, Catch::Contains("lists no size"));
+}
