@@ -830,21 +830,20 @@ Result<Stats> Extraction::copy_tree(const fs::path& source, const std::string& d
 
   Stats pooled;
   auto fanout = KK_TRY(Fanout::create(*state_, writer));
-  auto copy = [&](int dir_fd, const char* name, const fs::path& path, const std::string& rel,
-                  const struct stat& st) -> Result<void> {
+  auto copy = [&](const files::WalkEntry& e) -> Result<void> {
     EntryPtr holder(archive_entry_new());
     struct archive_entry* entry = holder.get();
-    archive_entry_copy_pathname(entry, path.c_str());
-    archive_entry_copy_sourcepath(entry, path.c_str());
+    archive_entry_copy_pathname(entry, e.path.c_str());
+    archive_entry_copy_sourcepath(entry, e.path.c_str());
     files::Fd fd;
-    if (S_ISREG(st.st_mode)) {
-      fd = files::Fd(::openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC));
-      if (!fd) return fail(files::errno_error(path.string(), errno, ExitCode::no_input));
+    if (S_ISREG(e.st.st_mode)) {
+      fd = files::Fd(::openat(e.dir_fd, e.name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC));
+      if (!fd) return fail(files::errno_error(e.path.string(), errno, ExitCode::no_input));
     }
-    if (archive_read_disk_entry_from_file(disk.get(), entry, fd.get(), &st) < ARCHIVE_WARN) {
-      return fail(ExitCode::no_input, path.string() + ": " + archive_message(disk.get()));
+    if (archive_read_disk_entry_from_file(disk.get(), entry, fd.get(), &e.st) < ARCHIVE_WARN) {
+      return fail(ExitCode::no_input, e.path.string() + ": " + archive_message(disk.get()));
     }
-    const std::string dest_path = rel.empty() ? dest : dest + "/" + rel;
+    const std::string dest_path = e.rel.empty() ? dest : dest + "/" + e.rel;
     // The tar strategy marks the second and later names of a file as hard links to the first,
     // named by source path; rename those targets the same way.
     struct archive_entry* spare = nullptr;
@@ -861,10 +860,9 @@ Result<Stats> Extraction::copy_tree(const fs::path& source, const std::string& d
   // The source may be a directory, a file or a symlink (copied as a link).
   struct stat root{};
   if (::lstat(src.c_str(), &root) != 0) return fail(files::errno_error(src, errno, ExitCode::no_input));
-  KK_TRY(copy(AT_FDCWD, src.c_str(), source, "", root));
-  if (S_ISDIR(root.st_mode)) {
-    KK_TRY(files::walk_tree(source, [&](const files::WalkEntry& e) { return copy(e.dir_fd, e.name, e.path, e.rel, e.st); }));
-  }
+  const std::string top;  // the source itself: below the root by nothing
+  KK_TRY(copy(files::WalkEntry{AT_FDCWD, src.c_str(), source, top, root}));
+  if (S_ISDIR(root.st_mode)) KK_TRY(files::walk_tree(source, copy));
   KK_TRY(fanout.finish(pooled));
   KK_TRY(writer.close(src));
   Stats stats = writer.stats();

@@ -97,8 +97,7 @@ Result<void> check_free_hugepages(const std::string& sysfs) {
     const auto content = files::read_file(dir.path() / "free_hugepages", 64).value_or("");
     const std::string_view count = text::trim(content);
     long free = 0;
-    auto [end, err] = std::from_chars(count.data(), count.data() + count.size(), free);
-    if (err == std::errc() && free > 0) return {};
+    if (std::from_chars(count.data(), count.data() + count.size(), free).ec == std::errc() && free > 0) return {};
     sizes += (sizes.empty() ? "" : ", ") + name.substr(10);
   }
   return fail(ExitCode::config, "no free hugepages on this node (" + (sizes.empty() ? sysfs + " lists no size" : "sizes " + sizes) +
