@@ -17,6 +17,7 @@
 #include <set>
 #include <algorithm>
 #include <fcntl.h>
+#include <sched.h>
 #include <vector>
 
 #include "kmodkit/files.hpp"
@@ -40,8 +41,27 @@ std::string archive_message(struct archive* a) {
   return s != nullptr ? s : "unknown libarchive error";
 }
 
-// archive_write_disk_new() reads the umask by setting it; serialise that across threads.
-std::mutex g_writer_mutex;
+// libarchive's disk writer reads the umask by setting it to 0 and back (umask(umask(0))), in
+// archive_write_disk_new() and again for every entry it writes (libarchive issue #1876). The
+// umask belongs to the process, not to a thread: a writer that reads it while another has it
+// at 0 creates a file with bits the real umask then strips, trusting it has the archive's mode,
+// and the two can leave the whole process with umask 0. So a thread that writes gets a umask of
+// its own: unshare(CLONE_FS) gives it its own copy of the umask, working directory and root
+// (nothing here changes directory; every path is absolute). Where the kernel refuses that (a
+// container's default seccomp profile allows unshare only with CAP_SYS_ADMIN), such threads
+// write their entries' headers one at a time.
+std::mutex g_umask_mutex;
+
+bool own_umask() {
+  thread_local const bool own = ::unshare(CLONE_FS) == 0;
+  return own;
+}
+
+// Held around each libarchive call that sets the umask; not taken by a thread with its own.
+std::unique_lock<std::mutex> umask_lock() {
+  if (own_umask()) return {};
+  return std::unique_lock(g_umask_mutex);
+}
 
 // The non-empty components of a path; the views point into `path`.
 std::vector<std::string_view> split_path(std::string_view path) {
@@ -143,7 +163,7 @@ class DiskWriter {
   static Result<DiskWriter> create(Extraction::State& state) {
     WritePtr out;
     {
-      std::lock_guard lock(g_writer_mutex);
+      auto lock = umask_lock();
       out.reset(archive_write_disk_new());
     }
     if (!out) return fail(ExitCode::software, "libarchive: cannot create a disk writer");
@@ -213,9 +233,11 @@ class DiskWriter {
   Result<void> emit(struct archive* in, struct archive_entry* entry, const std::string* data,
                     const std::string& where, int fd = -1) {
     const auto type = archive_entry_filetype(entry);
+    auto lock = umask_lock();
     if (archive_write_header(out_.get(), entry) < ARCHIVE_WARN) {
       return fail(libarchive_write_error(out_.get(), where));
     }
+    if (lock) lock.unlock();
     const bool digest_it = state_.policy.on_file_digest && type == AE_IFREG && archive_entry_hardlink(entry) == nullptr;
     std::optional<digest::Sha256> hash;
     if (digest_it) hash.emplace();

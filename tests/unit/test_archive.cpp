@@ -2,7 +2,18 @@
 #include <catch2/catch.hpp>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sched.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <cstddef>
+#include <cstdio>
+#include <thread>
 
 #include "helpers.hpp"
 #include "kmodkit/archive.hpp"
@@ -207,4 +218,111 @@ TEST_CASE("relative links are computed between two paths of the same root", "[un
   CHECK(archive::normalize_relative("./a/./b/") == "a/b");
   CHECK_FALSE(archive::normalize_relative("../a"));
   CHECK_FALSE(archive::normalize_relative("/a"));
+}
+
+namespace {
+
+// Extracts three archives of 2,000 files each at once, through one extraction, under umask
+// 022. Returns what went wrong: a file or directory without the archive's mode, or a process
+// umask that changed.
+std::string extract_concurrently(const fs::path& tmp) {
+  fs::create_directories(tmp / "root");
+  constexpr int kArchives = 3;
+  for (int a = 0; a < kArchives; ++a) {
+    std::vector<TarEntry> entries;
+    for (int d = 0; d < 40; ++d) {
+      const std::string dir = "./t" + std::to_string(a) + "/d" + std::to_string(d);
+      entries.push_back({TarEntry::dir, dir + "/", "", 0775});
+      for (int f = 0; f < 50; ++f) entries.push_back({TarEntry::file, dir + "/f" + std::to_string(f), "x", 0664});
+    }
+    test::write_tar_gz(tmp / ("a" + std::to_string(a) + ".tar.gz"), entries);
+  }
+  const mode_t before = ::umask(022);
+  auto extraction = archive::Extraction::create(archive::Policy{tmp / "root", nullptr, nullptr});
+  if (!extraction) return extraction.error().message;
+  std::vector<std::thread> threads;
+  std::vector<Result<archive::Stats>> results(kArchives, Result<archive::Stats>(archive::Stats{}));
+  for (int a = 0; a < kArchives; ++a) {
+    threads.emplace_back([&, a] {
+      auto fd = files::open_file(tmp / ("a" + std::to_string(a) + ".tar.gz"), O_RDONLY);
+      results[a] = fd ? (*extraction)->extract_fd(fd->get(), "a" + std::to_string(a)) : fail(fd.error());
+    });
+  }
+  for (auto& t : threads) t.join();
+  const mode_t after = ::umask(before);
+  std::string problems;
+  for (const auto& r : results) {
+    if (!r) problems += r.error().message + "\n";
+  }
+  if (auto f = (*extraction)->finish(); !f) problems += f.error().message + "\n";
+  auto octal = [](mode_t m) {
+    char text[16];
+    std::snprintf(text, sizeof text, "%04o", static_cast<unsigned>(m));
+    return std::string(text);
+  };
+  if (after != 022) problems += "the process umask is now " + octal(after) + "\n";
+  size_t files = 0;
+  for (const auto& e : fs::recursive_directory_iterator(tmp / "root")) {
+    struct stat st{};
+    if (::lstat(e.path().c_str(), &st) != 0) return e.path().string() + ": cannot stat";
+    // The archives' directories are 0775; their parents t0..t2, which no entry names, follow
+    // the umask.
+    const bool implicit = e.path().parent_path() == tmp / "root";
+    const mode_t want = implicit ? 0755 : S_ISDIR(st.st_mode) ? 0775 : 0664;
+    if (S_ISREG(st.st_mode)) ++files;
+    if ((st.st_mode & 07777) != want) problems += e.path().string() + " has mode " + octal(st.st_mode & 07777) + "\n";
+  }
+  if (files != kArchives * 40 * 50) problems += std::to_string(files) + " files\n";
+  return problems;
+}
+
+// Makes unshare(2) fail with EPERM in this process, as a container's default seccomp profile does.
+bool refuse_unshare() {
+  struct sock_filter filter[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_unshare, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  struct sock_fprog prog{static_cast<unsigned short>(std::size(filter)), filter};
+  return ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 && ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0 &&
+         ::unshare(CLONE_FS) == -1 && errno == EPERM;
+}
+
+}  // namespace
+
+// libarchive's disk writer reads the umask for every entry by setting it to 0 and back, and
+// the umask is shared by a process's threads: a writer that read 0 while another had it set
+// would trust the kernel to create a file with a mode that the real umask then strips (and the
+// process could be left with umask 0). Each writing thread has a umask of its own, or where
+// the kernel refuses that, the writers take turns.
+TEST_CASE("modes survive many writer threads, and the process keeps its umask", "[unit][archive]") {
+  TempDir tmp;
+  SECTION("each writer with its own umask") {
+    CHECK(extract_concurrently(tmp.path) == "");
+  }
+  SECTION("where unshare is refused, as under a container's default seccomp profile") {
+    int pipe_fds[2];
+    REQUIRE(::pipe(pipe_fds) == 0);
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      ::close(pipe_fds[0]);
+      const std::string problems = refuse_unshare() ? extract_concurrently(tmp.path) : "cannot refuse unshare";
+      (void)!::write(pipe_fds[1], problems.data(), problems.size());
+      ::_exit(0);
+    }
+    ::close(pipe_fds[1]);
+    std::string problems;
+    char buf[4096];
+    for (ssize_t n; (n = ::read(pipe_fds[0], buf, sizeof buf)) > 0;) problems.append(buf, static_cast<size_t>(n));
+    ::close(pipe_fds[0]);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status));
+    CHECK(problems == "");
+  }
 }
