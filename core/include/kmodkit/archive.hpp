@@ -52,6 +52,10 @@ struct Stats {
 // is read on one thread and decompressed on another; small files are created by two writer
 // threads, hard links after the files they name. A copied tree is walked on one thread; the
 // writers read each file's content from the descriptor the walk opened.
+// Every thread that writes, the caller's included, takes a umask, working directory and root of
+// its own (unshare(CLONE_FS)): libarchive's disk writer sets the umask to 0 and back for each
+// entry, which would race between threads sharing one. Where the kernel refuses (seccomp),
+// writers take turns instead.
 class Extraction {
  public:
   // The root must exist; it is made canonical, so no component of it is a symlink.
