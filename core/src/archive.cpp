@@ -15,6 +15,7 @@
 #include <thread>
 #include <initializer_list>
 #include <set>
+#include <unordered_set>
 #include <algorithm>
 #include <fcntl.h>
 #include <sched.h>
@@ -177,11 +178,12 @@ class DiskWriter {
     return DiskWriter(state, std::move(out));
   }
 
-  enum class Next { skip, write };
+  enum class Next { skip, write, symlink };
 
-  // Checks an entry read from an archive and renames it into the root. Symlinks are handed to
-  // the state for finish(). Returns whether the entry still has to be written.
-  Result<Next> prepare(struct archive_entry* entry, std::string_view raw_path, std::string_view source) {
+  // Checks an entry read from an archive and renames it into the root. Returns whether the
+  // entry has to be written, or is a symlink (then `link` says what to create in finish()).
+  Result<Next> prepare(struct archive_entry* entry, std::string_view raw_path, std::string_view source,
+                       DeferredLink* link) {
     const auto type = archive_entry_filetype(entry);
     const char* hardlink = archive_entry_hardlink(entry);
     auto where = [&](std::string_view p) { return std::string(source) + ": " + std::string(p); };
@@ -212,15 +214,13 @@ class DiskWriter {
       archive_entry_copy_hardlink(entry, (state_.root / link_final).c_str());
     } else if (type == AE_IFLNK) {
       const char* text = archive_entry_symlink(entry);
-      DeferredLink link{final_path, text != nullptr ? text : "", {archive_entry_mtime(entry), archive_entry_mtime_nsec(entry)}};
+      *link = DeferredLink{final_path, text != nullptr ? text : "", {archive_entry_mtime(entry), archive_entry_mtime_nsec(entry)}};
       if (!policy.preserve_metadata) {  // untrusted: resolved inside the tree and made relative
-        auto resolved = KK_TRY_CTX(resolve_link(orig, link.target), source);
-        link.target = relative_link(final_path, relocate(resolved));
+        auto resolved = KK_TRY_CTX(resolve_link(orig, link->target), source);
+        link->target = relative_link(final_path, relocate(resolved));
       }
-      std::lock_guard lock(state_.mutex);
-      state_.links.push_back(std::move(link));
       ++stats_.symlinks;
-      return Next::skip;
+      return Next::symlink;
     }
     if (type == AE_IFREG && !policy.preserve_metadata) {
       archive_entry_set_perm(entry, archive_entry_perm(entry) & ~static_cast<mode_t>(S_ISUID | S_ISGID));
@@ -398,6 +398,18 @@ class WriterPool {
     return b;
   }
 
+  // Waits until every file queued so far is written (the writers go on waiting for more).
+  // Returns the first error a writer met.
+  Result<void> drain() {
+    std::unique_lock lock(mutex_);
+    ready_.notify_all();  // a batch not yet big enough to wake a writer
+    pusher_waiting_ = true;
+    room_.wait(lock, [&] { return (busy_ == 0 && std::all_of(lanes_.begin(), lanes_.end(), [](auto& l) { return l.empty(); })) || error_; });
+    pusher_waiting_ = false;
+    if (error_) return fail(*error_);
+    return {};
+  }
+
   // Waits for the queue to empty and the writers to finish; their statistics are added to `stats`.
   Result<void> finish(Stats& stats) {
     stop();
@@ -444,7 +456,10 @@ class WriterPool {
     for (;;) {
       {
         std::unique_lock lock(mutex_);
-        if (item.entry) written_.push_back(std::move(item));  // for the pusher to free
+        if (item.entry) {
+          written_.push_back(std::move(item));  // for the pusher to free
+          if (--busy_ == 0 && pusher_waiting_) room_.notify_one();  // for drain()
+        }
         std::deque<Item>* lane = nullptr;
         while ((lane = lane_for(index)) == nullptr && !closed_) {
           ++idle_;
@@ -455,6 +470,7 @@ class WriterPool {
         if (lane == nullptr) break;
         item = std::move(lane->front());
         lane->pop_front();
+        ++busy_;
         bytes_ -= cost(item);
         if (pusher_waiting_ && bytes_ <= kBudget / 2) room_.notify_one();
         if (error_) continue;
@@ -488,7 +504,8 @@ class WriterPool {
   size_t queued_ = 0;  // files queued since a writer last went idle
   size_t bytes_ = 0;
   int idle_ = 0;              // writers waiting for work
-  bool pusher_waiting_ = false;
+  int busy_ = 0;              // writers writing a file
+  bool pusher_waiting_ = false;  // in push() for room, or in drain()
   bool closed_ = false;
   std::optional<Error> error_;
   std::vector<DiskWriter> writers_;
@@ -500,13 +517,15 @@ class WriterPool {
 // name exist).
 class Fanout {
  public:
-  static Result<Fanout> create(Extraction::State& state, DiskWriter& writer) {
-    return Fanout(writer, KK_TRY(WriterPool::create(state, 2)));
+  // `repeats`: the entries may name a path more than once (an archive; a walked tree cannot).
+  static Result<Fanout> create(Extraction::State& state, DiskWriter& writer, bool repeats) {
+    return Fanout(state, writer, KK_TRY(WriterPool::create(state, 2)), repeats);
   }
 
   // Writes an entry prepared by the writer, its content read from the archive `in`.
   Result<void> write(struct archive* in, struct archive_entry* entry, std::string where) {
     constexpr la_int64_t kSmall = 1 << 20;
+    KK_TRY(claim(entry));
     if (defer_link(entry, where)) return {};
     if (archive_entry_filetype(entry) != AE_IFREG || archive_entry_size(entry) > kSmall) {
       return writer_.emit(in, entry, nullptr, where);
@@ -529,10 +548,19 @@ class Fanout {
   // one another are read from disk at once, not one after the other (an image's files are
   // seldom in the page cache when a pod first starts).
   Result<void> write(struct archive_entry* entry, std::string where, files::Fd fd) {
+    KK_TRY(claim(entry));
     if (defer_link(entry, where)) return {};
     if (!fd) return writer_.emit(nullptr, entry, nullptr, where);
     if (archive_entry_size(entry) > 0) ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_WILLNEED);
     return pool_->push({EntryPtr(archive_entry_clone(entry)), {}, std::move(where), std::move(fd)});
+  }
+
+  // A symlink prepared by the writer: made by Extraction::finish(), after every file.
+  Result<void> symlink(struct archive_entry* entry, DeferredLink link) {
+    KK_TRY(claim(entry));
+    std::lock_guard lock(state_.mutex);
+    state_.links.push_back(std::move(link));
+    return {};
   }
 
   // A hard link is written last, when the file it names exists.
@@ -552,10 +580,34 @@ class Fanout {
   }
 
  private:
-  Fanout(DiskWriter& writer, std::unique_ptr<WriterPool> pool) : writer_(writer), pool_(std::move(pool)) {}
+  Fanout(Extraction::State& state, DiskWriter& writer, std::unique_ptr<WriterPool> pool, bool repeats)
+      : state_(state), writer_(writer), pool_(std::move(pool)), repeats_(repeats) {}
+
+  // tar's rule: a path the archive holds twice ends as its later entry makes it (an archive
+  // appended to with tar -r). Entries are written out of order here (files by two writers, hard
+  // links and symlinks at the end), so before a path is written again, every file queued is
+  // written, and a link still deferred for the path is dropped. Paths are remembered by hash:
+  // a collision costs only a needless wait.
+  Result<void> claim(struct archive_entry* entry) {
+    if (!repeats_) return {};
+    const std::string_view path = archive_entry_pathname(entry);
+    if (seen_.insert(std::hash<std::string_view>{}(path)).second) return {};
+    KK_TRY(pool_->drain());
+    std::erase_if(hardlinks_, [&](const WriterPool::Item& h) { return path == archive_entry_pathname(h.entry.get()); });
+    const std::string root = state_.root.string() + "/";
+    if (!path.starts_with(root)) return {};
+    const std::string_view rel = path.substr(root.size());
+    std::lock_guard lock(state_.mutex);
+    std::erase_if(state_.links, [&](const DeferredLink& l) { return l.path == rel; });
+    return {};
+  }
+
+  Extraction::State& state_;
   DiskWriter& writer_;
   std::unique_ptr<WriterPool> pool_;
   std::vector<WriterPool::Item> hardlinks_;
+  bool repeats_;
+  std::unordered_set<size_t> seen_;  // hashes of the paths written or deferred so far
 };
 
 // Reads from an fd and hashes every byte it hands to libarchive.
@@ -675,14 +727,20 @@ Result<void> unpack(int fd, std::string_view name, Extraction::State& state, Dis
                                 archive_read_support_format_gnutar, archive_read_support_format_cpio,
                                 archive_read_support_format_empty},
                                &src, fd_read, name));
-  auto fanout = KK_TRY(Fanout::create(state, writer));
+  auto fanout = KK_TRY(Fanout::create(state, writer, true));
   for (;;) {
     struct archive_entry* entry = nullptr;
     int r = archive_read_next_header(in.get(), &entry);
     if (r == ARCHIVE_EOF) break;
     if (r < ARCHIVE_WARN) return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(in.get()));
     const std::string raw = archive_entry_pathname(entry) != nullptr ? archive_entry_pathname(entry) : "";
-    if (KK_TRY(writer.prepare(entry, raw, name)) == DiskWriter::Next::skip) continue;
+    DeferredLink link;
+    const auto next = KK_TRY(writer.prepare(entry, raw, name, &link));
+    if (next == DiskWriter::Next::skip) continue;
+    if (next == DiskWriter::Next::symlink) {
+      KK_TRY(fanout.symlink(entry, std::move(link)));
+      continue;
+    }
     KK_TRY(fanout.write(in.get(), entry, std::string(name) + ": " + raw));
   }
   return fanout.finish(stats);
@@ -851,7 +909,7 @@ Result<Stats> Extraction::copy_tree(const fs::path& source, const std::string& d
   } resolver_guard{resolver};
 
   Stats pooled;
-  auto fanout = KK_TRY(Fanout::create(*state_, writer));
+  auto fanout = KK_TRY(Fanout::create(*state_, writer, false));
   auto copy = [&](const files::WalkEntry& e) -> Result<void> {
     EntryPtr holder(archive_entry_new());
     struct archive_entry* entry = holder.get();
@@ -876,7 +934,10 @@ Result<Stats> Extraction::copy_tree(const fs::path& source, const std::string& d
       while (!hrel.empty() && hrel.front() == '/') hrel.remove_prefix(1);
       archive_entry_copy_hardlink(entry, (dest + "/" + std::string(hrel)).c_str());
     }
-    if (KK_TRY(writer.prepare(entry, dest_path, src)) == DiskWriter::Next::skip) return {};
+    DeferredLink link;
+    const auto next = KK_TRY(writer.prepare(entry, dest_path, src, &link));
+    if (next == DiskWriter::Next::skip) return {};
+    if (next == DiskWriter::Next::symlink) return fanout.symlink(entry, std::move(link));
     return fanout.write(entry, src + ": " + dest_path, std::move(fd));
   };
   // The source may be a directory, a file or a symlink (copied as a link).

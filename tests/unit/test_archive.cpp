@@ -326,3 +326,34 @@ TEST_CASE("modes survive many writer threads, and the process keeps its umask", 
     CHECK(problems == "");
   }
 }
+
+// tar's rule: a path that appears twice is the later entry's (an appended archive, tar -r).
+// The two can land with different writer threads, and links are made last: the later entry
+// must still decide.
+TEST_CASE("a path the archive holds twice ends as the later entry made it", "[unit][archive]") {
+  TempDir tmp;
+  std::vector<TarEntry> entries{{TarEntry::dir, "./a/", "", 0755},
+                                {TarEntry::symlink, "./a/link-then-file", "f0"},
+                                {TarEntry::hardlink, "./a/hardlink-then-file", "./a/f0"},
+                                {TarEntry::file, "./a/file-then-link", "file"}};
+  for (int f = 0; f < 300; ++f) entries.push_back({TarEntry::file, "./a/f" + std::to_string(f), std::string(2000, 'a')});
+  entries.push_back({TarEntry::file, "./a/x", "old", 0600});
+  entries.push_back({TarEntry::file, "./b/y", "y"});
+  entries.push_back({TarEntry::file, "./c/z", "z"});
+  entries.push_back({TarEntry::file, "./a/x", "new", 0644});
+  entries.push_back({TarEntry::file, "./a/link-then-file", "file"});
+  entries.push_back({TarEntry::file, "./a/hardlink-then-file", "file"});
+  entries.push_back({TarEntry::symlink, "./a/file-then-link", "f1"});
+  test::write_tar_gz(tmp / "twice.tar.gz", entries);
+  for (int round = 0; round < 10; ++round) {
+    const fs::path root = tmp / ("root" + std::to_string(round));
+    fs::create_directories(root);
+    REQUIRE(extract(tmp / "twice.tar.gz", root));
+    CHECK(test::read_file(root / "a/x") == "new");
+    CHECK((fs::status(root / "a/x").permissions() & fs::perms::mask) == static_cast<fs::perms>(0644));
+    CHECK(fs::is_regular_file(fs::symlink_status(root / "a/link-then-file")));
+    CHECK(test::read_file(root / "a/hardlink-then-file") == "file");
+    CHECK(fs::hard_link_count(root / "a/f0") == 1);
+    CHECK(fs::read_symlink(root / "a/file-then-link") == "f1");
+  }
+}
