@@ -154,6 +154,11 @@ struct Extraction::State {
   fs::path root;  // canonical
   std::mutex mutex;
   std::vector<DeferredLink> links;
+  // The disk writers of finished extractions and copies, with the name of their input. Closing
+  // one gives its directories their modes and times, which finish() does after it has made
+  // the symlinks: a link cannot be made in a directory already made read-only, and making it
+  // would change the directory's time.
+  std::vector<std::pair<WritePtr, std::string>> to_close;
 };
 
 namespace {
@@ -303,6 +308,12 @@ class DiskWriter {
       return fail(libarchive_write_error(out_.get(), source));
     }
     return {};
+  }
+
+  // Leaves the deferred directory modes and times to Extraction::finish().
+  void close_later(std::string source) {
+    std::lock_guard lock(state_.mutex);
+    state_.to_close.emplace_back(std::move(out_), std::move(source));
   }
 
   const Stats& stats() const { return stats_; }
@@ -831,6 +842,11 @@ Result<void> Extraction::finish() {
     ::utimensat(AT_FDCWD, full.c_str(), times, AT_SYMLINK_NOFOLLOW);
   }
   links.clear();
+  // Then the directories' modes and times (libarchive applies them deepest first).
+  for (auto& [out, source] : state_->to_close) {
+    if (archive_write_close(out.get()) != ARCHIVE_OK) return fail(libarchive_write_error(out.get(), source));
+  }
+  state_->to_close.clear();
   return {};
 }
 
@@ -875,7 +891,7 @@ Result<Stats> Extraction::extract_fd(int fd, std::string_view name, digest::Sha2
   decoder.join();
   if (!decoded && !reader_gone) return fail(decoded.error());
   KK_TRY(unpacked);
-  KK_TRY(writer.close(name));
+  writer.close_later(std::string(name));
   Stats stats = writer.stats();
   stats += pooled;
   // The digest covers the whole input, including what follows the last member.
@@ -947,7 +963,7 @@ Result<Stats> Extraction::copy_tree(const fs::path& source, const std::string& d
   KK_TRY(copy(files::WalkEntry{AT_FDCWD, src.c_str(), source, top, root}));
   if (S_ISDIR(root.st_mode)) KK_TRY(files::walk_tree(source, copy));
   KK_TRY(fanout.finish(pooled));
-  KK_TRY(writer.close(src));
+  writer.close_later(src);
   Stats stats = writer.stats();
   stats += pooled;
   return stats;

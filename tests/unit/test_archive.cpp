@@ -8,6 +8,7 @@
 #include <sched.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <grp.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -356,4 +357,62 @@ TEST_CASE("a path the archive holds twice ends as the later entry made it", "[un
     CHECK(fs::hard_link_count(root / "a/f0") == 1);
     CHECK(fs::read_symlink(root / "a/file-then-link") == "f1");
   }
+}
+
+// Directories get their modes and times after everything in them is made, symlinks included:
+// a symlink cannot be made in a directory that is already read-only (for anyone but root), and
+// making one would change the directory's time.
+TEST_CASE("a read-only directory with a symlink in it is extracted whole, with its time", "[unit][archive]") {
+  TempDir tmp;
+  test::write_tar_gz(tmp / "ro.tar.gz", {
+      {TarEntry::dir, "./etc/", "", 0755},
+      {TarEntry::dir, "./etc/ro/", "", 0555},
+      {TarEntry::file, "./etc/ro/file", "x", 0444},
+      {TarEntry::symlink, "./etc/ro/link", "file"},
+  });
+  // "ok", or what is wrong.
+  auto check = [&](const fs::path& root) -> std::string {
+    auto r = extract(tmp / "ro.tar.gz", root);
+    if (!r) return r.error().message;
+    struct stat st{};
+    if (::stat((root / "etc/ro").c_str(), &st) != 0) return "no etc/ro";
+    std::string problems;
+    if ((st.st_mode & 07777) != 0555) problems += "etc/ro is not 0555; ";
+    if (st.st_mtime != 1700000000) problems += "etc/ro's time changed; ";
+    if (fs::read_symlink(root / "etc/ro/link") != "file") problems += "no link; ";
+    return problems.empty() ? "ok" : problems;
+  };
+  fs::create_directories(tmp / "root");
+  CHECK(check(tmp / "root") == "ok");
+  if (::geteuid() != 0) return;  // the check above ran as a user already
+  // As a user (nobody), in a forked child, into a directory of that user's.
+  fs::create_directories(tmp / "user");
+  REQUIRE(::chown((tmp / "user").c_str(), 65534, 65534) == 0);
+  fs::permissions(tmp.path, fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec);
+  fs::permissions(tmp / "ro.tar.gz", fs::perms::others_read, fs::perm_options::add);
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::close(fds[0]);
+    std::string said = "cannot become nobody";
+    if (::setgroups(0, nullptr) == 0 && ::setgid(65534) == 0 && ::setuid(65534) == 0) {
+      try {
+        said = check(tmp / "user");
+      } catch (const std::exception& e) {
+        said = e.what();
+      }
+    }
+    (void)!::write(fds[1], said.data(), said.size());
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  std::string said;
+  char buf[1024];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) said.append(buf, static_cast<size_t>(n));
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  CHECK(said == "ok");
 }

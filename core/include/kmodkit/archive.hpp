@@ -75,8 +75,10 @@ class Extraction {
   // Errors: input missing (66) naming what cannot be read; cannot create (73).
   Result<Stats> copy_tree(const fs::path& source, const std::string& dest);
 
-  // Creates the symlinks. A symlink whose path is also a directory of the tree, or that lies
-  // below another symlink, is a data error.
+  // Creates the symlinks, then gives the directories their modes and times (after everything in
+  // them is made: a read-only directory can still take its links, and keeps its time). A symlink
+  // whose path is also a directory of the tree, or that lies below another symlink, is a data
+  // error.
   Result<void> finish();
 
   struct State;
