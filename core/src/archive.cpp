@@ -36,6 +36,10 @@ struct WriteDeleter {
 };
 using ReadPtr = std::unique_ptr<struct archive, ReadDeleter>;
 using WritePtr = std::unique_ptr<struct archive, WriteDeleter>;
+struct EntryFree {
+  void operator()(struct archive_entry* e) const { archive_entry_free(e); }
+};
+using EntryPtr = std::unique_ptr<struct archive_entry, EntryFree>;
 
 std::string archive_message(struct archive* a) {
   const char* s = archive_error_string(a);
@@ -154,6 +158,9 @@ struct Extraction::State {
   fs::path root;  // canonical
   std::mutex mutex;
   std::vector<DeferredLink> links;
+  // Hard links (entries naming their target, and where they come from), made by finish() after
+  // the symlinks: a hard link may name a symlink.
+  std::vector<std::pair<EntryPtr, std::string>> hardlinks;
   // The disk writers of finished extractions and copies, with the name of their input. Closing
   // one gives its directories their modes and times, which finish() does after it has made
   // the symlinks: a link cannot be made in a directory already made read-only, and making it
@@ -331,11 +338,6 @@ class DiskWriter {
   Stats stats_;
   std::vector<char> read_buffer_;  // for content read from a file descriptor
 };
-
-struct EntryFree {
-  void operator()(struct archive_entry* e) const { archive_entry_free(e); }
-};
-using EntryPtr = std::unique_ptr<struct archive_entry, EntryFree>;
 
 // Small files handed from the thread that reads an archive to threads that create them: file
 // creation is mostly kernel time, and two threads creating files overlap it. Creating a file
@@ -583,10 +585,14 @@ class Fanout {
     return true;
   }
 
-  // Waits for the pool (its statistics are added to `stats`), then writes the hard links.
+  // Waits for the pool (its statistics are added to `stats`), then hands the hard links to
+  // Extraction::finish().
   Result<void> finish(Stats& stats) {
     KK_TRY(pool_->finish(stats));
-    for (auto& h : hardlinks_) KK_TRY(writer_.emit(nullptr, h.entry.get(), &h.data, h.where));
+    stats.files += hardlinks_.size();  // counted as files, as written ones are
+    std::lock_guard lock(state_.mutex);
+    for (auto& h : hardlinks_) state_.hardlinks.emplace_back(std::move(h.entry), std::move(h.where));
+    hardlinks_.clear();
     return {};
   }
 
@@ -842,6 +848,13 @@ Result<void> Extraction::finish() {
     ::utimensat(AT_FDCWD, full.c_str(), times, AT_SYMLINK_NOFOLLOW);
   }
   links.clear();
+  // Then the hard links, which may name symlinks.
+  if (!state_->hardlinks.empty()) {
+    auto writer = KK_TRY(DiskWriter::create(*state_));
+    for (auto& [entry, where] : state_->hardlinks) KK_TRY(writer.emit(nullptr, entry.get(), nullptr, where));
+    state_->hardlinks.clear();
+    KK_TRY(writer.close("hard links"));
+  }
   // Then the directories' modes and times (libarchive applies them deepest first).
   for (auto& [out, source] : state_->to_close) {
     if (archive_write_close(out.get()) != ARCHIVE_OK) return fail(libarchive_write_error(out.get(), source));

@@ -39,6 +39,11 @@ Result<archive::Stats> extract(const fs::path& archive_path, const fs::path& roo
   return archive::extract_fd(fd->get(), archive_path.filename().string(), archive::Policy{root, merged_usr, nullptr}, hash);
 }
 
+ino_t lstat_ino(const fs::path& p) {
+  struct stat st{};
+  return ::lstat(p.c_str(), &st) == 0 ? st.st_ino : 0;
+}
+
 void check_refused(const std::vector<TarEntry>& entries, const std::string& expected) {
   TempDir tmp;
   fs::create_directories(tmp / "root");
@@ -415,4 +420,28 @@ TEST_CASE("a read-only directory with a symlink in it is extracted whole, with i
   int status = 0;
   ::waitpid(pid, &status, 0);
   CHECK(said == "ok");
+}
+
+// GNU tar records a second name of a symlink as a hard link to it (and a tree walk does the
+// same): the link is made after the symlinks.
+TEST_CASE("a hard link to a symlink is made, from an archive and from a tree", "[unit][archive]") {
+  TempDir tmp;
+  test::write_tar_gz(tmp / "a.tar.gz", {
+      {TarEntry::file, "./d/x", "x"},
+      {TarEntry::symlink, "./d/l", "x"},
+      {TarEntry::hardlink, "./d/l2", "./d/l"},
+  });
+  fs::create_directories(tmp / "from-archive");
+  REQUIRE(extract(tmp / "a.tar.gz", tmp / "from-archive"));
+  fs::create_directories(tmp / "tree/d");
+  test::write_file(tmp / "tree/d/x", "x");
+  fs::create_symlink("x", tmp / "tree/d/l");
+  REQUIRE(::link((tmp / "tree/d/l").c_str(), (tmp / "tree/d/l2").c_str()) == 0);
+  fs::create_directories(tmp / "from-tree");
+  REQUIRE(archive::copy_tree(tmp / "tree/d", "d", archive::Policy{tmp / "from-tree", nullptr, nullptr}));
+  for (const auto& root : {tmp / "from-archive", tmp / "from-tree"}) {
+    INFO(root);
+    CHECK(fs::read_symlink(root / "d/l2") == "x");
+    CHECK(lstat_ino(root / "d/l") == lstat_ino(root / "d/l2"));
+  }
 }
