@@ -250,6 +250,41 @@ Result<void> make_parents(const Config& c, const Source& s) {
   return apply_owner(c, parent);
 }
 
+// The operator may replace a directory of the defaults with a symlink (to a Secret's mount, to
+// another volume) or with a file. seed-data never writes through such a path: what lies below it
+// is the operator's. For a relative path, says which of its parent directories on the volume is
+// not a real directory ("etc/app/certs is a symlink"), or "" when each one is, or is not there
+// yet. Answers per directory are kept in `seen`.
+class Diversions {
+ public:
+  explicit Diversions(fs::path data) : data_(std::move(data)) {}
+
+  std::string of(std::string_view rel) {
+    for (size_t slash = rel.find('/'); slash != std::string_view::npos; slash = rel.find('/', slash + 1)) {
+      const std::string dir(rel.substr(0, slash));
+      auto [it, fresh] = seen_.try_emplace(dir);
+      if (fresh) {
+        struct stat st{};
+        if (::lstat((data_ / dir).c_str(), &st) != 0) {
+          it->second = kAbsent;
+        } else if (S_ISLNK(st.st_mode)) {
+          it->second = dir + " is a symlink on the volume";
+        } else if (!S_ISDIR(st.st_mode)) {
+          it->second = dir + " is not a directory on the volume";
+        }
+      }
+      if (it->second == kAbsent) return "";  // nor is anything below it
+      if (!it->second.empty()) return it->second;
+    }
+    return "";
+  }
+
+ private:
+  static constexpr const char* kAbsent = "\n";
+  fs::path data_;
+  std::map<std::string, std::string> seen_;
+};
+
 Result<std::vector<std::string>> hash_sources(const std::vector<const Source*>& todo) {
   std::vector<std::string> out(todo.size());
   const size_t workers = std::min<size_t>(2, std::max<size_t>(1, todo.size()));
@@ -389,12 +424,16 @@ Result<Outcome> run(const Config& c) {
   logger->info("{} {} from {} tree(s){}", old ? "merging" : "seeding", c.image_version.empty() ? "the image's defaults" : "image " + c.image_version,
                c.trees.size(), c.dry_run ? " (dry run)" : "");
 
-  // Whole trees whose destination does not exist yet (the first start) are copied at once.
+  // Whole trees whose destination does not exist yet (the first start) are copied at once,
+  // unless one of its parents is the operator's symlink (then each file is kept, below).
+  Diversions diversions(c.data);
   std::vector<const Tree*> whole;
   for (const auto& t : c.trees) {
     const bool recorded = std::any_of(before.files.begin(), before.files.end(),
                                       [&](const auto& kv) { return kv.first.starts_with(t.to + "/"); });
-    if (!fs::exists(c.data / t.to, ec) && !recorded) whole.push_back(&t);
+    struct stat tst{};
+    const bool exists = ::lstat((c.data / t.to).c_str(), &tst) == 0;
+    if (!exists && !recorded && diversions.of(t.to).empty()) whole.push_back(&t);
   }
   auto in_whole = [&](const std::string& rel) {
     return std::any_of(whole.begin(), whole.end(), [&](const Tree* t) { return rel.starts_with(t->to + "/"); });
@@ -443,6 +482,10 @@ Result<Outcome> run(const Config& c) {
       steps.push_back({&s, Action::add, sha[i]});
       after.files[s.rel] = rec;
       continue;
+    }
+    if (const std::string why = diversions.of(s.rel); !why.empty()) {
+      logger->info("keep {}: {}; nothing is written through it", s.rel, why);
+      continue;  // not recorded: the operator owns that path now
     }
     const fs::path vpath = c.data / s.rel;
     auto old_it = before.files.find(s.rel);

@@ -164,6 +164,42 @@ TEST_CASE("a new image merges like conffiles: added, updated, kept, conflict bes
   CHECK_FALSE(fs::exists(img.vol("newer.conf")));
 }
 
+// An operator may point a directory of the defaults elsewhere (a Secret's mount, another
+// volume) or make it a file: nothing is written through it, on a merge or on a first seed.
+TEST_CASE("a directory the operator made a symlink is theirs: nothing is written through it", "[e2e][seed]") {
+  Image img;
+  const fs::path outside = img.tmp / "outside";
+  fs::create_directories(outside);
+  test::write_file(outside / "secret.conf", "key = mounted\n");
+  SECTION("on a merge") {
+    REQUIRE(seed(img.args()).code == 0);
+    fs::remove_all(img.vol("sub"));
+    fs::create_symlink(outside, img.vol("sub"));
+    fs::remove_all(img.vol("bin"));
+    test::write_file(img.vol("bin"), "the operator's file\n");
+    test::write_file(img.root / "sub/secret.conf", "key = 2\n");
+    test::write_file(img.root / "sub/new.conf", "new\n");
+    test::write_file(img.root / "bin/run.sh", "#!/bin/sh\nexec app\n");
+    test::write_file(img.root / "app.conf", "port = 8080\n");
+    auto run = seed(img.args({"--image-version", "2"}));
+    INFO(run.output);
+    REQUIRE(run.code == 0);
+    CHECK_THAT(run.output, Catch::Contains("keep etc/app/sub/new.conf: etc/app/sub is a symlink on the volume") &&
+                               Catch::Contains("keep etc/app/bin/run.sh: etc/app/bin is not a directory on the volume"));
+    CHECK(test::read_file(img.vol("app.conf")) == "port = 8080\n");  // the rest merges
+  }
+  SECTION("on a first seed") {
+    fs::create_symlink(outside, img.data / "etc");
+    auto run = seed(img.args());
+    INFO(run.output);
+    REQUIRE(run.code == 0);
+    CHECK_THAT(run.output, Catch::Contains("keep etc/app/app.conf: etc is a symlink on the volume"));
+  }
+  // Nothing was written below the symlink's target.
+  CHECK(snapshot(outside) == std::map<std::string, std::string>{{"secret.conf", test::sha256_of(outside / "secret.conf")}});
+  CHECK(fs::is_empty(img.data / ".kmodkit/staging"));
+}
+
 TEST_CASE("a config file gives the trees and the image version, and a malformed one is exit 78 naming what is wrong",
           "[e2e][seed][config]") {
   Image img;
