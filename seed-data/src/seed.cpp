@@ -237,6 +237,7 @@ Result<void> chown_tree(const Config& c, const fs::path& root) {
   KK_TRY(apply_owner(c, root));
   std::error_code ec;
   for (fs::recursive_directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) KK_TRY(apply_owner(c, it->path()));
+  if (ec) return fail(files::errno_error("chown " + root.string(), ec.value()));
   return {};
 }
 
