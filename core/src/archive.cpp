@@ -15,6 +15,7 @@
 #include <thread>
 #include <initializer_list>
 #include <set>
+#include <unordered_map>
 #include <unordered_set>
 #include <algorithm>
 #include <fcntl.h>
@@ -920,6 +921,10 @@ Result<Stats> Extraction::extract_fd(int fd, std::string_view name, digest::Sha2
 }
 
 Result<Stats> Extraction::copy_tree(const fs::path& source, const std::string& dest) {
+  return copy_trees({{source, dest}});
+}
+
+Result<Stats> Extraction::copy_trees(const std::vector<Copy>& copies) {
   auto writer = KK_TRY(DiskWriter::create(*state_));
   // The tree is walked through directory descriptors; libarchive's disk reader builds each
   // entry's metadata (mode, owner, times, xattrs, ACLs) from the descriptor the walk opened,
@@ -929,16 +934,20 @@ Result<Stats> Extraction::copy_tree(const fs::path& source, const std::string& d
   ReadPtr disk(archive_read_disk_new());
   archive_read_disk_set_symlink_physical(disk.get());
   archive_read_disk_set_behavior(disk.get(), ARCHIVE_READDISK_NO_FFLAGS | ARCHIVE_READDISK_NO_SPARSE);
-  const std::string src = source.string();
   struct archive_entry_linkresolver* resolver = archive_entry_linkresolver_new();
   archive_entry_linkresolver_set_strategy(resolver, ARCHIVE_FORMAT_TAR_PAX_RESTRICTED);
   struct ResolverFree {
     struct archive_entry_linkresolver* r;
     ~ResolverFree() { archive_entry_linkresolver_free(r); }
   } resolver_guard{resolver};
+  // Where each file with more than one name went, by source path: the resolver names a later
+  // name's first one by its source path, possibly in another of the copies.
+  std::unordered_map<std::string, std::string> dest_of;
 
   Stats pooled;
   auto fanout = KK_TRY(Fanout::create(*state_, writer, false));
+  const std::string* src = nullptr;   // the copy being walked
+  const std::string* dest = nullptr;
   auto copy = [&](const files::WalkEntry& e) -> Result<void> {
     EntryPtr holder(archive_entry_new());
     struct archive_entry* entry = holder.get();
@@ -952,31 +961,37 @@ Result<Stats> Extraction::copy_tree(const fs::path& source, const std::string& d
     if (archive_read_disk_entry_from_file(disk.get(), entry, fd.get(), &e.st) < ARCHIVE_WARN) {
       return fail(ExitCode::no_input, e.path.string() + ": " + archive_message(disk.get()));
     }
-    const std::string dest_path = e.rel.empty() ? dest : dest + "/" + e.rel;
-    // The tar strategy marks the second and later names of a file as hard links to the first,
-    // named by source path; rename those targets the same way.
+    const std::string dest_path = e.rel.empty() ? *dest : *dest + "/" + e.rel;
+    // The tar strategy marks the second and later names of a file as hard links to the first.
     struct archive_entry* spare = nullptr;
     archive_entry_linkify(resolver, &entry, &spare);
     if (spare != nullptr) archive_entry_free(spare);
     if (const char* hl = archive_entry_hardlink(entry)) {
-      std::string_view hrel = std::string_view(hl).substr(std::min(std::strlen(hl), src.size()));
-      while (!hrel.empty() && hrel.front() == '/') hrel.remove_prefix(1);
-      archive_entry_copy_hardlink(entry, (dest + "/" + std::string(hrel)).c_str());
+      auto first = dest_of.find(hl);
+      if (first == dest_of.end()) return fail(ExitCode::software, e.path.string() + ": a hard link to " + hl + ", which was not copied");
+      archive_entry_copy_hardlink(entry, first->second.c_str());
+    } else if (e.st.st_nlink > 1 && !S_ISDIR(e.st.st_mode)) {
+      dest_of.emplace(e.path.string(), dest_path);
     }
     DeferredLink link;
-    const auto next = KK_TRY(writer.prepare(entry, dest_path, src, &link));
+    const auto next = KK_TRY(writer.prepare(entry, dest_path, *src, &link));
     if (next == DiskWriter::Next::skip) return {};
     if (next == DiskWriter::Next::symlink) return fanout.symlink(entry, std::move(link));
-    return fanout.write(entry, src + ": " + dest_path, std::move(fd));
+    return fanout.write(entry, *src + ": " + dest_path, std::move(fd));
   };
-  // The source may be a directory, a file or a symlink (copied as a link).
-  struct stat root{};
-  if (::lstat(src.c_str(), &root) != 0) return fail(files::errno_error(src, errno, ExitCode::no_input));
-  const std::string top;  // the source itself: below the root by nothing
-  KK_TRY(copy(files::WalkEntry{AT_FDCWD, src.c_str(), source, top, root}));
-  if (S_ISDIR(root.st_mode)) KK_TRY(files::walk_tree(source, copy));
+  for (const auto& c : copies) {
+    const std::string source = c.source.string();
+    src = &source;
+    dest = &c.dest;
+    // The source may be a directory, a file or a symlink (copied as a link).
+    struct stat root{};
+    if (::lstat(source.c_str(), &root) != 0) return fail(files::errno_error(source, errno, ExitCode::no_input));
+    const std::string top;  // the source itself: below the root by nothing
+    KK_TRY(copy(files::WalkEntry{AT_FDCWD, source.c_str(), c.source, top, root}));
+    if (S_ISDIR(root.st_mode)) KK_TRY(files::walk_tree(c.source, copy));
+  }
   KK_TRY(fanout.finish(pooled));
-  writer.close_later(src);
+  writer.close_later(copies.size() == 1 ? copies.front().source.string() : "the copies");
   Stats stats = writer.stats();
   stats += pooled;
   return stats;

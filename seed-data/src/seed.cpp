@@ -8,6 +8,7 @@
 #include <chrono>
 #include <future>
 #include <mutex>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "kmodkit/archive.hpp"
@@ -574,13 +575,15 @@ Result<Outcome> run(const Config& c) {
       copied_digests.emplace(std::string(path), std::string(sha256));
     };
     auto extraction = KK_TRY(archive::Extraction::create(policy));
-    for (const Tree* t : whole) KK_TRY(extraction->copy_tree(t->from, t->to));
+    std::vector<archive::Extraction::Copy> copies;
+    for (const Tree* t : whole) copies.push_back({t->from, t->to});
     for (const auto& st : steps) {
       if (in_whole(st.src->rel)) continue;
       if (st.action == Action::keep || st.action == Action::unchanged) continue;
       const std::string dest = st.action == Action::conflict ? st.src->rel + std::string(kNewSuffix) : st.src->rel;
-      KK_TRY(extraction->copy_tree(st.src->path, dest));
+      copies.push_back({st.src->path, dest});
     }
+    if (!copies.empty()) KK_TRY(extraction->copy_trees(copies));
     KK_TRY(extraction->finish());
   }
   phase("copied");
@@ -600,6 +603,17 @@ Result<Outcome> run(const Config& c) {
     KK_TRY(chown_tree(c, staging.path() / t->to));
     KK_TRY(files::rename_durable(staging.path() / t->to, c.data / t->to));
   }
+  // Single files: renamed one by one, then each directory they went to is synced once (a
+  // merge of thousands of files would otherwise wait for a journal commit per file). seed.json,
+  // written after, is what tells the next start they are there.
+  std::set<fs::path> placed_in;
+  auto place = [&](const fs::path& from, const fs::path& to) -> Result<void> {
+    if (::rename(from.c_str(), to.c_str()) != 0) {
+      return fail(files::errno_error("rename " + from.string() + " to " + to.string(), errno));
+    }
+    placed_in.insert(to.parent_path());
+    return {};
+  };
   for (const auto& st : steps) {
     if (in_whole(st.src->rel) || st.action == Action::keep || st.action == Action::unchanged) continue;
     const fs::path vpath = c.data / st.src->rel;
@@ -607,19 +621,20 @@ Result<Outcome> run(const Config& c) {
     if (st.action == Action::conflict) {
       const std::string name = st.src->rel + std::string(kNewSuffix);
       KK_TRY(apply_owner(c, staging.path() / name));
-      KK_TRY(files::rename_durable(staging.path() / name, c.data / name));
+      KK_TRY(place(staging.path() / name, c.data / name));
       logger->warn("conflict {}: the operator changed it and the image has a new default; kept, the default is beside it as {}",
                    st.src->rel, fs::path(name).filename().string());
       continue;
     }
     if (st.action == Action::replace && fs::exists(fs::symlink_status(vpath, ec))) {
-      KK_TRY(files::rename_durable(vpath, c.data / (st.src->rel + std::string(kOldSuffix))));
+      KK_TRY(place(vpath, c.data / (st.src->rel + std::string(kOldSuffix))));
       logger->warn("replace {}: --mode force; the volume's version is kept as {}", st.src->rel,
                    vpath.filename().string() + std::string(kOldSuffix));
     }
     KK_TRY(apply_owner(c, staging.path() / st.src->rel));
-    KK_TRY(files::rename_durable(staging.path() / st.src->rel, vpath));
+    KK_TRY(place(staging.path() / st.src->rel, vpath));
   }
+  for (const auto& dir : placed_in) KK_TRY(files::fsync_path(dir));
   // Record how seed-data left each file it wrote, so the next start needs no hashing.
   std::map<std::string_view, Action> written;
   for (const auto& st : steps) {

@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "kmodkit/digest.hpp"
 #include "kmodkit/result.hpp"
@@ -74,6 +75,14 @@ class Extraction {
   // ACLs when the policy preserves metadata). Thread-safe.
   // Errors: input missing (66) naming what cannot be read; cannot create (73).
   Result<Stats> copy_tree(const fs::path& source, const std::string& dest);
+
+  // Several copies as one: one walk after the other, their files written by the same writers
+  // (a merge copies thousands of single files). Hard links between them are kept.
+  struct Copy {
+    fs::path source;
+    std::string dest;
+  };
+  Result<Stats> copy_trees(const std::vector<Copy>& copies);
 
   // Creates the symlinks, then gives the directories their modes and times (after everything in
   // them is made: a read-only directory can still take its links, and keeps its time). A symlink
