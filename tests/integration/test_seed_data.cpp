@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -162,6 +163,21 @@ TEST_CASE("a new image merges like conffiles: added, updated, kept, conflict bes
   CHECK(once.code == 0);
   CHECK_THAT(once.last_line, Catch::Contains("--mode once never merges"));
   CHECK_FALSE(fs::exists(img.vol("newer.conf")));
+}
+
+TEST_CASE("a hard link between two defaults stays one file across a merge that updates both", "[e2e][seed]") {
+  Image img;
+  REQUIRE(seed(img.args()).code == 0);
+  {
+    std::ofstream rewrite(img.root / "app.conf", std::ios::trunc);  // in place: both names change
+    rewrite << "port = 8080\n";
+  }
+  auto run = seed(img.args({"--image-version", "2"}));
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  CHECK_THAT(run.last_line, Catch::Contains("updated 2"));
+  CHECK(test::read_file(img.vol("app.conf.hardlink")) == "port = 8080\n");
+  CHECK(lstat_of(img.vol("app.conf")).st_ino == lstat_of(img.vol("app.conf.hardlink")).st_ino);
 }
 
 // An operator may point a directory of the defaults elsewhere (a Secret's mount, another
