@@ -417,9 +417,9 @@ class WriterPool {
   Result<void> drain() {
     std::unique_lock lock(mutex_);
     ready_.notify_all();  // a batch not yet big enough to wake a writer
-    pusher_waiting_ = true;
-    room_.wait(lock, [&] { return (busy_ == 0 && std::all_of(lanes_.begin(), lanes_.end(), [](auto& l) { return l.empty(); })) || error_; });
-    pusher_waiting_ = false;
+    draining_ = true;
+    drained_.wait(lock, [&] { return (busy_ == 0 && all_empty()) || error_; });
+    draining_ = false;
     if (error_) return fail(*error_);
     return {};
   }
@@ -457,6 +457,10 @@ class WriterPool {
     }
   }
 
+  bool all_empty() const {
+    return std::all_of(lanes_.begin(), lanes_.end(), [](const auto& l) { return l.empty(); });
+  }
+
   // The lane to take from: the writer's own, else the fullest; null when all are empty.
   std::deque<Item>* lane_for(size_t own) {
     if (!lanes_[own].empty()) return &lanes_[own];
@@ -472,7 +476,7 @@ class WriterPool {
         std::unique_lock lock(mutex_);
         if (item.entry) {
           written_.push_back(std::move(item));  // for the pusher to free
-          if (--busy_ == 0 && pusher_waiting_) room_.notify_one();  // for drain()
+          if (--busy_ == 0 && draining_ && all_empty()) drained_.notify_one();
         }
         std::deque<Item>* lane = nullptr;
         while ((lane = lane_for(index)) == nullptr && !closed_) {
@@ -496,6 +500,7 @@ class WriterPool {
         std::lock_guard lock(mutex_);
         if (!error_) error_ = r.error();
         room_.notify_all();
+        drained_.notify_all();
       }
     }
     // Deferred directory fixups of this writer (none: directories are the reader's).
@@ -507,7 +512,7 @@ class WriterPool {
   }
 
   std::mutex mutex_;
-  std::condition_variable ready_, room_;
+  std::condition_variable ready_, room_, drained_;
   std::vector<std::deque<Item>> lanes_;
   std::vector<Item> written_;       // files written, for the pusher to free
   std::vector<Item> reaped_;        // the pusher's: what it took from written_ to free
@@ -519,7 +524,8 @@ class WriterPool {
   size_t bytes_ = 0;
   int idle_ = 0;              // writers waiting for work
   int busy_ = 0;              // writers writing a file
-  bool pusher_waiting_ = false;  // in push() for room, or in drain()
+  bool pusher_waiting_ = false;  // in push(), for room
+  bool draining_ = false;        // in drain()
   bool closed_ = false;
   std::optional<Error> error_;
   std::vector<DiskWriter> writers_;
