@@ -533,8 +533,8 @@ class WriterPool {
 };
 
 // Writes the entries one reader produces: small regular files through a pool of writer threads,
-// directories and large files on the reader's own writer, hard links last (when the files they
-// name exist).
+// directories and large files on the reader's own writer; symlinks and hard links are handed to
+// Extraction::finish().
 class Fanout {
  public:
   // `repeats`: the entries may name a path more than once (an archive; a walked tree cannot).
@@ -583,7 +583,7 @@ class Fanout {
     return {};
   }
 
-  // A hard link is written last, when the file it names exists.
+  // A hard link is made by Extraction::finish(), when the file or symlink it names exists.
   bool defer_link(struct archive_entry* entry, std::string& where) {
     if (archive_entry_hardlink(entry) == nullptr) return false;
     EntryPtr link(archive_entry_clone(entry));

@@ -51,8 +51,9 @@ struct Stats {
 // tar's delayed links): while archives are extracted the tree has no symlink that a later entry
 // could be written through, without a check of every path component per entry. Each archive
 // is read on one thread and decompressed on another; small files are created by two writer
-// threads, hard links after the files they name. A copied tree is walked on one thread; the
-// writers read each file's content from the descriptor the walk opened.
+// threads; hard links are made by finish() too, after the symlinks. A copied tree is walked on
+// one thread; the writers read each file's content from the descriptor the walk opened. A path
+// an archive names twice ends as its later entry made it (tar's rule).
 // Every thread that writes, the caller's included, takes a umask, working directory and root of
 // its own (unshare(CLONE_FS)): libarchive's disk writer sets the umask to 0 and back for each
 // entry, which would race between threads sharing one. Where the kernel refuses (seccomp),
