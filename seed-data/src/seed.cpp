@@ -256,7 +256,7 @@ Result<void> make_parents(const Config& c, const Source& s) {
 // another volume) or with a file. seed-data never writes through such a path: what lies below it
 // is the operator's. For a relative path, says which of its parent directories on the volume is
 // not a real directory ("etc/app/certs is a symlink"), or "" when each one is, or is not there
-// yet. Answers per directory are kept in `seen`.
+// yet. Each directory is looked at once.
 class Diversions {
  public:
   explicit Diversions(fs::path data) : data_(std::move(data)) {}
