@@ -576,7 +576,15 @@ Result<Outcome> run(const Config& c) {
     };
     auto extraction = KK_TRY(archive::Extraction::create(policy));
     std::vector<archive::Extraction::Copy> copies;
-    for (const Tree* t : whole) copies.push_back({t->from, t->to});
+    for (const Tree* t : whole) {
+      // A tree is the directory its path names, also when that path is a symlink (an image's
+      // /etc/app -> /opt/app/etc): its content is seeded, as scan() read it, not the link.
+      // Symlinks inside the tree are never followed.
+      std::error_code cec;
+      const fs::path from = fs::canonical(t->from, cec);
+      if (cec) return fail(files::errno_error("default tree " + t->from.string(), cec.value(), ExitCode::no_input));
+      copies.push_back({from, t->to});
+    }
     for (const auto& st : steps) {
       if (in_whole(st.src->rel)) continue;
       if (st.action == Action::keep || st.action == Action::unchanged) continue;

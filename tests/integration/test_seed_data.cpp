@@ -180,6 +180,23 @@ TEST_CASE("a hard link between two defaults stays one file across a merge that u
   CHECK(lstat_of(img.vol("app.conf")).st_ino == lstat_of(img.vol("app.conf.hardlink")).st_ino);
 }
 
+// Images often link a configuration directory elsewhere (/etc/app -> /opt/app/etc). A tree
+// given by such a path is the directory it names: its files are seeded, not the link.
+TEST_CASE("a tree given by a symlinked path seeds the directory it names", "[e2e][seed]") {
+  Image img;
+  const fs::path link = img.tmp / "image/etc/app-link";
+  fs::create_symlink(img.root, link);
+  auto run = seed({"--data", img.data.string(), "--tree", link.string() + "=etc/app", "--image-version", "1"});
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  CHECK_THAT(run.last_line, Catch::Contains("added 6"));
+  CHECK(fs::is_directory(fs::symlink_status(img.data / "etc/app")));
+  CHECK(test::read_file(img.vol("app.conf")) == "port = 80\n");
+  CHECK(lstat_of(img.data / "etc/app").st_mtim.tv_sec == 1600000001);  // the directory's own time
+  auto again = seed({"--data", img.data.string(), "--tree", link.string() + "=etc/app", "--image-version", "1"});
+  CHECK_THAT(again.last_line, Catch::Contains("nothing to do"));
+}
+
 // An operator may point a directory of the defaults elsewhere (a Secret's mount, another
 // volume) or make it a file: nothing is written through it, on a merge or on a first seed.
 TEST_CASE("a directory the operator made a symlink is theirs: nothing is written through it", "[e2e][seed]") {
