@@ -537,9 +537,10 @@ class WriterPool {
 // Extraction::finish().
 class Fanout {
  public:
-  // `repeats`: the entries may name a path more than once (an archive; a walked tree cannot).
-  static Result<Fanout> create(Extraction::State& state, DiskWriter& writer, bool repeats) {
-    return Fanout(state, writer, KK_TRY(WriterPool::create(state, 2)), repeats);
+  // Whether the entries may name a path more than once: an archive may, a walked tree cannot.
+  enum class Paths { may_repeat, unique };
+  static Result<Fanout> create(Extraction::State& state, DiskWriter& writer, Paths paths) {
+    return Fanout(state, writer, KK_TRY(WriterPool::create(state, 2)), paths == Paths::may_repeat);
   }
 
   // Writes an entry prepared by the writer, its content read from the archive `in`.
@@ -751,7 +752,7 @@ Result<void> unpack(int fd, std::string_view name, Extraction::State& state, Dis
                                 archive_read_support_format_gnutar, archive_read_support_format_cpio,
                                 archive_read_support_format_empty},
                                &src, fd_read, name));
-  auto fanout = KK_TRY(Fanout::create(state, writer, true));
+  auto fanout = KK_TRY(Fanout::create(state, writer, Fanout::Paths::may_repeat));
   for (;;) {
     struct archive_entry* entry = nullptr;
     int r = archive_read_next_header(in.get(), &entry);
@@ -951,7 +952,7 @@ Result<Stats> Extraction::copy_trees(const std::vector<Copy>& copies) {
   std::unordered_map<std::string, std::string> dest_of;
 
   Stats pooled;
-  auto fanout = KK_TRY(Fanout::create(*state_, writer, false));
+  auto fanout = KK_TRY(Fanout::create(*state_, writer, Fanout::Paths::unique));
   const std::string* src = nullptr;   // the copy being walked
   const std::string* dest = nullptr;
   auto copy = [&](const files::WalkEntry& e) -> Result<void> {

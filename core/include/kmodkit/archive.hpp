@@ -78,7 +78,8 @@ class Extraction {
   Result<Stats> copy_tree(const fs::path& source, const std::string& dest);
 
   // Several copies as one: one walk after the other, their files written by the same writers
-  // (a merge copies thousands of single files). Hard links between them are kept.
+  // (a merge copies thousands of single files). Hard links between them are kept. Errors as
+  // copy_tree's.
   struct Copy {
     fs::path source;
     std::string dest;
