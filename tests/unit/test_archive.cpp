@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdio>
+#include <functional>
 #include <thread>
 
 #include "helpers.hpp"
@@ -298,6 +299,39 @@ bool refuse_unshare() {
          ::unshare(CLONE_FS) == -1 && errno == EPERM;
 }
 
+// Runs `body` in a forked child and returns what it said (an exception's message if it threw),
+// and whether the child exited normally.
+struct ChildSaid {
+  std::string said;
+  bool exited = false;
+};
+ChildSaid in_child(const std::function<std::string()>& body) {
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::close(fds[0]);
+    std::string said;
+    try {
+      said = body();
+    } catch (const std::exception& e) {
+      said = e.what();
+    }
+    (void)!::write(fds[1], said.data(), said.size());
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  ChildSaid out;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) out.said.append(buf, static_cast<size_t>(n));
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  out.exited = WIFEXITED(status);
+  return out;
+}
+
 }  // namespace
 
 // libarchive's disk writer reads the umask for every entry by setting it to 0 and back, and
@@ -311,25 +345,9 @@ TEST_CASE("modes survive many writer threads, and the process keeps its umask", 
     CHECK(extract_concurrently(tmp.path) == "");
   }
   SECTION("where unshare is refused, as under a container's default seccomp profile") {
-    int pipe_fds[2];
-    REQUIRE(::pipe(pipe_fds) == 0);
-    const pid_t pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-      ::close(pipe_fds[0]);
-      const std::string problems = refuse_unshare() ? extract_concurrently(tmp.path) : "cannot refuse unshare";
-      (void)!::write(pipe_fds[1], problems.data(), problems.size());
-      ::_exit(0);
-    }
-    ::close(pipe_fds[1]);
-    std::string problems;
-    char buf[4096];
-    for (ssize_t n; (n = ::read(pipe_fds[0], buf, sizeof buf)) > 0;) problems.append(buf, static_cast<size_t>(n));
-    ::close(pipe_fds[0]);
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    CHECK(WIFEXITED(status));
-    CHECK(problems == "");
+    const auto child = in_child([&] { return refuse_unshare() ? extract_concurrently(tmp.path) : "cannot refuse unshare"; });
+    CHECK(child.exited);
+    CHECK(child.said == "");
   }
 }
 
@@ -395,31 +413,11 @@ TEST_CASE("a read-only directory with a symlink in it is extracted whole, with i
   REQUIRE(::chown((tmp / "user").c_str(), 65534, 65534) == 0);
   fs::permissions(tmp.path, fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec);
   fs::permissions(tmp / "ro.tar.gz", fs::perms::others_read, fs::perm_options::add);
-  int fds[2];
-  REQUIRE(::pipe(fds) == 0);
-  const pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::close(fds[0]);
-    std::string said = "cannot become nobody";
-    if (::setgroups(0, nullptr) == 0 && ::setgid(65534) == 0 && ::setuid(65534) == 0) {
-      try {
-        said = check(tmp / "user");
-      } catch (const std::exception& e) {
-        said = e.what();
-      }
-    }
-    (void)!::write(fds[1], said.data(), said.size());
-    ::_exit(0);
-  }
-  ::close(fds[1]);
-  std::string said;
-  char buf[1024];
-  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) said.append(buf, static_cast<size_t>(n));
-  ::close(fds[0]);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  CHECK(said == "ok");
+  const auto child = in_child([&]() -> std::string {
+    if (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0) return "cannot become nobody";
+    return check(tmp / "user");
+  });
+  CHECK(child.said == "ok");
 }
 
 // GNU tar records a second name of a symlink as a hard link to it (and a tree walk does the
