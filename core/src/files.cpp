@@ -79,10 +79,15 @@ Result<void> sync_filesystem(const fs::path& path) {
   return {};
 }
 
-Result<void> rename_durable(const fs::path& from, const fs::path& to) {
+Result<void> rename_path(const fs::path& from, const fs::path& to) {
   if (::rename(from.c_str(), to.c_str()) != 0) {
     return fail(errno_error("rename " + from.string() + " to " + to.string(), errno));
   }
+  return {};
+}
+
+Result<void> rename_durable(const fs::path& from, const fs::path& to) {
+  KK_TRY(rename_path(from, to));
   return fsync_path(to.parent_path().empty() ? fs::path(".") : to.parent_path());
 }
 

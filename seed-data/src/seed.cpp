@@ -8,6 +8,7 @@
 #include <chrono>
 #include <future>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <nlohmann/json.hpp>
 
@@ -265,26 +266,25 @@ class Diversions {
     for (size_t slash = rel.find('/'); slash != std::string_view::npos; slash = rel.find('/', slash + 1)) {
       const std::string dir(rel.substr(0, slash));
       auto [it, fresh] = seen_.try_emplace(dir);
-      if (fresh) {
-        struct stat st{};
-        if (::lstat((data_ / dir).c_str(), &st) != 0) {
-          it->second = kAbsent;
-        } else if (S_ISLNK(st.st_mode)) {
-          it->second = dir + " is a symlink on the volume";
-        } else if (!S_ISDIR(st.st_mode)) {
-          it->second = dir + " is not a directory on the volume";
-        }
-      }
-      if (it->second == kAbsent) return "";  // nor is anything below it
-      if (!it->second.empty()) return it->second;
+      if (fresh) it->second = look_at(dir);
+      if (!it->second) return "";  // not there: nor is anything below it
+      if (!it->second->empty()) return *it->second;
     }
     return "";
   }
 
  private:
-  static constexpr const char* kAbsent = "\n";
+  // nullopt when the directory is not there, "" when it is a real one, else what it is.
+  std::optional<std::string> look_at(const std::string& dir) const {
+    struct stat st{};
+    if (::lstat((data_ / dir).c_str(), &st) != 0) return std::nullopt;
+    if (S_ISLNK(st.st_mode)) return dir + " is a symlink on the volume";
+    if (!S_ISDIR(st.st_mode)) return dir + " is not a directory on the volume";
+    return std::string();
+  }
+
   fs::path data_;
-  std::map<std::string, std::string> seen_;
+  std::map<std::string, std::optional<std::string>> seen_;
 };
 
 Result<std::vector<std::string>> hash_sources(const std::vector<const Source*>& todo) {
@@ -616,9 +616,7 @@ Result<Outcome> run(const Config& c) {
   // written after, is what tells the next start they are there.
   std::set<fs::path> placed_in;
   auto place = [&](const fs::path& from, const fs::path& to) -> Result<void> {
-    if (::rename(from.c_str(), to.c_str()) != 0) {
-      return fail(files::errno_error("rename " + from.string() + " to " + to.string(), errno));
-    }
+    KK_TRY(files::rename_path(from, to));
     placed_in.insert(to.parent_path());
     return {};
   };

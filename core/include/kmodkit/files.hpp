@@ -50,6 +50,8 @@ Result<void> fsync_path(const fs::path& path);
 // syncfs() of the file system holding `path`: one call that makes a whole staged tree durable,
 // much cheaper than an fsync per file.
 Result<void> sync_filesystem(const fs::path& path);
+// rename(); the error names both paths (cannot create, 73, or what errno maps to).
+Result<void> rename_path(const fs::path& from, const fs::path& to);
 // rename() then fsync() of the destination's directory.
 Result<void> rename_durable(const fs::path& from, const fs::path& to);
 // Writes `content` to a temporary file beside `path`, fsyncs it and renames it into place.
