@@ -117,20 +117,20 @@ for i in range(9900):
 PY
 sync
 : > "$work/r_merge"; : > "$work/t_merge"; : > "$work/t_cp_merge"
+merge_cp() {
+  sync && cache warm
+  t0=$(now); cp -a "$tree/." "$merge_dir/cp$i/var/app/"; sync -f "$merge_dir/cp$i"; t1=$(now)
+  cp_s=$(echo "$t1 - $t0" | bc -l)
+}
+merge_seed() {
+  sync && cache warm
+  t0=$(now); "$bin" --data "$merge_dir/data$i" --tree "$tree=var/app" --image-version 2 --log-format json \
+    > "$work/merge.log" 2>&1; t1=$(now)
+  seed_s=$(echo "$t1 - $t0" | bc -l)
+  grep -q 'updated 9900,' "$work/merge.log" ||
+    { echo "bench: the merge did not update 9,900 files: $(tail -1 "$work/merge.log")" >&2; exit 1; }
+}
 for i in $(seq "$rounds"); do
-  merge_cp() {
-    sync && cache warm
-    t0=$(now); cp -a "$tree/." "$merge_dir/cp$i/var/app/"; sync -f "$merge_dir/cp$i"; t1=$(now)
-    cp_s=$(echo "$t1 - $t0" | bc -l)
-  }
-  merge_seed() {
-    sync && cache warm
-    t0=$(now); "$bin" --data "$merge_dir/data$i" --tree "$tree=var/app" --image-version 2 --log-format json \
-      > "$work/merge.log" 2>&1; t1=$(now)
-    seed_s=$(echo "$t1 - $t0" | bc -l)
-    grep -q 'updated 9900,' "$work/merge.log" ||
-      { echo "bench: the merge did not update 9,900 files: $(tail -1 "$work/merge.log")" >&2; exit 1; }
-  }
   if (( i % 2 )); then merge_cp; merge_seed; else merge_seed; merge_cp; fi
   echo "$cp_s" >> "$work/t_cp_merge"; echo "$seed_s" >> "$work/t_merge"; echo "$seed_s / $cp_s" | bc -l >> "$work/r_merge"
   printf 'merge round %d: cp -a over the old tree + sync %.2f s, seed-data merge %.2f s\n' "$i" "$cp_s" "$seed_s"
