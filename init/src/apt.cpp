@@ -103,6 +103,20 @@ SplitVersion split_version(std::string_view v) {
 
 std::string Repo::describe() const { return uri + " " + suite; }
 
+std::string Repo::index_base() const {
+  if (!flat()) return uri + "/dists/" + suite;
+  std::string_view dir = suite;
+  while (dir.starts_with("./")) dir.remove_prefix(2);
+  while (dir.ends_with('/')) dir.remove_suffix(1);
+  return dir.empty() || dir == "." ? uri : uri + "/" + std::string(dir);
+}
+
+std::string Package::url() const {
+  std::string_view file = filename;
+  while (file.starts_with("./")) file.remove_prefix(2);
+  return repo + "/" + std::string(file);
+}
+
 std::map<std::string, std::string> parse_stanza(std::string_view text) {
   std::map<std::string, std::string> fields;
   std::string current;
@@ -163,8 +177,11 @@ Result<std::vector<Repo>> parse_one_line(std::string_view text, std::string_view
     repo.uri = strip_slash(w[0]);
     repo.suite = w[1];
     repo.components.assign(w.begin() + 2, w.end());
-    if (repo.components.empty() && !repo.suite.ends_with("/")) {
+    if (repo.components.empty() && !repo.flat()) {
       return fail(ExitCode::config, where + ": suite '" + repo.suite + "' needs at least one component");
+    }
+    if (!repo.components.empty() && repo.flat()) {
+      return fail(ExitCode::config, where + ": '" + repo.suite + "' ends with '/', a flat repository's directory, which takes no components");
     }
     out.push_back(std::move(repo));
   }
@@ -195,8 +212,11 @@ Result<std::vector<Repo>> parse_deb822(std::string_view text, std::string_view o
         repo.architectures = words(fields["Architectures"]);
         repo.signed_by = std::string(trim(fields["Signed-By"]));
         repo.trusted = fields.contains("Trusted") && truthy(fields["Trusted"]);
-        if (repo.components.empty() && !suite.ends_with("/")) {
+        if (repo.components.empty() && !repo.flat()) {
           return fail(ExitCode::config, where + ": suite '" + suite + "' needs Components");
+        }
+        if (!repo.components.empty() && repo.flat()) {
+          return fail(ExitCode::config, where + ": '" + suite + "' ends with '/', a flat repository's directory, which takes no Components");
         }
         out.push_back(std::move(repo));
       }

@@ -23,6 +23,11 @@ struct Repo {
   bool trusted = false;                 // [trusted=yes]
   std::string origin;                   // file:line it came from, for messages
   std::string describe() const;         // "http://deb.debian.org/debian bookworm"
+  // A flat repository ("deb URI DIR/"): its Release and one Packages index are in URI/DIR,
+  // with no dists/ tree and no components; package Filenames are still relative to URI.
+  bool flat() const { return suite.ends_with('/'); }
+  // Where the Release file and the indexes are: URI/dists/SUITE, or URI/DIR when flat.
+  std::string index_base() const;
 };
 
 // Parses "deb [opts] uri suite comp..." lines; deb-src and comments are skipped. `origin` names
@@ -57,6 +62,7 @@ struct Package {
   std::string name, version, architecture, filename, sha256, depends, provides;
   uint64_t size = 0;
   std::string repo;  // base URI the Filename is relative to
+  std::string url() const;  // repo + "/" + Filename
 };
 
 // Parses a Packages index fed in chunks of any size (so a 50 MB index never sits in memory),

@@ -284,8 +284,9 @@ Result<std::vector<apt::Package>> load_suite(const apt::Repo& repo, const std::s
                                              const fs::path& apt_root, const http::Options& http_options,
                                              std::string* note) {
   auto logger = log::get("init.apt");
-  const std::string base = repo.uri + "/dists/" + repo.suite;
+  const std::string base = repo.index_base();
   std::string text;
+  std::string text_name = http::redact(base) + "/InRelease";  // for messages
   auto in_release = http::get_string(base + "/InRelease", http_options, 64 << 20);
   if (in_release) {
     // Only the signed part counts: gpgv would accept text around it that the parser would read.
@@ -298,7 +299,7 @@ Result<std::vector<apt::Package>> load_suite(const apt::Repo& repo, const std::s
     auto release = http::get_string(base + "/Release", http_options, 64 << 20);
     if (!release) {
       if (release.error().code == ExitCode::no_input) {
-        *note = repo.describe() + ": no Release file";
+        *note = repo.describe() + ": no InRelease or Release file in " + http::redact(base) + "/";
         return std::vector<apt::Package>{};
       }
       return fail(release.error());
@@ -313,14 +314,17 @@ Result<std::vector<apt::Package>> load_suite(const apt::Repo& repo, const std::s
       KK_TRY(signature::verify(repo, apt_root, http::redact(base) + "/Release", *release, *sig));
     }
     text = std::move(*release);
+    text_name = http::redact(base) + "/Release";
   } else {
     return fail(in_release.error());
   }
-  auto release = KK_TRY_CTX(apt::parse_release(text), http::redact(base) + "/InRelease");
+  auto release = KK_TRY_CTX(apt::parse_release(text), text_name);
 
+  std::vector<std::string> stems;  // the indexes, relative to base, without .xz/.gz
+  if (repo.flat()) stems.push_back("Packages");
+  for (const auto& component : repo.components) stems.push_back(component + "/binary-" + arch + "/Packages");
   std::vector<apt::Package> out;
-  for (const auto& component : repo.components) {
-    const std::string stem = component + "/binary-" + arch + "/Packages";
+  for (const auto& stem : stems) {
     const apt::IndexFile* index = nullptr;
     std::string chosen;
     for (const char* ext : {".xz", ".gz", ""}) {
@@ -440,7 +444,7 @@ Result<Answer> fetch_apt(Context& ctx) {
   Answer answer;
   answer.location = top->repo;
   for (const auto* p : chosen) {
-    answer.packages.push_back({p->name, p->version, p->sha256, p->repo + "/" + p->filename, p->size});
+    answer.packages.push_back({p->name, p->version, p->sha256, p->url(), p->size});
   }
   if (cfg.dry_run) {
     answer.found = true;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <regex>
 #include <thread>
 
 #include "helpers.hpp"
@@ -555,6 +556,44 @@ TEST_CASE("an Ubuntu-style repository: flavour-less headers and the modules pack
   CHECK_THAT(test::read_file(tmp / ("vol/usr/lib/modules/" + kver + "/modules.dep")), Catch::Contains("kernel/drivers/uio/uio.ko:"));
   CHECK_THAT(test::read_file(tmp / ("vol/.kmodkit/kernels/" + kver + ".json")),
              Catch::Contains("\"modules\": \"usr/lib/modules/" + kver + "\""));
+}
+
+TEST_CASE("a flat repository (deb URI DIR/) is read from DIR, its packages from URI", "[e2e][apt]") {
+  Repo repo;
+  TempDir tmp;
+  // The two ways flat repositories are made: an index in a directory of its own naming the
+  // packages from the archive root, and an index beside the packages ("deb URI ./").
+  auto made = subprocess::run({"sh", "-c", "set -e; cd " + repo.root.string() +
+                                             "; mkdir -p flat beside"
+                                             "; dpkg-scanpackages pool/main /dev/null 2>/dev/null | xz > flat/Packages.xz"
+                                             "; apt-ftparchive release flat > R && mv R flat/Release"
+                                             "; cp pool/main/*.deb beside/ && cd beside"
+                                             "; dpkg-scanpackages . /dev/null 2>/dev/null | gzip > Packages.gz"
+                                             "; apt-ftparchive release . > R && mv R Release"});
+  REQUIRE(made);
+  INFO(made->output);
+  REQUIRE(made->ok());
+  HttpServer server(repo.root);
+  for (const auto& [name, line] : {std::pair{"flat", "deb [trusted=yes] " + server.url() + " flat/"},
+                                   std::pair{"beside", "deb [trusted=yes] " + server.url() + "/beside ./"}}) {
+    SECTION(name) {
+      fs::create_directories(tmp / "vol");
+      auto run = run_apt(repo, line, tmp / "vol");
+      INFO(run.output);
+      REQUIRE(run.code == 0);
+      CHECK_THAT(run.last_line, Catch::Contains("ready in") && Catch::Contains("linux-kbuild-"));
+      CHECK(fs::exists(tmp / "vol/usr/lib/modules" / repo.kver / "build/scripts/mod/modpost"));
+    }
+  }
+  SECTION("a flat index that does not match its Release file is refused") {
+    test::write_file(repo.root / "flat/Release",
+                     std::regex_replace(test::read_file(repo.root / "flat/Release"), std::regex(" [0-9a-f]{64} "), " " + std::string(64, '0') + " "));
+    fs::create_directories(tmp / "vol");
+    auto run = run_apt(repo, "deb [trusted=yes] " + server.url() + " flat/", tmp / "vol");
+    INFO(run.output);
+    CHECK(run.code == 65);
+    CHECK_THAT(run.last_line, Catch::Contains("flat/Packages.xz: SHA256 mismatch"));
+  }
 }
 
 TEST_CASE("a node that is not Debian or Ubuntu is not looked up in apt repositories", "[e2e][apt]") {

@@ -164,3 +164,29 @@ TEST_CASE("paths resolve inside a host root as if it were /", "[unit][host]") {
   CHECK(host::resolve_in_root(tmp.path, "lib/modules/1/up") == std::nullopt);  // clamps at the root: no /etc there
   CHECK(host::resolve_in_root(tmp.path, "lib/modules/2") == std::nullopt);
 }
+
+TEST_CASE("a flat repository's directory is where its Release and index are, and it takes no components", "[unit][apt]") {
+  auto r = apt::parse_one_line("deb http://h/repo/ flat/\ndeb [trusted=yes] http://h/local ./\ndeb http://h/debian bookworm main\n", "l");
+  REQUIRE(r);
+  REQUIRE(r->size() == 3);
+  CHECK((*r)[0].flat());
+  CHECK((*r)[0].index_base() == "http://h/repo/flat");
+  CHECK((*r)[1].index_base() == "http://h/local");
+  CHECK_FALSE((*r)[2].flat());
+  CHECK((*r)[2].index_base() == "http://h/debian/dists/bookworm");
+  apt::Package p;
+  p.repo = "http://h/local";
+  p.filename = "./linux-kbuild-6.1_6.1.1-1_amd64.deb";
+  CHECK(p.url() == "http://h/local/linux-kbuild-6.1_6.1.1-1_amd64.deb");
+  p.filename = "pool/main/l/x.deb";
+  CHECK(p.url() == "http://h/local/pool/main/l/x.deb");
+
+  auto bad = apt::parse_one_line("deb http://h/repo flat/ main\n", "/etc/apt/sources.list");
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().code == ExitCode::config);
+  CHECK_THAT(bad.error().message, Catch::StartsWith("/etc/apt/sources.list:1:") && Catch::Contains("takes no components"));
+  auto deb822 = apt::parse_deb822("Types: deb\nURIs: http://h/local\nSuites: ./\n", "local.sources");
+  REQUIRE(deb822);
+  CHECK(deb822->front().index_base() == "http://h/local");
+  CHECK_FALSE(apt::parse_deb822("Types: deb\nURIs: http://h/local\nSuites: ./\nComponents: main\n", "local.sources"));
+}
