@@ -247,8 +247,9 @@ int main(int argc, char** argv) {
            }},
           {"connect-timeout", cli::Kind::value, "15", "SECONDS", "connection timeout of each download attempt",
            [&](const std::vector<std::string>& v) -> Result<void> {
-             cfg.http.connect_timeout = std::chrono::seconds(
-                 static_cast<long long>(KK_TRY(cli::parse_seconds("connect-timeout", v.front()))));
+             const double s = KK_TRY(cli::parse_seconds("connect-timeout", v.front()));
+             if (s < 0.001) return fail(ExitCode::usage, "--connect-timeout: '" + v.front() + "' is not more than 0 seconds");
+             cfg.http.connect_timeout = std::chrono::milliseconds(static_cast<long long>(s * 1000));
              return {};
            }},
           {"ca-file", cli::Kind::value, "", "FILE", "CA bundle for HTTPS (default: the system's)",

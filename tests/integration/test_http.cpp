@@ -1,5 +1,11 @@
 // Downloads against a real HTTP server on 127.0.0.1 that can be told to drop connections.
+#include <arpa/inet.h>
 #include <catch2/catch.hpp>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
 
 #include "helpers.hpp"
 #include "kmodkit/fetch.hpp"
@@ -21,7 +27,7 @@ http::Options fast() {
   http::Options o;
   o.retries = 3;
   o.backoff = std::chrono::milliseconds(10);
-  o.connect_timeout = std::chrono::seconds(5);
+  o.connect_timeout = std::chrono::milliseconds(5000);
   return o;
 }
 
@@ -103,3 +109,32 @@ TEST_CASE("a streamed download reports the download's failure, not the reader's 
   CHECK(r.error().code == ExitCode::unavailable);
 }
 
+
+TEST_CASE("a server that never answers the connection is given up after the connect timeout, fractions of a second too", "[integration][http]") {
+  // A listening socket whose accept queue (backlog 0) is full: the kernel drops further SYNs,
+  // so a connection attempt hangs until the client gives up.
+  const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  const int queued = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE((listener >= 0 && queued >= 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  REQUIRE(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(listener, 0) == 0);
+  REQUIRE(::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  REQUIRE(::connect(queued, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+
+  http::Options o = fast();
+  o.retries = 1;
+  o.connect_timeout = std::chrono::milliseconds(300);  // was truncated to whole seconds: 0, libcurl's 300 s
+  const auto started = std::chrono::steady_clock::now();
+  auto body = http::get_string("http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "/f", o);
+  const auto took = std::chrono::steady_clock::now() - started;
+  ::close(queued);
+  ::close(listener);
+  REQUIRE_FALSE(body);
+  CHECK(body.error().code == ExitCode::unavailable);
+  CHECK_THAT(body.error().message, Catch::Contains("after 300 ms") && Catch::Contains("gave up after 2 attempts"));
+  CHECK(took < std::chrono::seconds(30));  // two attempts of 0.3 s; libcurl's default would be 300 s each
+}

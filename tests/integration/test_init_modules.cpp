@@ -336,7 +336,7 @@ TEST_CASE("archives given by path or URL are laid out when their digests match, 
   CHECK(test::run_init_modules(args).code == 0);  // and a rerun finds it complete
 }
 
-TEST_CASE("an archive option without its digest is a usage error", "[e2e][archive]") {
+TEST_CASE("an archive option without its digest, an unknown source or a zero timeout is a usage error", "[e2e][archive]") {
   TempDir tmp;
   auto run = test::run_init_modules({"--volume", tmp.path.string(), "--archive", "/x.tar.gz"});
   CHECK(run.code == 64);
@@ -344,6 +344,9 @@ TEST_CASE("an archive option without its digest is a usage error", "[e2e][archiv
   auto bad_source = test::run_init_modules({"--volume", tmp.path.string(), "--sources", "volume,floppy"});
   CHECK(bad_source.code == 64);
   CHECK_THAT(bad_source.last_line, Catch::Contains("unknown source 'floppy'"));
+  auto no_timeout = test::run_init_modules({"--volume", tmp.path.string(), "--connect-timeout", "0"});
+  CHECK(no_timeout.code == 64);
+  CHECK_THAT(no_timeout.last_line, Catch::Contains("--connect-timeout: '0' is not more than 0 seconds"));
 }
 
 TEST_CASE("the host's own headers and modules tree are copied from the host mount", "[e2e][host]") {

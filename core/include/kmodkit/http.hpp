@@ -13,7 +13,7 @@
 namespace kmodkit::http {
 
 struct Options {
-  std::chrono::seconds connect_timeout{15};
+  std::chrono::milliseconds connect_timeout{15000};  // more than 0 (0 would be libcurl's 300 s)
   long low_speed_limit = 1024;                 // bytes per second ...
   std::chrono::seconds low_speed_time{30};     // ... for this long counts as stalled
   int retries = 4;                             // attempts after the first one
