@@ -1,11 +1,13 @@
 #include "builder.hpp"
 
+#include <libkmod.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <ctime>
 #include <nlohmann/json.hpp>
+#include <memory>
 #include <optional>
 
 #include "build.hpp"
@@ -282,9 +284,9 @@ Result<json> build_into_cache(const Job& job, const KernelTree& kernel, const Co
   return entry;
 }
 
-// Copies a cache entry's modules into extra/<recipe>/ (each file replaced atomically), removes
-// files a previous version left there, and writes the record last.
-Result<void> install(const json& entry, const Job& job, const KernelTree& kernel, const Config& cfg) {
+// Copies a cache entry's modules into extra/<recipe>/ (each file replaced atomically) and removes
+// files a previous version left there. Returns the record to write once depmod has indexed them.
+Result<json> install(const json& entry, const Job& job, const KernelTree& kernel, const Config& cfg) {
   const fs::path dir = install_dir(kernel, job.recipe.name);
   KK_TRY(files::make_dirs(dir));
   json record = entry;
@@ -312,18 +314,55 @@ Result<void> install(const json& entry, const Job& job, const KernelTree& kernel
   }
   record["modules"] = modules;
   record["installed"] = text::utc_now_rfc3339();
-  const fs::path rec = record_path(cfg.volume, kernel.release, job.recipe.name);
-  KK_TRY(files::make_dirs(rec.parent_path()));
   KK_TRY(files::fsync_path(dir));
-  KK_TRY(files::write_file_atomic(rec, json_text(record)));
-  return {};
+  return record;
 }
 
-Result<void> run_depmod(const KernelTree& kernel, const Config& cfg) {
+// The record is the proof of an installation: written last, after depmod has indexed the
+// modules, so a run killed before (or a depmod that failed) leaves nothing "up to date".
+Result<void> write_record(const json& record, const KernelTree& kernel, const Config& cfg) {
+  const fs::path rec = record_path(cfg.volume, kernel.release, record.value("recipe", ""));
+  KK_TRY(files::make_dirs(rec.parent_path()));
+  return files::write_file_atomic(rec, json_text(record));
+}
+
+// Runs depmod on the volume's tree, then checks with libkmod that its index (modules.dep.bin,
+// what modprobe and `kmod-builder load` read) has each installed module at its path: depmod
+// exits 0 even when it cannot write its files (kmod 30 on a read-only or full volume).
+Result<void> run_depmod(const KernelTree& kernel, const Config& cfg, const std::vector<json>& records) {
+  const std::string cmd = "depmod -b " + cfg.volume.string() + " " + kernel.release;
   auto out = KK_TRY(subprocess::run({"depmod", "-b", cfg.volume.string(), kernel.release}));
   if (!out.ok()) {
-    return fail(ExitCode::software, "depmod -b " + cfg.volume.string() + " " + kernel.release + " " + out.describe() + ": " +
-                                        std::string(text::trim(out.output)));
+    return fail(ExitCode::software, cmd + " " + out.describe() + ": " + std::string(text::trim(out.output)));
+  }
+  std::string first_error;
+  for (auto line : text::split(out.output, "\n")) {
+    if (line.find("ERROR") != std::string_view::npos) {
+      first_error = std::string(text::trim(line));
+      break;
+    }
+  }
+  std::unique_ptr<kmod_ctx, decltype(&kmod_unref)> ctx(kmod_new(kernel.modules_dir.c_str(), nullptr), kmod_unref);
+  if (!ctx) return fail(ExitCode::software, "libkmod cannot open " + kernel.modules_dir.string());
+  for (const auto& record : records) {
+    for (const auto& m : record["modules"]) {
+      const std::string name = m.value("name", "");
+      const fs::path want = cfg.volume / m.value("path", "");
+      kmod_module* raw = nullptr;
+      std::string found;
+      if (kmod_module_new_from_name(ctx.get(), name.c_str(), &raw) == 0) {
+        const char* path = kmod_module_get_path(raw);
+        found = path != nullptr ? path : "";
+        kmod_module_unref(raw);
+      }
+      if (found.empty() || fs::path(found).lexically_normal() != want.lexically_normal()) {
+        const std::string what = found.empty() ? "has no entry for " + name : "has " + name + " at " + found;
+        if (!first_error.empty()) {
+          return fail(ExitCode::cant_create, cmd + " did not write its index: " + first_error + " (modules.dep " + what + ")");
+        }
+        return fail(ExitCode::software, cmd + " exited 0 but modules.dep " + what + ", not " + want.string());
+      }
+    }
   }
   return {};
 }
@@ -410,6 +449,7 @@ Result<void> build_and_install(const Config& cfg) {
     }
   }
   int built = 0, from_cache = 0, waited_for = 0;
+  std::vector<json> records;
   for (auto* job : todo) {
     std::string why;
     if (installed_record(cfg.volume, kernel, *job, &why)) {
@@ -426,9 +466,12 @@ Result<void> build_and_install(const Config& cfg) {
       entry = KK_TRY(build_into_cache(*job, kernel, cfg, signing, compiler, hash));
       ++built;
     }
-    KK_TRY(install(*entry, *job, kernel, cfg));
+    records.push_back(KK_TRY(install(*entry, *job, kernel, cfg)));
   }
-  if (built + from_cache > 0) KK_TRY(run_depmod(kernel, cfg));
+  if (!records.empty()) {
+    KK_TRY(run_depmod(kernel, cfg, records));
+    for (const auto& record : records) KK_TRY(write_record(record, kernel, cfg));
+  }
   logger->info("kernel {}: {} built, {} from the cache, {} up to date; modules in {} ({:.1f} s)", kernel.release, built,
                from_cache, jobs.size() - static_cast<size_t>(built + from_cache), (kernel.modules_dir / "extra").string(),
                seconds_since(start));

@@ -295,6 +295,34 @@ TEST_CASE("signing keys: a key that is not the certificate's is refused, without
   CHECK(info->signer == "kmodkit ephemeral module signing key");
 }
 
+TEST_CASE("a depmod that cannot write its index fails the run, and the next run installs and indexes again",
+          "[e2e][kmod-builder][faults]") {
+  Setup s;
+  // The kernel's modules directory read-only, its extra/ writable: the modules install, and
+  // depmod cannot write modules.dep (it says ERROR and still exits 0).
+  const fs::path k = s.vol / "usr/lib/modules" / s.kver;
+  fs::create_directories(k / "extra");
+  std::string args;
+  for (const auto& a : s.args({"--recipe", s.hello.string()})) args += " '" + a + "'";
+  auto ro = subprocess::run({"unshare", "-m", "sh", "-c",
+                             "mount --make-rprivate / && mount --bind " + k.string() + " " + k.string() + " && mount --bind " +
+                                 (k / "extra").string() + " " + (k / "extra").string() + " && mount -o remount,bind,ro " +
+                                 k.string() + " && exec " KMODKIT_KMOD_BUILDER_BIN + args});
+  REQUIRE(ro);
+  INFO(ro->output);
+  CHECK(ro->exit_code == 73);
+  CHECK_THAT(ro->output, Catch::Contains("did not write its index") && Catch::Contains("Read-only file system") &&
+                             Catch::Contains("no entry for kmodkit_hello"));
+  CHECK_FALSE(fs::exists(s.record("kmodkit_hello")));  // not "up to date" for the next run
+
+  auto again = s.build({"--recipe", s.hello.string()});
+  INFO(again.output);
+  REQUIRE(again.code == 0);
+  CHECK_THAT(again.last_line, Catch::Contains("0 built, 1 from the cache"));
+  CHECK_THAT(test::read_file(k / "modules.dep"), Catch::Contains("extra/kmodkit_hello/kmodkit_hello.ko:"));
+  CHECK(fs::exists(s.record("kmodkit_hello")));
+}
+
 TEST_CASE("a dry run says what it would build and writes nothing", "[e2e][kmod-builder]") {
   Setup s;
   auto run = s.build({"--recipe", "igb_uio," + s.hello.string(), "--dry-run"});
