@@ -347,7 +347,8 @@ Result<void> run_depmod(const KernelTree& kernel, const Config& cfg, const std::
   for (const auto& record : records) {
     for (const auto& m : record["modules"]) {
       const std::string name = m.value("name", "");
-      const fs::path want = cfg.volume / m.value("path", "");
+      // libkmod makes the tree's directory absolute (a relative --volume is taken from the cwd).
+      const fs::path want = fs::absolute(cfg.volume / m.value("path", "")).lexically_normal();
       kmod_module* raw = nullptr;
       std::string found;
       if (kmod_module_new_from_name(ctx.get(), name.c_str(), &raw) == 0) {
@@ -355,7 +356,7 @@ Result<void> run_depmod(const KernelTree& kernel, const Config& cfg, const std::
         found = path != nullptr ? path : "";
         kmod_module_unref(raw);
       }
-      if (found.empty() || fs::path(found).lexically_normal() != want.lexically_normal()) {
+      if (found.empty() || fs::path(found).lexically_normal() != want) {
         const std::string what = found.empty() ? "has no entry for " + name : "has " + name + " at " + found;
         if (!first_error.empty()) {
           return fail(ExitCode::cant_create, cmd + " did not write its index: " + first_error + " (modules.dep " + what + ")");
