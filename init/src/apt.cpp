@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <ctime>
 
 #include "kmodkit/files.hpp"
 #include "kmodkit/text.hpp"
@@ -33,6 +34,22 @@ std::string lower(std::string_view s) {
 bool truthy(std::string_view v) {
   auto l = lower(trim(v));
   return l == "yes" || l == "true" || l == "1";
+}
+
+bool is_no(std::string_view v) {
+  auto l = lower(trim(v));
+  return l == "no" || l == "false" || l == "0";
+}
+
+// An RFC 1123 date as Release files write them ("Sat, 30 Nov 2026 08:22:49 UTC"), in UTC.
+std::optional<std::time_t> parse_release_date(std::string_view text) {
+  const std::string copy(trim(text));
+  std::tm tm{};
+  const char* rest = ::strptime(copy.c_str(), "%a, %d %b %Y %H:%M:%S", &tm);
+  if (rest == nullptr) return std::nullopt;
+  const std::string_view zone = trim(rest);
+  if (!zone.empty() && zone != "UTC" && zone != "GMT" && zone != "Z" && zone != "+0000") return std::nullopt;
+  return ::timegm(&tm);
 }
 
 std::string strip_slash(std::string uri) {
@@ -169,6 +186,7 @@ Result<std::vector<Repo>> parse_one_line(std::string_view text, std::string_view
         if (key == "arch") repo.architectures = text::split_items(value, ',');
         else if (key == "signed-by") repo.signed_by = value;
         else if (key == "trusted") repo.trusted = truthy(value);
+        else if (key == "check-valid-until") repo.check_valid_until = !is_no(value);
       }
       rest = trim(rest.substr(close + 1));
     }
@@ -212,6 +230,7 @@ Result<std::vector<Repo>> parse_deb822(std::string_view text, std::string_view o
         repo.architectures = words(fields["Architectures"]);
         repo.signed_by = std::string(trim(fields["Signed-By"]));
         repo.trusted = fields.contains("Trusted") && truthy(fields["Trusted"]);
+        repo.check_valid_until = !fields.contains("Check-Valid-Until") || !is_no(fields["Check-Valid-Until"]);
         if (repo.components.empty() && !repo.flat()) {
           return fail(ExitCode::config, where + ": suite '" + suite + "' needs Components");
         }
@@ -287,6 +306,13 @@ Result<Release> parse_release(std::string_view text) {
     rel.sha256[w[2]] = f;
   }
   if (rel.sha256.empty()) return fail(ExitCode::data_err, "Release file's SHA256 list is empty");
+  if (auto v = fields.find("Valid-Until"); v != fields.end()) {
+    rel.valid_until_text = std::string(trim(v->second));
+    rel.valid_until = parse_release_date(v->second);
+    if (!rel.valid_until) {
+      return fail(ExitCode::data_err, "Release file's Valid-Until '" + rel.valid_until_text + "' is not a date");
+    }
+  }
   return rel;
 }
 

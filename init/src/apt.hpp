@@ -2,6 +2,7 @@
 // Debian/Ubuntu repository metadata: sources lists (one-line and deb822), Release files,
 // Packages indexes, version comparison and Depends resolution. Pure parsing; no I/O here.
 
+#include <ctime>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -21,6 +22,7 @@ struct Repo {
   std::vector<std::string> architectures;  // from [arch=...]; empty: any
   std::string signed_by;                // keyring path, when given
   bool trusted = false;                 // [trusted=yes]
+  bool check_valid_until = true;        // [check-valid-until=no]: an expired Release is used
   std::string origin;                   // file:line it came from, for messages
   std::string describe() const;         // "http://deb.debian.org/debian bookworm"
   // A flat repository ("deb URI DIR/"): its Release and one Packages index are in URI/DIR,
@@ -49,12 +51,15 @@ struct IndexFile {
 struct Release {
   std::string suite, codename;
   std::map<std::string, IndexFile> sha256;  // path relative to dists/<suite>/ -> digest
+  std::optional<std::time_t> valid_until;   // its Valid-Until field, when it has one
+  std::string valid_until_text;             // as written
 };
 
 // Strips the OpenPGP clear-signature armour of an InRelease file (returns text as is when it
 // is not clearsigned).
 std::string strip_clearsign(std::string_view text);
-// Parses a Release (or stripped InRelease) file; data error (65) when it has no SHA256 list.
+// Parses a Release (or stripped InRelease) file; data error (65) when it has no SHA256 list or
+// a Valid-Until that is not an RFC 1123 date.
 Result<Release> parse_release(std::string_view text);
 
 // One binary package stanza, as much as kmodkit needs of it.

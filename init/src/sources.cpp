@@ -319,6 +319,13 @@ Result<std::vector<apt::Package>> load_suite(const apt::Repo& repo, const std::s
     return fail(in_release.error());
   }
   auto release = KK_TRY_CTX(apt::parse_release(text), text_name);
+  // As apt: an expired Release (an out-of-date mirror, or an old signed one served again to
+  // keep a node on old packages) is refused unless the line says check-valid-until=no.
+  if (repo.check_valid_until && release.valid_until && *release.valid_until < std::time(nullptr)) {
+    return fail(ExitCode::data_err, text_name + " expired on " + release.valid_until_text +
+                                        " (its Valid-Until): use an up-to-date mirror, or mark the repository "
+                                        "check-valid-until=no");
+  }
 
   std::vector<std::string> stems;  // the indexes, relative to base, without .xz/.gz
   if (repo.flat()) stems.push_back("Packages");

@@ -599,6 +599,25 @@ TEST_CASE("a flat repository (deb URI DIR/) is read from DIR, its packages from 
   }
 }
 
+TEST_CASE("an expired Release file is refused with exit 65 unless the line says check-valid-until=no", "[e2e][apt][faults]") {
+  Repo repo;
+  TempDir tmp;
+  const fs::path release = repo.root / "dists/stable/Release";
+  test::write_file(release, "Valid-Until: Sat, 01 Jan 2022 00:00:00 UTC\n" + test::read_file(release));
+  HttpServer server(repo.root);
+  fs::create_directories(tmp / "vol");
+  auto run = run_apt(repo, repo.line(server), tmp / "vol");
+  INFO(run.output);
+  CHECK(run.code == 65);
+  CHECK_THAT(run.last_line, Catch::Contains("/dists/stable/Release expired on Sat, 01 Jan 2022 00:00:00 UTC"));
+  check_nothing_visible(tmp / "vol", repo.kver);
+
+  auto unchecked = run_apt(repo, "deb [trusted=yes check-valid-until=no] " + server.url() + " stable main", tmp / "vol", {"--dry-run"});
+  INFO(unchecked.output);
+  CHECK(unchecked.code == 0);
+  CHECK_THAT(unchecked.output, Catch::Contains("would install linux-headers-" + repo.kver));
+}
+
 TEST_CASE("a node that is not Debian or Ubuntu is not looked up in apt repositories", "[e2e][apt]") {
   TempDir tmp;
   test::write_file(tmp / "host/usr/lib/os-release", "ID=\"rhcos\"\nID_LIKE=\"rhel fedora\"\nVERSION_ID=\"4.14\"\n");

@@ -190,3 +190,27 @@ TEST_CASE("a flat repository's directory is where its Release and index are, and
   CHECK(deb822->front().index_base() == "http://h/local");
   CHECK_FALSE(apt::parse_deb822("Types: deb\nURIs: http://h/local\nSuites: ./\nComponents: main\n", "local.sources"));
 }
+
+TEST_CASE("a Release file's Valid-Until is read as a UTC date, and a line can turn the check off", "[unit][apt]") {
+  const std::string sha = "SHA256:\n " + std::string(64, 'a') + " 10 main/binary-amd64/Packages\n";
+  auto r = apt::parse_release("Suite: stable\nDate: Sat, 23 Nov 2026 08:00:00 UTC\nValid-Until: Mon, 30 Nov 2026 08:22:49 UTC\n" + sha);
+  REQUIRE(r);
+  REQUIRE(r->valid_until.has_value());
+  CHECK(*r->valid_until == 1796026969);  // date -u -d '2026-11-30 08:22:49' +%s
+  CHECK(r->valid_until_text == "Mon, 30 Nov 2026 08:22:49 UTC");
+  auto none = apt::parse_release("Suite: stable\n" + sha);
+  REQUIRE(none);
+  CHECK_FALSE(none->valid_until.has_value());
+  auto bad = apt::parse_release("Valid-Until: next Tuesday\n" + sha);
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().code == ExitCode::data_err);
+  CHECK_THAT(bad.error().message, Catch::Contains("Valid-Until 'next Tuesday' is not a date"));
+
+  auto lines = apt::parse_one_line("deb [check-valid-until=no] http://h/d s main\ndeb http://h/d s main\n", "l");
+  REQUIRE(lines);
+  CHECK_FALSE((*lines)[0].check_valid_until);
+  CHECK((*lines)[1].check_valid_until);
+  auto stanza = apt::parse_deb822("Types: deb\nURIs: http://h/d\nSuites: s\nComponents: main\nCheck-Valid-Until: no\n", "x.sources");
+  REQUIRE(stanza);
+  CHECK_FALSE(stanza->front().check_valid_until);
+}
