@@ -45,7 +45,11 @@ std::string OsInfo::describe() const {
 OsInfo read_os_release(const fs::path& root) {
   OsInfo info;
   for (const char* rel : {"etc/os-release", "usr/lib/os-release"}) {
-    auto text = files::read_file(root / rel, 1 << 16);
+    // /etc/os-release is usually a link to the other; an absolute one must not lead out of the
+    // host root into this container's own os-release.
+    const auto resolved = resolve_in_root(root, rel);
+    if (!resolved) continue;
+    auto text = files::read_file(root / *resolved, 1 << 16);
     if (!text) continue;
     std::string lines;
     for (char c : *text) lines += c == '=' ? ':' : c;  // KEY=value -> KEY: value for the stanza reader

@@ -151,6 +151,12 @@ TEST_CASE("os-release tells the node's family", "[unit][host]") {
   CHECK_FALSE(os.debian_family());
   CHECK(os.describe() == "rhcos 4.14");
   CHECK(host::read_os_release(tmp / "none").describe() == "unknown");
+
+  // An absolute /etc/os-release link is followed inside the host root, not in this container
+  // (whose own /usr/lib/os-release says debian).
+  std::filesystem::create_directories(tmp / "etc");
+  std::filesystem::create_symlink("/usr/lib/os-release", tmp / "etc/os-release");
+  CHECK(host::read_os_release(tmp.path).describe() == "rhcos 4.14");
 }
 
 TEST_CASE("paths resolve inside a host root as if it were /", "[unit][host]") {
