@@ -285,21 +285,22 @@ Result<std::vector<apt::Package>> load_suite(const apt::Repo& repo, const std::s
                                              std::string* note) {
   auto logger = log::get("init.apt");
   const std::string base = repo.index_base();
-  std::string text;
-  std::string text_name = http::redact(base) + "/InRelease";  // for messages
+  const std::string shown = http::redact(base);  // for messages
+  std::string text, text_name;
   auto in_release = http::get_string(base + "/InRelease", http_options, 64 << 20);
   if (in_release) {
     // Only the signed part counts: gpgv would accept text around it that the parser would read.
     if (!in_release->starts_with("-----BEGIN PGP SIGNED MESSAGE-----")) {
-      return fail(ExitCode::data_err, http::redact(base) + "/InRelease is not a clear-signed file");
+      return fail(ExitCode::data_err, shown + "/InRelease is not a clear-signed file");
     }
-    KK_TRY(signature::verify(repo, apt_root, http::redact(base) + "/InRelease", *in_release, std::nullopt));
+    KK_TRY(signature::verify(repo, apt_root, shown + "/InRelease", *in_release, std::nullopt));
     text = apt::strip_clearsign(*in_release);
+    text_name = shown + "/InRelease";
   } else if (in_release.error().code == ExitCode::no_input) {
     auto release = http::get_string(base + "/Release", http_options, 64 << 20);
     if (!release) {
       if (release.error().code == ExitCode::no_input) {
-        *note = repo.describe() + ": no InRelease or Release file in " + http::redact(base) + "/";
+        *note = repo.describe() + ": no InRelease or Release file in " + shown + "/";
         return std::vector<apt::Package>{};
       }
       return fail(release.error());
@@ -307,14 +308,14 @@ Result<std::vector<apt::Package>> load_suite(const apt::Repo& repo, const std::s
     if (!repo.trusted) {
       auto sig = http::get_string(base + "/Release.gpg", http_options, 1 << 20);
       if (!sig && sig.error().code == ExitCode::no_input) {
-        return fail(ExitCode::data_err, http::redact(base) + "/Release is not signed (no InRelease, no Release.gpg); "
+        return fail(ExitCode::data_err, shown + "/Release is not signed (no InRelease, no Release.gpg); "
                                             "mark the repository trusted=yes if that is intended");
       }
       if (!sig) return fail(sig.error());
-      KK_TRY(signature::verify(repo, apt_root, http::redact(base) + "/Release", *release, *sig));
+      KK_TRY(signature::verify(repo, apt_root, shown + "/Release", *release, *sig));
     }
     text = std::move(*release);
-    text_name = http::redact(base) + "/Release";
+    text_name = shown + "/Release";
   } else {
     return fail(in_release.error());
   }
