@@ -84,11 +84,25 @@ Action action_of(const Worker& w, int rule) {
   return rule >= 0 ? w.rules->rules.rules[static_cast<size_t>(rule)].action : w.rules->rules.policy;
 }
 
-bool is_nd(const Packet& p) { return p.l3 == L3::ipv6 && p.proto == 58 && p.has_l4 && p.icmp_type >= 133 && p.icmp_type <= 137; }
+// Neighbour discovery proper: router and neighbour solicitations and advertisements (RFC 4861
+// 133-136), which a link needs. Redirects (137) are not among them: the rules decide those.
+bool is_nd(const Packet& p) { return p.l3 == L3::ipv6 && p.proto == 58 && p.has_l4 && p.icmp_type >= 133 && p.icmp_type <= 136; }
 
-// A packet the flow table cannot know: malformed, ARP/ND, other EtherTypes, later fragments.
-// True to forward it.
-bool decide_untracked(Worker& w, const Packet& p, int pair, Direction dir) {
+// An ICMP error related to a tracked flow, as conntrack finds one (nf_conntrack_inet_error): the
+// packet it quotes, read as it was sent, belongs to a tracked flow, and the error goes back to
+// that packet's sender (else any host could pass errors about any open flow to a third one).
+bool related_error(Worker& w, const uint8_t* data, uint32_t len, const Packet& p, int pair) {
+  Packet inner;
+  if (icmp_role(p) != IcmpRole::error || !parse_quoted(data, len, p, &inner) || !has_flow_key(inner) || inner.src != p.dst) {
+    return false;
+  }
+  bool lo = false;
+  return w.flows->find(flow_key(inner, pair, &lo)) != nullptr;
+}
+
+// A packet the flow table cannot know: malformed, ARP/ND, other EtherTypes, later fragments,
+// ICMP messages that are neither a query nor a reply. True to forward it.
+bool decide_untracked(Worker& w, const uint8_t* data, uint32_t len, const Packet& p, int pair, Direction dir) {
   Counters& c = *w.counters;
   if (p.malformed != Malformed::none) {
     ++c.malformed[static_cast<int>(p.malformed)];
@@ -103,16 +117,34 @@ bool decide_untracked(Worker& w, const Packet& p, int pair, Direction dir) {
     if (!w.config->pass_non_ip) ++c.drops[static_cast<int>(Drop::non_ip)];
     return w.config->pass_non_ip;
   }
-  // A later fragment carries no ports: only rules without ports decide, and it is not tracked.
-  Packet q = p;
-  q.src_port = q.dst_port = 0;
-  const Action a = action_of(w, classify(w, q, pair, dir));
-  if (a == Action::deny) ++c.drops[static_cast<int>(Drop::fragment)];
-  return a == Action::allow;
+  if (p.later_fragment) {
+    // A later fragment carries no ports: only rules without ports decide, and it is not tracked.
+    Packet q = p;
+    q.src_port = q.dst_port = 0;
+    const Action a = action_of(w, classify(w, q, pair, dir));
+    if (a == Action::deny) ++c.drops[static_cast<int>(Drop::fragment)];
+    else ++c.passed_untracked;
+    return a == Action::allow;
+  }
+  // ICMP errors, redirects and the other types that open no flow: an error quoting a tracked
+  // flow passes as related; the rest is for the rules, and opens no flow when they allow it.
+  if (related_error(w, data, len, p, pair)) {
+    ++c.passed_related;
+    return true;
+  }
+  const int rule = classify(w, p, pair, dir);
+  if (rule >= 0) ++w.rules->hits[w.queue][static_cast<size_t>(rule)];
+  if (action_of(w, rule) == Action::deny) {
+    ++c.drops[static_cast<int>(rule >= 0 ? Drop::rule : Drop::policy)];
+    return false;
+  }
+  ++c.passed_untracked;
+  return true;
 }
 
 bool trackable(const Packet& p) {
-  return p.malformed == Malformed::none && (p.l3 == L3::ipv4 || p.l3 == L3::ipv6) && !p.later_fragment && !is_nd(p);
+  return p.malformed == Malformed::none && (p.l3 == L3::ipv4 || p.l3 == L3::ipv6) && !p.later_fragment && !is_nd(p) &&
+         has_flow_key(p);
 }
 
 // A packet of a known flow: the state machine decides.
@@ -128,23 +160,14 @@ bool decide_tracked(Worker& w, Flow& f, const Packet& p, bool from_lo, uint32_t 
   return true;
 }
 
-// A packet whose flow the burst's lookup did not find: a related ICMP error, or a new flow the
-// rules decide. (An earlier packet of the same burst may have opened the flow: looked up again.)
-bool decide_new(Worker& w, const uint8_t* data, uint32_t len, const Packet& p, const FlowKey& key, bool from_lo,
-                int pair, Direction dir, uint32_t now) {
+// A packet whose flow the burst's lookup did not find: a new flow the rules decide. (An earlier
+// packet of the same burst may have opened the flow: looked up again.)
+bool decide_new(Worker& w, const Packet& p, const FlowKey& key, bool from_lo, int pair, Direction dir, uint32_t now) {
   Counters& c = *w.counters;
   if (Flow* f = w.flows->find(key)) {
     if (!decide_tracked(w, *f, p, from_lo, now)) return false;
     ++c.passed_state;
     return true;
-  }
-  Packet inner;
-  if (parse_quoted(data, len, p, &inner)) {
-    bool lo = false;
-    if (w.flows->find(flow_key(inner, pair, &lo)) != nullptr) {
-      ++c.passed_related;
-      return true;
-    }
   }
   const int rule = classify(w, p, pair, dir);
   if (rule >= 0) ++w.rules->hits[w.queue][static_cast<size_t>(rule)];
@@ -154,7 +177,7 @@ bool decide_new(Worker& w, const uint8_t* data, uint32_t len, const Packet& p, c
   }
   FlowTrack t;
   if (!start_flow(p, from_lo, &t)) {
-    ++c.drops[static_cast<int>(Drop::not_syn)];
+    ++c.drops[static_cast<int>(p.proto == 6 ? Drop::not_syn : Drop::unsolicited_reply)];
     return false;
   }
   Flow* f = w.flows->insert(key);
@@ -207,14 +230,14 @@ uint16_t process_burst(Worker& w, rte_mbuf** in, uint16_t n, rte_mbuf** out, int
     const Packet& p = s.pkt[i];
     bool pass;
     if (k == kNoKey) {
-      pass = decide_untracked(w, p, pair, dir);
+      pass = decide_untracked(w, rte_pktmbuf_mtod(in[i], const uint8_t*), rte_pktmbuf_data_len(in[i]), p, pair, dir);
     } else if (s.found[k] != nullptr) {
       pass = decide_tracked(w, *s.found[k], p, s.from_lo[i], now);
       by_state += pass;
     } else {
       bool lo = false;
       const FlowKey key = flow_key(p, pair, &lo);  // the slow path: the generic key
-      pass = decide_new(w, rte_pktmbuf_mtod(in[i], const uint8_t*), rte_pktmbuf_data_len(in[i]), p, key, lo, pair, dir, now);
+      pass = decide_new(w, p, key, lo, pair, dir, now);
     }
     if (pass) out[keep++] = in[i];
     else rte_pktmbuf_free(in[i]);
@@ -279,7 +302,8 @@ Result<std::unique_ptr<RuleState>> compile(RuleSet rules, unsigned generation, s
 }  // namespace
 
 const char* drop_name(Drop d) {
-  static constexpr const char* names[] = {"rule", "policy", "invalid_state", "tcp_not_syn", "table_full", "fragment", "non_ip", "tx_full"};
+  static constexpr const char* names[] = {"rule",     "policy", "invalid_state", "tcp_not_syn", "icmp_unsolicited_reply",
+                                          "table_full", "fragment", "non_ip",      "tx_full"};
   return names[static_cast<int>(d)];
 }
 
@@ -295,7 +319,7 @@ std::string format_counters(const RuleSet& rules, const std::vector<std::vector<
                   static_cast<unsigned long>(s.imissed), static_cast<unsigned long>(s.ierrors), static_cast<unsigned long>(s.oerrors));
     out += line;
   }
-  uint64_t rx = 0, tx = 0, by_state = 0, related = 0, new_flows = 0, expired = 0, arp_nd = 0;
+  uint64_t rx = 0, tx = 0, by_state = 0, related = 0, untracked = 0, new_flows = 0, expired = 0, arp_nd = 0;
   uint64_t drops[static_cast<int>(Drop::count_)] = {};
   uint64_t malformed[static_cast<int>(Malformed::count_)] = {};
   std::vector<uint64_t> hits(rules.rules.size(), 0);
@@ -309,6 +333,7 @@ std::string format_counters(const RuleSet& rules, const std::vector<std::vector<
     tx += c.tx;
     by_state += c.passed_state;
     related += c.passed_related;
+    untracked += c.passed_untracked;
     new_flows += c.new_flows;
     expired += c.expired;
     arp_nd += c.arp_nd;
@@ -318,10 +343,11 @@ std::string format_counters(const RuleSet& rules, const std::vector<std::vector<
       for (size_t r = 0; r < hits.size() && r < rule_hits[l].size(); ++r) hits[r] += rule_hits[l][r];
     }
   }
-  std::snprintf(line, sizeof line, "total: rx %lu tx %lu by state %lu related %lu new flows %lu expired %lu arp/nd %lu\n",
+  std::snprintf(line, sizeof line,
+                "total: rx %lu tx %lu by state %lu related %lu new flows %lu expired %lu arp/nd %lu untracked %lu\n",
                 static_cast<unsigned long>(rx), static_cast<unsigned long>(tx), static_cast<unsigned long>(by_state),
                 static_cast<unsigned long>(related), static_cast<unsigned long>(new_flows),
-                static_cast<unsigned long>(expired), static_cast<unsigned long>(arp_nd));
+                static_cast<unsigned long>(expired), static_cast<unsigned long>(arp_nd), static_cast<unsigned long>(untracked));
   out += line;
   for (int d = 0; d < static_cast<int>(Drop::count_); ++d) {
     std::snprintf(line, sizeof line, "drop %s: %lu\n", drop_name(static_cast<Drop>(d)), static_cast<unsigned long>(drops[d]));

@@ -17,7 +17,8 @@
 namespace kmodkit::firewall {
 
 // Why a packet was dropped; one counter each (plus one per Malformed reason).
-enum class Drop : uint8_t { rule, policy, invalid_state, not_syn, table_full, fragment, non_ip, tx_full, count_ };
+// not_syn: a TCP packet of no flow that is not a SYN; unsolicited_reply: an ICMP reply of no flow.
+enum class Drop : uint8_t { rule, policy, invalid_state, not_syn, unsolicited_reply, table_full, fragment, non_ip, tx_full, count_ };
 const char* drop_name(Drop d);
 
 // A counter one worker writes and another thread reads for printing: relaxed atomic loads and
@@ -38,7 +39,8 @@ class Count {
 };
 
 struct alignas(64) Counters {
-  Count rx, tx, passed_state, passed_related, new_flows, expired, arp_nd;
+  // passed_untracked: allowed by the rules without a flow (later fragments, ICMP that opens none)
+  Count rx, tx, passed_state, passed_related, passed_untracked, new_flows, expired, arp_nd;
   Count drops[static_cast<int>(Drop::count_)];
   Count malformed[static_cast<int>(Malformed::count_)];
 };

@@ -21,15 +21,67 @@ int compare_be(const uint8_t* a, const uint8_t* b) {
   return x < y ? -1 : x > y ? 1 : 0;
 }
 
+// ICMP queries and their replies: the request's type for a reply's, 0 for any other type.
+uint8_t icmp_request_type(const Packet& p) {
+  if (p.l3 == L3::ipv4) {
+    switch (p.icmp_type) {
+      case 8: case 13: case 15: case 17: return p.icmp_type;
+      case 0: return 8;
+      case 14: case 16: case 18: return static_cast<uint8_t>(p.icmp_type - 1);
+      default: return 0;
+    }
+  }
+  switch (p.icmp_type) {
+    case 128: case 139: return p.icmp_type;
+    case 129: case 140: return static_cast<uint8_t>(p.icmp_type - 1);
+    default: return 0;
+  }
+}
+
+bool is_icmp(const Packet& p) { return (p.l3 == L3::ipv4 && p.proto == 1) || (p.l3 == L3::ipv6 && p.proto == 58); }
+
+// The ports that order a packet's key ends when its addresses are equal: TCP and UDP ports, 0
+// for other protocols; for an ICMP query or reply, 0 and 1 so that a request comes from lo and a
+// reply from hi (icmp_key_ports then writes the key's real ports).
+void key_ports(const Packet& p, uint16_t* sport, uint16_t* dport) {
+  if (is_icmp(p)) {
+    const bool reply = icmp_request_type(p) != p.icmp_type;
+    *sport = reply ? 1 : 0;
+    *dport = reply ? 0 : 1;
+  } else {
+    *sport = p.src_port;
+    *dport = p.dst_port;
+  }
+}
+
+// An ICMP query's key ports, once the ends are ordered: the identifier, and the request type with
+// the end that asked.
+void icmp_key_ports(const Packet& p, bool src_low, uint16_t* lo_port, uint16_t* hi_port) {
+  const uint8_t request = icmp_request_type(p);
+  const bool asker_lo = request == p.icmp_type ? src_low : !src_low;
+  *lo_port = p.icmp_id;
+  *hi_port = static_cast<uint16_t>(request << 8 | (asker_lo ? 1 : 0));
+}
+
 }  // namespace
+
+IcmpRole icmp_role(const Packet& p) {
+  if (!is_icmp(p)) return IcmpRole::not_icmp;
+  if (!p.has_l4) return IcmpRole::other;  // a later fragment: no type to read
+  if (const uint8_t request = icmp_request_type(p); request != 0) {
+    return request == p.icmp_type ? IcmpRole::request : IcmpRole::reply;
+  }
+  const uint8_t t = p.icmp_type;
+  if (p.l3 == L3::ipv4 ? (t == 3 || t == 4 || t == 11 || t == 12) : (t >= 1 && t <= 4)) return IcmpRole::error;
+  return IcmpRole::other;
+}
 
 void flow_key(const Packet& p, int pair, FlowKey& k, bool* from_lo) {
   k = FlowKey{};
   k.proto = p.proto;
   k.pair = static_cast<uint8_t>(pair);
-  const bool icmp = p.proto == 1 || p.proto == 58;
-  const uint16_t sport = icmp ? p.icmp_id : p.src_port;
-  const uint16_t dport = icmp ? p.icmp_id : p.dst_port;
+  uint16_t sport, dport;
+  key_ports(p, &sport, &dport);
   // Addresses compared as big-endian words in registers (memcmp is a library call per packet).
   int c;
   if (p.l3 == L3::ipv6) {
@@ -47,12 +99,12 @@ void flow_key(const Packet& p, int pair, FlowKey& k, bool* from_lo) {
   k.hi_addr = src_low ? p.dst : p.src;
   k.lo_port = src_low ? sport : dport;
   k.hi_port = src_low ? dport : sport;
+  if (is_icmp(p)) icmp_key_ports(p, src_low, &k.lo_port, &k.hi_port);
 }
 
 void flow_key4(const Packet& p, int pair, FlowKey4& k, bool* from_lo) {
-  const bool icmp = p.proto == 1;
-  const uint16_t sport = icmp ? p.icmp_id : p.src_port;
-  const uint16_t dport = icmp ? p.icmp_id : p.dst_port;
+  uint16_t sport, dport;
+  key_ports(p, &sport, &dport);
   uint32_t src, dst;
   std::memcpy(&src, p.src.data(), 4);
   std::memcpy(&dst, p.dst.data(), 4);
@@ -63,6 +115,7 @@ void flow_key4(const Packet& p, int pair, FlowKey4& k, bool* from_lo) {
   k.hi_addr = src_low ? dst : src;
   k.lo_port = src_low ? sport : dport;
   k.hi_port = src_low ? dport : sport;
+  if (is_icmp(p)) icmp_key_ports(p, src_low, &k.lo_port, &k.hi_port);
   k.proto = p.proto;
   k.pair = static_cast<uint8_t>(pair);
   k.pad[0] = k.pad[1] = 0;
@@ -84,7 +137,8 @@ bool start_flow(const Packet& p, bool from_lo, FlowTrack* t) {
     return true;
   }
   t->state = FlowState::new_flow;
-  return true;
+  const IcmpRole role = icmp_role(p);
+  return role == IcmpRole::not_icmp || role == IcmpRole::request;
 }
 
 Verdict track(FlowTrack& t, const Packet& p, bool from_lo) {

@@ -9,10 +9,32 @@
 
 namespace kmodkit::firewall {
 
-// Both directions of a flow map to this key: the lower (address, port) end first.
+// What an ICMP or ICMPv6 message is to connection tracking, as Linux conntrack reads it
+// (nf_conntrack_proto_icmp.c, nf_conntrack_proto_icmpv6.c).
+enum class IcmpRole : uint8_t {
+  not_icmp,  // not ICMP over IPv4 nor ICMPv6 over IPv6: tracked by ports (0 for other protocols)
+  request,   // a query that opens a flow: echo, timestamp, information, address mask (v4 8, 13, 15,
+             // 17); echo, node information (v6 128, 139)
+  reply,     // its answer (v4 0, 14, 16, 18; v6 129, 140): matches the query's flow, opens none
+  error,     // quotes the packet it is about (v4 3, 4, 11, 12; v6 1-4): related to the quoted
+             // packet's flow, never a flow of its own
+  other,     // everything else, redirects (v4 5, v6 137) included: never tracked, the rules decide
+};
+IcmpRole icmp_role(const Packet& p);
+
+// Whether a packet has a flow of its own to look up: not ICMP, or an ICMP query or reply.
+inline bool has_flow_key(const Packet& p) {
+  const IcmpRole r = icmp_role(p);
+  return r == IcmpRole::not_icmp || r == IcmpRole::request || r == IcmpRole::reply;
+}
+
+// Both directions of a flow map to this key: the lower (address, port) end first. ICMP queries
+// (has_flow_key) have the identifier as lo_port and, as hi_port, the query's request type and
+// which end asked (`type << 8 | asker_is_lo`): a reply matches only its own kind of query from
+// the other end, and a request in the reverse direction is a flow of its own.
 struct FlowKey {
   std::array<uint8_t, 16> lo_addr{}, hi_addr{};
-  uint16_t lo_port = 0, hi_port = 0;  // ICMP echo: the identifier in both
+  uint16_t lo_port = 0, hi_port = 0;
   uint8_t proto = 0;
   uint8_t family = 0;                 // 4 or 6
   uint8_t pair = 0;
@@ -35,10 +57,11 @@ struct FlowKey4 {
 };
 static_assert(sizeof(FlowKey4) == 16);
 
-// The key of an IPv4 packet's flow, in place; `from_lo` as flow_key gives it.
+// The key of an IPv4 packet's flow (has_flow_key must hold), in place; `from_lo` as flow_key gives it.
 void flow_key4(const Packet& p, int pair, FlowKey4& k, bool* from_lo);
 
-// The key of a packet, and whether the packet travels from the key's lo end to its hi end.
+// The key of a packet (has_flow_key must hold), and whether the packet travels from the key's lo
+// end to its hi end.
 // Written in place (the data plane builds a burst's keys where the bulk lookup reads them).
 void flow_key(const Packet& p, int pair, FlowKey& k, bool* from_lo);
 inline FlowKey flow_key(const Packet& p, int pair, bool* from_lo) {
@@ -74,7 +97,8 @@ struct FlowTrack {
 enum class Verdict : uint8_t { pass, drop_invalid };
 
 // Starts tracking a flow whose first packet the rules allowed. A TCP flow must start with a
-// SYN (without ACK); anything else is invalid (a mid-stream packet of an unknown flow).
+// SYN (without ACK), an ICMP flow with a request; anything else is invalid (a mid-stream packet
+// or a reply of an unknown flow).
 bool start_flow(const Packet& p, bool from_lo, FlowTrack* t);
 
 // Advances the state of a tracked flow with one of its packets; `from_lo` as flow_key gives it.

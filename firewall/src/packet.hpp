@@ -40,7 +40,8 @@ struct Packet {
   std::array<uint8_t, 16> src{}, dst{};  // addresses; IPv4 in the first 4 bytes
   uint16_t src_port = 0, dst_port = 0;   // TCP/UDP, host byte order
   uint8_t icmp_type = 0, icmp_code = 0;
-  uint16_t icmp_id = 0;              // echo request/reply identifier, host byte order
+  uint16_t icmp_id = 0;              // ICMP bytes 4-5, host byte order: a query's or reply's identifier
+                                     // (read whatever the type; only queries and replies mean it so)
   uint8_t tcp_flags = 0;
   bool fragment = false;             // any fragment
   bool later_fragment = false;       // not the first fragment: no L4 header in it

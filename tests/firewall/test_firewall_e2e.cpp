@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -113,6 +114,21 @@ Bytes icmp_unreachable(const char* src, const char* dst, const Bytes& about) {
   return f;
 }
 
+// An ICMPv6 error (`type` 1-4) from `src` to `dst` quoting the IPv6 header and first 8 bytes of
+// `about` (an untagged IPv6 frame).
+Bytes icmp6_error(const char* src, const char* dst, uint8_t type, const Bytes& about) {
+  Bytes f = frame6(src, dst, 58, 0, 0, type);
+  f.resize(14 + 40 + 8);
+  f.insert(f.end(), about.begin() + 14, about.begin() + 14 + 48);
+  f[18] = 0;
+  f[19] = 8 + 48;
+  return f;
+}
+
+// An ICMP message of `type` whose bytes 4-5 (an echo's identifier, an error's unused or MTU
+// field, a redirect's gateway) hold `word`, and which quotes nothing.
+Bytes icmp_bare(const char* src, const char* dst, uint8_t type, uint16_t word) { return frame(src, dst, 1, word, 0, type); }
+
 void write_pcap(const fs::path& path, const std::vector<Bytes>& frames) {
   std::ofstream out(path, std::ios::binary);
   const uint32_t header[] = {0xa1b2c3d4, 0x00040002, 0, 0, 65535, 1};
@@ -187,6 +203,92 @@ TEST_CASE("the firewall passes allowed new flows and their replies, drops the re
   // (VLAN tags included): the firewall is transparent at L2.
   CHECK(read_pcap(tmp / "b-out.pcap") == std::vector<Bytes>{a[0], a[2], a[3], a[5]});
   CHECK(read_pcap(tmp / "a-out.pcap") == std::vector<Bytes>{b[0], b[2], b[3], b[4], b[5]});
+}
+
+TEST_CASE("ICMP passes by state only as the reply of a tracked query, and errors only when they quote a tracked flow to its sender", "[e2e][firewall]") {
+  TempDir tmp;
+  kmodkit::test::write_file(tmp / "fw.rules",
+                            "policy deny\n"
+                            "allow icmp type 8 from 10.0.0.0/8 to any\n"
+                            "allow icmp6 type 128 from 2001:db8::/64 to any\n"
+                            "allow udp from 10.0.0.0/8 to any port 53\n");
+  // The inside (port A) opens an echo flow with identifier 0 over each family, and a DNS flow.
+  const Bytes ping = frame("10.0.0.1", "192.0.2.1", 1, 0, 0, 8);
+  const Bytes dns = frame("10.0.0.1", "192.0.2.1", 17, 5000, 53, 0);
+  const Bytes ping6 = frame6("2001:db8::1", "2001:db8:1::1", 58, 0, 0, 128);
+  const std::vector<Bytes> a = {
+      ping, dns, ping6,
+      frame("10.0.0.1", "192.0.2.1", 1, 0, 0, 0),            // an echo *reply* from the requester: policy
+      frame6("2001:db8::1", "2001:db8:1::1", 58, 0, 0, 129)};  // the same over IPv6: policy
+  struct Case {
+    Bytes frame;
+    bool passes;
+    const char* what;
+  };
+  const std::vector<Case> b = {
+      {frame("192.0.2.1", "10.0.0.1", 1, 0, 0, 0), true, "the echo reply: by state"},
+      {frame("192.0.2.1", "10.0.0.1", 1, 0, 0, 8), false, "a reverse echo request with the open identifier"},
+      {icmp_bare("192.0.2.1", "10.0.0.1", 3, 0), false, "unreachable quoting nothing, bytes 4-5 = the open id"},
+      {icmp_bare("192.0.2.1", "10.0.0.1", 11, 0), false, "time exceeded quoting nothing"},
+      {icmp_bare("192.0.2.1", "10.0.0.1", 12, 0), false, "parameter problem quoting nothing"},
+      {icmp_bare("192.0.2.1", "10.0.0.1", 4, 0), false, "source quench quoting nothing"},
+      {icmp_unreachable("192.0.2.1", "10.0.0.1", ping), true, "unreachable quoting the echo request: related"},
+      {icmp_unreachable("192.0.2.1", "10.0.0.1", dns), true, "unreachable quoting the DNS query: related"},
+      {icmp_unreachable("192.0.2.1", "10.0.0.9", dns), false, "the same error sent to another host than the query's sender"},
+      {icmp_unreachable("192.0.2.1", "10.0.0.1", frame("10.0.0.1", "192.0.2.1", 17, 5999, 53, 0)), false,
+       "unreachable quoting an untracked tuple"},
+      {[&] {
+         Bytes r = icmp_unreachable("192.0.2.1", "10.0.0.1", ping);
+         r[34] = 5;  // a redirect (gateway 0.0.0.0) quoting the tracked echo request
+         return r;
+       }(),
+       false, "a redirect quoting a tracked flow"},
+      {frame("192.0.2.1", "10.0.0.1", 1, 0, 0, 14), false, "a timestamp reply with the open id"},
+      {frame("192.0.2.1", "10.0.0.1", 1, 1, 0, 0), false, "an echo reply of no request"},
+      {frame6("2001:db8:1::1", "2001:db8::1", 58, 0, 0, 129), true, "the ICMPv6 echo reply: by state"},
+      {frame6("2001:db8:1::1", "2001:db8::1", 58, 0, 0, 128), false, "a reverse ICMPv6 echo request"},
+      {frame6("2001:db8:1::1", "2001:db8::1", 58, 0, 0, 1), false, "ICMPv6 unreachable quoting nothing"},
+      {frame6("2001:db8:1::1", "2001:db8::1", 58, 0, 0, 2), false, "packet too big quoting nothing"},
+      {frame6("2001:db8:1::1", "2001:db8::1", 58, 0, 0, 137), false, "an ICMPv6 redirect"},
+      {frame6("2001:db8:1::1", "2001:db8::1", 58, 0, 0, 140), false, "a node information reply with the open id"},
+      {icmp6_error("2001:db8:1::1", "2001:db8::1", 3, ping6), true, "time exceeded quoting the ICMPv6 echo: related"},
+      {icmp6_error("2001:db8:1::2", "2001:db8::1", 1, ping6), true, "unreachable from a router on the path: related"},
+      {icmp6_error("2001:db8:1::1", "2001:db8::2", 1, ping6), false, "the same sent to another host"},
+  };
+  std::vector<Bytes> b_frames, b_passing;
+  for (const auto& c : b) {
+    b_frames.push_back(c.frame);
+    if (c.passes) b_passing.push_back(c.frame);
+  }
+  write_pcap(tmp / "a.pcap", a);
+  write_pcap(tmp / "b.pcap", b_frames);
+  auto run = firewall(tmp, {"--duration", "1"});
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  // Frame by frame: what crossed each way is exactly the frames that should have, in order.
+  CHECK(read_pcap(tmp / "b-out.pcap") == std::vector<Bytes>{ping, dns, ping6});
+  const auto out = read_pcap(tmp / "a-out.pcap");
+  for (const auto& c : b) {
+    INFO(c.what);
+    CHECK((std::find(out.begin(), out.end(), c.frame) != out.end()) == c.passes);
+  }
+  CHECK(out == b_passing);
+  CHECK_THAT(run.output, Catch::Contains("by state 2 related 4 new flows 3") && Catch::Contains("drop policy: 18"));
+
+  // Where the rules allow everything, a reply of no request still opens no flow (conntrack calls
+  // it invalid), and an error or redirect passes by the rules without opening one: a request
+  // from the other end afterwards is a new flow, not a match.
+  kmodkit::test::write_file(tmp / "fw.rules", "policy allow\n");
+  const Bytes stray_reply = frame("10.0.0.1", "192.0.2.1", 1, 3, 0, 0);
+  const Bytes bare_error = icmp_bare("10.0.0.1", "192.0.2.1", 3, 3);
+  write_pcap(tmp / "a.pcap", {stray_reply, bare_error});
+  write_pcap(tmp / "b.pcap", {frame("192.0.2.1", "10.0.0.1", 1, 3, 0, 8)});
+  auto open = firewall(tmp, {"--duration", "1"});
+  INFO(open.output);
+  REQUIRE(open.code == 0);
+  CHECK(read_pcap(tmp / "b-out.pcap") == std::vector<Bytes>{bare_error});
+  CHECK_THAT(open.output, Catch::Contains("by state 0 related 0 new flows 1") && Catch::Contains("untracked 1") &&
+                              Catch::Contains("drop icmp_unsolicited_reply: 1"));
 }
 
 TEST_CASE("the firewall refuses to start on a bad rules file, missing ports or an odd port count", "[e2e][firewall]") {
