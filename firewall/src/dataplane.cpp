@@ -366,8 +366,34 @@ std::string format_counters(const RuleSet& rules, const std::vector<std::vector<
   return out;
 }
 
+namespace {
+
+// Stops and closes the ports a run configured however it leaves: at its end, on an error part
+// way through start-up, or on a stop request before forwarding.
+struct OpenPorts {
+  std::vector<uint16_t> ports;
+  OpenPorts() = default;
+  OpenPorts(const OpenPorts&) = delete;
+  OpenPorts& operator=(const OpenPorts&) = delete;
+  ~OpenPorts() {
+    for (uint16_t p : ports) {
+      rte_eth_dev_stop(p);
+      rte_eth_dev_close(p);
+    }
+  }
+};
+
+}  // namespace
+
 Result<void> run_dataplane(RuleSet rules, const DataplaneConfig& cfg, Signals& signals) {
   auto logger = log::get("firewall");
+  // Start-up takes seconds (a large ACL, many ports): a stop request is looked at after each
+  // stage, and the stages done so far are undone in order.
+  const auto stopping = [&](const char* stage) {
+    if (!signals.stop.load()) return false;
+    logger->info("stop requested while {}: stopped before forwarding", stage);
+    return true;
+  };
   std::vector<uint16_t> ports;
   std::vector<std::pair<uint16_t, std::string>> named;
   uint16_t pid;
@@ -391,6 +417,7 @@ Result<void> run_dataplane(RuleSet rules, const DataplaneConfig& cfg, Signals& s
 
   unsigned generation = 0;
   std::unique_ptr<RuleState> current = KK_TRY(compile(std::move(rules), generation, workers.size(), socket));
+  if (stopping("the rules were compiled")) return {};
   std::atomic<RuleState*> in_force{current.get()};
   const size_t rcu_size = rte_rcu_qsbr_get_memsize(static_cast<uint32_t>(workers.size()));
   std::unique_ptr<rte_rcu_qsbr, void (*)(void*)> rcu(
@@ -405,7 +432,9 @@ Result<void> run_dataplane(RuleSet rules, const DataplaneConfig& cfg, Signals& s
     return fail(ExitCode::config, "cannot allocate " + std::to_string(mbufs) + " packet buffers: " + rte_strerror(rte_errno) +
                                       " (not enough hugepages?)");
   }
+  OpenPorts open;
   for (uint16_t p : ports) {
+    if (stopping("the ports started")) return {};
     rte_eth_dev_info info{};
     if (int err = rte_eth_dev_info_get(p, &info); err != 0) return fail(ExitCode::config, "port " + std::to_string(p) + ": no device info");
     if (info.max_rx_queues < queues || info.max_tx_queues < queues) {
@@ -422,6 +451,7 @@ Result<void> run_dataplane(RuleSet rules, const DataplaneConfig& cfg, Signals& s
     if (int err = rte_eth_dev_configure(p, queues, queues, &conf); err != 0) {
       return fail(ExitCode::config, "port " + std::to_string(p) + ": configure: " + rte_strerror(-err));
     }
+    open.ports.push_back(p);
     for (uint16_t q = 0; q < queues; ++q) {
       if (rte_eth_rx_queue_setup(p, q, cfg.ring_size, static_cast<unsigned>(socket), nullptr, pool) != 0 ||
           rte_eth_tx_queue_setup(p, q, cfg.ring_size, static_cast<unsigned>(socket), nullptr) != 0) {
@@ -439,6 +469,7 @@ Result<void> run_dataplane(RuleSet rules, const DataplaneConfig& cfg, Signals& s
   for (size_t i = 0; i < workers.size(); ++i) {
     tables.push_back(KK_TRY(FlowTable::create("fw_flows" + std::to_string(i), std::max<uint32_t>(64, cfg.flows / queues), socket)));
   }
+  if (stopping("the flow tables were made")) return {};
   for (size_t i = 0; i < workers.size(); ++i) {
     state[i] = Worker{{},       workers[i], static_cast<uint16_t>(i), &in_force, current.get(), rcu.get(), &tables[i],
                       &counters[i], &ports,     &cfg,       &signals.stop};
@@ -490,10 +521,6 @@ Result<void> run_dataplane(RuleSet rules, const DataplaneConfig& cfg, Signals& s
     rte_eal_mp_wait_lcore();
   }
   print_counters();
-  for (uint16_t p : ports) {
-    rte_eth_dev_stop(p);
-    rte_eth_dev_close(p);
-  }
   return {};
 }
 

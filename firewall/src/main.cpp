@@ -23,6 +23,18 @@ void on_signal(int sig) {
   else g_signals.stop.store(true);
 }
 
+// Stop, print and reload requests are taken from the first instruction of main: a pod is
+// deleted at any moment of its start, and the default action of each of these signals ends the
+// process where it stands (EAL's runtime directory left behind). SA_RESTART: EAL's system calls
+// go on after a handler ran; each start-up stage looks at the stop request when it is done.
+void take_signals() {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGHUP}) sigaction(sig, &sa, nullptr);
+}
+
 }  // namespace
 
 namespace kmodkit::firewall {
@@ -66,9 +78,10 @@ int main(int argc, char** argv) {
       "  firewall --rules fw.rules --vdev 'net_pcap0,rx_pcap=a.pcap,tx_pcap=a-out.pcap' \\\n"
       "           --vdev 'net_pcap1,rx_pcap=b.pcap,tx_pcap=b-out.pcap' --no-huge-mb 512 --duration 2\n"
       "Ports pair up in order: 0<->1, 2<->3, ... Counters print on SIGUSR1 and at exit; SIGHUP reloads the\n"
-      "rules (open flows stay open; a bad file keeps the rules in force); SIGTERM stops.\n"
-      "Exit codes: 0 done, 64 usage, 65 invalid rules file, 66 rules file missing, 69 a port does not\n"
-      "start, 78 ports, lcores or memory missing.",
+      "rules (open flows stay open; a bad file keeps the rules in force); SIGTERM or SIGINT stops, at any\n"
+      "moment of start-up too, cleaning up as it goes (exit 0).\n"
+      "Exit codes: 0 done or stopped, 64 usage, 65 invalid rules file, 66 rules file missing, 69 a port does\n"
+      "not start, 78 ports, lcores or memory missing.",
       {
           {"rules", cli::Kind::value, "/etc/kmodkit/firewall.rules", "FILE", "the rules file (see firewall/README.md)",
            cli::store(rules_file)},
@@ -130,6 +143,10 @@ int main(int argc, char** argv) {
            cli::store_flag(print_eal_args)},
       }};
   return cli::run_main(program, argc, argv, [&]() -> Result<void> {
+    const auto stopped = [](const char* stage) -> Result<void> {
+      log::get("firewall")->info("stop requested {}: stopped before forwarding", stage);
+      return {};
+    };
     auto text = KK_TRY_CTX(files::read_file(rules_file, 64 << 20), "rules file");
     auto rules = KK_TRY(parse_rules(text, rules_file));
     auto args = KK_TRY(eal_arguments(eal));
@@ -142,6 +159,7 @@ int main(int argc, char** argv) {
     log::get("firewall")->info("{}: {} rules, policy {}", rules_file, rules.rules.size(),
                                rules.policy == Action::allow ? "allow" : "deny");
     if (eal.no_huge_mb == 0) KK_TRY(check_free_hugepages());
+    if (g_signals.stop.load()) return stopped("while the rules were read");
     std::vector<char*> cargs;
     for (auto& a : args) cargs.push_back(a.data());
     // EAL leaves its runtime directory (config, telemetry and multi-process sockets) behind;
@@ -160,12 +178,8 @@ int main(int argc, char** argv) {
       return fail(ExitCode::config, std::string("EAL did not start (") + rte_strerror(err) +
                                         "): check the ports, lcores and hugepages it was given");
     }
-    std::signal(SIGTERM, on_signal);
-    std::signal(SIGINT, on_signal);
-    std::signal(SIGUSR1, on_signal);
-    std::signal(SIGHUP, on_signal);
     dp.rules_file = rules_file;
-    auto result = run_dataplane(std::move(rules), dp, g_signals);
+    auto result = g_signals.stop.load() ? stopped("while EAL started") : run_dataplane(std::move(rules), dp, g_signals);
     rte_eal_cleanup();
     remove_runtime_dir();
     return result;
@@ -174,4 +188,7 @@ int main(int argc, char** argv) {
 
 }  // namespace kmodkit::firewall
 
-int main(int argc, char** argv) { return kmodkit::firewall::main(argc, argv); }
+int main(int argc, char** argv) {
+  take_signals();
+  return kmodkit::firewall::main(argc, argv);
+}

@@ -534,3 +534,53 @@ TEST_CASE("the firewall leaves nothing behind: no runtime directory, no hugepage
   CHECK(free_hugepages() == before);
   CHECK_FALSE(fs::exists(eal_runtime_dir(prefix)));
 }
+
+TEST_CASE("a SIGTERM at any moment of start-up ends in order: exit 0, no runtime directory left", "[e2e][firewall]") {
+  TempDir tmp;
+  // Enough rules that reading and compiling them takes a while: the delays below land while the
+  // rules are read, while EAL starts, while the ACL is built, while ports start, and once running.
+  std::string rules = "policy deny\n";
+  for (int i = 0; i < 3000; ++i) {
+    rules += "allow tcp from 10." + std::to_string(i / 250) + "." + std::to_string(i % 250) + ".0/24 to any port " +
+             std::to_string(1000 + i) + "\n";
+  }
+  kmodkit::test::write_file(tmp / "fw.rules", rules);
+  const std::string prefix = "fw-e2e-term-" + std::to_string(::getpid());
+  const std::vector<std::string> argv = {KMODKIT_FIREWALL_BIN, "--rules", (tmp / "fw.rules").string(), "--vdev", "net_null0",
+                                         "--vdev", "net_null1", "--no-huge-mb", "256", "--lcores", "0", "--flows", "4096",
+                                         "--file-prefix", prefix, "--duration", "60"};
+  for (int delay_ms = 0; delay_ms <= 1500; delay_ms += delay_ms < 100 ? 10 : 100) {
+    INFO("SIGTERM " << delay_ms << " ms after the start");
+    const fs::path log = tmp / ("term-" + std::to_string(delay_ms) + ".log");
+    const pid_t pid = kmodkit::test::spawn(argv, log);
+    // Counted from the exec: before it the child is this test (its signal handlers included).
+    std::error_code ec;
+    while (fs::read_symlink("/proc/" + std::to_string(pid) + "/exe", ec) != fs::canonical(KMODKIT_FIREWALL_BIN)) {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+    ::kill(pid, SIGTERM);
+    int status = 0;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (::waitpid(pid, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, &status, 0);
+        FAIL("still running 60 s after SIGTERM");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    const std::string output = kmodkit::test::read_file(log);
+    INFO(output);
+    // Only a signal that came before main ran (exec, the dynamic loader) may end it by default,
+    // and then it has printed nothing; from main on, a stop request ends in order.
+    if (WIFSIGNALED(status)) {
+      CHECK(WTERMSIG(status) == SIGTERM);
+      CHECK(output.empty());
+    } else {
+      CHECK(WIFEXITED(status));
+      CHECK(WEXITSTATUS(status) == 0);
+    }
+    CHECK_FALSE(fs::exists(eal_runtime_dir(prefix)));
+  }
+}
