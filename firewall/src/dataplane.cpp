@@ -51,6 +51,9 @@ struct RuleState {
   RuleSet rules;
   Classifier classifier;
   std::vector<std::vector<Count>> hits;  // [worker][rule]
+  // [rule]: the hits of the same rule in the rule sets before this one (a reload keeps the
+  // counters of the rules it did not change); written by the control thread only.
+  std::vector<uint64_t> carried;
 };
 
 struct Worker {
@@ -293,9 +296,10 @@ int worker_main(void* arg) {
 // names (a live context's name returns that context).
 Result<std::unique_ptr<RuleState>> compile(RuleSet rules, unsigned generation, size_t workers, int socket) {
   auto classifier = KK_TRY(Classifier::build(rules, "fw_rules" + std::to_string(generation % 2) + "_", socket));
-  auto state = std::make_unique<RuleState>(RuleState{std::move(rules), std::move(classifier), {}});
+  auto state = std::make_unique<RuleState>(RuleState{std::move(rules), std::move(classifier), {}, {}});
   state->hits.resize(workers);
   for (auto& h : state->hits) h = std::vector<Count>(state->rules.rules.size());
+  state->carried.assign(state->rules.rules.size(), 0);
   return state;
 }
 
@@ -308,7 +312,8 @@ const char* drop_name(Drop d) {
 }
 
 std::string format_counters(const RuleSet& rules, const std::vector<std::vector<Count>>& rule_hits,
-                            const std::vector<Counters>& per_lcore, const std::vector<std::pair<uint16_t, std::string>>& ports) {
+                            const std::vector<uint64_t>& carried, const std::vector<Counters>& per_lcore,
+                            const std::vector<std::pair<uint16_t, std::string>>& ports) {
   std::string out;
   char line[256];
   for (const auto& [id, name] : ports) {
@@ -323,6 +328,7 @@ std::string format_counters(const RuleSet& rules, const std::vector<std::vector<
   uint64_t drops[static_cast<int>(Drop::count_)] = {};
   uint64_t malformed[static_cast<int>(Malformed::count_)] = {};
   std::vector<uint64_t> hits(rules.rules.size(), 0);
+  for (size_t r = 0; r < hits.size() && r < carried.size(); ++r) hits[r] = carried[r];
   for (size_t l = 0; l < per_lcore.size(); ++l) {
     const auto& c = per_lcore[l];
     std::snprintf(line, sizeof line, "worker %zu: rx %lu tx %lu by state %lu new flows %lu\n", l,
@@ -474,14 +480,14 @@ Result<void> run_dataplane(RuleSet rules, const DataplaneConfig& cfg, Signals& s
     state[i] = Worker{{},       workers[i], static_cast<uint16_t>(i), &in_force, current.get(), rcu.get(), &tables[i],
                       &counters[i], &ports,     &cfg,       &signals.stop};
   }
-  logger->info("{} port(s) in {} pair(s), {} worker(s), {} rules ({} IPv4 and {} IPv6 ACL rules), {} flows per worker",
+  logger->info("forwarding: {} port(s) in {} pair(s), {} worker(s), {} rules ({} IPv4 and {} IPv6 ACL rules), {} flows per worker",
                ports.size(), ports.size() / 2, workers.size(), current->rules.rules.size(),
                current->classifier.acl_rules4(), current->classifier.acl_rules6(), tables.front().capacity());
 
   // The control loop (the main lcore, or a thread beside it when the main lcore polls): the
   // deadline, printing and reloads.
   auto print_counters = [&] {
-    std::fputs(format_counters(current->rules, current->hits, counters, named).c_str(), stdout);
+    std::fputs(format_counters(current->rules, current->hits, current->carried, counters, named).c_str(), stdout);
     std::fflush(stdout);
   };
   auto reload = [&]() -> Result<void> {
@@ -490,13 +496,23 @@ Result<void> run_dataplane(RuleSet rules, const DataplaneConfig& cfg, Signals& s
     auto next = KK_TRY(compile(std::move(parsed), generation + 1, workers.size(), socket));
     ++generation;
     const size_t before = current->rules.rules.size();
+    const RuleDiff diff = diff_rules(current->rules, next->rules);
     in_force.store(next.get(), std::memory_order_release);
     // Wait until every worker has been through a quiescent state since the store: then none
-    // holds the old rules, and they can go (their rte_acl contexts with them).
+    // holds the old rules, and they can go (their rte_acl contexts with them). Their counts are
+    // final from then on, and go on in the rules kept.
     rte_rcu_qsbr_check(rcu.get(), rte_rcu_qsbr_start(rcu.get()), true);
+    for (size_t r = 0; r < diff.kept_from.size(); ++r) {
+      const int from = diff.kept_from[r];
+      if (from < 0) continue;
+      uint64_t total = current->carried[static_cast<size_t>(from)];
+      for (const auto& worker_hits : current->hits) total += worker_hits[static_cast<size_t>(from)];
+      next->carried[r] = total;
+    }
     current = std::move(next);
-    logger->info("{}: reloaded, {} rules in force (were {}); open flows stay open", cfg.rules_file,
-                 current->rules.rules.size(), before);
+    logger->info("{}: reloaded, {} rules in force (were {}): {} added, {} removed, {} kept with their counters; "
+                 "open flows stay open", cfg.rules_file, current->rules.rules.size(), before, diff.added, diff.removed, diff.kept);
+    if (const auto warning = no_rules_warning(current->rules, cfg.rules_file); !warning.empty()) logger->warn("{}", warning);
     return {};
   };
   auto control = [&](const std::chrono::steady_clock::time_point& deadline) {

@@ -72,8 +72,10 @@ struct Signals {
 Result<void> run_dataplane(RuleSet rules, const DataplaneConfig& config, Signals& signals);
 
 // The counters of all workers as text (per port, per lcore, per rule, per drop reason);
-// hits[worker][rule] counts each rule's matches.
+// hits[worker][rule] counts each rule's matches, carried[rule] its matches under the rule sets
+// that reloads replaced.
 std::string format_counters(const RuleSet& rules, const std::vector<std::vector<Count>>& hits,
-                            const std::vector<Counters>& per_lcore, const std::vector<std::pair<uint16_t, std::string>>& ports);
+                            const std::vector<uint64_t>& carried, const std::vector<Counters>& per_lcore,
+                            const std::vector<std::pair<uint16_t, std::string>>& ports);
 
 }  // namespace kmodkit::firewall

@@ -158,6 +158,7 @@ int main(int argc, char** argv) {
     }
     log::get("firewall")->info("{}: {} rules, policy {}", rules_file, rules.rules.size(),
                                rules.policy == Action::allow ? "allow" : "deny");
+    if (const auto warning = no_rules_warning(rules, rules_file); !warning.empty()) log::get("firewall")->warn("{}", warning);
     if (eal.no_huge_mb == 0) KK_TRY(check_free_hugepages());
     if (g_signals.stop.load()) return stopped("while the rules were read");
     std::vector<char*> cargs;

@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <charconv>
+#include <deque>
 #include <optional>
+#include <unordered_map>
 
 namespace kmodkit::firewall {
 namespace {
@@ -211,6 +213,43 @@ Result<RuleSet> parse_rules(std::string_view text, const std::string& file) {
     set.rules.push_back(std::move(r));
   }
   return set;
+}
+
+std::string no_rules_warning(const RuleSet& set, const std::string& file) {
+  if (!set.rules.empty()) return "";
+  const bool allow = set.policy == Action::allow;
+  return file + " holds no rules: every new flow is " + (allow ? "allowed" : "dropped") + " by the policy (policy " +
+         (allow ? "allow" : "deny") + (set.policy_given ? ")" : ", the default)");
+}
+
+RuleDiff diff_rules(const RuleSet& before, const RuleSet& after) {
+  // A rule's text with each run of blanks as one space: re-indenting a file changes no rule.
+  const auto normal = [](const std::string& text) {
+    std::string out;
+    for (const char c : text) {
+      const bool blank = c == ' ' || c == '\t';
+      if (blank && (out.empty() || out.back() == ' ')) continue;
+      out += blank ? ' ' : c;
+    }
+    return out;
+  };
+  std::unordered_map<std::string, std::deque<int>> old_by_text;
+  for (size_t i = 0; i < before.rules.size(); ++i) old_by_text[normal(before.rules[i].text)].push_back(static_cast<int>(i));
+  RuleDiff d;
+  d.kept_from.reserve(after.rules.size());
+  for (const auto& rule : after.rules) {
+    auto it = old_by_text.find(normal(rule.text));
+    if (it == old_by_text.end() || it->second.empty()) {
+      d.kept_from.push_back(-1);
+      ++d.added;
+      continue;
+    }
+    d.kept_from.push_back(it->second.front());
+    it->second.pop_front();
+    ++d.kept;
+  }
+  d.removed = before.rules.size() - d.kept;
+  return d;
 }
 
 }  // namespace kmodkit::firewall

@@ -61,6 +61,19 @@ struct RuleSet {
 // "fw.rules:3:21: '10.0.0.0/33' is not an IPv4 prefix: length over 32".
 Result<RuleSet> parse_rules(std::string_view text, const std::string& file);
 
+// The warning for a rule set without a rule (an empty or all-comment file), naming the file and
+// what then happens to every new flow: the policy decides it. "" when there are rules.
+std::string no_rules_warning(const RuleSet& set, const std::string& file);
+
+// How a reloaded rule set continues the one in force, rule by rule: kept_from[i] is the index in
+// `before` of the rule whose text (spacing aside) rule i of `after` has, so its counters go on,
+// or -1 for a rule added. A text written several times pairs up in order.
+struct RuleDiff {
+  std::vector<int> kept_from;
+  size_t added = 0, removed = 0, kept = 0;
+};
+RuleDiff diff_rules(const RuleSet& before, const RuleSet& after);
+
 // Parses "any", an address (a host) or an address/length prefix of either family; the message
 // says what is wrong (without position).
 Result<Prefix> parse_prefix(std::string_view text);

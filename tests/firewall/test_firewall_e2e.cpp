@@ -155,12 +155,17 @@ std::vector<Bytes> read_pcap(const fs::path& path) {
   return out;
 }
 
+// The firewall's arguments for tmp/fw.rules between net_pcap ports reading a.pcap and b.pcap and
+// writing a-out.pcap and b-out.pcap.
+std::vector<std::string> firewall_args(const TempDir& tmp) {
+  return {"--rules", (tmp / "fw.rules").string(), "--vdev",
+          "net_pcap0,rx_pcap=" + (tmp / "a.pcap").string() + ",tx_pcap=" + (tmp / "a-out.pcap").string(), "--vdev",
+          "net_pcap1,rx_pcap=" + (tmp / "b.pcap").string() + ",tx_pcap=" + (tmp / "b-out.pcap").string(), "--no-huge-mb", "512",
+          "--lcores", "0", "--file-prefix", "fw-e2e-" + std::to_string(::getpid())};
+}
+
 Run firewall(const TempDir& tmp, std::vector<std::string> extra) {
-  std::vector<std::string> args = {"--rules", (tmp / "fw.rules").string(), "--vdev",
-                                   "net_pcap0,rx_pcap=" + (tmp / "a.pcap").string() + ",tx_pcap=" + (tmp / "a-out.pcap").string(),
-                                   "--vdev",
-                                   "net_pcap1,rx_pcap=" + (tmp / "b.pcap").string() + ",tx_pcap=" + (tmp / "b-out.pcap").string(),
-                                   "--no-huge-mb", "512", "--lcores", "0", "--file-prefix", "fw-e2e-" + std::to_string(::getpid())};
+  std::vector<std::string> args = firewall_args(tmp);
   args.insert(args.end(), extra.begin(), extra.end());
   return kmodkit::test::run_binary(KMODKIT_FIREWALL_BIN, args);
 }
@@ -289,6 +294,68 @@ TEST_CASE("ICMP passes by state only as the reply of a tracked query, and errors
   CHECK(read_pcap(tmp / "b-out.pcap") == std::vector<Bytes>{bare_error});
   CHECK_THAT(open.output, Catch::Contains("by state 0 related 0 new flows 1") && Catch::Contains("untracked 1") &&
                               Catch::Contains("drop icmp_unsolicited_reply: 1"));
+}
+
+TEST_CASE("an empty or all-comment rules file starts with a warning naming the file and the policy", "[e2e][firewall]") {
+  TempDir tmp;
+  write_pcap(tmp / "a.pcap", {frame("10.0.0.1", "192.0.2.1", 6, 40000, 22, 0x02)});
+  write_pcap(tmp / "b.pcap", {});
+  for (const char* text : {"", "# nothing here yet\n\n"}) {
+    kmodkit::test::write_file(tmp / "fw.rules", text);
+    auto run = firewall(tmp, {"--duration", "0.5", "--log-format", "human"});
+    INFO(run.output);
+    REQUIRE(run.code == 0);
+    CHECK_THAT(run.output, Catch::Contains("warning [firewall] " + (tmp / "fw.rules").string() +
+                                           " holds no rules: every new flow is dropped by the policy (policy deny, the default)"));
+    CHECK_THAT(run.output, Catch::Contains("drop policy: 1"));
+  }
+}
+
+// Sends `sig` to `pid` every 100 ms until `log` holds `text`; false after 30 s.
+bool signal_until(pid_t pid, int sig, const fs::path& log, const std::string& text) {
+  for (int i = 0; i < 300; ++i) {
+    if (fs::exists(log) && kmodkit::test::read_file(log).find(text) != std::string::npos) return true;
+    if (sig != 0) ::kill(pid, sig);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+TEST_CASE("a reload keeps the counters of the rules it did not change and logs what it added, removed and kept", "[e2e][firewall]") {
+  TempDir tmp;
+  kmodkit::test::write_file(tmp / "fw.rules",
+                            "policy deny\n"
+                            "allow tcp from 10.0.0.0/8 to any port 22\n"
+                            "allow udp from 10.0.0.0/8 to any port 53\n");
+  write_pcap(tmp / "a.pcap", {frame("10.0.0.1", "192.0.2.1", 6, 40000, 22, 0x02), frame("10.0.0.2", "192.0.2.1", 6, 40001, 22, 0x02),
+                              frame("10.0.0.3", "192.0.2.1", 6, 40002, 22, 0x02), frame("10.0.0.1", "192.0.2.1", 17, 5000, 53, 0)});
+  write_pcap(tmp / "b.pcap", {});
+  std::vector<std::string> argv = {KMODKIT_FIREWALL_BIN, "--log-format", "human", "--duration", "60"};
+  for (const auto& a : firewall_args(tmp)) argv.push_back(a);
+  const fs::path log = tmp / "fw.log";
+  const pid_t pid = kmodkit::test::spawn(argv, log);
+  // The firewall's own word that it forwards, then its counters once it has seen the 4 frames.
+  REQUIRE(signal_until(pid, 0, log, "forwarding:"));
+  REQUIRE(signal_until(pid, SIGUSR1, log, "total: rx 4 "));
+  // The ssh rule re-indented and moved below a new one, the DNS rule gone.
+  kmodkit::test::write_file(tmp / "fw.rules.new",
+                            "policy deny\n"
+                            "allow icmp from any to any\n"
+                            "allow  tcp from 10.0.0.0/8 to any port 22   # ssh\n");
+  fs::rename(tmp / "fw.rules.new", tmp / "fw.rules");
+  ::kill(pid, SIGHUP);
+  const bool reloaded = signal_until(pid, 0, log, "reloaded");
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  const std::string output = kmodkit::test::read_file(log);
+  INFO(output);
+  CHECK(reloaded);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK_THAT(output, Catch::Contains("reloaded, 2 rules in force (were 2): 1 added, 1 removed, 1 kept with their counters"));
+  CHECK_THAT(output, Catch::Contains("rule line 2: 0  # allow icmp from any to any") &&
+                         Catch::Contains("rule line 3: 3  # allow  tcp from 10.0.0.0/8 to any port 22"));
 }
 
 TEST_CASE("the firewall refuses to start on a bad rules file, missing ports or an odd port count", "[e2e][firewall]") {

@@ -175,3 +175,37 @@ TEST_CASE("random edits of a rules file are parsed or refused with file:line:col
   CHECK(parsed > 100);
   CHECK(refused > 10000);
 }
+
+TEST_CASE("a rules file without rules is named in a warning that says what the policy does", "[unit][rules]") {
+  auto empty = parse_rules("", "fw.rules");
+  REQUIRE(empty);
+  CHECK(no_rules_warning(*empty, "fw.rules") == "fw.rules holds no rules: every new flow is dropped by the policy (policy deny, the default)");
+  auto comments = parse_rules("# nothing yet\n\n   # still nothing\npolicy allow  # for now\n", "fw.rules");
+  REQUIRE(comments);
+  CHECK(no_rules_warning(*comments, "fw.rules") == "fw.rules holds no rules: every new flow is allowed by the policy (policy allow)");
+  auto one = parse_rules("allow ip from any to any\n", "fw.rules");
+  REQUIRE(one);
+  CHECK(no_rules_warning(*one, "fw.rules").empty());
+}
+
+TEST_CASE("a reload keeps the rules whose text did not change, spacing aside, and pairs repeated ones in order", "[unit][rules]") {
+  auto before = parse_rules("allow tcp from any to any port 22\n"
+                            "deny udp from any to any\n"
+                            "allow icmp from any to any\n"
+                            "allow icmp from any to any\n",
+                            "old.rules");
+  auto after = parse_rules("# a comment and a moved rule\n"
+                           "allow icmp from any to any   # now first\n"
+                           "allow   tcp from any to any port 22\n"
+                           "allow tcp from any to any port 23\n"
+                           "allow icmp from any to any\n"
+                           "allow icmp from any to any\n",
+                           "new.rules");
+  REQUIRE(before);
+  REQUIRE(after);
+  const RuleDiff d = diff_rules(*before, *after);
+  CHECK(d.kept_from == std::vector<int>{2, 0, -1, 3, -1});
+  CHECK(d.kept == 3);
+  CHECK(d.added == 2);
+  CHECK(d.removed == 1);
+}
