@@ -34,8 +34,20 @@ examples=/usr/share/dpdk/examples
 work=$(mktemp -d /var/tmp/kmodkit-bench-fw.XXXXXX)
 old_pages=$(cat /proc/sys/vm/nr_hugepages)
 huge_mount=
+# The application running now, by PID (run() starts it in a command substitution's subshell,
+# so the PID goes through a file): only that process is ever stopped.
+app_pid_file=$work/app.pid
+stop_app() {
+  [ -f "$app_pid_file" ] || return 0
+  local pid
+  pid=$(cat "$app_pid_file")
+  kill -INT "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$app_pid_file"
+}
 cleanup() {
-  pkill -f -- "--file-prefix kmodkit-bench-" 2>/dev/null || true
+  stop_app
   [ -n "$huge_mount" ] && umount "$huge_mount" 2>/dev/null
   echo "$old_pages" > /proc/sys/vm/nr_hugepages 2>/dev/null || true
   rm -rf "$work" /var/run/dpdk/kmodkit-bench-*
@@ -75,13 +87,16 @@ run() {
   shift 2
   "$@" >"$work/$name.log" 2>&1 </dev/null &
   local pid=$!
+  echo "$pid" > "$app_pid_file"
   local rate
   if ! rate=$(taskset -c 0 python3 bench/dpdk-rate.py "$prefix" 0 1 "$seconds" 120 2>"$work/$name.err"); then
     kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+    rm -f "$app_pid_file"
     die "$name: $(cat "$work/$name.err"); its output: $(tail -5 "$work/$name.log")"
   fi
   kill -INT "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
+  rm -f "$app_pid_file"
   echo "$rate" >> "$work/$name"
   echo "$rate"
 }
