@@ -11,6 +11,10 @@
 # after a change of the rules file (8080 out, 9090 in) and a restart the verdicts change; after
 # another change and SIGHUP (no restart) they change again while an open connection stays open,
 # and a broken file on SIGHUP leaves the rules in force.
+# Nothing here waits on a guess of how long something takes: the firewall's own 'forwarding:'
+# line, listening sockets and files written by the clients say when to go on; a connection that
+# must complete gets a long timeout (a busy machine only makes it slower), one that must be
+# dropped a short one (a slow machine cannot make a dropped connection complete).
 set -euo pipefail
 fw=$(realpath "${1:?usage: veth-test.sh FIREWALL}")
 for tool in ip ethtool python3; do command -v "$tool" >/dev/null || { echo "veth-test: $tool is missing"; exit 1; }; done
@@ -29,6 +33,16 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "veth-test: FAILED: $*"; [ -f "$work/fw.log" ] && cat "$work/fw.log"; exit 1; }
+# wait_for TEXT FILE: until FILE holds TEXT (a fixed string); false after 60 s.
+wait_for() {
+  for _ in $(seq 600); do grep -qF -- "$1" "$2" 2>/dev/null && return 0; sleep 0.1; done
+  return 1
+}
+# wait_listening NETNS PORT: until a TCP socket listens on PORT in NETNS.
+wait_listening() {
+  for _ in $(seq 600); do ip netns exec "$1" ss -Hltn "sport = :$2" | grep -q . && return 0; sleep 0.1; done
+  fail "nothing listens on port $2 in $1"
+}
 
 ip netns add "$na"
 ip netns add "$nb"
@@ -53,8 +67,7 @@ start_fw() {
   "$fw" --rules "$work/fw.rules" --vdev "net_af_packet0,iface=$pa" --vdev "net_af_packet1,iface=$pb" \
     --no-huge-mb 512 --lcores 0 --file-prefix "veth$id" --log-format human --flows 4096 "$@" >"$work/fw.log" 2>&1 &
   fwpid=$!
-  for _ in $(seq 100); do grep -q "worker(s)" "$work/fw.log" && break; sleep 0.1; done
-  grep -q "worker(s)" "$work/fw.log" || fail "the firewall did not start"
+  wait_for "forwarding:" "$work/fw.log" || fail "the firewall did not start forwarding"
 }
 stop_fw() {
   kill -TERM "$fwpid"
@@ -88,30 +101,42 @@ class Echo(socketserver.BaseRequestHandler):
 socketserver.ThreadingTCPServer.allow_reuse_address = True
 socketserver.ThreadingTCPServer.daemon_threads = True
 socketserver.ThreadingTCPServer(('10.77.0.2', 8081), Echo).serve_forever()" >/dev/null 2>&1 &
-sleep 0.5
-connect() {  # connect NETNS ADDR PORT: prints what the server said, or nothing
+wait_listening "$nb" 8080
+wait_listening "$nb" 9090
+wait_listening "$na" 7070
+wait_listening "$nb" 8081
+connect() {  # connect NETNS ADDR PORT TIMEOUT: prints what the server said, or why not
   ip netns exec "$1" python3 -c "
 import socket
 try:
-    s = socket.create_connection(('$2', $3), timeout=3); print(s.recv(64).decode().strip())
+    s = socket.create_connection(('$2', $3), timeout=$4); print(s.recv(64).decode().strip())
 except OSError as e:
     print('no connection:', e)"
 }
-allowed=$(connect "$na" 10.77.0.2 8080)
+allowed() { connect "$@" 30; }  # must complete: SYN retransmissions over 30 s
+dropped() { connect "$@" 2; }   # must not: its SYN is dropped whatever the timeout
+allowed=$(allowed "$na" 10.77.0.2 8080)
 [ "$allowed" = "kmodkit-ok" ] || fail "a -> b:8080 should connect through the firewall, got: $allowed"
-other=$(connect "$na" 10.77.0.2 9090)
+other=$(dropped "$na" 10.77.0.2 9090)
 [[ "$other" == "no connection"* ]] || fail "a -> b:9090 should be dropped, got: $other"
-inbound=$(connect "$nb" 10.77.0.1 7070)
+inbound=$(dropped "$nb" 10.77.0.1 7070)
 [[ "$inbound" == "no connection"* ]] || fail "b -> a:7070 should be dropped, got: $inbound"
 
-# A connection a -> b:8081 that says 'one', waits 4 s, then says 'two': prints the two echoes
-# ('nothing' for one that does not come back).
-hold_open() {
+# A connection a -> b:8081 that says 'one', writes $work/open once echoed, waits until WAIT
+# (seconds, or a file's path: until it exists), then says 'two': prints the two echoes ('nothing'
+# for one that does not come back within 3 s).
+hold_open() {  # hold_open WAIT (remove $work/open first: this may run in the background)
   ip netns exec "$na" python3 -c "
-import socket, time
-s = socket.create_connection(('10.77.0.2', 8081), timeout=3)
+import os, socket, time
+s = socket.create_connection(('10.77.0.2', 8081), timeout=30)
 s.sendall(b'one'); first = s.recv(64).decode()
-time.sleep(4)
+open('$work/open', 'w').close()
+wait = '$1'
+if wait.startswith('/'):
+    while not os.path.exists(wait): time.sleep(0.05)
+else:
+    time.sleep(float(wait))
+s.settimeout(3)
 s.sendall(b'two')
 try:
     second = s.recv(64).decode()
@@ -120,13 +145,15 @@ except OSError:
 print(first, second)"
 }
 
-# Idle past the timeout: the connection's next segment meets no flow and is not a SYN.
-idle=$(hold_open)
+# Idle past the timeout: the connection's next segment meets no flow and is not a SYN. The flow
+# is gone within 2 s (its timeout) + 1 s (the clock's resolution) + 0.4 s (a full sweep of 4,096
+# slots at 1,024 per tenth of a second); 6 s leaves the sweep room on a busy machine.
+idle=$(hold_open 6)
 [ "$idle" = "one nothing" ] || fail "an idle connection should echo 'one', then nothing after its timeout; got: $idle"
 
 # SIGUSR1 prints the counters while the firewall keeps running.
 kill -USR1 "$fwpid"
-for _ in $(seq 50); do grep -q "^total: " "$work/fw.log" && break; sleep 0.1; done
+wait_for "total: " "$work/fw.log" || true
 grep -q "^total: rx [1-9]" "$work/fw.log" || fail "SIGUSR1 should print the counters"
 kill -0 "$fwpid" || fail "the firewall should keep running after SIGUSR1"
 [ "$(grep -c '^total: ' "$work/fw.log")" = 1 ] || fail "SIGUSR1 should print the counters once"
@@ -147,9 +174,9 @@ policy deny
 allow tcp from 10.77.0.1 to 10.77.0.2 port 9090 dir a-to-b
 RULES
 start_fw
-now_allowed=$(connect "$na" 10.77.0.2 9090)
+now_allowed=$(allowed "$na" 10.77.0.2 9090)
 [ "$now_allowed" = "kmodkit-ok" ] || fail "after the change a -> b:9090 should connect, got: $now_allowed"
-now_denied=$(connect "$na" 10.77.0.2 8080)
+now_denied=$(dropped "$na" 10.77.0.2 8080)
 [[ "$now_denied" == "no connection"* ]] || fail "after the change a -> b:8080 should be dropped, got: $now_denied"
 stop_fw
 
@@ -160,27 +187,30 @@ policy deny
 allow tcp from 10.77.0.1 to 10.77.0.2 port 8081,9090 dir a-to-b
 RULES
 start_fw
-hold_open > "$work/open.out" &
+rm -f "$work/go" "$work/open"
+hold_open "$work/go" > "$work/open.out" &
 open_pid=$!
-sleep 1
+for _ in $(seq 600); do [ -f "$work/open" ] && break; sleep 0.1; done
+[ -f "$work/open" ] || fail "the connection to be held open across the reload did not open"
 cat > "$work/fw.rules" <<RULES
 policy deny
 allow tcp from 10.77.0.1 to 10.77.0.2 port 8080 dir a-to-b
 RULES
 kill -HUP "$fwpid"
-for _ in $(seq 100); do grep -q "reloaded" "$work/fw.log" && break; sleep 0.1; done
-grep -q "reloaded, 1 rules in force (were 1)" "$work/fw.log" || fail "SIGHUP did not reload the rules"
-after=$(connect "$na" 10.77.0.2 8080)
+wait_for "reloaded" "$work/fw.log" || true
+grep -q "reloaded, 1 rules in force (were 1): 1 added, 1 removed, 0 kept" "$work/fw.log" || fail "SIGHUP did not reload the rules"
+after=$(allowed "$na" 10.77.0.2 8080)
 [ "$after" = "kmodkit-ok" ] || fail "after the reload a -> b:8080 should connect, got: $after"
-gone=$(connect "$na" 10.77.0.2 9090)
+gone=$(dropped "$na" 10.77.0.2 9090)
 [[ "$gone" == "no connection"* ]] || fail "after the reload a -> b:9090 should be dropped, got: $gone"
+touch "$work/go"
 wait "$open_pid"
 [ "$(cat "$work/open.out")" = "one two" ] || fail "the connection open across the reload should echo 'one two', got: $(cat "$work/open.out")"
 echo "policy maybe" > "$work/fw.rules"
 kill -HUP "$fwpid"
-for _ in $(seq 100); do grep -q "reload refused" "$work/fw.log" && break; sleep 0.1; done
+wait_for "reload refused" "$work/fw.log" || true
 grep -q "reload refused, the rules in force stay: .*fw.rules:1:8" "$work/fw.log" || fail "a broken file should be refused on SIGHUP"
-still=$(connect "$na" 10.77.0.2 8080)
+still=$(allowed "$na" 10.77.0.2 8080)
 [ "$still" = "kmodkit-ok" ] || fail "after a refused reload a -> b:8080 should still connect, got: $still"
 stop_fw
 echo "veth-test: real TCP through the firewall: allowed connection made, others dropped, an idle one expired," \
