@@ -87,6 +87,16 @@ Action action_of(const Worker& w, int rule) {
   return rule >= 0 ? w.rules->rules.rules[static_cast<size_t>(rule)].action : w.rules->rules.policy;
 }
 
+// What the rules say of a packet that has no flow: the matching rule's hit is counted, and a
+// denial counted by whether a rule or the policy denied it. True when allowed.
+bool rules_allow(Worker& w, const Packet& p, int pair, Direction dir) {
+  const int rule = classify(w, p, pair, dir);
+  if (rule >= 0) ++w.rules->hits[w.queue][static_cast<size_t>(rule)];
+  if (action_of(w, rule) == Action::allow) return true;
+  ++w.counters->drops[static_cast<int>(rule >= 0 ? Drop::rule : Drop::policy)];
+  return false;
+}
+
 // Neighbour discovery proper: router and neighbour solicitations and advertisements (RFC 4861
 // 133-136), which a link needs. Redirects (137) are not among them: the rules decide those.
 bool is_nd(const Packet& p) { return p.l3 == L3::ipv6 && p.proto == 58 && p.has_l4 && p.icmp_type >= 133 && p.icmp_type <= 136; }
@@ -135,12 +145,7 @@ bool decide_untracked(Worker& w, const uint8_t* data, uint32_t len, const Packet
     ++c.passed_related;
     return true;
   }
-  const int rule = classify(w, p, pair, dir);
-  if (rule >= 0) ++w.rules->hits[w.queue][static_cast<size_t>(rule)];
-  if (action_of(w, rule) == Action::deny) {
-    ++c.drops[static_cast<int>(rule >= 0 ? Drop::rule : Drop::policy)];
-    return false;
-  }
+  if (!rules_allow(w, p, pair, dir)) return false;
   ++c.passed_untracked;
   return true;
 }
@@ -172,12 +177,7 @@ bool decide_new(Worker& w, const Packet& p, const FlowKey& key, bool from_lo, in
     ++c.passed_state;
     return true;
   }
-  const int rule = classify(w, p, pair, dir);
-  if (rule >= 0) ++w.rules->hits[w.queue][static_cast<size_t>(rule)];
-  if (action_of(w, rule) == Action::deny) {
-    ++c.drops[static_cast<int>(rule >= 0 ? Drop::rule : Drop::policy)];
-    return false;
-  }
+  if (!rules_allow(w, p, pair, dir)) return false;
   FlowTrack t;
   if (!start_flow(p, from_lo, &t)) {
     ++c.drops[static_cast<int>(p.proto == 6 ? Drop::not_syn : Drop::unsolicited_reply)];
