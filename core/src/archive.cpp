@@ -205,8 +205,9 @@ class DiskWriter {
     if (orig.empty()) return Next::skip;  // the archive's "./" itself
     if (hardlink == nullptr && type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK) {
       ++stats_.skipped;
-      log::get("archive")->warn("{}: skipping '{}': device nodes, FIFOs and sockets are not extracted",
-                                source, orig);
+      if (state_.policy.special_files == SpecialFiles::warn) {
+        log::get("archive")->warn("{}: skipping '{}': device nodes, FIFOs and sockets are not extracted", source, orig);
+      }
       return Next::skip;
     }
     const std::string final_path = relocate(orig);

@@ -385,10 +385,14 @@ Result<Outcome> run(const Config& c) {
   std::sort(sources.begin(), sources.end(), [](const Source& a, const Source& b) { return a.rel < b.rel; });
   const std::string print = fingerprint(c.trees, sources);
 
+  // seed.json is read twice, before and after the lock; --mode force's warning about a corrupt
+  // one is given once, for the read the run goes on with.
+  std::optional<std::string> forced;
   auto check_manifest = [&]() -> Result<std::optional<Manifest>> {
     auto m = read_manifest(c);
+    forced.reset();
     if (!m && c.mode == Mode::force) {
-      logger->warn("{}; --mode force: treating the volume as never seeded", m.error().message);
+      forced = m.error().message;
       return std::optional<Manifest>{};
     }
     return m;
@@ -421,6 +425,7 @@ Result<Outcome> run(const Config& c) {
     }
     for (const auto& e : fs::directory_iterator(c.data / ".kmodkit/staging", ec)) KK_TRY(files::remove_tree(e.path()));
   }
+  if (forced) logger->warn("{}; --mode force: treating the volume as never seeded", *forced);
   const Manifest empty;
   const Manifest& before = old ? *old : empty;
   logger->info("{} {} from {} tree(s){}", old ? "merging" : "seeding", c.image_version.empty() ? "the image's defaults" : "image " + c.image_version,
@@ -570,6 +575,7 @@ Result<Outcome> run(const Config& c) {
     archive::Policy policy;
     policy.root = staging.path();
     policy.preserve_metadata = true;
+    policy.special_files = archive::SpecialFiles::count;  // scan() warned about each
     policy.on_file_digest = [&](std::string_view path, std::string_view sha256) {
       std::lock_guard guard(digests_mutex);
       copied_digests.emplace(std::string(path), std::string(sha256));

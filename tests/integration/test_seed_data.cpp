@@ -11,9 +11,11 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <ranges>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -79,6 +81,16 @@ std::map<std::string, std::string> snapshot(const fs::path& dir) {
     else out[rel] = "dir";
   }
   return out;
+}
+
+// How many lines of a run's output contain every one of `needles`.
+size_t lines_with(const std::string& output, std::initializer_list<std::string_view> needles) {
+  size_t n = 0;
+  for (const auto line : std::views::split(output, '\n')) {
+    const std::string_view text(line.begin(), line.end());
+    if (std::all_of(needles.begin(), needles.end(), [&](std::string_view w) { return text.find(w) != std::string_view::npos; })) ++n;
+  }
+  return n;
 }
 
 }  // namespace
@@ -231,6 +243,22 @@ TEST_CASE("a directory the operator made a symlink is theirs: nothing is written
   // Nothing was written below the symlink's target.
   CHECK(snapshot(outside) == std::map<std::string, std::string>{{"secret.conf", test::sha256_of(outside / "secret.conf")}});
   CHECK(fs::is_empty(img.data / ".kmodkit/staging"));
+}
+
+TEST_CASE("each event is logged once: a skipped FIFO on a first seed, the --mode force warning", "[e2e][seed]") {
+  Image img;
+  auto first = seed(img.args());
+  INFO(first.output);
+  REQUIRE(first.code == 0);
+  CHECK(lines_with(first.output, {"skipping", (img.root / "pipe").string()}) == 1);
+  CHECK(lines_with(first.output, {"pipe"}) == 1);
+
+  test::write_file(img.data / ".kmodkit/seed.json", "{\"format\": 1");
+  auto force = seed(img.args({"--image-version", "2", "--mode", "force"}));
+  INFO(force.output);
+  REQUIRE(force.code == 0);
+  CHECK(lines_with(force.output, {"seed.json is corrupt", "--mode force: treating the volume as never seeded"}) == 1);
+  CHECK(lines_with(force.output, {"skipping", "pipe"}) == 1);
 }
 
 TEST_CASE("a config file gives the trees and the image version, and a malformed one is exit 78 naming what is wrong",
