@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -361,6 +362,50 @@ Result<void> read_config_file(const fs::path& file, Config& c) {
   return {};
 }
 
+// A failure while the staging copy was written, told in the volume's terms. The staging copy
+// has been removed by then (`leftover` is where it was), so nothing on the volume changed; when
+// the volume lacks room for the seed, the message says how much it needs and how much is free.
+Error staging_failed(const Config& c, const std::vector<Step>& steps, const fs::path& leftover, Error cause) {
+  if (cause.code != ExitCode::cant_create) return cause;
+  std::error_code ec;
+  if (fs::exists(leftover, ec) || !fs::is_empty(leftover.parent_path(), ec)) {
+    return cause.context("the staging copy " + leftover.string() + " could not be removed");
+  }
+  struct statvfs vfs{};
+  if (::statvfs(c.data.c_str(), &vfs) != 0 || (vfs.f_flag & ST_RDONLY) != 0) {
+    return Error{cause.code, cause.message + "; nothing on the volume changed"};
+  }
+  // What the staging copy takes: each file's content in whole blocks, an inode for each file
+  // and directory, a block for each directory.
+  const uint64_t block = vfs.f_frsize != 0 ? vfs.f_frsize : 4096;
+  uint64_t bytes = 0, inodes = 0;
+  std::set<std::string_view> dirs;
+  for (const auto& st : steps) {
+    if (st.action == Action::keep || st.action == Action::unchanged) continue;
+    ++inodes;
+    if (!st.src->symlink) bytes += (st.src->size + block - 1) / block * block;
+    const std::string_view rel = st.src->rel;
+    for (size_t slash = rel.find('/'); slash != std::string_view::npos; slash = rel.find('/', slash + 1)) {
+      if (dirs.insert(rel.substr(0, slash)).second) {
+        ++inodes;
+        bytes += block;
+      }
+    }
+  }
+  const uint64_t free_bytes = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+  const uint64_t free_inodes = vfs.f_favail;
+  std::string lacks;
+  if (bytes > free_bytes) {
+    lacks = "it needs " + std::to_string(bytes) + " bytes (" + progress::format_bytes(bytes) + "), " +
+            std::to_string(free_bytes) + " are free (" + progress::format_bytes(free_bytes) + ")";
+  } else if (vfs.f_files != 0 && inodes > free_inodes) {  // f_files 0: no fixed number of inodes
+    lacks = "it needs " + std::to_string(inodes) + " inodes, " + std::to_string(free_inodes) + " are free";
+  }
+  if (lacks.empty()) return Error{cause.code, cause.message + "; nothing on the volume changed"};
+  return Error{cause.code, "the volume " + c.data.string() + " has no room for this seed: " + lacks +
+                               "; nothing on the volume changed (" + cause.message + ")"};
+}
+
 Result<Outcome> run(const Config& c) {
   const auto start = clock::now();
   auto logger = log::get("seed-data");
@@ -566,51 +611,61 @@ Result<Outcome> run(const Config& c) {
 
   // Everything new is written into staging first, then renamed into place file by file
   // (whole trees at once); seed.json last.
+  // Until something is renamed into place, a failure leaves the volume as it was: the staging
+  // copy is removed, and the message says so (with what a full volume lacks).
   auto staging = KK_TRY(files::StagingDir::create(c.data / ".kmodkit/staging", "seed"));
-  std::mutex digests_mutex;
-  std::map<std::string, std::string> copied_digests;  // staging path -> SHA-256, from the copy
-  {
-    // Writeback starts while the copy runs, so the syncfs below has little left to wait for.
-    files::BackgroundSync writeback(staging.path(), std::chrono::milliseconds(200));
-    archive::Policy policy;
-    policy.root = staging.path();
-    policy.preserve_metadata = true;
-    policy.special_files = archive::SpecialFiles::count;  // scan() warned about each
-    policy.on_file_digest = [&](std::string_view path, std::string_view sha256) {
-      std::lock_guard guard(digests_mutex);
-      copied_digests.emplace(std::string(path), std::string(sha256));
-    };
-    auto extraction = KK_TRY(archive::Extraction::create(policy));
-    std::vector<archive::Extraction::Copy> copies;
-    for (const Tree* t : whole) {
-      // A tree is the directory its path names, also when that path is a symlink (an image's
-      // /etc/app -> /opt/app/etc): its content is seeded, as scan() read it, not the link.
-      // Symlinks inside the tree are never followed.
-      std::error_code cec;
-      const fs::path from = fs::canonical(t->from, cec);
-      if (cec) return fail(files::errno_error("default tree " + t->from.string(), cec.value(), ExitCode::no_input));
-      copies.push_back({from, t->to});
+  auto stage = [&]() -> Result<void> {
+    std::mutex digests_mutex;
+    std::map<std::string, std::string> copied_digests;  // staging path -> SHA-256, from the copy
+    {
+      // Writeback starts while the copy runs, so the syncfs below has little left to wait for.
+      files::BackgroundSync writeback(staging.path(), std::chrono::milliseconds(200));
+      archive::Policy policy;
+      policy.root = staging.path();
+      policy.preserve_metadata = true;
+      policy.special_files = archive::SpecialFiles::count;  // scan() warned about each
+      policy.on_file_digest = [&](std::string_view path, std::string_view sha256) {
+        std::lock_guard guard(digests_mutex);
+        copied_digests.emplace(std::string(path), std::string(sha256));
+      };
+      auto extraction = KK_TRY(archive::Extraction::create(policy));
+      std::vector<archive::Extraction::Copy> copies;
+      for (const Tree* t : whole) {
+        // A tree is the directory its path names, also when that path is a symlink (an image's
+        // /etc/app -> /opt/app/etc): its content is seeded, as scan() read it, not the link.
+        // Symlinks inside the tree are never followed.
+        std::error_code cec;
+        const fs::path from = fs::canonical(t->from, cec);
+        if (cec) return fail(files::errno_error("default tree " + t->from.string(), cec.value(), ExitCode::no_input));
+        copies.push_back({from, t->to});
+      }
+      for (const auto& st : steps) {
+        if (in_whole(st.src->rel)) continue;
+        if (st.action == Action::keep || st.action == Action::unchanged) continue;
+        const std::string dest = st.action == Action::conflict ? st.src->rel + std::string(kNewSuffix) : st.src->rel;
+        copies.push_back({st.src->path, dest});
+      }
+      if (!copies.empty()) KK_TRY(extraction->copy_trees(copies));
+      KK_TRY(extraction->finish());
     }
-    for (const auto& st : steps) {
-      if (in_whole(st.src->rel)) continue;
-      if (st.action == Action::keep || st.action == Action::unchanged) continue;
-      const std::string dest = st.action == Action::conflict ? st.src->rel + std::string(kNewSuffix) : st.src->rel;
-      copies.push_back({st.src->path, dest});
+    phase("copied");
+    // Whole-tree files got their digest while being copied; a hard link's is its first name's.
+    for (auto& [rel, r] : after.files) {
+      if (r.symlink || !r.sha256.empty()) continue;
+      if (auto it = copied_digests.find(rel); it != copied_digests.end()) {
+        r.sha256 = it->second;
+      } else {
+        r.sha256 = KK_TRY(digest::sha256_file(staging.path() / rel));
+      }
     }
-    if (!copies.empty()) KK_TRY(extraction->copy_trees(copies));
-    KK_TRY(extraction->finish());
+    KK_TRY(files::sync_filesystem(staging.path()));
+    return {};
+  };
+  if (auto staged = stage(); !staged) {
+    const fs::path leftover = staging.path();
+    { auto removed = std::move(staging); }  // removes the staging copy
+    return fail(staging_failed(c, steps, leftover, std::move(staged).error()));
   }
-  phase("copied");
-  // Whole-tree files got their digest while being copied; a hard link's is its first name's.
-  for (auto& [rel, r] : after.files) {
-    if (r.symlink || !r.sha256.empty()) continue;
-    if (auto it = copied_digests.find(rel); it != copied_digests.end()) {
-      r.sha256 = it->second;
-    } else {
-      r.sha256 = KK_TRY(digest::sha256_file(staging.path() / rel));
-    }
-  }
-  KK_TRY(files::sync_filesystem(staging.path()));
   phase("synced");
   for (const Tree* t : whole) {
     KK_TRY(files::make_dirs((c.data / t->to).parent_path()));

@@ -16,6 +16,7 @@
 #include <fstream>
 #include <map>
 #include <ranges>
+#include <regex>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -422,9 +423,50 @@ TEST_CASE("read-only and full volumes are exit 73 with nothing half-written, and
   REQUIRE(full);
   INFO(full->output);
   CHECK_THAT(full->output, Catch::Contains("RC=73") && Catch::Contains("No space left on device"));
+  // The message names the volume, what the seed needs and what is free, and that nothing changed.
+  std::smatch said;
+  REQUIRE(std::regex_search(full->output, said,
+                            std::regex("the volume (\\S+) has no room for this seed: it needs ([0-9]+) bytes \\([^)]*\\), "
+                                       "([0-9]+) are free \\([^)]*\\); nothing on the volume changed")));
+  CHECK(said[1] == img.data.string());
+  CHECK(std::stoull(said[2]) >= (3u << 20));
+  CHECK(std::stoull(said[3]) <= (2u << 20));
+  CHECK(std::stoull(said[3]) > 0);
   const auto listed = full->output.substr(full->output.find("RC=73"));
   CHECK_THAT(listed.substr(0, listed.find("LISTED")), !Catch::Contains("etc") && !Catch::Contains("seed."));
   CHECK_THAT(full->output, Catch::Contains("RC2=0") && Catch::Contains("big.bin"));
+}
+
+TEST_CASE("a merge that does not fit the volume is exit 73 saying what it needs, and the seeded volume is as it was",
+          "[e2e][seed][faults]") {
+  Image img;
+  const std::string bin = KMODKIT_SEED_DATA_BIN;
+  const std::string data = img.data.string();
+  const std::string args = " --data " + data + " --tree " + img.root.string() + "=etc/app --log-format human";
+  // Every file of the volume, seed.json included, by digest: equal before and after the merge.
+  const std::string digests = "(cd " + data + " && find . -type f ! -name lock -print0 | sort -z | xargs -0 sha256sum)";
+  const std::string script = "mount -t tmpfs -o size=2m none " + data + " && " + bin + args + " --image-version 1" +
+                             " && echo SEEDED && " + digests + " > " + (img.tmp / "before").string() +
+                             " && head -c 3145728 /dev/urandom > " + (img.root / "big.bin").string() +
+                             " && echo 'port = 2' > " + (img.root / "app.conf").string() + "; " + bin + args +
+                             " --image-version 2; echo \"RC=$?\"; " + digests + " > " + (img.tmp / "after").string() +
+                             "; ls -A " + data + "/.kmodkit/staging; echo LISTED";
+  auto full = subprocess::run({"unshare", "-m", "sh", "-c", script});
+  REQUIRE(full);
+  INFO(full->output);
+  REQUIRE_THAT(full->output, Catch::Contains("SEEDED") && Catch::Contains("RC=73"));
+  std::smatch said;
+  REQUIRE(std::regex_search(full->output, said,
+                            std::regex("the volume (\\S+) has no room for this seed: it needs ([0-9]+) bytes \\([^)]*\\), "
+                                       "([0-9]+) are free \\([^)]*\\); nothing on the volume changed")));
+  CHECK(said[1] == data);
+  CHECK(std::stoull(said[2]) >= (3u << 20));
+  CHECK(std::stoull(said[3]) < (2u << 20));
+  const auto listed = full->output.substr(full->output.find("RC=73"));
+  CHECK(listed.substr(listed.find('\n') + 1, listed.find("LISTED") - listed.find('\n') - 1).empty());
+  const std::string before = test::read_file(img.tmp / "before");
+  CHECK_THAT(before, Catch::Contains("seed.json") && Catch::Contains("app.conf"));
+  CHECK(test::read_file(img.tmp / "after") == before);
 }
 
 TEST_CASE("killed with SIGKILL during a first seed or a merge, a rerun ends as an uninterrupted run", "[e2e][seed][faults]") {
