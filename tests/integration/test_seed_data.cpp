@@ -262,6 +262,46 @@ TEST_CASE("each event is logged once: a skipped FIFO on a first seed, the --mode
   CHECK(lines_with(force.output, {"skipping", "pipe"}) == 1);
 }
 
+TEST_CASE("a sparse default keeps its holes on the volume, with the same content and digest", "[e2e][seed]") {
+  Image img;
+  // 50 MiB, of which three small pieces are data: at the start, in the middle, at the end.
+  const fs::path sparse = img.root / "var/sparse.img";
+  fs::create_directories(sparse.parent_path());
+  {
+    const int fd = ::open(sparse.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    REQUIRE(fd >= 0);
+    REQUIRE(::ftruncate(fd, 50 << 20) == 0);
+    for (const off_t at : {off_t{0}, off_t{20 << 20} + 123, off_t{(50 << 20) - 5}}) {
+      REQUIRE(::pwrite(fd, "data!", 5, at) == 5);
+    }
+    ::close(fd);
+  }
+  REQUIRE(lstat_of(sparse).st_blocks * 512 < (1 << 20));  // the image's file system keeps holes
+  auto run = seed(img.args());
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  const auto seeded = lstat_of(img.vol("var/sparse.img"));
+  CHECK(seeded.st_size == 50 << 20);
+  CHECK(seeded.st_blocks * 512 < (1 << 20));
+  CHECK(test::sha256_of(img.vol("var/sparse.img")) == test::sha256_of(sparse));
+  auto manifest = nlohmann::json::parse(test::read_file(img.data / ".kmodkit/seed.json"));
+  CHECK(manifest["files"]["etc/app/var/sparse.img"]["sha256"] == test::sha256_of(sparse));
+
+  // A merge copies a changed sparse default the same way.
+  {
+    const int fd = ::open(sparse.c_str(), O_WRONLY);
+    REQUIRE(fd >= 0);
+    REQUIRE(::pwrite(fd, "more!", 5, off_t{30} << 20) == 5);
+    ::close(fd);
+  }
+  auto merge = seed(img.args({"--image-version", "2"}));
+  INFO(merge.output);
+  REQUIRE(merge.code == 0);
+  CHECK_THAT(merge.last_line, Catch::Contains("updated 1"));
+  CHECK(lstat_of(img.vol("var/sparse.img")).st_blocks * 512 < (1 << 20));
+  CHECK(test::sha256_of(img.vol("var/sparse.img")) == test::sha256_of(sparse));
+}
+
 TEST_CASE("a config file gives the trees and the image version, and a malformed one is exit 78 naming what is wrong",
           "[e2e][seed][config]") {
   Image img;
