@@ -1013,10 +1013,10 @@ Result<Stats> Extraction::copy_trees(const std::vector<Copy>& copies) {
     files::Fd fd;
     if (S_ISREG(e.st.st_mode)) {
       fd = files::Fd(::openat(e.dir_fd, e.name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC));
-      if (!fd) return fail(files::errno_error(e.path.string(), errno, ExitCode::no_input));
+      if (!fd) return fail(files::errno_error(e.path, errno, ExitCode::no_input));
     }
     if (archive_read_disk_entry_from_file(disk.get(), entry, fd.get(), &e.st) < ARCHIVE_WARN) {
-      return fail(ExitCode::no_input, e.path.string() + ": " + archive_message(disk.get()));
+      return fail(ExitCode::no_input, e.path + ": " + archive_message(disk.get()));
     }
     const std::string dest_path = e.rel.empty() ? *dest : *dest + "/" + e.rel;
     // The tar strategy marks the second and later names of a file as hard links to the first.
@@ -1025,10 +1025,10 @@ Result<Stats> Extraction::copy_trees(const std::vector<Copy>& copies) {
     if (spare != nullptr) archive_entry_free(spare);
     if (const char* hl = archive_entry_hardlink(entry)) {
       auto first = dest_of.find(hl);
-      if (first == dest_of.end()) return fail(ExitCode::software, e.path.string() + ": a hard link to " + hl + ", which was not copied");
+      if (first == dest_of.end()) return fail(ExitCode::software, e.path + ": a hard link to " + hl + ", which was not copied");
       archive_entry_copy_hardlink(entry, first->second.c_str());
     } else if (e.st.st_nlink > 1 && !S_ISDIR(e.st.st_mode)) {
-      dest_of.emplace(e.path.string(), dest_path);
+      dest_of.emplace(e.path, dest_path);
     }
     DeferredLink link;
     const auto next = KK_TRY(writer.prepare(entry, dest_path, *src, &link));
@@ -1046,7 +1046,7 @@ Result<Stats> Extraction::copy_trees(const std::vector<Copy>& copies) {
     struct stat root{};
     if (::lstat(source.c_str(), &root) != 0) return fail(files::errno_error(source, errno, ExitCode::no_input));
     const std::string top;  // the source itself: below the root by nothing
-    KK_TRY(copy(files::WalkEntry{AT_FDCWD, source.c_str(), c.source, top, root}));
+    KK_TRY(copy(files::WalkEntry{AT_FDCWD, source.c_str(), source, top, root}));
     if (S_ISDIR(root.st_mode)) KK_TRY(files::walk_tree(c.source, copy));
   }
   KK_TRY(fanout.finish(pooled));

@@ -28,11 +28,13 @@ using clock = std::chrono::steady_clock;
 constexpr int kFormat = 1;
 constexpr std::string_view kNewSuffix = ".kmodkit-new";
 constexpr std::string_view kOldSuffix = ".kmodkit-old";
+// seed.json's next version, written in the staging directory: no tree's path starts with .kmodkit.
+constexpr const char* kStagedManifest = ".kmodkit-seed.json";
 
 // A file or symlink of an image tree, named by its path in the data volume.
 struct Source {
   std::string rel;
-  fs::path path;
+  std::string path;  // in the image
   bool symlink = false;
   std::string target;
   uint64_t size = 0;
@@ -164,7 +166,7 @@ Result<std::vector<Source>> scan(const Tree& tree, size_t* skipped) {
   auto walked = files::walk_tree(tree.from, [&](const files::WalkEntry& e) -> Result<void> {
     if (S_ISDIR(e.st.st_mode)) return {};
     if (!is_utf8(e.name)) {
-      return fail(ExitCode::data_err, "the name of " + e.path.string() + " is not UTF-8, which seed.json cannot record; rename it in the image");
+      return fail(ExitCode::data_err, "the name of " + e.path + " is not UTF-8, which seed.json cannot record; rename it in the image");
     }
     Source s;
     s.size = static_cast<uint64_t>(e.st.st_size);
@@ -174,19 +176,19 @@ Result<std::vector<Source>> scan(const Tree& tree, size_t* skipped) {
       s.symlink = true;
       std::string target(static_cast<size_t>(e.st.st_size) + 1, '\0');
       const ssize_t n = ::readlinkat(e.dir_fd, e.name, target.data(), target.size());
-      if (n < 0) return fail(files::errno_error(e.path.string(), errno, ExitCode::no_input));
+      if (n < 0) return fail(files::errno_error(e.path, errno, ExitCode::no_input));
       target.resize(static_cast<size_t>(n));
       if (!is_utf8(target)) {
-        return fail(ExitCode::data_err, "the target of the symlink " + e.path.string() +
+        return fail(ExitCode::data_err, "the target of the symlink " + e.path +
                                             " is not UTF-8, which seed.json cannot record; change it in the image");
       }
       s.target = std::move(target);
     } else if (!S_ISREG(e.st.st_mode)) {
-      log::get("seed-data")->warn("skipping {}: device nodes, sockets and FIFOs are not seeded", e.path.string());
+      log::get("seed-data")->warn("skipping {}: device nodes, sockets and FIFOs are not seeded", e.path);
       ++*skipped;
       return {};
     } else if (::faccessat(e.dir_fd, e.name, R_OK, 0) != 0) {
-      return fail(ExitCode::no_input, "default file " + e.path.string() + " cannot be read");
+      return fail(ExitCode::no_input, "default file " + e.path + " cannot be read");
     }
     s.path = e.path;
     s.rel = tree.to + "/" + e.rel;  // parse_tree() normalised it
@@ -250,7 +252,7 @@ Result<void> make_parents(const Config& c, const Source& s) {
   std::error_code ec;
   if (fs::is_directory(parent, ec)) return {};
   KK_TRY(files::make_dirs(parent));
-  fs::permissions(parent, fs::status(s.path.parent_path(), ec).permissions(), ec);
+  fs::permissions(parent, fs::status(fs::path(s.path).parent_path(), ec).permissions(), ec);
   return apply_owner(c, parent);
 }
 
@@ -658,6 +660,30 @@ Result<Outcome> run(const Config& c) {
         r.sha256 = KK_TRY(digest::sha256_file(staging.path() / rel));
       }
     }
+    // Record how seed-data leaves each file it writes, so the next start needs no hashing:
+    // renaming it into place keeps its size and mtime. seed.json is written beside the copy, so
+    // that the one syncfs makes it durable too.
+    std::map<std::string_view, Action> written;
+    for (const auto& st : steps) {
+      if (!in_whole(st.src->rel) && (st.action == Action::add || st.action == Action::update || st.action == Action::replace)) {
+        written.emplace(st.src->rel, st.action);
+      }
+    }
+    for (auto& [rel, r] : after.files) {
+      if (r.symlink || !written.contains(rel)) continue;
+      struct stat vst{};
+      if (::lstat((staging.path() / rel).c_str(), &vst) == 0) {
+        r.vsize = static_cast<uint64_t>(vst.st_size);
+        r.vmtime_ns = mtime_of(vst);
+      }
+    }
+    {
+      auto fd = KK_TRY(files::open_file(staging.path() / kStagedManifest, O_WRONLY | O_CREAT | O_EXCL, 0644));
+      const std::string text = manifest_json(after);
+      if (int err = files::write_all(fd.get(), text.data(), text.size()); err != 0) {
+        return fail(files::errno_error("write " + (staging.path() / kStagedManifest).string(), err));
+      }
+    }
     KK_TRY(files::sync_filesystem(staging.path()));
     return {};
   };
@@ -702,23 +728,10 @@ Result<Outcome> run(const Config& c) {
     KK_TRY(place(staging.path() / st.src->rel, vpath));
   }
   for (const auto& dir : placed_in) KK_TRY(files::fsync_path(dir));
-  // Record how seed-data left each file it wrote, so the next start needs no hashing.
-  std::map<std::string_view, Action> written;
-  for (const auto& st : steps) {
-    if (!in_whole(st.src->rel) && (st.action == Action::add || st.action == Action::update || st.action == Action::replace)) {
-      written.emplace(st.src->rel, st.action);
-    }
-  }
-  for (auto& [rel, r] : after.files) {
-    if (r.symlink || !written.contains(rel)) continue;
-    struct stat vst{};
-    if (::lstat((c.data / rel).c_str(), &vst) == 0) {
-      r.vsize = static_cast<uint64_t>(vst.st_size);
-      r.vmtime_ns = mtime_of(vst);
-    }
-  }
   phase("placed");
-  KK_TRY(files::write_file_atomic(manifest_path(c), manifest_json(after)));
+  // seed.json's content was made durable with the staging copy; renamed into place after the
+  // trees and files it describes.
+  KK_TRY(files::rename_durable(staging.path() / kStagedManifest, manifest_path(c)));
   phase("manifest written");
   const double secs = std::chrono::duration<double>(clock::now() - start).count();
   logger->info("seeded {}: added {}, updated {}, kept {}, conflicts {}, dropped {}, skipped {}; {} in {:.2f} s",
