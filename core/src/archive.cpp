@@ -171,6 +171,9 @@ struct Extraction::State {
 
 namespace {
 
+// Whether a copied file may have holes: its blocks cover less than its size.
+enum class Holes { none, maybe };
+
 // Writes entries under the root, applying the policy; symlinks are handed to the state.
 class DiskWriter {
  public:
@@ -205,8 +208,9 @@ class DiskWriter {
     if (orig.empty()) return Next::skip;  // the archive's "./" itself
     if (hardlink == nullptr && type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK) {
       ++stats_.skipped;
-      log::get("archive")->warn("{}: skipping '{}': device nodes, FIFOs and sockets are not extracted",
-                                source, orig);
+      if (state_.policy.special_files == SpecialFiles::warn) {
+        log::get("archive")->warn("{}: skipping '{}': device nodes, FIFOs and sockets are not extracted", source, orig);
+      }
       return Next::skip;
     }
     const std::string final_path = relocate(orig);
@@ -244,7 +248,7 @@ class DiskWriter {
   // Writes a prepared entry. Its content comes from `data` when given, else from the archive
   // `in`, else from the file descriptor `fd`.
   Result<void> emit(struct archive* in, struct archive_entry* entry, const std::string* data,
-                    const std::string& where, int fd = -1) {
+                    const std::string& where, int fd = -1, Holes holes = Holes::none) {
     const auto type = archive_entry_filetype(entry);
     auto lock = umask_lock();
     if (archive_write_header(out_.get(), entry) < ARCHIVE_WARN) {
@@ -264,19 +268,7 @@ class DiskWriter {
       }
       stats_.bytes += data->size();
     } else if (type == AE_IFREG && fd >= 0) {
-      auto& buf = read_buffer_;
-      buf.resize(256 << 10);
-      for (;;) {
-        const ssize_t n = ::read(fd, buf.data(), buf.size());
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return fail(files::errno_error(where, errno, ExitCode::no_input));
-        if (n == 0) break;
-        if (archive_write_data(out_.get(), buf.data(), static_cast<size_t>(n)) != n) {
-          return fail(libarchive_write_error(out_.get(), where));
-        }
-        if (hash) hash->update(buf.data(), static_cast<size_t>(n));
-        stats_.bytes += static_cast<size_t>(n);
-      }
+      KK_TRY(copy_from_fd(fd, entry, holes, hash ? &*hash : nullptr, where));
     } else if (type == AE_IFREG && archive_entry_size(entry) > 0) {
       const void* buf = nullptr;
       size_t size = 0;
@@ -309,6 +301,62 @@ class DiskWriter {
     return {};
   }
 
+
+  // Writes the content of the file `fd` (from its start, the entry's size) into the file the
+  // header just created, and feeds it to `hash`. A file that may have holes is copied segment by
+  // segment (SEEK_DATA/SEEK_HOLE, as cp does): holes stay holes, and are hashed as the zeros they
+  // read as.
+  Result<void> copy_from_fd(int fd, struct archive_entry* entry, Holes holes, digest::Sha256* hash,
+                            const std::string& where) {
+    const int64_t size = archive_entry_size(entry);
+    int64_t at = 0;
+    while (at < size) {
+      int64_t data = at, end = size;
+      if (holes == Holes::maybe) {
+        data = ::lseek(fd, at, SEEK_DATA);
+        if (data < 0 && errno != ENXIO) return fail(files::errno_error(where, errno, ExitCode::no_input));
+        if (data < 0 || data > size) data = size;  // ENXIO: nothing but a hole up to the end
+        end = data < size ? ::lseek(fd, data, SEEK_HOLE) : size;
+        if (end < 0) return fail(files::errno_error(where, errno, ExitCode::no_input));
+        end = std::min(end, size);
+        if (hash) hash_zeros(*hash, static_cast<uint64_t>(data - at));
+      }
+      if (data < end) {
+        const int64_t got = KK_TRY(copy_segment(fd, data, end, hash, where));
+        if (got < end - data) break;  // the file shrank since it was listed; the size is restored
+      }
+      at = end;
+    }
+    // A hole at the end is made by libarchive, which gives the file its size when the last
+    // write ended short of it.
+    return {};
+  }
+
+  // Copies bytes [from, to) of `fd` to the same place in the file being written. Returns how
+  // many there were (fewer at the file's end).
+  Result<int64_t> copy_segment(int fd, int64_t from, int64_t to, digest::Sha256* hash, const std::string& where) {
+    auto& buf = read_buffer_;
+    buf.resize(256 << 10);
+    int64_t at = from;
+    while (at < to) {
+      const ssize_t n = ::pread(fd, buf.data(), static_cast<size_t>(std::min<int64_t>(to - at, static_cast<int64_t>(buf.size()))), at);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return fail(files::errno_error(where, errno, ExitCode::no_input));
+      if (n == 0) break;
+      if (archive_write_data_block(out_.get(), buf.data(), static_cast<size_t>(n), at) != ARCHIVE_OK) {
+        return fail(libarchive_write_error(out_.get(), where));
+      }
+      if (hash) hash->update(buf.data(), static_cast<size_t>(n));
+      stats_.bytes += static_cast<size_t>(n);
+      at += n;
+    }
+    return at - from;
+  }
+
+  static void hash_zeros(digest::Sha256& hash, uint64_t n) {
+    static const std::vector<char> zeros(64 << 10, '\0');
+    for (; n > 0; n -= std::min<uint64_t>(n, zeros.size())) hash.update(zeros.data(), std::min<uint64_t>(n, zeros.size()));
+  }
 
   // Applies deferred directory modes and times.
   Result<void> close(std::string_view source) {
@@ -352,6 +400,7 @@ class WriterPool {
     std::string data;
     std::string where;
     files::Fd fd;  // a copied file's content, read by the writer (then `data` is unused)
+    Holes holes = Holes::none;
   };
 
   static Result<std::unique_ptr<WriterPool>> create(Extraction::State& state, int threads) {
@@ -493,7 +542,7 @@ class WriterPool {
         if (pusher_waiting_ && bytes_ <= kBudget / 2) room_.notify_one();
         if (error_) continue;
       }
-      auto r = item.fd ? writer.emit(nullptr, item.entry.get(), nullptr, item.where, item.fd.get())
+      auto r = item.fd ? writer.emit(nullptr, item.entry.get(), nullptr, item.where, item.fd.get(), item.holes)
                        : writer.emit(nullptr, item.entry.get(), &item.data, item.where);
       item.fd = files::Fd();
       if (!r) {
@@ -561,19 +610,19 @@ class Fanout {
       got += static_cast<size_t>(n);
     }
     data.resize(got);
-    return pool_->push({EntryPtr(archive_entry_clone(entry)), std::move(data), std::move(where), {}});
+    return pool_->push({EntryPtr(archive_entry_clone(entry)), std::move(data), std::move(where), {}, Holes::none});
   }
 
   // Writes an entry prepared by the writer; a regular file's content is read from `fd` by the
   // writer that creates it. The kernel is asked to read it in now, so that files queued behind
   // one another are read from disk at once, not one after the other (an image's files are
   // seldom in the page cache when a pod first starts).
-  Result<void> write(struct archive_entry* entry, std::string where, files::Fd fd) {
+  Result<void> write(struct archive_entry* entry, std::string where, files::Fd fd, Holes holes) {
     KK_TRY(claim(entry));
     if (defer_link(entry, where)) return {};
     if (!fd) return writer_.emit(nullptr, entry, nullptr, where);
     if (archive_entry_size(entry) > 0) ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_WILLNEED);
-    return pool_->push({EntryPtr(archive_entry_clone(entry)), {}, std::move(where), std::move(fd)});
+    return pool_->push({EntryPtr(archive_entry_clone(entry)), {}, std::move(where), std::move(fd), holes});
   }
 
   // A symlink prepared by the writer: made by Extraction::finish(), after every file.
@@ -589,7 +638,7 @@ class Fanout {
     if (archive_entry_hardlink(entry) == nullptr) return false;
     EntryPtr link(archive_entry_clone(entry));
     archive_entry_set_size(link.get(), 0);
-    hardlinks_.push_back({std::move(link), {}, std::move(where), {}});
+    hardlinks_.push_back({std::move(link), {}, std::move(where), {}, Holes::none});
     return true;
   }
 
@@ -936,8 +985,9 @@ Result<Stats> Extraction::copy_trees(const std::vector<Copy>& copies) {
   // The tree is walked through directory descriptors; libarchive's disk reader builds each
   // entry's metadata (mode, owner, times, xattrs, ACLs) from the descriptor the walk opened,
   // which then gives the content too: one open per file. No file flags (chattr) and no
-  // sparse-file probing: an ioctl and two lseeks per file that configuration and header trees
-  // never need. xattrs and ACLs are read (restored only when the policy preserves metadata).
+  // sparse-file probing by the reader: an ioctl and two lseeks per file that configuration and
+  // header trees never need; the writer looks for holes itself, only in a file whose blocks
+  // cover less than its size. xattrs and ACLs are read (restored only when the policy preserves metadata).
   ReadPtr disk(archive_read_disk_new());
   archive_read_disk_set_symlink_physical(disk.get());
   archive_read_disk_set_behavior(disk.get(), ARCHIVE_READDISK_NO_FFLAGS | ARCHIVE_READDISK_NO_SPARSE);
@@ -963,10 +1013,10 @@ Result<Stats> Extraction::copy_trees(const std::vector<Copy>& copies) {
     files::Fd fd;
     if (S_ISREG(e.st.st_mode)) {
       fd = files::Fd(::openat(e.dir_fd, e.name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC));
-      if (!fd) return fail(files::errno_error(e.path.string(), errno, ExitCode::no_input));
+      if (!fd) return fail(files::errno_error(e.path, errno, ExitCode::no_input));
     }
     if (archive_read_disk_entry_from_file(disk.get(), entry, fd.get(), &e.st) < ARCHIVE_WARN) {
-      return fail(ExitCode::no_input, e.path.string() + ": " + archive_message(disk.get()));
+      return fail(ExitCode::no_input, e.path + ": " + archive_message(disk.get()));
     }
     const std::string dest_path = e.rel.empty() ? *dest : *dest + "/" + e.rel;
     // The tar strategy marks the second and later names of a file as hard links to the first.
@@ -975,16 +1025,18 @@ Result<Stats> Extraction::copy_trees(const std::vector<Copy>& copies) {
     if (spare != nullptr) archive_entry_free(spare);
     if (const char* hl = archive_entry_hardlink(entry)) {
       auto first = dest_of.find(hl);
-      if (first == dest_of.end()) return fail(ExitCode::software, e.path.string() + ": a hard link to " + hl + ", which was not copied");
+      if (first == dest_of.end()) return fail(ExitCode::software, e.path + ": a hard link to " + hl + ", which was not copied");
       archive_entry_copy_hardlink(entry, first->second.c_str());
     } else if (e.st.st_nlink > 1 && !S_ISDIR(e.st.st_mode)) {
-      dest_of.emplace(e.path.string(), dest_path);
+      dest_of.emplace(e.path, dest_path);
     }
     DeferredLink link;
     const auto next = KK_TRY(writer.prepare(entry, dest_path, *src, &link));
     if (next == DiskWriter::Next::skip) return {};
     if (next == DiskWriter::Next::symlink) return fanout.symlink(entry, std::move(link));
-    return fanout.write(entry, *src + ": " + dest_path, std::move(fd));
+    // Blocks that cover less than the size: holes (or a file system that compresses).
+    const Holes holes = static_cast<int64_t>(e.st.st_blocks) * 512 < static_cast<int64_t>(e.st.st_size) ? Holes::maybe : Holes::none;
+    return fanout.write(entry, *src + ": " + dest_path, std::move(fd), holes);
   };
   for (const auto& c : copies) {
     const std::string source = c.source.string();
@@ -994,7 +1046,7 @@ Result<Stats> Extraction::copy_trees(const std::vector<Copy>& copies) {
     struct stat root{};
     if (::lstat(source.c_str(), &root) != 0) return fail(files::errno_error(source, errno, ExitCode::no_input));
     const std::string top;  // the source itself: below the root by nothing
-    KK_TRY(copy(files::WalkEntry{AT_FDCWD, source.c_str(), c.source, top, root}));
+    KK_TRY(copy(files::WalkEntry{AT_FDCWD, source.c_str(), source, top, root}));
     if (S_ISDIR(root.st_mode)) KK_TRY(files::walk_tree(c.source, copy));
   }
   KK_TRY(fanout.finish(pooled));

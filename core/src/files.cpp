@@ -207,33 +207,33 @@ StagingDir::~StagingDir() {
 
 namespace {
 
-Result<void> walk_dir(int fd, const fs::path& dir, const std::string& rel,
+Result<void> walk_dir(int fd, const std::string& dir, const std::string& rel,
                       const std::function<Result<void>(const WalkEntry&)>& visit) {
   std::unique_ptr<DIR, int (*)(DIR*)> d(::fdopendir(fd), ::closedir);
   if (!d) {
     const int err = errno;
     ::close(fd);
-    return fail(errno_error(dir.string() + " cannot be read", err, ExitCode::no_input));
+    return fail(errno_error(dir + " cannot be read", err, ExitCode::no_input));
   }
   for (;;) {
     errno = 0;
     const struct dirent* e = ::readdir(d.get());
     if (e == nullptr) {
-      if (errno != 0) return fail(errno_error(dir.string() + " cannot be read", errno, ExitCode::no_input));
+      if (errno != 0) return fail(errno_error(dir + " cannot be read", errno, ExitCode::no_input));
       return {};
     }
     const std::string_view name = e->d_name;
     if (name == "." || name == "..") continue;
-    const fs::path path = dir / e->d_name;
+    const std::string path = dir + "/" + std::string(name);
     const std::string sub_rel = rel.empty() ? std::string(name) : rel + "/" + std::string(name);
     struct stat st{};
     if (::fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      return fail(errno_error(path.string(), errno, ExitCode::no_input));
+      return fail(errno_error(path, errno, ExitCode::no_input));
     }
     KK_TRY(visit(WalkEntry{fd, e->d_name, path, sub_rel, st}));
     if (S_ISDIR(st.st_mode)) {
       const int sub = ::openat(fd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-      if (sub < 0) return fail(errno_error(path.string() + " cannot be read", errno, ExitCode::no_input));
+      if (sub < 0) return fail(errno_error(path + " cannot be read", errno, ExitCode::no_input));
       KK_TRY(walk_dir(sub, path, sub_rel, visit));
     }
   }
@@ -244,7 +244,10 @@ Result<void> walk_dir(int fd, const fs::path& dir, const std::string& rel,
 Result<void> walk_tree(const fs::path& root, const std::function<Result<void>(const WalkEntry&)>& visit) {
   const int fd = ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return fail(errno_error(root.string() + " cannot be read", errno, ExitCode::no_input));
-  return walk_dir(fd, root, "", visit);
+  // Without a trailing slash, so that entries are "root/name" (as fs::path's / gave them).
+  std::string dir = root.string();
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  return walk_dir(fd, dir == "/" ? std::string() : dir, "", visit);
 }
 
 struct BackgroundSync::State {

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -27,11 +28,13 @@ using clock = std::chrono::steady_clock;
 constexpr int kFormat = 1;
 constexpr std::string_view kNewSuffix = ".kmodkit-new";
 constexpr std::string_view kOldSuffix = ".kmodkit-old";
+// seed.json's next version, written in the staging directory: no tree's path starts with .kmodkit.
+constexpr const char* kStagedManifest = ".kmodkit-seed.json";
 
 // A file or symlink of an image tree, named by its path in the data volume.
 struct Source {
   std::string rel;
-  fs::path path;
+  std::string path;  // in the image
   bool symlink = false;
   std::string target;
   uint64_t size = 0;
@@ -163,7 +166,7 @@ Result<std::vector<Source>> scan(const Tree& tree, size_t* skipped) {
   auto walked = files::walk_tree(tree.from, [&](const files::WalkEntry& e) -> Result<void> {
     if (S_ISDIR(e.st.st_mode)) return {};
     if (!is_utf8(e.name)) {
-      return fail(ExitCode::data_err, "the name of " + e.path.string() + " is not UTF-8, which seed.json cannot record; rename it in the image");
+      return fail(ExitCode::data_err, "the name of " + e.path + " is not UTF-8, which seed.json cannot record; rename it in the image");
     }
     Source s;
     s.size = static_cast<uint64_t>(e.st.st_size);
@@ -173,19 +176,19 @@ Result<std::vector<Source>> scan(const Tree& tree, size_t* skipped) {
       s.symlink = true;
       std::string target(static_cast<size_t>(e.st.st_size) + 1, '\0');
       const ssize_t n = ::readlinkat(e.dir_fd, e.name, target.data(), target.size());
-      if (n < 0) return fail(files::errno_error(e.path.string(), errno, ExitCode::no_input));
+      if (n < 0) return fail(files::errno_error(e.path, errno, ExitCode::no_input));
       target.resize(static_cast<size_t>(n));
       if (!is_utf8(target)) {
-        return fail(ExitCode::data_err, "the target of the symlink " + e.path.string() +
+        return fail(ExitCode::data_err, "the target of the symlink " + e.path +
                                             " is not UTF-8, which seed.json cannot record; change it in the image");
       }
       s.target = std::move(target);
     } else if (!S_ISREG(e.st.st_mode)) {
-      log::get("seed-data")->warn("skipping {}: device nodes, sockets and FIFOs are not seeded", e.path.string());
+      log::get("seed-data")->warn("skipping {}: device nodes, sockets and FIFOs are not seeded", e.path);
       ++*skipped;
       return {};
     } else if (::faccessat(e.dir_fd, e.name, R_OK, 0) != 0) {
-      return fail(ExitCode::no_input, "default file " + e.path.string() + " cannot be read");
+      return fail(ExitCode::no_input, "default file " + e.path + " cannot be read");
     }
     s.path = e.path;
     s.rel = tree.to + "/" + e.rel;  // parse_tree() normalised it
@@ -249,7 +252,7 @@ Result<void> make_parents(const Config& c, const Source& s) {
   std::error_code ec;
   if (fs::is_directory(parent, ec)) return {};
   KK_TRY(files::make_dirs(parent));
-  fs::permissions(parent, fs::status(s.path.parent_path(), ec).permissions(), ec);
+  fs::permissions(parent, fs::status(fs::path(s.path).parent_path(), ec).permissions(), ec);
   return apply_owner(c, parent);
 }
 
@@ -361,6 +364,50 @@ Result<void> read_config_file(const fs::path& file, Config& c) {
   return {};
 }
 
+// A failure while the staging copy was written, told in the volume's terms. The staging copy
+// has been removed by then (`leftover` is where it was), so nothing on the volume changed; when
+// the volume lacks room for the seed, the message says how much it needs and how much is free.
+Error staging_failed(const Config& c, const std::vector<Step>& steps, const fs::path& leftover, Error cause) {
+  if (cause.code != ExitCode::cant_create) return cause;
+  std::error_code ec;
+  if (fs::exists(leftover, ec) || !fs::is_empty(leftover.parent_path(), ec)) {
+    return cause.context("the staging copy " + leftover.string() + " could not be removed");
+  }
+  struct statvfs vfs{};
+  if (::statvfs(c.data.c_str(), &vfs) != 0 || (vfs.f_flag & ST_RDONLY) != 0) {
+    return Error{cause.code, cause.message + "; nothing on the volume changed"};
+  }
+  // What the staging copy takes: each file's content in whole blocks, an inode for each file
+  // and directory, a block for each directory.
+  const uint64_t block = vfs.f_frsize != 0 ? vfs.f_frsize : 4096;
+  uint64_t bytes = 0, inodes = 0;
+  std::set<std::string_view> dirs;
+  for (const auto& st : steps) {
+    if (st.action == Action::keep || st.action == Action::unchanged) continue;
+    ++inodes;
+    if (!st.src->symlink) bytes += (st.src->size + block - 1) / block * block;
+    const std::string_view rel = st.src->rel;
+    for (size_t slash = rel.find('/'); slash != std::string_view::npos; slash = rel.find('/', slash + 1)) {
+      if (dirs.insert(rel.substr(0, slash)).second) {
+        ++inodes;
+        bytes += block;
+      }
+    }
+  }
+  const uint64_t free_bytes = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+  const uint64_t free_inodes = vfs.f_favail;
+  std::string lacks;
+  if (bytes > free_bytes) {
+    lacks = "it needs " + std::to_string(bytes) + " bytes (" + progress::format_bytes(bytes) + "), " +
+            std::to_string(free_bytes) + " are free (" + progress::format_bytes(free_bytes) + ")";
+  } else if (vfs.f_files != 0 && inodes > free_inodes) {  // f_files 0: no fixed number of inodes
+    lacks = "it needs " + std::to_string(inodes) + " inodes, " + std::to_string(free_inodes) + " are free";
+  }
+  if (lacks.empty()) return Error{cause.code, cause.message + "; nothing on the volume changed"};
+  return Error{cause.code, "the volume " + c.data.string() + " has no room for this seed: " + lacks +
+                               "; nothing on the volume changed (" + cause.message + ")"};
+}
+
 Result<Outcome> run(const Config& c) {
   const auto start = clock::now();
   auto logger = log::get("seed-data");
@@ -385,10 +432,14 @@ Result<Outcome> run(const Config& c) {
   std::sort(sources.begin(), sources.end(), [](const Source& a, const Source& b) { return a.rel < b.rel; });
   const std::string print = fingerprint(c.trees, sources);
 
+  // seed.json is read twice, before and after the lock; --mode force's warning about a corrupt
+  // one is given once, for the read the run goes on with.
+  std::optional<std::string> forced;
   auto check_manifest = [&]() -> Result<std::optional<Manifest>> {
     auto m = read_manifest(c);
+    forced.reset();
     if (!m && c.mode == Mode::force) {
-      logger->warn("{}; --mode force: treating the volume as never seeded", m.error().message);
+      forced = m.error().message;
       return std::optional<Manifest>{};
     }
     return m;
@@ -421,6 +472,7 @@ Result<Outcome> run(const Config& c) {
     }
     for (const auto& e : fs::directory_iterator(c.data / ".kmodkit/staging", ec)) KK_TRY(files::remove_tree(e.path()));
   }
+  if (forced) logger->warn("{}; --mode force: treating the volume as never seeded", *forced);
   const Manifest empty;
   const Manifest& before = old ? *old : empty;
   logger->info("{} {} from {} tree(s){}", old ? "merging" : "seeding", c.image_version.empty() ? "the image's defaults" : "image " + c.image_version,
@@ -561,50 +613,85 @@ Result<Outcome> run(const Config& c) {
 
   // Everything new is written into staging first, then renamed into place file by file
   // (whole trees at once); seed.json last.
+  // Until something is renamed into place, a failure leaves the volume as it was: the staging
+  // copy is removed, and the message says so (with what a full volume lacks).
   auto staging = KK_TRY(files::StagingDir::create(c.data / ".kmodkit/staging", "seed"));
-  std::mutex digests_mutex;
-  std::map<std::string, std::string> copied_digests;  // staging path -> SHA-256, from the copy
-  {
-    // Writeback starts while the copy runs, so the syncfs below has little left to wait for.
-    files::BackgroundSync writeback(staging.path(), std::chrono::milliseconds(200));
-    archive::Policy policy;
-    policy.root = staging.path();
-    policy.preserve_metadata = true;
-    policy.on_file_digest = [&](std::string_view path, std::string_view sha256) {
-      std::lock_guard guard(digests_mutex);
-      copied_digests.emplace(std::string(path), std::string(sha256));
-    };
-    auto extraction = KK_TRY(archive::Extraction::create(policy));
-    std::vector<archive::Extraction::Copy> copies;
-    for (const Tree* t : whole) {
-      // A tree is the directory its path names, also when that path is a symlink (an image's
-      // /etc/app -> /opt/app/etc): its content is seeded, as scan() read it, not the link.
-      // Symlinks inside the tree are never followed.
-      std::error_code cec;
-      const fs::path from = fs::canonical(t->from, cec);
-      if (cec) return fail(files::errno_error("default tree " + t->from.string(), cec.value(), ExitCode::no_input));
-      copies.push_back({from, t->to});
+  auto stage = [&]() -> Result<void> {
+    std::mutex digests_mutex;
+    std::map<std::string, std::string> copied_digests;  // staging path -> SHA-256, from the copy
+    {
+      // Writeback starts while the copy runs, so the syncfs below has little left to wait for.
+      files::BackgroundSync writeback(staging.path(), std::chrono::milliseconds(200));
+      archive::Policy policy;
+      policy.root = staging.path();
+      policy.preserve_metadata = true;
+      policy.special_files = archive::SpecialFiles::count;  // scan() warned about each
+      policy.on_file_digest = [&](std::string_view path, std::string_view sha256) {
+        std::lock_guard guard(digests_mutex);
+        copied_digests.emplace(std::string(path), std::string(sha256));
+      };
+      auto extraction = KK_TRY(archive::Extraction::create(policy));
+      std::vector<archive::Extraction::Copy> copies;
+      for (const Tree* t : whole) {
+        // A tree is the directory its path names, also when that path is a symlink (an image's
+        // /etc/app -> /opt/app/etc): its content is seeded, as scan() read it, not the link.
+        // Symlinks inside the tree are never followed.
+        std::error_code cec;
+        const fs::path from = fs::canonical(t->from, cec);
+        if (cec) return fail(files::errno_error("default tree " + t->from.string(), cec.value(), ExitCode::no_input));
+        copies.push_back({from, t->to});
+      }
+      for (const auto& st : steps) {
+        if (in_whole(st.src->rel)) continue;
+        if (st.action == Action::keep || st.action == Action::unchanged) continue;
+        const std::string dest = st.action == Action::conflict ? st.src->rel + std::string(kNewSuffix) : st.src->rel;
+        copies.push_back({st.src->path, dest});
+      }
+      if (!copies.empty()) KK_TRY(extraction->copy_trees(copies));
+      KK_TRY(extraction->finish());
     }
+    phase("copied");
+    // Whole-tree files got their digest while being copied; a hard link's is its first name's.
+    for (auto& [rel, r] : after.files) {
+      if (r.symlink || !r.sha256.empty()) continue;
+      if (auto it = copied_digests.find(rel); it != copied_digests.end()) {
+        r.sha256 = it->second;
+      } else {
+        r.sha256 = KK_TRY(digest::sha256_file(staging.path() / rel));
+      }
+    }
+    // Record how seed-data leaves each file it writes, so the next start needs no hashing:
+    // renaming it into place keeps its size and mtime. seed.json is written beside the copy, so
+    // that the one syncfs makes it durable too.
+    std::map<std::string_view, Action> written;
     for (const auto& st : steps) {
-      if (in_whole(st.src->rel)) continue;
-      if (st.action == Action::keep || st.action == Action::unchanged) continue;
-      const std::string dest = st.action == Action::conflict ? st.src->rel + std::string(kNewSuffix) : st.src->rel;
-      copies.push_back({st.src->path, dest});
+      if (!in_whole(st.src->rel) && (st.action == Action::add || st.action == Action::update || st.action == Action::replace)) {
+        written.emplace(st.src->rel, st.action);
+      }
     }
-    if (!copies.empty()) KK_TRY(extraction->copy_trees(copies));
-    KK_TRY(extraction->finish());
-  }
-  phase("copied");
-  // Whole-tree files got their digest while being copied; a hard link's is its first name's.
-  for (auto& [rel, r] : after.files) {
-    if (r.symlink || !r.sha256.empty()) continue;
-    if (auto it = copied_digests.find(rel); it != copied_digests.end()) {
-      r.sha256 = it->second;
-    } else {
-      r.sha256 = KK_TRY(digest::sha256_file(staging.path() / rel));
+    for (auto& [rel, r] : after.files) {
+      if (r.symlink || !written.contains(rel)) continue;
+      struct stat vst{};
+      if (::lstat((staging.path() / rel).c_str(), &vst) == 0) {
+        r.vsize = static_cast<uint64_t>(vst.st_size);
+        r.vmtime_ns = mtime_of(vst);
+      }
     }
+    {
+      auto fd = KK_TRY(files::open_file(staging.path() / kStagedManifest, O_WRONLY | O_CREAT | O_EXCL, 0644));
+      const std::string text = manifest_json(after);
+      if (int err = files::write_all(fd.get(), text.data(), text.size()); err != 0) {
+        return fail(files::errno_error("write " + (staging.path() / kStagedManifest).string(), err));
+      }
+    }
+    KK_TRY(files::sync_filesystem(staging.path()));
+    return {};
+  };
+  if (auto staged = stage(); !staged) {
+    const fs::path leftover = staging.path();
+    { auto removed = std::move(staging); }  // removes the staging copy
+    return fail(staging_failed(c, steps, leftover, std::move(staged).error()));
   }
-  KK_TRY(files::sync_filesystem(staging.path()));
   phase("synced");
   for (const Tree* t : whole) {
     KK_TRY(files::make_dirs((c.data / t->to).parent_path()));
@@ -641,23 +728,10 @@ Result<Outcome> run(const Config& c) {
     KK_TRY(place(staging.path() / st.src->rel, vpath));
   }
   for (const auto& dir : placed_in) KK_TRY(files::fsync_path(dir));
-  // Record how seed-data left each file it wrote, so the next start needs no hashing.
-  std::map<std::string_view, Action> written;
-  for (const auto& st : steps) {
-    if (!in_whole(st.src->rel) && (st.action == Action::add || st.action == Action::update || st.action == Action::replace)) {
-      written.emplace(st.src->rel, st.action);
-    }
-  }
-  for (auto& [rel, r] : after.files) {
-    if (r.symlink || !written.contains(rel)) continue;
-    struct stat vst{};
-    if (::lstat((c.data / rel).c_str(), &vst) == 0) {
-      r.vsize = static_cast<uint64_t>(vst.st_size);
-      r.vmtime_ns = mtime_of(vst);
-    }
-  }
   phase("placed");
-  KK_TRY(files::write_file_atomic(manifest_path(c), manifest_json(after)));
+  // seed.json's content was made durable with the staging copy; renamed into place after the
+  // trees and files it describes.
+  KK_TRY(files::rename_durable(staging.path() / kStagedManifest, manifest_path(c)));
   phase("manifest written");
   const double secs = std::chrono::duration<double>(clock::now() - start).count();
   logger->info("seeded {}: added {}, updated {}, kept {}, conflicts {}, dropped {}, skipped {}; {} in {:.2f} s",

@@ -11,9 +11,12 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <ranges>
+#include <regex>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -79,6 +82,16 @@ std::map<std::string, std::string> snapshot(const fs::path& dir) {
     else out[rel] = "dir";
   }
   return out;
+}
+
+// How many lines of a run's output contain every one of `needles`.
+size_t lines_with(const std::string& output, std::initializer_list<std::string_view> needles) {
+  size_t n = 0;
+  for (const auto line : std::views::split(output, '\n')) {
+    const std::string_view text(line.begin(), line.end());
+    if (std::all_of(needles.begin(), needles.end(), [&](std::string_view w) { return text.find(w) != std::string_view::npos; })) ++n;
+  }
+  return n;
 }
 
 }  // namespace
@@ -231,6 +244,62 @@ TEST_CASE("a directory the operator made a symlink is theirs: nothing is written
   // Nothing was written below the symlink's target.
   CHECK(snapshot(outside) == std::map<std::string, std::string>{{"secret.conf", test::sha256_of(outside / "secret.conf")}});
   CHECK(fs::is_empty(img.data / ".kmodkit/staging"));
+}
+
+TEST_CASE("each event is logged once: a skipped FIFO on a first seed, the --mode force warning", "[e2e][seed]") {
+  Image img;
+  auto first = seed(img.args());
+  INFO(first.output);
+  REQUIRE(first.code == 0);
+  CHECK(lines_with(first.output, {"skipping", (img.root / "pipe").string()}) == 1);
+  CHECK(lines_with(first.output, {"pipe"}) == 1);
+
+  test::write_file(img.data / ".kmodkit/seed.json", "{\"format\": 1");
+  auto force = seed(img.args({"--image-version", "2", "--mode", "force"}));
+  INFO(force.output);
+  REQUIRE(force.code == 0);
+  CHECK(lines_with(force.output, {"seed.json is corrupt", "--mode force: treating the volume as never seeded"}) == 1);
+  CHECK(lines_with(force.output, {"skipping", "pipe"}) == 1);
+}
+
+TEST_CASE("a sparse default keeps its holes on the volume, with the same content and digest", "[e2e][seed]") {
+  Image img;
+  // 50 MiB, of which three small pieces are data: at the start, in the middle, at the end.
+  const fs::path sparse = img.root / "var/sparse.img";
+  fs::create_directories(sparse.parent_path());
+  {
+    const int fd = ::open(sparse.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    REQUIRE(fd >= 0);
+    REQUIRE(::ftruncate(fd, 50 << 20) == 0);
+    for (const off_t at : {off_t{0}, off_t{20 << 20} + 123, off_t{(50 << 20) - 5}}) {
+      REQUIRE(::pwrite(fd, "data!", 5, at) == 5);
+    }
+    ::close(fd);
+  }
+  REQUIRE(lstat_of(sparse).st_blocks * 512 < (1 << 20));  // the image's file system keeps holes
+  auto run = seed(img.args());
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  const auto seeded = lstat_of(img.vol("var/sparse.img"));
+  CHECK(seeded.st_size == 50 << 20);
+  CHECK(seeded.st_blocks * 512 < (1 << 20));
+  CHECK(test::sha256_of(img.vol("var/sparse.img")) == test::sha256_of(sparse));
+  auto manifest = nlohmann::json::parse(test::read_file(img.data / ".kmodkit/seed.json"));
+  CHECK(manifest["files"]["etc/app/var/sparse.img"]["sha256"] == test::sha256_of(sparse));
+
+  // A merge copies a changed sparse default the same way.
+  {
+    const int fd = ::open(sparse.c_str(), O_WRONLY);
+    REQUIRE(fd >= 0);
+    REQUIRE(::pwrite(fd, "more!", 5, off_t{30} << 20) == 5);
+    ::close(fd);
+  }
+  auto merge = seed(img.args({"--image-version", "2"}));
+  INFO(merge.output);
+  REQUIRE(merge.code == 0);
+  CHECK_THAT(merge.last_line, Catch::Contains("updated 1"));
+  CHECK(lstat_of(img.vol("var/sparse.img")).st_blocks * 512 < (1 << 20));
+  CHECK(test::sha256_of(img.vol("var/sparse.img")) == test::sha256_of(sparse));
 }
 
 TEST_CASE("a config file gives the trees and the image version, and a malformed one is exit 78 naming what is wrong",
@@ -394,9 +463,50 @@ TEST_CASE("read-only and full volumes are exit 73 with nothing half-written, and
   REQUIRE(full);
   INFO(full->output);
   CHECK_THAT(full->output, Catch::Contains("RC=73") && Catch::Contains("No space left on device"));
+  // The message names the volume, what the seed needs and what is free, and that nothing changed.
+  std::smatch said;
+  REQUIRE(std::regex_search(full->output, said,
+                            std::regex("the volume (\\S+) has no room for this seed: it needs ([0-9]+) bytes \\([^)]*\\), "
+                                       "([0-9]+) are free \\([^)]*\\); nothing on the volume changed")));
+  CHECK(said[1] == img.data.string());
+  CHECK(std::stoull(said[2]) >= (3u << 20));
+  CHECK(std::stoull(said[3]) <= (2u << 20));
+  CHECK(std::stoull(said[3]) > 0);
   const auto listed = full->output.substr(full->output.find("RC=73"));
   CHECK_THAT(listed.substr(0, listed.find("LISTED")), !Catch::Contains("etc") && !Catch::Contains("seed."));
   CHECK_THAT(full->output, Catch::Contains("RC2=0") && Catch::Contains("big.bin"));
+}
+
+TEST_CASE("a merge that does not fit the volume is exit 73 saying what it needs, and the seeded volume is as it was",
+          "[e2e][seed][faults]") {
+  Image img;
+  const std::string bin = KMODKIT_SEED_DATA_BIN;
+  const std::string data = img.data.string();
+  const std::string args = " --data " + data + " --tree " + img.root.string() + "=etc/app --log-format human";
+  // Every file of the volume, seed.json included, by digest: equal before and after the merge.
+  const std::string digests = "(cd " + data + " && find . -type f ! -name lock -print0 | sort -z | xargs -0 sha256sum)";
+  const std::string script = "mount -t tmpfs -o size=2m none " + data + " && " + bin + args + " --image-version 1" +
+                             " && echo SEEDED && " + digests + " > " + (img.tmp / "before").string() +
+                             " && head -c 3145728 /dev/urandom > " + (img.root / "big.bin").string() +
+                             " && echo 'port = 2' > " + (img.root / "app.conf").string() + "; " + bin + args +
+                             " --image-version 2; echo \"RC=$?\"; " + digests + " > " + (img.tmp / "after").string() +
+                             "; ls -A " + data + "/.kmodkit/staging; echo LISTED";
+  auto full = subprocess::run({"unshare", "-m", "sh", "-c", script});
+  REQUIRE(full);
+  INFO(full->output);
+  REQUIRE_THAT(full->output, Catch::Contains("SEEDED") && Catch::Contains("RC=73"));
+  std::smatch said;
+  REQUIRE(std::regex_search(full->output, said,
+                            std::regex("the volume (\\S+) has no room for this seed: it needs ([0-9]+) bytes \\([^)]*\\), "
+                                       "([0-9]+) are free \\([^)]*\\); nothing on the volume changed")));
+  CHECK(said[1] == data);
+  CHECK(std::stoull(said[2]) >= (3u << 20));
+  CHECK(std::stoull(said[3]) < (2u << 20));
+  const auto listed = full->output.substr(full->output.find("RC=73"));
+  CHECK(listed.substr(listed.find('\n') + 1, listed.find("LISTED") - listed.find('\n') - 1).empty());
+  const std::string before = test::read_file(img.tmp / "before");
+  CHECK_THAT(before, Catch::Contains("seed.json") && Catch::Contains("app.conf"));
+  CHECK(test::read_file(img.tmp / "after") == before);
 }
 
 TEST_CASE("killed with SIGKILL during a first seed or a merge, a rerun ends as an uninterrupted run", "[e2e][seed][faults]") {

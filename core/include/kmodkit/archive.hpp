@@ -21,6 +21,11 @@ namespace kmodkit::archive {
 
 namespace fs = std::filesystem;
 
+// How an extraction or copy reports the device nodes, FIFOs and sockets it skips (it never
+// creates them): a warning each, or only a count in Stats::skipped, when the caller has already
+// reported them (seed-data lists its trees before it copies them).
+enum class SpecialFiles { warn, count };
+
 struct Policy {
   // Where entries go. Made canonical before use, so no component of it is a symlink.
   fs::path root;
@@ -35,6 +40,7 @@ struct Policy {
   // Called (from writer threads, concurrently) with the path relative to the root and the
   // SHA-256 of each regular file's content as it is written; hard links are not reported.
   std::function<void(std::string_view path, std::string_view sha256)> on_file_digest = nullptr;
+  SpecialFiles special_files = SpecialFiles::warn;
 };
 
 struct Stats {

@@ -70,7 +70,7 @@ Result<void> replace_symlink(const fs::path& target, const fs::path& link);
 struct WalkEntry {
   int dir_fd;
   const char* name;
-  const fs::path& path;
+  const std::string& path;  // a string: a std::filesystem::path splits itself into components
   const std::string& rel;
   const struct stat& st;
 };
