@@ -49,6 +49,13 @@ fs::path log_path(const fs::path& volume, const std::string& kver, const std::st
 }
 fs::path install_dir(const KernelTree& kernel, const std::string& recipe) { return kernel.modules_dir / "extra" / recipe; }
 
+// The architecture as `uname -m` names it: what DKMS matches BUILD_EXCLUSIVE_ARCH against.
+std::string machine() {
+  struct utsname uts{};
+  ::uname(&uts);
+  return uts.machine;
+}
+
 // The signing key in use: loaded from files, or generated when first needed.
 class Signing {
  public:
@@ -398,7 +405,7 @@ Result<void> build_and_install(const Config& cfg) {
     if (override.empty()) {
       if (auto it = cfg.sources.find(job.recipe.name); it != cfg.sources.end()) job.recipe = KK_TRY(load(spec, it->second));
     }
-    if (auto why = job.recipe.kernel_refusal(kernel.release); !why.empty()) return fail(ExitCode::config, why);
+    if (auto why = job.recipe.kernel_refusal(kernel.release, machine()); !why.empty()) return fail(ExitCode::config, why);
     for (const auto& other : jobs) {
       if (other.recipe.name == job.recipe.name) return fail(ExitCode::usage, "recipe " + job.recipe.name + " is given twice");
     }

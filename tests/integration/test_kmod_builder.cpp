@@ -11,7 +11,9 @@
 
 #include "helpers.hpp"
 #include "kmodkit/subprocess.hpp"
+#include "kmodkit/text.hpp"
 #include "modinfo.hpp"
+#include "recipe.hpp"
 #include "signing.hpp"
 
 using namespace kmodkit;
@@ -326,6 +328,66 @@ TEST_CASE("a depmod that cannot write its index fails the run, and the next run 
   CHECK_THAT(again->output, Catch::Contains("0 built, 1 from the cache"));
   CHECK_THAT(test::read_file(k / "modules.dep"), Catch::Contains("extra/kmodkit_hello/kmodkit_hello.ko:"));
   CHECK(fs::exists(s.record("kmodkit_hello")));
+}
+
+namespace {
+
+// What DKMS decides: it sources dkms.conf in bash and tests [[ $kernelver =~ $BUILD_EXCLUSIVE_KERNEL ]].
+bool bash_matches(const std::string& text, const std::string& regex) {
+  auto r = subprocess::run({"bash", "-c", "[[ $1 =~ $2 ]]", "bash", text, regex});
+  REQUIRE(r);
+  REQUIRE(r->exit_code != 2);  // 2: bash could not compile the regex
+  return r->exit_code == 0;
+}
+
+}  // namespace
+
+TEST_CASE("a recipe's kernel regex is searched in the release as DKMS does: the README's ^6\\. builds on Debian 12's kernel",
+          "[e2e][kmod-builder][recipe]") {
+  Setup s;
+  const fs::path recipe = s.hello / "kmodkit-recipe.json";
+  const std::string original = test::read_file(recipe);
+  // The recipe's "kernel" field replaced by {"regex": REGEX} (REGEX as JSON text).
+  auto with_regex = [&](const std::string& json_regex) {
+    test::write_file(recipe, std::regex_replace(original, std::regex(R"("kernel": \{[^}]*\})"), "\"kernel\": {\"regex\": \"" + json_regex + "\"}"));
+  };
+  with_regex(R"(^6\\.)");
+  auto six = s.build({"--recipe", s.hello.string(), "--dry-run"});
+  INFO(six.output);
+  CHECK(six.code == 0);
+  CHECK_THAT(six.output, Catch::Contains("dry run: kmodkit_hello would be built"));
+
+  with_regex(R"(^5\\.)");
+  auto five = s.build({"--recipe", s.hello.string(), "--dry-run"});
+  INFO(five.output);
+  CHECK(five.code == 78);
+  CHECK_THAT(five.last_line, Catch::Contains(R"('^5\.')") && Catch::Contains(s.kver));
+
+  with_regex(R"(^6\\.(?:1))");  // ECMAScript's non-capturing group; bash cannot compile it
+  auto invalid = s.build({"--recipe", s.hello.string(), "--dry-run"});
+  INFO(invalid.output);
+  CHECK(invalid.code == 78);
+  CHECK_THAT(invalid.last_line, Catch::Contains(recipe.string()) && Catch::Contains(R"('^6\.(?:1)')"));
+}
+
+TEST_CASE("Debian's r8168-dkms dkms.conf reads as a recipe whose BUILD_EXCLUSIVE_KERNEL decides as DKMS does",
+          "[e2e][kmod-builder][recipe]") {
+  auto fetched = subprocess::run({(test::support_dir() / "fetch-dkms-packages.sh").string()});
+  REQUIRE(fetched);
+  INFO(fetched->output);
+  REQUIRE(fetched->ok());
+  const auto lines = text::split(text::trim(fetched->output), "\n");
+  const fs::path conf = fs::path(std::string(lines.back())) / "r8168-dkms/usr/src/r8168-8.051.02/dkms.conf";
+  auto r = kmod_builder::load(conf.string(), "");
+  INFO(conf.string());
+  REQUIRE(r);
+  CHECK(r->kernel_regex == R"(^3\.1[4-9].*|^[4-9].*)");
+  for (const auto& release : {test::fixture_kernel_release(), std::string("3.10.0-1160.el7.x86_64"), std::string("3.16.0-6-amd64"),
+                                    std::string("2.6.32-5-amd64"), std::string("10.1.0-1-amd64")}) {
+    INFO(release);
+    CHECK(r->kernel_refusal(release, "x86_64").empty() == bash_matches(release, r->kernel_regex));
+  }
+  CHECK(r->kernel_refusal(test::fixture_kernel_release(), "x86_64").empty());
 }
 
 TEST_CASE("a dry run says what it would build and writes nothing", "[e2e][kmod-builder]") {
