@@ -41,6 +41,7 @@ std::string read_trimmed(const fs::path& p) {
 // A module of an installed recipe, as its record lists it.
 struct Installed {
   std::string recipe, name, path, sha256, signer, sig_key;
+  std::string certificate;  // the signing certificate in DER on the volume (mokutil --import takes DER); "" if unknown
   bool ephemeral = false;
   std::vector<std::string> depends;
   std::vector<std::pair<std::string, std::string>> params;
@@ -86,6 +87,7 @@ Result<std::vector<Installed>> installed_modules(const LoadConfig& cfg) {
         i.signer = r.value("signer", "");
         i.sig_key = r.value("sig_key", "");
         i.ephemeral = r.value("ephemeral_key", false);
+        if (const std::string cert = r.value("certificate", ""); !cert.empty()) i.certificate = (cfg.volume / cert).string();
         if (r.contains("load") && r["load"].is_object()) {
           const json& load = r["load"];
           if (load.contains("depends") && load["depends"].is_array()) {
@@ -127,6 +129,11 @@ std::string options_text(const std::vector<std::pair<std::string, std::string>>&
   return s;
 }
 
+// How to enroll a module's signing certificate as a Machine Owner Key: mokutil reads DER.
+std::string enroll_command(const Installed& m) {
+  return "mokutil --import " + (m.certificate.empty() ? std::string("<the signing certificate in DER>") : m.certificate);
+}
+
 Error insert_error(int err, const Installed& m, const KernelPolicy& policy, const std::string& kver) {
   const std::string who = "kernel " + kver + " refused " + m.name + " (" + m.path + "): " + std::strerror(err);
   switch (err) {
@@ -139,8 +146,8 @@ Error insert_error(int err, const Installed& m, const KernelPolicy& policy, cons
       } else {
         s += "does not trust its signer '" + m.signer + "' (key " + m.sig_key + ")" +
              (m.ephemeral ? ", an ephemeral key made by kmod-builder: sign with a key of your own" : "") +
-             "; enroll the certificate, e.g. as a MOK: mokutil --import <cert.der>, confirm at the next boot's "
-             "MOK manager, or build the modules with a key the kernel already trusts";
+             "; enroll the certificate, e.g. as a MOK: " + enroll_command(m) +
+             ", confirm at the next boot's MOK manager, or build the modules with a key the kernel already trusts";
       }
       return Error{ExitCode::no_perm, s};
     }
@@ -270,8 +277,9 @@ Result<void> load_modules(const LoadConfig& cfg) {
     if (m.signer.empty()) {
       logger->warn("{}: not signed, and the kernel enforces signatures: the kernel will refuse it", m.name);
     } else if (known.has_value() && !*known) {
-      logger->warn("{}: signed by '{}' (key {}), which is not among the kernel's keys in {}: the kernel will refuse it",
-                   m.name, m.signer, m.sig_key, cfg.proc_keys.string());
+      logger->warn("{}: signed by '{}' (key {}), which is not among the kernel's keys in {}: the kernel will refuse it "
+                   "unless the certificate is enrolled ({})",
+                   m.name, m.signer, m.sig_key, cfg.proc_keys.string(), enroll_command(m));
     }
   }
   if (cfg.dry_run) {
@@ -299,7 +307,7 @@ Result<void> load_modules(const LoadConfig& cfg) {
       const int err = kmod_module_probe_insert_module(dm, 0, nullptr, nullptr, nullptr, nullptr);
       kmod_module_unref(dm);
       if (err < 0 && err != -EEXIST) {
-        Installed d{m.recipe, dep, dep, "", "", "", false, {}, {}};
+        Installed d{m.recipe, dep, dep, "", "", "", "", false, {}, {}};
         return fail(insert_error(-err, d, policy, cfg.kernel_release));
       }
       logger->info("{}: loaded {} (in-tree dependency)", m.name, dep);

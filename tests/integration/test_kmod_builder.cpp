@@ -340,6 +340,15 @@ bool bash_matches(const std::string& text, const std::string& regex) {
   return r->exit_code == 0;
 }
 
+// The SHA-256 fingerprint openssl reads from a certificate file in the given form (PEM or DER).
+std::string openssl_fingerprint(const fs::path& cert, const std::string& form) {
+  auto r = subprocess::run({"openssl", "x509", "-inform", form, "-in", cert.string(), "-noout", "-fingerprint", "-sha256"});
+  REQUIRE(r);
+  INFO(r->output);
+  REQUIRE(r->ok());
+  return r->output;
+}
+
 }  // namespace
 
 TEST_CASE("a recipe's kernel regex is searched in the release as DKMS does: the README's ^6\\. builds on Debian 12's kernel",
@@ -388,6 +397,34 @@ TEST_CASE("Debian's r8168-dkms dkms.conf reads as a recipe whose BUILD_EXCLUSIVE
     CHECK(r->kernel_refusal(release, "x86_64").empty() == bash_matches(release, r->kernel_regex));
   }
   CHECK(r->kernel_refusal(test::fixture_kernel_release(), "x86_64").empty());
+}
+
+TEST_CASE("the signing certificate is on the volume in DER, the form mokutil --import takes, and load's hint names it",
+          "[e2e][kmod-builder][signing]") {
+  Setup s;
+  auto run = s.build({"--recipe", s.hello.string()});
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  const auto record = nlohmann::json::parse(test::read_file(s.record("kmodkit_hello")));
+  REQUIRE(record.contains("certificate"));
+  const fs::path der = s.vol / record["certificate"].get<std::string>();
+  CHECK(der.extension() == ".der");
+  REQUIRE(fs::is_regular_file(der));
+  // openssl reads it as DER, and it is the certificate the modules were signed with; the PEM is beside it.
+  const std::string fingerprint = openssl_fingerprint(s.key.cert_pem, "PEM");
+  CHECK(openssl_fingerprint(der, "DER") == fingerprint);
+  CHECK(openssl_fingerprint(fs::path(der).replace_extension(".pem"), "PEM") == fingerprint);
+  CHECK(kmod_builder::signing::verify(test::read_file(s.installed("kmodkit_hello", "kmodkit_hello")), der));
+
+  // A node that enforces signatures and does not hold the key: load says which file to enroll.
+  const fs::path sys = s.tmp / "sys";
+  fs::create_directories(sys / "module/module/parameters");
+  test::write_file(sys / "module/module/parameters/sig_enforce", "Y\n");
+  auto load = test::run_kmod_builder({"load", "--volume", s.vol.string(), "--kernel-release", s.kver, "--recipe",
+                                      "kmodkit_hello", "--sysfs", sys.string(), "--dry-run"});
+  INFO(load.output);
+  CHECK(load.code == 0);
+  CHECK_THAT(load.output, Catch::Contains("mokutil --import " + der.string()));
 }
 
 TEST_CASE("a dry run says what it would build and writes nothing", "[e2e][kmod-builder]") {
