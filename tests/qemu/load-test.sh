@@ -7,7 +7,9 @@
 #   load-test.sh KMOD_BUILDER INIT_MODULES FIXTURES_DIR
 # Boot 1: load, bind an e1000 NIC to igb_uio, rerun (nothing changes), unload refused while
 # bound, unbind (back on e1000), unload. Boot 2 (module.sig_enforce=1): a module signed by the
-# test key and an unsigned one are refused with exit 77.
+# test key and an unsigned one are refused with exit 77, the hint naming the certificate's DER
+# file on the volume; igb_uio refused after its dependency uio was loaded: uio is unloaded
+# again, unless it was loaded before the run.
 set -euo pipefail
 kmod_builder=$(realpath "${1:?usage: load-test.sh KMOD_BUILDER INIT_MODULES FIXTURES_DIR}")
 init_modules=$(realpath "${2:?}")
@@ -73,7 +75,7 @@ mods=usr/lib/modules/$kver
 mkdir -p "$root/vol/$mods"
 cp -a "$work/vol/$mods"/modules.* "$root/vol/$mods/"
 (cd "$work/vol" && cp -a --parents "$mods/extra" "$mods/kernel/drivers/uio/uio.ko" \
-  "$mods/kernel/drivers/net/ethernet/intel/e1000/e1000.ko" .kmodkit/modules "$root/vol/")
+  "$mods/kernel/drivers/net/ethernet/intel/e1000/e1000.ko" .kmodkit/modules .kmodkit/certs "$root/vol/")
 ln -s usr/lib "$root/vol/lib"
 mkdir -p "$root/vol2"
 (cd "$work/vol2" && cp -a --parents "$mods/extra/kmodkit_hello" .kmodkit/modules/"$kver"/kmodkit_hello.json "$root/vol2/")
@@ -110,6 +112,13 @@ step() { echo "KMODKIT-STEP \$1"; shift; "\$@" 2>&1; echo "KMODKIT-RC \$?"; }
 if grep -q module.sig_enforce=1 /proc/cmdline; then
   step enforce-signed \$K load --volume /vol --kernel-release \$R --recipe kmodkit_hello
   step enforce-unsigned \$K load --volume /vol-unsigned --kernel-release \$R --recipe kmodkit_hello
+  # igb_uio is refused after its dependency uio was loaded: the run unloads uio again...
+  step enforce-dep \$K load --volume /vol --kernel-release \$R --recipe igb_uio
+  echo "KMODKIT-SYS after-refusal uio=\$(test -d /sys/module/uio && echo present || echo gone)"
+  # ...but leaves it loaded when it was loaded before the run.
+  insmod /vol/usr/lib/modules/\$R/kernel/drivers/uio/uio.ko
+  step enforce-dep-preloaded \$K load --volume /vol --kernel-release \$R --recipe igb_uio
+  echo "KMODKIT-SYS after-refusal-preloaded uio=\$(test -d /sys/module/uio && echo present || echo gone)"
 else
   insmod /vol/usr/lib/modules/\$R/kernel/drivers/net/ethernet/intel/e1000/e1000.ko
   NIC=\$(ls /sys/bus/pci/drivers/e1000 | grep '^0000:' | head -1)
@@ -184,8 +193,17 @@ echo "load-test: boot 1 (load, bind, rerun, unbind, unload, another build refuse
 
 boot "module.sig_enforce=1" "$work/boot2"; out=$work/boot2.txt
 expect enforce-signed 77;   said enforce-signed "module.sig_enforce=1"; said enforce-signed "does not trust its signer 'kmodkit qemu test key'"
-said enforce-signed "mokutil --import"
+# The hint names the certificate's DER file on the volume, and that file is the signing certificate.
+cert_der=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["certificate"])' \
+  "$work/vol/.kmodkit/modules/$kver/kmodkit_hello.json")
+[ "$(openssl x509 -inform DER -in "$work/vol/$cert_der" -noout -fingerprint -sha256)" = \
+  "$(openssl x509 -in "$work/cert.pem" -noout -fingerprint -sha256)" ] || fail "$cert_der is not the signing certificate in DER"
+said enforce-signed "mokutil --import /vol/$cert_der"
 expect enforce-unsigned 77; said enforce-unsigned "the module is not signed"
+expect enforce-dep 77;      said enforce-dep "uio: loaded uio"; said enforce-dep "refused igb_uio"; said enforce-dep "unloaded uio"
+has "KMODKIT-SYS after-refusal uio=gone"
+expect enforce-dep-preloaded 77; said enforce-dep-preloaded "refused igb_uio"
+has "KMODKIT-SYS after-refusal-preloaded uio=present"
 grep -F "error" "$out" | sed 's/^/load-test: guest said: /'
-echo "load-test: boot 2 (module.sig_enforce=1: test-key and unsigned modules refused with 77) passed"
+echo "load-test: boot 2 (module.sig_enforce=1: test-key and unsigned modules refused with 77, what the run loaded unloaded) passed"
 echo "load-test: passed in $(( $(date +%s) - t0 )) s of QEMU"
