@@ -481,8 +481,13 @@ TEST_CASE("three builders at once on one volume: one builds, the others wait and
 }
 
 TEST_CASE("rte_kni builds from a DPDK 22.11 tree with DPDK's own probe", "[.rte_kni]") {
-  const char* src = std::getenv("KMODKIT_DPDK_SRC");
-  REQUIRE(src != nullptr);
+  // The tree fixture.dpdk_src fetched (its path in a file of the fixtures directory), or one
+  // given in KMODKIT_DPDK_SRC.
+  const char* env = std::getenv("KMODKIT_DPDK_SRC");
+  const std::string src = env != nullptr && *env != '\0' ? std::string(env)
+                                                          : std::string(text::trim(test::read_file(test::fixtures_dir() / "dpdk-src")));
+  INFO("DPDK tree " << src);
+  REQUIRE(fs::is_directory(fs::path(src) / "kernel/linux/kni"));
   Setup s;
   // Read-only sources are copied into a private directory first.
   auto run = s.build({"--recipe", "rte_kni", "--source", std::string("rte_kni=") + src});
