@@ -49,6 +49,30 @@ fs::path log_path(const fs::path& volume, const std::string& kver, const std::st
 }
 fs::path install_dir(const KernelTree& kernel, const std::string& recipe) { return kernel.modules_dir / "extra" / recipe; }
 
+// The architecture as `uname -m` names it: what DKMS matches BUILD_EXCLUSIVE_ARCH against.
+std::string machine() {
+  struct utsname uts{};
+  ::uname(&uts);
+  return uts.machine;
+}
+
+// Puts the signing certificate on the volume for whoever enrolls it in the node's firmware
+// (mokutil --import reads DER only): .kmodkit/certs/<first 16 hex digits of the DER's SHA-256>.der
+// and the same certificate in PEM beside it, each written atomically. Named by content, so a
+// file there is never replaced by another certificate. Returns the DER's path relative to the volume.
+Result<std::string> write_certificate(const fs::path& volume, const signing::Signer& signer) {
+  const std::string der = signer.certificate_der();
+  const std::string pem = signer.certificate_pem();
+  if (der.empty() || pem.empty()) return fail(ExitCode::software, "OpenSSL could not encode the signing certificate");
+  const std::string stem = ".kmodkit/certs/" + digest::sha256_hex(der).substr(0, 16);
+  KK_TRY(files::make_dirs(volume / ".kmodkit/certs"));
+  for (const auto& [file, content] : {std::pair{stem + ".pem", &pem}, std::pair{stem + ".der", &der}}) {
+    if (auto have = files::read_file(volume / file, 1 << 20); have && *have == *content) continue;
+    KK_TRY(files::write_file_atomic(volume / file, *content));
+  }
+  return stem + ".der";
+}
+
 // The signing key in use: loaded from files, or generated when first needed.
 class Signing {
  public:
@@ -251,6 +275,7 @@ Result<json> build_into_cache(const Job& job, const KernelTree& kernel, const Co
   entry["signer"] = signer->signer_name();
   entry["sig_key"] = signer->key_id();
   entry["ephemeral_key"] = signer->is_ephemeral();
+  entry["certificate"] = KK_TRY(write_certificate(cfg.volume, *signer));
   entry["built"] = text::utc_now_rfc3339();
   entry["build_seconds"] = seconds_since(start);
   entry["load"] = {{"depends", job.recipe.load_depends}, {"params", json::object()}};
@@ -398,7 +423,7 @@ Result<void> build_and_install(const Config& cfg) {
     if (override.empty()) {
       if (auto it = cfg.sources.find(job.recipe.name); it != cfg.sources.end()) job.recipe = KK_TRY(load(spec, it->second));
     }
-    if (auto why = job.recipe.kernel_refusal(kernel.release); !why.empty()) return fail(ExitCode::config, why);
+    if (auto why = job.recipe.kernel_refusal(kernel.release, machine()); !why.empty()) return fail(ExitCode::config, why);
     for (const auto& other : jobs) {
       if (other.recipe.name == job.recipe.name) return fail(ExitCode::usage, "recipe " + job.recipe.name + " is given twice");
     }
@@ -516,6 +541,9 @@ Result<void> print_status(const StatusOptions& opt) {
       }
       out += "  signed " + r.value("hash", "") + " by '" + r.value("signer", "") + "' key " + r.value("sig_key", "") +
              (r.value("ephemeral_key", false) ? " (ephemeral key)" : "") + "\n";
+      if (!r.value("certificate", "").empty()) {
+        out += "  certificate " + (opt.volume / r.value("certificate", "")).string() + " (DER, for mokutil --import)\n";
+      }
       out += "  sources " + r.value("source", "") + " (sha256 " + r.value("sources_sha256", "").substr(0, 16) + ")\n";
       out += "  compiler " + r.value("compiler", "") + "\n";
       out += "  built " + r.value("built", "") + ", installed " + r.value("installed", "") + ", cache key " +

@@ -41,6 +41,7 @@ std::string read_trimmed(const fs::path& p) {
 // A module of an installed recipe, as its record lists it.
 struct Installed {
   std::string recipe, name, path, sha256, signer, sig_key;
+  std::string certificate;  // the signing certificate in DER on the volume (mokutil --import takes DER); "" if unknown
   bool ephemeral = false;
   std::vector<std::string> depends;
   std::vector<std::pair<std::string, std::string>> params;
@@ -86,6 +87,7 @@ Result<std::vector<Installed>> installed_modules(const LoadConfig& cfg) {
         i.signer = r.value("signer", "");
         i.sig_key = r.value("sig_key", "");
         i.ephemeral = r.value("ephemeral_key", false);
+        if (const std::string cert = r.value("certificate", ""); !cert.empty()) i.certificate = (cfg.volume / cert).string();
         if (r.contains("load") && r["load"].is_object()) {
           const json& load = r["load"];
           if (load.contains("depends") && load["depends"].is_array()) {
@@ -127,6 +129,11 @@ std::string options_text(const std::vector<std::pair<std::string, std::string>>&
   return s;
 }
 
+// How to enroll a module's signing certificate as a Machine Owner Key: mokutil reads DER.
+std::string enroll_command(const Installed& m) {
+  return "mokutil --import " + (m.certificate.empty() ? std::string("<the signing certificate in DER>") : m.certificate);
+}
+
 Error insert_error(int err, const Installed& m, const KernelPolicy& policy, const std::string& kver) {
   const std::string who = "kernel " + kver + " refused " + m.name + " (" + m.path + "): " + std::strerror(err);
   switch (err) {
@@ -139,8 +146,8 @@ Error insert_error(int err, const Installed& m, const KernelPolicy& policy, cons
       } else {
         s += "does not trust its signer '" + m.signer + "' (key " + m.sig_key + ")" +
              (m.ephemeral ? ", an ephemeral key made by kmod-builder: sign with a key of your own" : "") +
-             "; enroll the certificate, e.g. as a MOK: mokutil --import <cert.der>, confirm at the next boot's "
-             "MOK manager, or build the modules with a key the kernel already trusts";
+             "; enroll the certificate, e.g. as a MOK: " + enroll_command(m) +
+             ", confirm at the next boot's MOK manager, or build the modules with a key the kernel already trusts";
       }
       return Error{ExitCode::no_perm, s};
     }
@@ -172,6 +179,119 @@ Result<KmodCtx> open_ctx(const LoadConfig& cfg) {
   if (!c.ctx) return fail(ExitCode::software, "libkmod: cannot open a context on " + dir.string());
   kmod_load_resources(c.ctx.get());
   return c;
+}
+
+using ModulePtr = std::unique_ptr<kmod_module, decltype(&kmod_module_unref)>;
+using ListPtr = std::unique_ptr<kmod_list, decltype(&kmod_module_unref_list)>;
+
+// `mod` and what it depends on (modules.dep), in the order modprobe loads them: each module after
+// its own dependencies.
+void load_order(kmod_module* mod, std::vector<std::string>& out) {
+  const std::string name = kmod_module_get_name(mod);
+  if (std::find(out.begin(), out.end(), name) != out.end()) return;
+  ListPtr deps(kmod_module_get_dependencies(mod), kmod_module_unref_list);
+  kmod_list* l = nullptr;
+  kmod_list_foreach(l, deps.get()) {
+    ModulePtr dep(kmod_module_get_module(l), kmod_module_unref);
+    load_order(dep.get(), out);
+  }
+  if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(name);
+}
+
+// Unloads, last first, the modules this run loaded, so that a run that fails part-way leaves the
+// kernel as it found it. Returns what to add to the failure's sentence.
+std::string roll_back(kmod_ctx* ctx, const std::vector<std::string>& loaded) {
+  std::string unloaded, kept;
+  for (auto it = loaded.rbegin(); it != loaded.rend(); ++it) {
+    kmod_module* raw = nullptr;
+    int err = kmod_module_new_from_name(ctx, it->c_str(), &raw);
+    if (err == 0) {
+      ModulePtr mod(raw, kmod_module_unref);
+      err = kmod_module_remove_module(mod.get(), 0);
+    }
+    if (err < 0) {
+      kept += (kept.empty() ? "" : ", ") + *it + " (" + std::strerror(-err) + ")";
+    } else {
+      unloaded += (unloaded.empty() ? "" : ", ") + *it;
+    }
+  }
+  std::string s;
+  if (!unloaded.empty()) s += "; unloaded " + unloaded + ", which this run had loaded";
+  if (!kept.empty()) s += "; could not unload " + kept + ", which this run had loaded";
+  return s;
+}
+
+Result<void> load_each(const LoadConfig& cfg, const std::vector<Installed>& modules, const KernelPolicy& policy,
+                       kmod_ctx* ctx, std::vector<std::string>& loaded_here) {
+  auto logger = log::get("kmod-builder");
+  int loaded = 0, already = 0;
+  for (const auto& m : modules) {
+    for (const auto& dep : m.depends) {
+      if (is_live(cfg.sysfs, dep)) continue;
+      kmod_list* list = nullptr;
+      if (kmod_module_new_from_lookup(ctx, dep.c_str(), &list) < 0 || list == nullptr) {
+        return fail(ExitCode::no_input, m.name + " needs " + dep + ", which the modules tree of " + cfg.kernel_release +
+                                            " on the volume does not have");
+      }
+      ListPtr guard(list, kmod_module_unref_list);
+      ModulePtr dm(kmod_module_get_module(list), kmod_module_unref);
+      // The dependency and its own dependencies that are not loaded yet are this run's to undo.
+      std::vector<std::string> order;
+      load_order(dm.get(), order);
+      std::erase_if(order, [&](const std::string& n) { return is_live(cfg.sysfs, n); });
+      const int err = kmod_module_probe_insert_module(dm.get(), 0, nullptr, nullptr, nullptr, nullptr);
+      for (const auto& n : order) {
+        if (is_live(cfg.sysfs, n)) loaded_here.push_back(n);
+      }
+      if (err < 0 && err != -EEXIST) {
+        Installed d{m.recipe, dep, dep, "", "", "", "", false, {}, {}};
+        return fail(insert_error(-err, d, policy, cfg.kernel_release));
+      }
+      logger->info("{}: loaded {} (in-tree dependency)", m.name, dep);
+    }
+    const fs::path path = cfg.volume / m.path;
+    // Only what kmod-builder built, signed and recorded is loaded.
+    if (auto sha = digest::sha256_file(path); !sha || *sha != m.sha256) {
+      return fail(ExitCode::data_err, m.name + ": " + path.string() + " is missing or not the file kmod-builder installed " +
+                                          "(its SHA-256 differs from the record): rebuild with kmod-builder build");
+    }
+    const std::string want = build_id_of_file(path);
+    if (is_live(cfg.sysfs, m.name)) {
+      const std::string have = build_id_of_loaded(cfg.sysfs, m.name);
+      if (!want.empty() && have == want) {
+        logger->info("{}: already loaded from this build (build id {})", m.name, want.substr(0, 16));
+        ++already;
+        continue;
+      }
+      if (!cfg.replace) {
+        return fail(ExitCode::config, m.name + " is loaded from another build (build id " + (have.empty() ? "unknown" : have.substr(0, 16)) +
+                                          ", installed " + want.substr(0, 16) + "): unload it first, or use --replace");
+      }
+      KK_TRY(unload_modules(LoadConfig{cfg.volume, cfg.kernel_release, {m.recipe}, {}, cfg.sysfs, cfg.securityfs,
+                                       cfg.proc_keys, false, false, false}));
+    }
+    kmod_module* raw = nullptr;
+    if (int err = kmod_module_new_from_path(ctx, path.c_str(), &raw); err < 0) {
+      return fail(ExitCode::no_input, m.name + ": cannot open " + path.string() + ": " + std::strerror(-err));
+    }
+    ModulePtr mod(raw, kmod_module_unref);
+    const std::string options = options_text(m.params);
+    const int err = kmod_module_insert_module(mod.get(), 0, options.empty() ? nullptr : options.c_str());
+    if (err == -EEXIST && build_id_of_loaded(cfg.sysfs, m.name) == want && !want.empty()) {
+      logger->info("{}: loaded by another process at the same time, from this build", m.name);
+      ++already;
+      continue;
+    }
+    if (err == -EEXIST) {
+      return fail(ExitCode::config, m.name + " was loaded by another process from another build: unload it first, or use --replace");
+    }
+    if (err < 0) return fail(insert_error(-err, m, policy, cfg.kernel_release));
+    loaded_here.push_back(m.name);
+    logger->info("{}: loaded from {}{}", m.name, m.path, options.empty() ? "" : " with " + options);
+    ++loaded;
+  }
+  logger->info("kernel {}: {} module(s) loaded, {} already loaded", cfg.kernel_release, loaded, already);
+  return {};
 }
 
 }  // namespace
@@ -270,8 +390,9 @@ Result<void> load_modules(const LoadConfig& cfg) {
     if (m.signer.empty()) {
       logger->warn("{}: not signed, and the kernel enforces signatures: the kernel will refuse it", m.name);
     } else if (known.has_value() && !*known) {
-      logger->warn("{}: signed by '{}' (key {}), which is not among the kernel's keys in {}: the kernel will refuse it",
-                   m.name, m.signer, m.sig_key, cfg.proc_keys.string());
+      logger->warn("{}: signed by '{}' (key {}), which is not among the kernel's keys in {}: the kernel will refuse it "
+                   "unless the certificate is enrolled ({})",
+                   m.name, m.signer, m.sig_key, cfg.proc_keys.string(), enroll_command(m));
     }
   }
   if (cfg.dry_run) {
@@ -285,67 +406,15 @@ Result<void> load_modules(const LoadConfig& cfg) {
   }
 
   auto ctx = KK_TRY(open_ctx(cfg));
-  int loaded = 0, already = 0;
-  for (const auto& m : modules) {
-    for (const auto& dep : m.depends) {
-      if (is_live(cfg.sysfs, dep)) continue;
-      kmod_list* list = nullptr;
-      if (kmod_module_new_from_lookup(ctx.ctx.get(), dep.c_str(), &list) < 0 || list == nullptr) {
-        return fail(ExitCode::no_input, m.name + " needs " + dep + ", which the modules tree of " + cfg.kernel_release +
-                                            " on the volume does not have");
-      }
-      std::unique_ptr<kmod_list, decltype(&kmod_module_unref_list)> guard(list, kmod_module_unref_list);
-      kmod_module* dm = kmod_module_get_module(list);
-      const int err = kmod_module_probe_insert_module(dm, 0, nullptr, nullptr, nullptr, nullptr);
-      kmod_module_unref(dm);
-      if (err < 0 && err != -EEXIST) {
-        Installed d{m.recipe, dep, dep, "", "", "", false, {}, {}};
-        return fail(insert_error(-err, d, policy, cfg.kernel_release));
-      }
-      logger->info("{}: loaded {} (in-tree dependency)", m.name, dep);
-    }
-    const fs::path path = cfg.volume / m.path;
-    // Only what kmod-builder built, signed and recorded is loaded.
-    if (auto sha = digest::sha256_file(path); !sha || *sha != m.sha256) {
-      return fail(ExitCode::data_err, m.name + ": " + path.string() + " is missing or not the file kmod-builder installed " +
-                                          "(its SHA-256 differs from the record): rebuild with kmod-builder build");
-    }
-    const std::string want = build_id_of_file(path);
-    if (is_live(cfg.sysfs, m.name)) {
-      const std::string have = build_id_of_loaded(cfg.sysfs, m.name);
-      if (!want.empty() && have == want) {
-        logger->info("{}: already loaded from this build (build id {})", m.name, want.substr(0, 16));
-        ++already;
-        continue;
-      }
-      if (!cfg.replace) {
-        return fail(ExitCode::config, m.name + " is loaded from another build (build id " + (have.empty() ? "unknown" : have.substr(0, 16)) +
-                                          ", installed " + want.substr(0, 16) + "): unload it first, or use --replace");
-      }
-      KK_TRY(unload_modules(LoadConfig{cfg.volume, cfg.kernel_release, {m.recipe}, {}, cfg.sysfs, cfg.securityfs,
-                                       cfg.proc_keys, false, false, false}));
-    }
-    kmod_module* raw = nullptr;
-    if (int err = kmod_module_new_from_path(ctx.ctx.get(), path.c_str(), &raw); err < 0) {
-      return fail(ExitCode::no_input, m.name + ": cannot open " + path.string() + ": " + std::strerror(-err));
-    }
-    std::unique_ptr<kmod_module, decltype(&kmod_module_unref)> mod(raw, kmod_module_unref);
-    const std::string options = options_text(m.params);
-    const int err = kmod_module_insert_module(mod.get(), 0, options.empty() ? nullptr : options.c_str());
-    if (err == -EEXIST && build_id_of_loaded(cfg.sysfs, m.name) == want && !want.empty()) {
-      logger->info("{}: loaded by another process at the same time, from this build", m.name);
-      ++already;
-      continue;
-    }
-    if (err == -EEXIST) {
-      return fail(ExitCode::config, m.name + " was loaded by another process from another build: unload it first, or use --replace");
-    }
-    if (err < 0) return fail(insert_error(-err, m, policy, cfg.kernel_release));
-    logger->info("{}: loaded from {}{}", m.name, m.path, options.empty() ? "" : " with " + options);
-    ++loaded;
+  // What this run loads, in order: taken out again, last first, when a later step fails.
+  std::vector<std::string> loaded_here;
+  auto result = load_each(cfg, modules, policy, ctx.ctx.get(), loaded_here);
+  if (!result && !loaded_here.empty()) {
+    Error e = result.error();
+    e.message += roll_back(ctx.ctx.get(), loaded_here);
+    return fail(std::move(e));
   }
-  logger->info("kernel {}: {} module(s) loaded, {} already loaded", cfg.kernel_release, loaded, already);
-  return {};
+  return result;
 }
 
 Result<void> unload_modules(const LoadConfig& cfg) {

@@ -10,6 +10,7 @@
 #include "builtin_recipes.hpp"
 #include "kmodkit/files.hpp"
 #include "kmodkit/text.hpp"
+#include "posix_regex.hpp"
 
 namespace kmodkit::kmod_builder {
 namespace {
@@ -78,6 +79,13 @@ bool safe_relative(std::string_view p) {
     if (part == "..") return false;
   }
   return true;
+}
+
+// A regex a recipe gives in `field`, checked as bash compiles it when DKMS tests it.
+Result<std::string> checked_regex(std::string regex, const std::string& origin, const std::string& field) {
+  if (regex.empty()) return regex;
+  if (auto re = PosixRegex::compile(regex); !re) return fail(config_error(origin, field + ": " + re.error().message));
+  return regex;
 }
 
 Result<std::string> get_string(const json& j, const char* key, const std::string& origin, std::string def = "") {
@@ -168,7 +176,7 @@ Result<void> apply_json(const json& j, const std::string& origin, Recipe& r) {
     if (!k.is_object()) return fail(config_error(origin, "\"kernel\" must be an object with \"min\", \"max\" or \"regex\""));
     r.kernel_min = KK_TRY(get_string(k, "min", origin, r.kernel_min));
     r.kernel_max = KK_TRY(get_string(k, "max", origin, r.kernel_max));
-    r.kernel_regex = KK_TRY(get_string(k, "regex", origin, r.kernel_regex));
+    r.kernel_regex = KK_TRY(checked_regex(KK_TRY(get_string(k, "regex", origin, r.kernel_regex)), origin, "\"kernel\": {\"regex\"}"));
     for (const auto* v : {&r.kernel_min, &r.kernel_max}) {
       if (!v->empty() && !valid_version(*v)) return fail(config_error(origin, "kernel bound '" + *v + "' is not a version"));
     }
@@ -204,13 +212,6 @@ Result<void> check(const Recipe& r) {
   for (const auto& [k, v] : r.make_vars) {
     if (k.empty() || k.find_first_of(" =\t") != std::string::npos) return fail(config_error(r.origin, "make variable '" + k + "' is not a name"));
     if (k == "M" || k == "KBUILD_EXTMOD" || k == "-C") return fail(config_error(r.origin, "make variable " + k + " is kmod-builder's to set"));
-  }
-  if (!r.kernel_regex.empty()) {
-    try {
-      std::regex re(r.kernel_regex);
-    } catch (const std::regex_error& e) {
-      return fail(config_error(r.origin, "kernel regex '" + r.kernel_regex + "' is invalid: " + e.what()));
-    }
   }
   return {};
 }
@@ -270,7 +271,7 @@ std::string Recipe::canonical() const {
   return j.dump();
 }
 
-std::string Recipe::kernel_refusal(std::string_view release) const {
+std::string Recipe::kernel_refusal(std::string_view release, std::string_view arch) const {
   const auto v = version_numbers(release);
   if (!kernel_min.empty() && v < version_numbers(kernel_min)) {
     return "recipe " + name + " builds on kernels " + kernel_min + " and later, not " + std::string(release);
@@ -278,8 +279,22 @@ std::string Recipe::kernel_refusal(std::string_view release) const {
   if (!kernel_max.empty() && v > version_numbers(kernel_max)) {
     return "recipe " + name + " builds on kernels up to " + kernel_max + ", not " + std::string(release);
   }
-  if (!kernel_regex.empty() && !std::regex_match(std::string(release), std::regex(kernel_regex))) {
-    return "recipe " + name + " builds only on kernels matching '" + kernel_regex + "', not " + std::string(release);
+  // Both were compiled when the recipe was read; a failure here would be that error again.
+  if (!kernel_regex.empty()) {
+    auto re = PosixRegex::compile(kernel_regex);
+    if (!re) return "recipe " + name + ": kernel regex " + re.error().message;
+    if (!re->search(release)) {
+      return "recipe " + name + " builds only on kernels matching '" + kernel_regex + "' (searched as DKMS does), not " +
+             std::string(release);
+    }
+  }
+  if (!arch_regex.empty()) {
+    auto re = PosixRegex::compile(arch_regex);
+    if (!re) return "recipe " + name + ": arch regex " + re.error().message;
+    if (!re->search(arch)) {
+      return "recipe " + name + " builds only on architectures matching '" + arch_regex + "' (BUILD_EXCLUSIVE_ARCH), not " +
+             std::string(arch);
+    }
   }
   return "";
 }
@@ -357,6 +372,12 @@ Result<Recipe> parse_dkms_conf(std::string_view text, const std::string& origin,
                                            " runs a script, which kmod-builder does not do; write a JSON recipe instead"));
     }
   }
+  // DKMS picks the MAKE[i] whose MAKE_MATCH[i] matches the kernel; building with MAKE[0]
+  // instead would build something else than DKMS does.
+  if (values.contains("MAKE_MATCH")) {
+    return fail(config_error(origin, "MAKE_MATCH chooses a MAKE line per kernel, which kmod-builder does not read; write a "
+                                     "JSON recipe instead"));
+  }
 
   Recipe r;
   r.origin = origin;
@@ -394,7 +415,10 @@ Result<Recipe> parse_dkms_conf(std::string_view text, const std::string& origin,
       r.make_vars.emplace_back(key, w.substr(eq + 1));
     }
   }
-  if (const std::string exclusive = one("BUILD_EXCLUSIVE_KERNEL"); !exclusive.empty()) r.kernel_regex = exclusive;
+  // DKMS tests these with bash's [[ =~ ]]: POSIX extended regexes, searched in the release and
+  // in the architecture.
+  r.kernel_regex = KK_TRY(checked_regex(one("BUILD_EXCLUSIVE_KERNEL"), origin, "BUILD_EXCLUSIVE_KERNEL"));
+  r.arch_regex = KK_TRY(checked_regex(one("BUILD_EXCLUSIVE_ARCH"), origin, "BUILD_EXCLUSIVE_ARCH"));
   return r;
 }
 

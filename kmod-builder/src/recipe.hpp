@@ -46,15 +46,18 @@ struct Recipe {
   std::vector<std::string> force_includes;  // relative to the build directory: -include
   std::vector<Probe> probes;
   std::string kernel_min, kernel_max;  // inclusive bounds on the release's x.y[.z]; "" = none
-  std::string kernel_regex;            // DKMS BUILD_EXCLUSIVE_KERNEL (ECMAScript regex)
+  // Regexes DKMS reads as bash's [[ =~ ]] does: POSIX extended, searched (not a whole match).
+  std::string kernel_regex;  // the release must match: BUILD_EXCLUSIVE_KERNEL, or "kernel": {"regex"}
+  std::string arch_regex;    // the architecture (uname -m) must match: BUILD_EXCLUSIVE_ARCH
   std::vector<std::string> load_depends;  // in-tree modules loaded first (issue 4's load step)
   std::vector<std::pair<std::string, std::string>> load_params;
   std::string origin;  // where the recipe was read from, for messages
 
   // Every field that changes the build's output, as canonical JSON (part of the cache key).
   std::string canonical() const;
-  // Empty when the release is inside the recipe's kernel range; otherwise why not.
-  std::string kernel_refusal(std::string_view release) const;
+  // Empty when the release is inside the recipe's kernel range and its regexes match the release
+  // and `arch` (as `uname -m` names it); otherwise why not.
+  std::string kernel_refusal(std::string_view release, std::string_view arch) const;
 };
 
 // Parses a JSON recipe. Relative paths in it ("source") are taken from `base`.
@@ -62,7 +65,8 @@ struct Recipe {
 Result<Recipe> parse_json(std::string_view text, const std::string& origin, const fs::path& base);
 
 // Parses a dkms.conf (the assignments DKMS sources: PACKAGE_NAME, PACKAGE_VERSION,
-// BUILT_MODULE_NAME[i], BUILT_MODULE_LOCATION[i], MAKE[0], BUILD_EXCLUSIVE_KERNEL, ...).
+// BUILT_MODULE_NAME[i], BUILT_MODULE_LOCATION[i], MAKE[0], BUILD_EXCLUSIVE_KERNEL,
+// BUILD_EXCLUSIVE_ARCH, ...).
 // Make variables given on its MAKE line are kept; its -C and M= are kbuild's and replaced.
 // Anything that is not a plain assignment (shell code, PRE_BUILD scripts) is refused, naming
 // the line: kmod-builder never runs code from a recipe.

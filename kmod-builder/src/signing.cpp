@@ -159,6 +159,14 @@ std::string Signer::certificate_der() const {
   return out;
 }
 
+std::string Signer::certificate_pem() const {
+  BioPtr out(BIO_new(BIO_s_mem()));
+  if (!out || PEM_write_bio_X509(out.get(), keys_->cert) != 1) return "";
+  char* data = nullptr;
+  const long len = BIO_get_mem_data(out.get(), &data);
+  return len > 0 ? std::string(data, static_cast<size_t>(len)) : "";
+}
+
 std::string Signer::signer_name() const {
   const X509_NAME* issuer = X509_get_issuer_name(keys_->cert);
   const int i = X509_NAME_get_index_by_NID(issuer, NID_commonName, -1);

@@ -34,8 +34,11 @@ class Signer {
   Result<std::string> sign(std::string_view module, std::string_view hash) const;
 
   bool is_ephemeral() const;
-  // The certificate in DER, for the cache key.
+  // The certificate in DER (i2d_X509), for the cache key and for mokutil --import, which reads
+  // DER only.
   std::string certificate_der() const;
+  // The certificate in PEM.
+  std::string certificate_pem() const;
   // What the kernel and libkmod report for a module signed by this key: the certificate
   // issuer's common name ("signer") and its serial number as colon-separated upper-case hex
   // ("sig_key"; sign-file identifies the signer by issuer and serial).

@@ -11,7 +11,9 @@
 
 #include "helpers.hpp"
 #include "kmodkit/subprocess.hpp"
+#include "kmodkit/text.hpp"
 #include "modinfo.hpp"
+#include "recipe.hpp"
 #include "signing.hpp"
 
 using namespace kmodkit;
@@ -125,7 +127,7 @@ TEST_CASE("igb_uio and the test module build against the real headers, are signe
   INFO(again.output);
   CHECK(again.code == 0);
   CHECK_THAT(again.last_line, Catch::Contains("2 recipe(s) up to date"));
-  CHECK(count(again.output, "building") == 0);
+  CHECK(count(again.output, ": building against") == 0);
 }
 
 TEST_CASE("the cache: a rebuild of nothing is a hit, a change in any input builds again", "[e2e][kmod-builder][cache]") {
@@ -140,7 +142,7 @@ TEST_CASE("the cache: a rebuild of nothing is a hit, a change in any input build
   INFO(hit.output);
   CHECK(hit.code == 0);
   CHECK_THAT(hit.output, Catch::Contains("in the cache"));
-  CHECK(count(hit.output, "building") == 0);
+  CHECK(count(hit.output, ": building against") == 0);
   CHECK(fs::exists(s.installed("kmodkit_hello", "kmodkit_hello")));
 
   struct Change {
@@ -173,7 +175,7 @@ TEST_CASE("the cache: a rebuild of nothing is a hit, a change in any input build
     auto run = s.build(args);
     INFO(run.output);
     CHECK(run.code == 0);
-    CHECK(count(run.output, "building") == 1);
+    CHECK(count(run.output, ": building against") == 1);
     CHECK(cache_entries(s.vol) == ++entries);
   }
   auto info = kmod_builder::read_module_info(s.installed("kmodkit_hello", "kmodkit_hello"));
@@ -328,6 +330,103 @@ TEST_CASE("a depmod that cannot write its index fails the run, and the next run 
   CHECK(fs::exists(s.record("kmodkit_hello")));
 }
 
+namespace {
+
+// What DKMS decides: it sources dkms.conf in bash and tests [[ $kernelver =~ $BUILD_EXCLUSIVE_KERNEL ]].
+bool bash_matches(const std::string& text, const std::string& regex) {
+  auto r = subprocess::run({"bash", "-c", "[[ $1 =~ $2 ]]", "bash", text, regex});
+  REQUIRE(r);
+  REQUIRE(r->exit_code != 2);  // 2: bash could not compile the regex
+  return r->exit_code == 0;
+}
+
+// The SHA-256 fingerprint openssl reads from a certificate file in the given form (PEM or DER).
+std::string openssl_fingerprint(const fs::path& cert, const std::string& form) {
+  auto r = subprocess::run({"openssl", "x509", "-inform", form, "-in", cert.string(), "-noout", "-fingerprint", "-sha256"});
+  REQUIRE(r);
+  INFO(r->output);
+  REQUIRE(r->ok());
+  return r->output;
+}
+
+}  // namespace
+
+TEST_CASE("a recipe's kernel regex is searched in the release as DKMS does: the README's ^6\\. builds on Debian 12's kernel",
+          "[e2e][kmod-builder][recipe]") {
+  Setup s;
+  const fs::path recipe = s.hello / "kmodkit-recipe.json";
+  const std::string original = test::read_file(recipe);
+  // The recipe's "kernel" field replaced by {"regex": REGEX} (REGEX as JSON text).
+  auto with_regex = [&](const std::string& json_regex) {
+    test::write_file(recipe, std::regex_replace(original, std::regex(R"("kernel": \{[^}]*\})"), "\"kernel\": {\"regex\": \"" + json_regex + "\"}"));
+  };
+  with_regex(R"(^6\\.)");
+  auto six = s.build({"--recipe", s.hello.string(), "--dry-run"});
+  INFO(six.output);
+  CHECK(six.code == 0);
+  CHECK_THAT(six.output, Catch::Contains("dry run: kmodkit_hello would be built"));
+
+  with_regex(R"(^5\\.)");
+  auto five = s.build({"--recipe", s.hello.string(), "--dry-run"});
+  INFO(five.output);
+  CHECK(five.code == 78);
+  CHECK_THAT(five.last_line, Catch::Contains(R"('^5\.')") && Catch::Contains(s.kver));
+
+  with_regex(R"(^6\\.(?:1))");  // ECMAScript's non-capturing group; bash cannot compile it
+  auto invalid = s.build({"--recipe", s.hello.string(), "--dry-run"});
+  INFO(invalid.output);
+  CHECK(invalid.code == 78);
+  CHECK_THAT(invalid.last_line, Catch::Contains(recipe.string()) && Catch::Contains(R"('^6\.(?:1)')"));
+}
+
+TEST_CASE("Debian's r8168-dkms dkms.conf reads as a recipe whose BUILD_EXCLUSIVE_KERNEL decides as DKMS does",
+          "[e2e][kmod-builder][recipe]") {
+  auto fetched = subprocess::run({(test::support_dir() / "fetch-dkms-packages.sh").string()});
+  REQUIRE(fetched);
+  INFO(fetched->output);
+  REQUIRE(fetched->ok());
+  const auto lines = text::split(text::trim(fetched->output), "\n");
+  const fs::path conf = fs::path(std::string(lines.back())) / "r8168-dkms/usr/src/r8168-8.051.02/dkms.conf";
+  auto r = kmod_builder::load(conf.string(), "");
+  INFO(conf.string());
+  REQUIRE(r);
+  CHECK(r->kernel_regex == R"(^3\.1[4-9].*|^[4-9].*)");
+  for (const auto& release : {test::fixture_kernel_release(), std::string("3.10.0-1160.el7.x86_64"), std::string("3.16.0-6-amd64"),
+                                    std::string("2.6.32-5-amd64"), std::string("10.1.0-1-amd64")}) {
+    INFO(release);
+    CHECK(r->kernel_refusal(release, "x86_64").empty() == bash_matches(release, r->kernel_regex));
+  }
+  CHECK(r->kernel_refusal(test::fixture_kernel_release(), "x86_64").empty());
+}
+
+TEST_CASE("the signing certificate is on the volume in DER, the form mokutil --import takes, and load's hint names it",
+          "[e2e][kmod-builder][signing]") {
+  Setup s;
+  auto run = s.build({"--recipe", s.hello.string()});
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  const auto record = nlohmann::json::parse(test::read_file(s.record("kmodkit_hello")));
+  REQUIRE(record.contains("certificate"));
+  const fs::path der = s.vol / record["certificate"].get<std::string>();
+  CHECK(der.extension() == ".der");
+  REQUIRE(fs::is_regular_file(der));
+  // openssl reads it as DER, and it is the certificate the modules were signed with; the PEM is beside it.
+  const std::string fingerprint = openssl_fingerprint(s.key.cert_pem, "PEM");
+  CHECK(openssl_fingerprint(der, "DER") == fingerprint);
+  CHECK(openssl_fingerprint(fs::path(der).replace_extension(".pem"), "PEM") == fingerprint);
+  CHECK(kmod_builder::signing::verify(test::read_file(s.installed("kmodkit_hello", "kmodkit_hello")), der));
+
+  // A node that enforces signatures and does not hold the key: load says which file to enroll.
+  const fs::path sys = s.tmp / "sys";
+  fs::create_directories(sys / "module/module/parameters");
+  test::write_file(sys / "module/module/parameters/sig_enforce", "Y\n");
+  auto load = test::run_kmod_builder({"load", "--volume", s.vol.string(), "--kernel-release", s.kver, "--recipe",
+                                      "kmodkit_hello", "--sysfs", sys.string(), "--dry-run"});
+  INFO(load.output);
+  CHECK(load.code == 0);
+  CHECK_THAT(load.output, Catch::Contains("mokutil --import " + der.string()));
+}
+
 TEST_CASE("a dry run says what it would build and writes nothing", "[e2e][kmod-builder]") {
   Setup s;
   auto run = s.build({"--recipe", "igb_uio," + s.hello.string(), "--dry-run"});
@@ -382,8 +481,13 @@ TEST_CASE("three builders at once on one volume: one builds, the others wait and
 }
 
 TEST_CASE("rte_kni builds from a DPDK 22.11 tree with DPDK's own probe", "[.rte_kni]") {
-  const char* src = std::getenv("KMODKIT_DPDK_SRC");
-  REQUIRE(src != nullptr);
+  // The tree fixture.dpdk_src fetched (its path in a file of the fixtures directory), or one
+  // given in KMODKIT_DPDK_SRC.
+  const char* env = std::getenv("KMODKIT_DPDK_SRC");
+  const std::string src = env != nullptr && *env != '\0' ? std::string(env)
+                                                          : std::string(text::trim(test::read_file(test::fixtures_dir() / "dpdk-src")));
+  INFO("DPDK tree " << src);
+  REQUIRE(fs::is_directory(fs::path(src) / "kernel/linux/kni"));
   Setup s;
   // Read-only sources are copied into a private directory first.
   auto run = s.build({"--recipe", "rte_kni", "--source", std::string("rte_kni=") + src});

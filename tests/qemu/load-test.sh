@@ -5,9 +5,13 @@
 # init-modules and kmod-builder; the guest runs the steps as a pod would and prints what it saw;
 # this script asserts on that output.
 #   load-test.sh KMOD_BUILDER INIT_MODULES FIXTURES_DIR
-# Boot 1: load, bind an e1000 NIC to igb_uio, rerun (nothing changes), unload refused while
-# bound, unbind (back on e1000), unload. Boot 2 (module.sig_enforce=1): a module signed by the
-# test key and an unsigned one are refused with exit 77.
+# Boot 1: load (igb_uio, the test module and rte_kni), bind an e1000 NIC to igb_uio, rerun
+# (nothing changes), unload refused while bound, unbind (back on e1000), unload. Boot 2
+# (module.sig_enforce=1): a module signed by the test key and an unsigned one are refused with
+# exit 77, the hint naming the certificate's DER file on the volume; igb_uio refused after its
+# dependency uio was loaded: uio is unloaded again, unless it was loaded before the run.
+# rte_kni is built from the DPDK tree the fixture.dpdk_src fixture fetched ($FIXTURES_DIR/dpdk-src)
+# or from KMODKIT_DPDK_SRC.
 set -euo pipefail
 kmod_builder=$(realpath "${1:?usage: load-test.sh KMOD_BUILDER INIT_MODULES FIXTURES_DIR}")
 init_modules=$(realpath "${2:?}")
@@ -45,9 +49,10 @@ KMODKIT_LOG_FORMAT=human "$init_modules" --kernel-release "$kver" --volume "$wor
   --sources archive "${args[@]}" >"$work/init.log" 2>&1 || { cat "$work/init.log"; fail "init-modules"; }
 (cd "$work" && openssl req -new -nodes -utf8 -sha256 -days 2 -batch -x509 -newkey rsa:2048 \
   -subj '/CN=kmodkit qemu test key' -keyout key.pem -out cert.pem 2>/dev/null)
-recipes="igb_uio,$here/tests/support/kmod-hello"
-# rte_kni too when a DPDK 22.11 tree is given (tests/support/fetch-dpdk-src.sh).
-if [ -n "${KMODKIT_DPDK_SRC:-}" ]; then recipes="$recipes,rte_kni"; fi
+export KMODKIT_DPDK_SRC=${KMODKIT_DPDK_SRC:-$(cat "$fixtures/dpdk-src" 2>/dev/null || true)}
+[ -d "$KMODKIT_DPDK_SRC/kernel/linux/kni" ] ||
+  fail "no DPDK 22.11 tree for rte_kni: run the fixture.dpdk_src fixture (ctest -R fixture) or set KMODKIT_DPDK_SRC"
+recipes="igb_uio,$here/tests/support/kmod-hello,rte_kni"
 build() {  # build VOLUME RECIPES
   KMODKIT_LOG_FORMAT=human "$kmod_builder" --kernel-release "$kver" --volume "$1" --work-dir "$work" \
     --recipe "$2" --signing-key "$work/key.pem" --signing-cert "$work/cert.pem" \
@@ -73,7 +78,7 @@ mods=usr/lib/modules/$kver
 mkdir -p "$root/vol/$mods"
 cp -a "$work/vol/$mods"/modules.* "$root/vol/$mods/"
 (cd "$work/vol" && cp -a --parents "$mods/extra" "$mods/kernel/drivers/uio/uio.ko" \
-  "$mods/kernel/drivers/net/ethernet/intel/e1000/e1000.ko" .kmodkit/modules "$root/vol/")
+  "$mods/kernel/drivers/net/ethernet/intel/e1000/e1000.ko" .kmodkit/modules .kmodkit/certs "$root/vol/")
 ln -s usr/lib "$root/vol/lib"
 mkdir -p "$root/vol2"
 (cd "$work/vol2" && cp -a --parents "$mods/extra/kmodkit_hello" .kmodkit/modules/"$kver"/kmodkit_hello.json "$root/vol2/")
@@ -110,6 +115,13 @@ step() { echo "KMODKIT-STEP \$1"; shift; "\$@" 2>&1; echo "KMODKIT-RC \$?"; }
 if grep -q module.sig_enforce=1 /proc/cmdline; then
   step enforce-signed \$K load --volume /vol --kernel-release \$R --recipe kmodkit_hello
   step enforce-unsigned \$K load --volume /vol-unsigned --kernel-release \$R --recipe kmodkit_hello
+  # igb_uio is refused after its dependency uio was loaded: the run unloads uio again...
+  step enforce-dep \$K load --volume /vol --kernel-release \$R --recipe igb_uio
+  echo "KMODKIT-SYS after-refusal uio=\$(test -d /sys/module/uio && echo present || echo gone)"
+  # ...but leaves it loaded when it was loaded before the run.
+  insmod /vol/usr/lib/modules/\$R/kernel/drivers/uio/uio.ko
+  step enforce-dep-preloaded \$K load --volume /vol --kernel-release \$R --recipe igb_uio
+  echo "KMODKIT-SYS after-refusal-preloaded uio=\$(test -d /sys/module/uio && echo present || echo gone)"
 else
   insmod /vol/usr/lib/modules/\$R/kernel/drivers/net/ethernet/intel/e1000/e1000.ko
   NIC=\$(ls /sys/bus/pci/drivers/e1000 | grep '^0000:' | head -1)
@@ -166,11 +178,8 @@ expect load 0;          said load "uio: loaded uio"; said load "igb_uio: loaded 
 has "KMODKIT-SYS igb_uio live intr_mode=legacy"; has "KMODKIT-SYS uio live"; has "KMODKIT-SYS kmodkit_hello live"
 expect bind 0;          said bind "$nic: bound to igb_uio (was e1000), /dev/uio0"
 has "KMODKIT-SYS driver igb_uio uio0=yes"
-nmods=2
-if [ -n "${KMODKIT_DPDK_SRC:-}" ]; then
-  nmods=3; has "KMODKIT-SYS rte_kni live carrier=on"; said load "rte_kni: loaded from"
-fi
-expect load-again 0;    said load-again "already loaded from this build"; said load-again "0 module(s) loaded, $nmods already loaded"
+has "KMODKIT-SYS rte_kni live carrier=on"; said load "rte_kni: loaded from"
+expect load-again 0;    said load-again "already loaded from this build"; said load-again "0 module(s) loaded, 3 already loaded"
 expect bind-again 0;    said bind-again "already bound to igb_uio"
 expect unload-bound 75; said unload-bound "igb_uio still drives $nic"
 expect unbind 0;        said unbind "$nic: back on e1000"
@@ -184,8 +193,17 @@ echo "load-test: boot 1 (load, bind, rerun, unbind, unload, another build refuse
 
 boot "module.sig_enforce=1" "$work/boot2"; out=$work/boot2.txt
 expect enforce-signed 77;   said enforce-signed "module.sig_enforce=1"; said enforce-signed "does not trust its signer 'kmodkit qemu test key'"
-said enforce-signed "mokutil --import"
+# The hint names the certificate's DER file on the volume, and that file is the signing certificate.
+cert_der=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["certificate"])' \
+  "$work/vol/.kmodkit/modules/$kver/kmodkit_hello.json")
+[ "$(openssl x509 -inform DER -in "$work/vol/$cert_der" -noout -fingerprint -sha256)" = \
+  "$(openssl x509 -in "$work/cert.pem" -noout -fingerprint -sha256)" ] || fail "$cert_der is not the signing certificate in DER"
+said enforce-signed "mokutil --import /vol/$cert_der"
 expect enforce-unsigned 77; said enforce-unsigned "the module is not signed"
+expect enforce-dep 77;      said enforce-dep "uio: loaded uio"; said enforce-dep "refused igb_uio"; said enforce-dep "unloaded uio"
+has "KMODKIT-SYS after-refusal uio=gone"
+expect enforce-dep-preloaded 77; said enforce-dep-preloaded "refused igb_uio"
+has "KMODKIT-SYS after-refusal-preloaded uio=present"
 grep -F "error" "$out" | sed 's/^/load-test: guest said: /'
-echo "load-test: boot 2 (module.sig_enforce=1: test-key and unsigned modules refused with 77) passed"
+echo "load-test: boot 2 (module.sig_enforce=1: test-key and unsigned modules refused with 77, what the run loaded unloaded) passed"
 echo "load-test: passed in $(( $(date +%s) - t0 )) s of QEMU"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fetches a DPDK 22.11 source tree for the rte_kni test and prints its path:
-#   KMODKIT_DPDK_SRC=$(tests/support/fetch-dpdk-src.sh) ctest -R rte_kni
+# Fetches a DPDK 22.11 source tree for the rte_kni tests and prints its path, or writes it to
+# PATH_FILE (the ctest fixture fixture.dpdk_src does, for the rte_kni and QEMU tests):
+#   fetch-dpdk-src.sh [PATH_FILE]
 # Debian does not package rte_kni's source, but its dpdk source package's orig tarball is the
 # upstream release, kernel/linux/kni included. Pinned by SHA-256; cached in $KMODKIT_TEST_CACHE.
 set -euo pipefail
@@ -21,4 +22,8 @@ if [ ! -f "$tree/.complete" ]; then
   tar -C "$cache" -xJf "$tarball" "dpdk-stable-$version/kernel" "dpdk-stable-$version/lib" "dpdk-stable-$version/config"
   touch "$tree/.complete"
 fi
-echo "$tree"
+if [ -n "${1:-}" ]; then
+  echo "$tree" > "$1.part" && mv "$1.part" "$1"
+else
+  echo "$tree"
+fi

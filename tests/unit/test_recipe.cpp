@@ -2,9 +2,11 @@
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
+#include <regex>
 
 #include "helpers.hpp"
 #include "kernel.hpp"
+#include "kmodkit/subprocess.hpp"
 #include "recipe.hpp"
 
 using namespace kmodkit;
@@ -36,8 +38,8 @@ TEST_CASE("dkms.conf: module locations, exclusive kernels, and what is refused",
                            "x/dkms.conf", "/src");
   REQUIRE(r);
   CHECK(r->modules == std::vector<std::string>{"src/a", "b"});
-  CHECK(r->kernel_refusal("6.1.0-56-amd64").empty());
-  CHECK_THAT(r->kernel_refusal("5.15.0-1-generic"), Catch::Contains("matching"));
+  CHECK(r->kernel_refusal("6.1.0-56-amd64", "x86_64").empty());
+  CHECK_THAT(r->kernel_refusal("5.15.0-1-generic", "x86_64"), Catch::Contains("matching"));
 
   auto code = parse_dkms_conf("PACKAGE_NAME=foo\nif [ -n x ]; then BUILT_MODULE_NAME[0]=a; fi\n", "y/dkms.conf", "/src");
   REQUIRE_FALSE(code);
@@ -47,6 +49,12 @@ TEST_CASE("dkms.conf: module locations, exclusive kernels, and what is refused",
   auto script = parse_dkms_conf("PACKAGE_NAME=foo\nPRE_BUILD=\"configure\"\n", "z/dkms.conf", "/src");
   REQUIRE_FALSE(script);
   CHECK_THAT(script.error().message, Catch::Contains("PRE_BUILD"));
+
+  // DKMS would choose MAKE[1] on kernels matching MAKE_MATCH[1]: building with MAKE[0] would differ.
+  auto make_match = parse_dkms_conf("PACKAGE_NAME=foo\nMAKE[0]=make\nMAKE[1]='make OLD=1'\nMAKE_MATCH[1]=\"^4\\.\"\n", "mm/dkms.conf", "/src");
+  REQUIRE_FALSE(make_match);
+  CHECK(make_match.error().code == ExitCode::config);
+  CHECK_THAT(make_match.error().message, Catch::Contains("mm/dkms.conf") && Catch::Contains("MAKE_MATCH"));
 
   auto index = parse_dkms_conf("PACKAGE_NAME=foo\nBUILT_MODULE_NAME[99999999999]=a\n", "i/dkms.conf", "/src");
   REQUIRE_FALSE(index);
@@ -58,6 +66,88 @@ TEST_CASE("dkms.conf: module locations, exclusive kernels, and what is refused",
   CHECK_THAT(quote.error().message, Catch::Contains("q/dkms.conf:1") && Catch::Contains("unterminated"));
 }
 
+namespace {
+
+// What DKMS decides: it sources dkms.conf in bash and tests [[ $kernelver =~ $BUILD_EXCLUSIVE_KERNEL ]].
+bool bash_matches(const std::string& text, const std::string& regex) {
+  auto r = subprocess::run({"bash", "-c", "[[ $1 =~ $2 ]]", "bash", text, regex});
+  REQUIRE(r);
+  REQUIRE(r->exit_code != 2);  // 2: bash could not compile the regex
+  return r->exit_code == 0;
+}
+
+}  // namespace
+
+TEST_CASE("BUILD_EXCLUSIVE_KERNEL and BUILD_EXCLUSIVE_ARCH are searched in the release and the arch as DKMS's bash does",
+          "[unit][recipe]") {
+  struct Case {
+    const char* regex;
+    const char* release;
+  };
+  // Anchored and unanchored patterns, POSIX bracket classes, alternation, and what ECMAScript reads
+  // otherwise (\d is a plain 'd' in POSIX; a full match is not needed).
+  for (const auto& c : {Case{"^6\\.", "6.1.0-57-amd64"}, Case{"^6\\.", "5.10.0-30-amd64"},
+                        Case{"^3\\.1[4-9].*|^[4-9].*", "6.1.0-57-amd64"}, Case{"^3\\.1[4-9].*|^[4-9].*", "3.10.0-1160.el7.x86_64"},
+                        Case{"amd64", "6.1.0-57-amd64"}, Case{"^(6\\.(1[7-9]|[2-9][0-9])\\.|[7-9]\\.)", "6.1.0-57-amd64"},
+                        Case{"^(6\\.(1[7-9]|[2-9][0-9])\\.|[7-9]\\.)", "6.18.1-1-amd64"}, Case{"^[[:digit:]]+\\.1\\.", "6.1.0-57-amd64"},
+                        Case{"^\\d", "6.1.0-57-amd64"}, Case{"-rt-", "6.1.0-57-rt-amd64"}, Case{"^6\\.1$", "6.1.0-57-amd64"}}) {
+    INFO(c.regex << " on " << c.release);
+    auto r = parse_dkms_conf(std::string("PACKAGE_NAME=m\nBUILT_MODULE_NAME[0]=m\nBUILD_EXCLUSIVE_KERNEL=\"") + c.regex + "\"\n",
+                             "k/dkms.conf", "/src");
+    REQUIRE(r);
+    const std::string why = r->kernel_refusal(c.release, "x86_64");
+    CHECK(why.empty() == bash_matches(c.release, c.regex));
+    if (!why.empty()) CHECK_THAT(why, Catch::Contains(c.regex) && Catch::Contains(c.release));
+  }
+  for (const auto& c : {Case{"x86_64|i.86", "x86_64"}, Case{"^(aarch64|arm64)$", "x86_64"}, Case{"86", "x86_64"},
+                        Case{"^(aarch64|arm64)$", "aarch64"}}) {
+    INFO(c.regex << " on " << c.release);
+    auto r = parse_dkms_conf(std::string("PACKAGE_NAME=m\nBUILT_MODULE_NAME[0]=m\nBUILD_EXCLUSIVE_ARCH=\"") + c.regex + "\"\n",
+                             "a/dkms.conf", "/src");
+    REQUIRE(r);
+    const std::string why = r->kernel_refusal("6.1.0-57-amd64", c.release);
+    CHECK(why.empty() == bash_matches(c.release, c.regex));
+    if (!why.empty()) CHECK_THAT(why, Catch::Contains(c.regex) && Catch::Contains(c.release) && Catch::Contains("arch"));
+  }
+}
+
+TEST_CASE("a regex that POSIX does not read is a configuration error naming the recipe and the regex", "[unit][recipe]") {
+  // Valid ECMAScript, invalid POSIX extended syntax: bash's [[ =~ ]] fails on both.
+  for (const std::string regex : {"^6\\.(?:1|2)", "^(6\\.", "[[:digits:]]"}) {
+    INFO(regex);
+    auto conf = parse_dkms_conf("PACKAGE_NAME=m\nBUILT_MODULE_NAME[0]=m\nBUILD_EXCLUSIVE_KERNEL=\"" + regex + "\"\n",
+                                "bad/dkms.conf", "/src");
+    REQUIRE_FALSE(conf);
+    CHECK(conf.error().code == ExitCode::config);
+    CHECK_THAT(conf.error().message, Catch::Contains("bad/dkms.conf") && Catch::Contains("'" + regex + "'") &&
+                                         Catch::Contains("BUILD_EXCLUSIVE_KERNEL"));
+    TempDir tmp;
+    auto json = parse_json(R"({"name": "m", "modules": ["m"], "kernel": {"regex": ")" + std::regex_replace(regex, std::regex(R"(\\)"), R"(\\)") + "\"}}",
+                           "bad.json", tmp.path);
+    REQUIRE_FALSE(json);
+    CHECK(json.error().code == ExitCode::config);
+    CHECK_THAT(json.error().message, Catch::Contains("recipe bad.json") && Catch::Contains("'" + regex + "'"));
+  }
+}
+
+TEST_CASE("the README's JSON recipe, as written there, reads and builds on Debian 12's kernel", "[unit][recipe]") {
+  // The ```json block of kmod-builder/README.md with its page-only // comments taken off.
+  const std::string readme = test::read_file(test::support_dir() / "../../kmod-builder/README.md");
+  const auto begin = readme.find("```json\n");
+  REQUIRE(begin != std::string::npos);
+  const auto end = readme.find("```", begin + 8);
+  const std::string example = std::regex_replace(readme.substr(begin + 8, end - begin - 8), std::regex(R"( +//[^\n]*)"), "");
+  TempDir tmp;
+  ::setenv("KMODKIT_DPDK_SRC", tmp.path.c_str(), 1);
+  auto r = parse_json(example, "README.md", tmp.path);
+  ::unsetenv("KMODKIT_DPDK_SRC");
+  INFO(example);
+  REQUIRE(r);
+  CHECK(r->kernel_regex == "^6\\.");
+  CHECK(r->kernel_refusal("6.1.0-57-amd64", "x86_64").empty());
+  CHECK_THAT(r->kernel_refusal("5.10.0-30-amd64", "x86_64"), Catch::Contains("'^6\\.'"));
+}
+
 TEST_CASE("JSON recipes: fields, defaults and errors that name the recipe", "[unit][recipe]") {
   TempDir tmp;
   auto r = parse_json(R"({"name": "m", "source": "src", "modules": ["m"], "make_vars": {"A": "1"},
@@ -67,9 +157,9 @@ TEST_CASE("JSON recipes: fields, defaults and errors that name the recipe", "[un
   REQUIRE(r);
   CHECK(r->source == tmp.path / "src");
   CHECK(r->cflags_var == "KCFLAGS");
-  CHECK(r->kernel_refusal("6.1.0-56-amd64").empty());
-  CHECK_THAT(r->kernel_refusal("6.8.0-1-generic"), Catch::Contains("up to 6.6"));
-  CHECK_THAT(r->kernel_refusal("4.19.0-20-amd64"), Catch::Contains("5.4 and later"));
+  CHECK(r->kernel_refusal("6.1.0-56-amd64", "x86_64").empty());
+  CHECK_THAT(r->kernel_refusal("6.8.0-1-generic", "x86_64"), Catch::Contains("up to 6.6"));
+  CHECK_THAT(r->kernel_refusal("4.19.0-20-amd64", "x86_64"), Catch::Contains("5.4 and later"));
   // The canonical form (part of the cache key) changes with any field that changes the build.
   auto r2 = parse_json(R"({"name": "m", "source": "src", "modules": ["m"], "make_vars": {"A": "2"},
                            "include_dirs": ["inc"], "probes": [{"define": "HAVE_X", "header": "include/linux/x.h", "line": "x"}]})",
