@@ -4,6 +4,8 @@
 
 #include <arpa/inet.h>
 #include <signal.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,6 +18,7 @@
 #include <thread>
 
 #include "helpers.hpp"
+#include "kmodkit/files.hpp"
 
 using kmodkit::test::Run;
 using kmodkit::test::TempDir;
@@ -524,11 +527,16 @@ fs::path eal_runtime_dir(const std::string& prefix) {
   return base / "dpdk" / prefix;
 }
 
-// Hugepages reserved and a hugetlbfs mounted for one test, both given back at its end.
+// Hugepages reserved and a hugetlbfs mounted for one test, both given back at its end. The
+// node's hugepages are one pool: the test holds a lock of the whole machine's while it counts
+// them, so that two checkouts' suites running at once do not count each other's pages.
 struct HugepageMount {
   fs::path dir;
   std::string reserved;  // nr_hugepages before
+  kmodkit::files::Fd lock;
   explicit HugepageMount(const fs::path& where, int pages) : dir(where) {
+    lock = kmodkit::files::Fd(::open("/run/lock/kmodkit-test-hugepages", O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    if (lock) ::flock(lock.get(), LOCK_EX);
     reserved = kmodkit::test::read_file("/proc/sys/vm/nr_hugepages");
     std::ofstream("/proc/sys/vm/nr_hugepages") << std::stol(reserved) + pages << "\n";
     fs::create_directories(dir);
