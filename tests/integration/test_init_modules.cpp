@@ -231,6 +231,25 @@ TEST_CASE("an index that does not match the Release file is refused with exit 65
   check_nothing_visible(tmp / "vol", repo.kver);
 }
 
+TEST_CASE("a corrupt Packages.xz is reported as a checksum mismatch naming its URL, not as a decompression error", "[e2e][apt][faults]") {
+  Repo repo;
+  // Damage the compressed index after the Release file recorded its digest: same size, other
+  // bytes, so xz's own check fails first while decompressing.
+  const auto xz = repo.root / "dists/stable/main/binary-amd64/Packages.xz";
+  auto bytes = test::read_file(xz);
+  for (size_t i = bytes.size() / 2; i < bytes.size() / 2 + 64; ++i) bytes[i] = static_cast<char>(bytes[i] ^ 0x5a);
+  test::write_file(xz, bytes);
+  HttpServer server(repo.root);
+  TempDir tmp;
+  fs::create_directories(tmp / "vol");
+  auto run = run_apt(repo, repo.line(server), tmp / "vol");
+  INFO(run.output);
+  CHECK(run.code == 65);
+  CHECK_THAT(run.last_line, Catch::Contains(server.url() + "/dists/stable/main/binary-amd64/Packages.xz: SHA256 mismatch: the Release file says") &&
+                                !Catch::Contains("Lzma"));
+  check_nothing_visible(tmp / "vol", repo.kver);
+}
+
 TEST_CASE("a package that does not match its index is refused with exit 65 and nothing is laid out", "[e2e][apt][faults]") {
   Repo repo;
   // Same name and size, other bytes.
