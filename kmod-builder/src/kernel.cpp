@@ -62,6 +62,7 @@ Result<KernelTree> KernelTree::open(const fs::path& volume, const std::string& r
   k.volume = volume;
   init::Volume vol(volume);
   std::string why;
+  k.generation = vol.generation(release);
   if (!vol.complete_tree(release, &why)) {
     return fail(ExitCode::no_input, "volume " + volume.string() + " has no complete tree for kernel " + release + " (" +
                                         why + "): run init-modules first");

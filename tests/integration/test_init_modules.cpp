@@ -722,6 +722,43 @@ TEST_CASE("after init-modules replaces a tree, kmod-builder installs its modules
   CHECK(fs::exists(ko));
 }
 
+TEST_CASE("kmod-builder that read a tree which init-modules replaced before it got the lock exits 75, and a rerun installs", "[e2e][volume][kmod-builder][concurrency]") {
+  Repo repo;
+  TempDir tmp;
+  const fs::path vol = tmp / "vol";
+  const std::string kver = test::copy_kernel_volume(vol);
+  const fs::path hello = tmp / "kmod-hello";
+  test::copy_tree(test::support_dir() / "kmod-hello", hello);
+  std::vector<std::string> argv = {KMODKIT_INIT_MODULES_BIN, "--kernel-release", kver, "--volume", vol.string(), "--host-root",
+                                   (tmp / "no-host").string(), "--sources", "archive", "--jobs", "1"};
+  for (const auto& e : fs::directory_iterator(repo.root / "pool/main")) argv = argv + archive_args(e.path());
+  const pid_t publisher = test::spawn(argv, tmp / "init-modules.log");
+  // kmod-builder reads the tree while init-modules, holding the lock, extracts the new one.
+  bool extracting = false;
+  for (int i = 0; i < 6000 && !extracting; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(vol / ".kmodkit/staging", ec)) extracting = extracting || fs::exists(e.path() / "root/usr/src", ec);
+  }
+  REQUIRE(extracting);
+  const std::vector<std::string> builder = {"--volume", vol.string(), "--kernel-release", kver, "--work-dir", tmp.path.string(),
+                                            "--recipe", hello.string()};
+  auto raced = test::run_kmod_builder(builder);
+  int status = 0;
+  ::waitpid(publisher, &status, 0);
+  INFO(test::read_file(tmp / "init-modules.log"));
+  REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  INFO(raced.output);
+  CHECK(raced.code == 75);
+  CHECK_THAT(raced.last_line, Catch::Contains("was replaced by init-modules while this run read it; run again"));
+  CHECK_FALSE(fs::exists(vol / ".kmodkit/modules" / kver / "kmodkit_hello.json"));
+
+  auto again = test::run_kmod_builder(builder);
+  INFO(again.output);
+  CHECK(again.code == 0);
+  CHECK(fs::exists(vol / "usr/lib/modules" / kver / "extra/kmodkit_hello/kmodkit_hello.ko"));
+}
+
 namespace {
 
 // Builds a Debian package with dpkg-deb from a file list (path -> content; "->target" makes a symlink).
