@@ -14,7 +14,7 @@ packages=(
   libcli11-dev nlohmann-json3-dev catch2
   # tools the tests drive for real: apt repositories, archives, an HTTP server, kernel builds
   dpkg-dev apt-utils xz-utils zstd rpm cpio python3 kmod bc flex bison libelf-dev
-  gnupg gpgv time openssl curl
+  gnupg gpgv time openssl curl strace
   # module sources kmod-builder's built-in recipes and tests build: igb_uio (dpdk-kmods, under
   # /usr/src) and rte_build_config.h for rte_kni (libdpdk-dev)
   dpdk-kmods-dkms libdpdk-dev

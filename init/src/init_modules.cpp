@@ -94,14 +94,24 @@ Result<void> run(const Config& cfg) {
       }
     }
     KK_TRY(volume.clear_staging());
+    if (!check_volume) {
+      if (auto m = volume.complete_tree(kver, nullptr)) {
+        logger->info("the volume holds a tree for {} (source {}, written {}); --sources has no 'volume', so a new one "
+                     "is built and replaces it whole",
+                     kver, m->source, m->created);
+      }
+    }
 
     for (const auto& name : cfg.sources) {
       const auto* spec = find_source(name);
       if (spec->fetch == nullptr) continue;
+      // A new generation: every tree is built whole in staging, never over the one in place.
       auto staging = KK_TRY(files::StagingDir::create(volume.staging_dir(), kver + "." + name));
-      Context ctx{cfg, kver, os, staging.path()};
+      const fs::path root = staging.path() / "root";
+      KK_TRY(files::make_dirs(root));
+      Context ctx{cfg, kver, os, root};
       auto answer = [&] {
-        files::BackgroundSync writeback(staging.path(), std::chrono::milliseconds(200));
+        files::BackgroundSync writeback(root, std::chrono::milliseconds(200));
         return spec->fetch(ctx);
       }();
       if (!answer) return fail(std::move(answer).error().context("kernel " + kver + ": source " + name));
@@ -113,11 +123,8 @@ Result<void> run(const Config& cfg) {
       logger->info("source {}: complete tree from {} ({} files, {})", name, answer->location,
                    with_commas(answer->stats.files), progress::format_bytes(answer->stats.bytes));
 
-      KK_TRY_CTX(layout::finish(staging.path(), kver, answer->headers), "kernel " + kver);
-      // One syncfs makes the whole staged tree durable before any of it becomes visible.
-      KK_TRY(files::sync_filesystem(staging.path()));
-      auto placed = KK_TRY_CTX(volume.place(staging.path()), "volume " + cfg.volume.string());
-      logger->debug("placed {} paths", placed.size());
+      KK_TRY_CTX(layout::finish(root, kver, answer->headers), "kernel " + kver);
+      const auto held = KK_TRY(layout::measure(root));
 
       Manifest m;
       m.kernel_release = kver;
@@ -126,12 +133,13 @@ Result<void> run(const Config& cfg) {
       m.location = answer->location;
       m.packages = answer->packages;
       m.headers = answer->headers.dir;
-      m.modules = layout::has_modules_tree(cfg.volume, kver) ? layout::modules_dir(kver) : "";
-      m.files = answer->stats.files;
-      m.bytes = answer->stats.bytes;
+      m.modules = layout::has_modules_tree(root, kver) ? layout::modules_dir(kver) : "";
+      m.files = held.files;
+      m.bytes = held.bytes;
       m.created = text::utc_now_rfc3339();
       m.seconds = std::chrono::duration<double>(clock::now() - start).count();
-      KK_TRY(volume.write_manifest(m));
+      KK_TRY_CTX(volume.publish(staging.path(), m), "volume " + cfg.volume.string());
+      staging.keep();
       log_summary(m, cfg.volume, "ready in");
       return {};
     }

@@ -1,5 +1,6 @@
 #include "layout.hpp"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "kmodkit/files.hpp"
@@ -145,6 +146,24 @@ Result<void> finish(const fs::path& root, std::string_view kver, const Headers& 
     }
   }
   return {};
+}
+
+Result<archive::Stats> measure(const fs::path& root) {
+  archive::Stats stats;
+  KK_TRY(files::walk_tree(root, [&](const files::WalkEntry& e) -> Result<void> {
+    if (S_ISREG(e.st.st_mode)) {
+      ++stats.files;
+      stats.bytes += static_cast<uint64_t>(e.st.st_size);
+    } else if (S_ISDIR(e.st.st_mode)) {
+      ++stats.dirs;
+    } else if (S_ISLNK(e.st.st_mode)) {
+      ++stats.symlinks;
+    } else {
+      ++stats.skipped;
+    }
+    return {};
+  }));
+  return stats;
 }
 
 }  // namespace kmodkit::init::layout

@@ -45,4 +45,9 @@ Result<void> finish(const fs::path& root, std::string_view kernel_release, const
 // modules.dep or a kernel/ directory).
 bool has_modules_tree(const fs::path& root, std::string_view kernel_release);
 
+// What the tree under `root` holds, counted on disk (files, directories, symlinks, bytes of
+// regular files), so a manifest describes exactly what is there. Input missing (66) when it
+// cannot be read.
+Result<archive::Stats> measure(const fs::path& root);
+
 }  // namespace kmodkit::init::layout

@@ -51,37 +51,46 @@ Result<void> run_parallel(std::vector<std::function<Result<void>()>>& tasks, int
   return {};
 }
 
+// Streams `location` into `consume` while hashing it, then checks the hash against `expected`
+// (whose origin `says` names, e.g. "the Release file says"). A mismatch is reported before
+// whatever the consumer tripped over: damaged input makes a decompressor fail ("Lzma error"),
+// and the digest says what is really wrong. Data error (65) naming the location.
+Result<void> stream_verified(const std::string& location, const http::Options& options, const std::string& expected,
+                             std::string_view says,
+                             const std::function<Result<void>(int fd, digest::Sha256& hash)>& consume) {
+  digest::Sha256 hash;
+  Result<void> consumed;
+  KK_TRY(fetch::stream(location, options, [&](int fd) -> Result<void> {
+    consumed = consume(fd, hash);
+    if (!consumed) {
+      // Read the rest so the digest is of the whole input.
+      char buf[1 << 16];
+      for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) hash.update(buf, static_cast<size_t>(n));
+    }
+    return {};
+  }));
+  const std::string got = hash.hex();
+  const std::string want = digest::normalize_hex(expected);
+  if (got != want) {
+    return fail(ExitCode::data_err, http::redact(location) + ": SHA256 mismatch: " + std::string(says) + " " + want +
+                                        ", got " + got);
+  }
+  return consumed;
+}
+
 // Streams one archive (local or remote) into the staging root, checking its SHA-256.
 Result<archive::Stats> fetch_and_extract(const std::string& location, const std::string& name,
                                          const std::string& expected_sha256, archive::Extraction& extraction,
                                          const http::Options& http_options) {
   const auto started = std::chrono::steady_clock::now();
-  digest::Sha256 hash;
   archive::Stats stats;
   http::Options opts = http_options;
   opts.what = name;
   opts.progress = true;
-  Result<void> extracted;
-  auto streamed = fetch::stream(location, opts, [&](int fd) -> Result<void> {
-    auto r = extraction.extract_fd(fd, name, &hash);
-    if (r) {
-      stats = *r;
-      return {};
-    }
-    // Read the rest so the digest is of the whole input: a package that is not the one the
-    // index names is reported as that, not as whatever its corrupt content tripped first.
-    char buf[1 << 16];
-    for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) hash.update(buf, static_cast<size_t>(n));
-    extracted = fail(r.error());
+  KK_TRY(stream_verified(location, opts, expected_sha256, "expected", [&](int fd, digest::Sha256& hash) -> Result<void> {
+    stats = KK_TRY(extraction.extract_fd(fd, name, &hash));
     return {};
-  });
-  if (!streamed) return fail(streamed.error());
-  const std::string got = hash.hex();
-  if (got != digest::normalize_hex(expected_sha256)) {
-    return fail(ExitCode::data_err, http::redact(location) + ": SHA256 mismatch: expected " +
-                                        digest::normalize_hex(expected_sha256) + ", got " + got);
-  }
-  if (!extracted) return fail(extracted.error());
+  }));
   log::get("init.fetch")->debug("{}: {} files, {} directories, {} symlinks, {} in {:.3f} s", name, stats.files,
                                 stats.dirs, stats.symlinks, progress::format_bytes(stats.bytes),
                                 std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
@@ -349,17 +358,12 @@ Result<std::vector<apt::Package>> load_suite(const apt::Repo& repo, const std::s
     }
     const std::string url = base + "/" + chosen;
     apt::PackagesParser parser(repo.uri, keep_linux);
-    digest::Sha256 hash;
-    KK_TRY(fetch::stream(url, http_options, [&](int fd) -> Result<void> {
-      KK_TRY(archive::decompress_fd(fd, http::redact(url), &hash,
-                                    [&](std::string_view chunk) { return parser.feed(chunk); }));
-      return {};
-    }));
-    const std::string got = hash.hex();
-    if (got != index->sha256) {
-      return fail(ExitCode::data_err, http::redact(url) + ": SHA256 mismatch: the Release file says " +
-                                          index->sha256 + ", got " + got);
-    }
+    KK_TRY(stream_verified(url, http_options, index->sha256, "the Release file says",
+                           [&](int fd, digest::Sha256& hash) -> Result<void> {
+                             KK_TRY(archive::decompress_fd(fd, http::redact(url), &hash,
+                                                           [&](std::string_view chunk) { return parser.feed(chunk); }));
+                             return {};
+                           }));
     auto pkgs = KK_TRY_CTX(parser.finish(), http::redact(url));
     logger->debug("{}: {} linux-* packages", http::redact(url), pkgs.size());
     out.insert(out.end(), std::make_move_iterator(pkgs.begin()), std::make_move_iterator(pkgs.end()));

@@ -1,10 +1,15 @@
 #include "volume.hpp"
 
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <set>
 
 #include <nlohmann/json.hpp>
 
+#include "kmodkit/archive.hpp"
 #include "kmodkit/log.hpp"
+#include "layout.hpp"
 
 namespace kmodkit::init {
 
@@ -82,6 +87,14 @@ std::optional<Manifest> Volume::complete_tree(std::string_view kver, std::string
   return std::move(*m);
 }
 
+fs::path Volume::current_link(std::string_view kver) const { return state_dir() / "kernels" / std::string(kver); }
+
+std::string Volume::generation(std::string_view kver) const {
+  std::error_code ec;
+  const fs::path target = fs::read_symlink(current_link(kver), ec);
+  return ec ? std::string() : target.filename().string();
+}
+
 Result<void> Volume::prepare() const {
   std::error_code ec;
   // The caller names the volume; these say what is wrong with it.
@@ -92,6 +105,7 @@ Result<void> Volume::prepare() const {
   }
   KK_TRY(files::make_dirs(state_dir() / "kernels"));
   KK_TRY(files::make_dirs(staging_dir()));
+  KK_TRY(files::make_dirs(trees_dir()));
   KK_TRY(files::make_dirs(root_ / "usr/lib/modules"));
   if (!fs::exists(root_ / "lib", ec) && !fs::is_symlink(root_ / "lib", ec)) {
     KK_TRY(files::replace_symlink("usr/lib", root_ / "lib"));
@@ -109,50 +123,97 @@ Result<void> Volume::clear_staging() const {
     log::get("init.volume")->info("removing {} left by an interrupted run", entry.path().string());
     KK_TRY(files::remove_tree(entry.path()));
   }
+  return remove_unused_generations("left by an interrupted run");
+}
+
+Result<void> Volume::remove_unused_generations(std::string_view why) const {
+  // The generations the releases' links name; a kernels/ that cannot be read removes nothing.
+  std::set<std::string> used;
+  KK_TRY(files::walk_tree(state_dir() / "kernels", [&](const files::WalkEntry& e) -> Result<void> {
+    std::error_code ec;
+    const fs::path target = S_ISLNK(e.st.st_mode) ? fs::read_symlink(e.path, ec) : fs::path();
+    if (!ec && target.parent_path() == "../trees") used.insert(target.filename().string());
+    return {};
+  }));
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(trees_dir(), ec)) {
+    if (used.contains(entry.path().filename().string())) continue;
+    log::get("init.volume")->info("removing {} {}", entry.path().string(), why);
+    KK_TRY(files::remove_tree(entry.path()));
+  }
   return {};
 }
 
 namespace {
 
-Result<void> place_dir(const fs::path& from, const fs::path& to, const std::string& rel,
-                       std::vector<std::string>& placed) {
+// Creates or replaces the symlink `link` with one rename(). The new link is made in staging and
+// renamed over, so a kill leaves nothing behind but staging (a temporary beside `link` would stay
+// in the volume's public directories, and in kernels/ look like a release's link).
+Result<void> swap_link(const fs::path& target, const fs::path& link, const fs::path& staging) {
+  auto tmp = KK_TRY(files::StagingDir::create(staging, "link"));
+  const fs::path made = tmp.path() / "link";
+  if (::symlink(target.c_str(), made.c_str()) != 0) return fail(files::errno_error("symlink " + made.string(), errno));
+  return files::rename_path(made, link);
+}
+
+// Makes root/rel a symlink with `target` text. A symlink there is replaced atomically; a
+// directory (a tree an older layout placed there whole) is first moved into `displaced`, to be
+// removed once the commit is done.
+Result<void> link_public(const fs::path& root, const std::string& rel, const std::string& target,
+                         const fs::path& staging, std::vector<files::StagingDir>& displaced) {
+  const fs::path path = root / rel;
   std::error_code ec;
-  bool renamed_here = false;
-  for (const auto& entry : fs::directory_iterator(from, ec)) {
-    const auto name = entry.path().filename();
-    const fs::path dst = to / name;
-    const std::string dst_rel = rel.empty() ? name.string() : rel + "/" + name.string();
-    struct stat st{};
-    if (::lstat(dst.c_str(), &st) != 0) {
-      if (::rename(entry.path().c_str(), dst.c_str()) != 0) {
-        return fail(files::errno_error("rename " + entry.path().string() + " to " + dst.string(), errno));
-      }
-      placed.push_back(dst_rel);
-      renamed_here = true;
-      continue;
-    }
-    if (S_ISDIR(st.st_mode) && entry.is_directory(ec) && !entry.is_symlink(ec)) {
-      KK_TRY(place_dir(entry.path(), dst, dst_rel, placed));
-    } else {
-      log::get("init.volume")->debug("keeping {}: already in the volume", dst_rel);
-    }
+  if (fs::read_symlink(path, ec) == target && !ec) return {};
+  KK_TRY(files::make_dirs(path.parent_path()));
+  struct stat st{};
+  if (::lstat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    log::get("init.volume")->info("{}: a directory from an older layout; moving it aside", rel);
+    auto aside = KK_TRY(files::StagingDir::create(staging, "displaced"));
+    KK_TRY(files::rename_path(path, aside.path() / "tree"));
+    displaced.push_back(std::move(aside));
   }
-  if (ec) return fail(files::errno_error("read " + from.string(), ec.value()));
-  if (renamed_here) KK_TRY(files::fsync_path(to));
-  return {};
+  KK_TRY(swap_link(target, path, staging));
+  return files::fsync_path(path.parent_path());
 }
 
 }  // namespace
 
-Result<std::vector<std::string>> Volume::place(const fs::path& staged_root) const {
-  std::vector<std::string> placed;
-  KK_TRY(place_dir(staged_root, root_, "", placed));
-  return placed;
-}
+Result<void> Volume::publish(const fs::path& staged, const Manifest& manifest) const {
+  auto logger = log::get("init.volume");
+  const std::string& kver = manifest.kernel_release;
+  KK_TRY(files::write_file_atomic(staged / "manifest.json", manifest.to_json()));
+  // One syncfs makes the whole generation durable before anything leads to it.
+  KK_TRY(files::sync_filesystem(staged));
+  const std::string name = staged.filename().string();
+  KK_TRY(files::rename_durable(staged, trees_dir() / name));
 
-Result<void> Volume::write_manifest(const Manifest& manifest) const {
-  KK_TRY(files::make_dirs(state_dir() / "kernels"));
-  return files::write_file_atomic(manifest_path(manifest.kernel_release), manifest.to_json());
+  std::error_code ec;
+  const fs::path extra = root_ / layout::modules_dir(kver) / "extra";
+  const bool had_extra = fs::is_directory(extra, ec) && !fs::is_empty(extra, ec);
+
+  // The public paths: links that lead through the commit link, so they change with it. Made
+  // before the commit (dangling on a first publish, where they resolve to nothing); the manifest's
+  // first, so a tree an older layout left stops being trusted before its directories move.
+  const std::string current = ".kmodkit/kernels/" + kver;
+  std::vector<files::StagingDir> displaced;
+  KK_TRY(link_public(root_, current + ".json", kver + "/manifest.json", staging_dir(), displaced));
+  std::vector<std::string> publics = {layout::modules_dir(kver)};
+  const auto inside = [](const std::string& p, const std::string& dir) { return p == dir || p.starts_with(dir + "/"); };
+  if (!manifest.headers.empty() && !inside(manifest.headers, publics.front())) publics.push_back(manifest.headers);
+  for (const auto& rel : publics) {
+    KK_TRY(link_public(root_, rel, archive::relative_link(rel, current + "/root/" + rel), staging_dir(), displaced));
+  }
+
+  // The commit point: one rename() of the release's link.
+  KK_TRY(swap_link(fs::path("../trees") / name, current_link(kver), staging_dir()));
+  KK_TRY(files::fsync_path(state_dir() / "kernels"));
+  logger->debug("{} now leads to {}", current, name);
+
+  if (had_extra) {
+    logger->info("the tree it replaced held modules kmod-builder installed (extra/); its next run installs them again");
+  }
+  displaced.clear();
+  return remove_unused_generations("(the tree this one replaced)");
 }
 
 }  // namespace kmodkit::init

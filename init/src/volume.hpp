@@ -40,6 +40,12 @@ struct Manifest {
   static Result<Manifest> from_json(std::string_view text, const std::string& origin);
 };
 
+// The volume's layout (docs/ARCHITECTURE.md, "Volume"): each release's tree is a generation,
+// .kmodkit/trees/<name>/ holding root/ (a tree that mirrors the root file system) and
+// manifest.json; the symlink .kmodkit/kernels/<kver> names the current generation and is the
+// only thing a publish changes, with one rename(). The paths readers know
+// (usr/lib/modules/<kver>, the headers directory, .kmodkit/kernels/<kver>.json) are symlinks
+// that lead through it and never change.
 class Volume {
  public:
   explicit Volume(fs::path root) : root_(std::move(root)) {}
@@ -47,6 +53,14 @@ class Volume {
   fs::path state_dir() const { return root_ / ".kmodkit"; }
   fs::path manifest_path(std::string_view kernel_release) const;
   fs::path staging_dir() const { return state_dir() / "staging"; }
+  fs::path trees_dir() const { return state_dir() / "trees"; }
+  // .kmodkit/kernels/<kver>: the commit point, a symlink to the current generation.
+  fs::path current_link(std::string_view kernel_release) const;
+
+  // The name of the release's current generation (what current_link() leads to); "" when it
+  // has none (no tree, or one laid out before generations). A reader that read the tree between
+  // two calls that return the same name read one generation whole.
+  std::string generation(std::string_view kernel_release) const;
 
   // The manifest of a complete tree for the release: it parses, names the release, and the
   // paths it lists exist. Otherwise nullopt, with the reason in `why_not`.
@@ -57,15 +71,21 @@ class Volume {
   Result<void> prepare() const;
   // Takes .kmodkit/lock, waiting at most `timeout`.
   Result<files::FileLock> lock(std::chrono::milliseconds timeout) const;
-  // Removes what an interrupted run left in staging. Only under the lock.
+  // Removes what an interrupted run left: staging, and generations no release points at (a
+  // publish killed before its commit, or after it and before removing the tree it replaced).
+  // Only under the lock.
   Result<void> clear_staging() const;
-  // Moves a finished staged tree into place: each path that does not exist yet in the volume is
-  // renamed there whole (so nothing is ever seen half-written); existing directories are
-  // entered; an existing file or link is kept. Returns the paths placed.
-  Result<std::vector<std::string>> place(const fs::path& staged_root) const;
-  Result<void> write_manifest(const Manifest& manifest) const;
+  // Publishes a finished generation as the release's tree, replacing the tree it had whole:
+  // `staged` (a directory in staging holding root/) gets the manifest, is made durable and moved
+  // to trees/; the public paths are made links through the release's commit link (a directory an
+  // older layout left there is moved aside); the commit link is renamed over; then the replaced
+  // generation, with what kmod-builder had installed in it, is removed. Killed at any point, the
+  // volume holds the old tree or the new one, whole, and what the next clear_staging() removes.
+  // Only under the lock. Cannot create (73) naming the path.
+  Result<void> publish(const fs::path& staged, const Manifest& manifest) const;
 
  private:
+  Result<void> remove_unused_generations(std::string_view why) const;
   fs::path root_;
 };
 

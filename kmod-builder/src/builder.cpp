@@ -467,6 +467,12 @@ Result<void> build_and_install(const Config& cfg) {
   init::Volume volume(cfg.volume);
   KK_TRY_CTX(volume.prepare(), "volume " + cfg.volume.string());
   auto lock = KK_TRY(volume.lock(std::chrono::milliseconds(static_cast<long long>(cfg.lock_timeout_s * 1000))));
+  // The keys above were computed from the tree without the lock; init-modules may have replaced
+  // it since (docs/ARCHITECTURE.md, the reader rule). Under the lock it cannot change any more.
+  if (volume.generation(kernel.release) != kernel.generation) {
+    return fail(ExitCode::temp_fail, "the tree of kernel " + kernel.release + " on " + cfg.volume.string() +
+                                         " was replaced by init-modules while this run read it; run again");
+  }
   KK_TRY(volume.clear_staging());
   for (const auto* job : todo) {
     // Private build directories of builders killed before they could remove them.

@@ -11,13 +11,22 @@
 namespace kmodkit::kmod_builder {
 namespace {
 
+// How a relative link is followed: `lexically` keeps the volume's own path (build leads to the
+// public headers path, itself a link into the tree's generation); `on_disk` resolves through
+// the links, for targets only the generation has (Debian's -common tree beside the headers).
+enum class Follow { lexically, on_disk };
+
 // Resolves a symlink of the volume inside the volume: relative targets from the link's
 // directory, absolute ones from the volume's root.
-fs::path resolve_in_volume(const fs::path& volume, const fs::path& link) {
+fs::path resolve_in_volume(const fs::path& volume, const fs::path& link, Follow follow) {
   std::error_code ec;
   const fs::path target = fs::read_symlink(link, ec);
   if (ec) return link;
   if (target.is_absolute()) return volume / target.relative_path();
+  if (follow == Follow::on_disk) {
+    auto resolved = fs::weakly_canonical(link, ec);
+    if (!ec) return resolved;
+  }
   return (link.parent_path() / target).lexically_normal();
 }
 
@@ -53,12 +62,13 @@ Result<KernelTree> KernelTree::open(const fs::path& volume, const std::string& r
   k.volume = volume;
   init::Volume vol(volume);
   std::string why;
+  k.generation = vol.generation(release);
   if (!vol.complete_tree(release, &why)) {
     return fail(ExitCode::no_input, "volume " + volume.string() + " has no complete tree for kernel " + release + " (" +
                                         why + "): run init-modules first");
   }
   k.modules_dir = volume / "usr/lib/modules" / release;
-  k.build = resolve_in_volume(volume, k.modules_dir / "build");
+  k.build = resolve_in_volume(volume, k.modules_dir / "build", Follow::lexically);
   std::error_code ec;
   if (!fs::exists(k.build / ".config", ec) || !fs::exists(k.build / "Makefile", ec)) {
     return fail(ExitCode::no_input, "kernel " + release + ": " + k.build.string() +
@@ -66,7 +76,7 @@ Result<KernelTree> KernelTree::open(const fs::path& volume, const std::string& r
   }
   k.source = k.build;
   if (fs::is_symlink(k.modules_dir / "source", ec)) {
-    k.source = resolve_in_volume(volume, k.modules_dir / "source");
+    k.source = resolve_in_volume(volume, k.modules_dir / "source", Follow::on_disk);
   } else {
     // Debian's split headers: build/Makefile is one line, "include <dir>/../linux-headers-X-common/Makefile".
     auto makefile = files::read_file(k.build / "Makefile", 64 << 10);
@@ -78,7 +88,9 @@ Result<KernelTree> KernelTree::open(const fs::path& volume, const std::string& r
         if (std::regex_match(l, m, include)) {
           std::string dir = m[1].str();
           const std::string prefix = "$(dir $(lastword $(MAKEFILE_LIST)))";
-          if (dir.starts_with(prefix)) dir = (k.build / dir.substr(prefix.size())).lexically_normal().string();
+          // Resolved on disk, not lexically: the volume's headers path is a link into the tree's
+          // generation, and the -common tree is beside its target there (docs/ARCHITECTURE.md).
+          if (dir.starts_with(prefix)) dir = fs::weakly_canonical(k.build / dir.substr(prefix.size()), ec).string();
           if (fs::is_directory(dir, ec)) k.source = dir;
           break;
         }

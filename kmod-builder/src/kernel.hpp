@@ -30,6 +30,7 @@ struct KernelTree {
   fs::path modules_dir;  // <vol>/usr/lib/modules/<release>
   fs::path build;        // the headers kbuild runs in (the target of modules_dir/build)
   fs::path source;       // the full source headers (Debian's -common), == build when not split
+  std::string generation;  // the tree's generation on the volume when it was opened ("" before generations)
   std::map<std::string, std::string, std::less<>> config;  // .config, quotes removed
 
   // Opens the tree init-modules laid out for `release`: its manifest must exist (a tree without

@@ -5,9 +5,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <fstream>
+#include <map>
 #include <regex>
 #include <thread>
+
+#include <nlohmann/json.hpp>
 
 #include "helpers.hpp"
 #include "kmodkit/subprocess.hpp"
@@ -231,6 +236,25 @@ TEST_CASE("an index that does not match the Release file is refused with exit 65
   check_nothing_visible(tmp / "vol", repo.kver);
 }
 
+TEST_CASE("a corrupt Packages.xz is reported as a checksum mismatch naming its URL, not as a decompression error", "[e2e][apt][faults]") {
+  Repo repo;
+  // Damage the compressed index after the Release file recorded its digest: same size, other
+  // bytes, so xz's own check fails first while decompressing.
+  const auto xz = repo.root / "dists/stable/main/binary-amd64/Packages.xz";
+  auto bytes = test::read_file(xz);
+  for (size_t i = bytes.size() / 2; i < bytes.size() / 2 + 64; ++i) bytes[i] = static_cast<char>(bytes[i] ^ 0x5a);
+  test::write_file(xz, bytes);
+  HttpServer server(repo.root);
+  TempDir tmp;
+  fs::create_directories(tmp / "vol");
+  auto run = run_apt(repo, repo.line(server), tmp / "vol");
+  INFO(run.output);
+  CHECK(run.code == 65);
+  CHECK_THAT(run.last_line, Catch::Contains(server.url() + "/dists/stable/main/binary-amd64/Packages.xz: SHA256 mismatch: the Release file says") &&
+                                !Catch::Contains("Lzma"));
+  check_nothing_visible(tmp / "vol", repo.kver);
+}
+
 TEST_CASE("a package that does not match its index is refused with exit 65 and nothing is laid out", "[e2e][apt][faults]") {
   Repo repo;
   // Same name and size, other bytes.
@@ -368,7 +392,8 @@ TEST_CASE("the host's own headers and modules tree are copied from the host moun
   CHECK_THAT(run.last_line, Catch::Contains("source host"));
   CHECK(fs::exists(tmp / "vol/usr/lib/modules" / repo.kver / "kernel/drivers/uio/uio.ko"));
   CHECK(fs::exists(tmp / "vol/usr/lib/modules" / repo.kver / "build/scripts/mod/modpost"));
-  CHECK(fs::exists(tmp / ("vol/usr/src/linux-headers-" + repo.abi() + "-common/Makefile")));
+  // The -common tree the headers' Makefile includes, beside the headers in the tree's generation.
+  CHECK(fs::exists(tmp / "vol/usr/lib/modules" / repo.kver / ("build/../linux-headers-" + repo.abi() + "-common/Makefile")));
   const auto manifest = test::read_file(tmp / "vol/.kmodkit/kernels" / (repo.kver + ".json"));
   CHECK_THAT(manifest, Catch::Contains("\"modules\": \"usr/lib/modules/" + repo.kver + "\""));
 }
@@ -443,7 +468,7 @@ TEST_CASE("killed with SIGKILL mid-extraction, a rerun completes and no partial 
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
     std::error_code ec;
     for (const auto& e : fs::directory_iterator(tmp / "vol/.kmodkit/staging", ec)) {
-      if (fs::exists(e.path() / ("usr/src/linux-headers-" + repo.abi() + "-common/include/linux"), ec)) {
+      if (fs::exists(e.path() / ("root/usr/src/linux-headers-" + repo.abi() + "-common/include/linux"), ec)) {
         ::kill(pid, SIGKILL);
         killed = true;
       }
@@ -466,7 +491,7 @@ TEST_CASE("killed with SIGKILL mid-extraction, a rerun completes and no partial 
   fs::create_directories(ref / "vol");
   auto reference = run_apt(repo, repo.line(server), ref / "vol");
   REQUIRE(reference.code == 0);
-  CHECK(test::count_entries(tmp / "vol/usr") == test::count_entries(ref / "vol/usr"));
+  CHECK(test::count_entries(tmp / "vol/.kmodkit/kernels" / repo.kver) == test::count_entries(ref / "vol/.kmodkit/kernels" / repo.kver));
 }
 
 TEST_CASE("three processes on one volume: one lays out the tree, all exit 0 with one tree", "[e2e][concurrency]") {
@@ -491,6 +516,247 @@ TEST_CASE("three processes on one volume: one lays out the tree, all exit 0 with
   CHECK(found == 2);
   CHECK(fs::is_empty(tmp / "vol/.kmodkit/staging"));
   CHECK(fs::exists(tmp / "vol/usr/lib/modules" / repo.kver / "build/Makefile"));
+}
+
+namespace {
+
+// A small headers tree as an archive: what find_headers requires, plus a file named `marker`,
+// so a test can tell which archive the volume's tree came from.
+fs::path headers_archive(const fs::path& dir, const std::string& kver, const std::string& marker) {
+  const std::string h = "usr/src/linux-headers-" + kver + "/";
+  std::vector<TarEntry> entries;
+  for (const char* f : {"Makefile", ".config", "Module.symvers", "include/generated/autoconf.h", "scripts/basic/fixdep",
+                        "scripts/mod/modpost"}) {
+    entries.push_back({TarEntry::file, h + f, std::string(f) + "\n"});
+  }
+  entries.push_back({TarEntry::file, h + marker, marker + "\n"});
+  const fs::path path = dir / (marker + ".tar.gz");
+  test::write_tar_gz(path, entries);
+  return path;
+}
+
+std::vector<std::string> archive_args(const fs::path& archive) {
+  return {"--archive", archive.string(), "--sha256", test::sha256_of(archive)};
+}
+
+// Regular files below a directory (the directory itself may be a symlink).
+uint64_t regular_files(const fs::path& dir) {
+  uint64_t n = 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    if (e.is_regular_file() && !e.is_symlink()) ++n;
+  }
+  return n;
+}
+
+// What a reader that follows the documented rule sees of a release's tree: it reads the commit
+// link, reads the manifest and the tree in that generation, then reads the link again and
+// trusts what it read only if the link did not move. Returns "" when it saw no tree, "retry"
+// when the link moved, otherwise "a" or "b" (the marker the manifest names), or a description
+// of a half state.
+std::string read_tree(const fs::path& vol, const std::string& kver) {
+  std::error_code ec;
+  const fs::path link = vol / ".kmodkit/kernels" / kver;
+  const fs::path first = fs::read_symlink(link, ec);
+  if (ec) return "";
+  const fs::path gen = vol / ".kmodkit/trees" / first.filename();
+  std::string seen;
+  std::ifstream in(gen / "manifest.json");
+  const std::string manifest((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const fs::path headers = gen / "root/usr/src" / ("linux-headers-" + kver);
+  const bool a = fs::exists(headers / "only-in-a", ec), b = fs::exists(headers / "only-in-b", ec);
+  const bool says_a = manifest.find("only-in-a.tar.gz") != std::string::npos;
+  const bool says_b = manifest.find("only-in-b.tar.gz") != std::string::npos;
+  if (says_a && a && !b && fs::exists(headers / "Makefile", ec)) seen = "a";
+  else if (says_b && b && !a && fs::exists(headers / "Makefile", ec)) seen = "b";
+  else seen = "half state in " + first.filename().string() + ": manifest " + (manifest.empty() ? "missing" : says_a ? "of a" : says_b ? "of b" : "unreadable") +
+              ", markers" + (a ? " a" : "") + (b ? " b" : "");
+  if (fs::read_symlink(link, ec) != first || ec) return "retry";
+  return seen;
+}
+
+}  // namespace
+
+TEST_CASE("a tree on the volume is replaced whole when the sources do not include volume, and the manifest counts what is there", "[e2e][archive][volume]") {
+  TempDir tmp;
+  const std::string kver = "6.99.0-1-test";
+  const auto a = headers_archive(tmp.path, kver, "only-in-a"), b = headers_archive(tmp.path, kver, "only-in-b");
+  fs::create_directories(tmp / "vol");
+  const std::vector<std::string> base = {"--kernel-release", kver, "--volume", (tmp / "vol").string(), "--host-root",
+                                         (tmp / "no-host").string(), "--sysfs", (tmp / "no-sys").string()};
+  auto first = test::run_init_modules(base + std::vector<std::string>{"--sources", "archive"} + archive_args(a));
+  INFO(first.output);
+  REQUIRE(first.code == 0);
+
+  auto second = test::run_init_modules(base + std::vector<std::string>{"--sources", "archive"} + archive_args(b));
+  INFO(second.output);
+  REQUIRE(second.code == 0);
+  CHECK_THAT(second.output, Catch::Contains("--sources has no 'volume', so a new one is built and replaces it whole"));
+  const fs::path headers = tmp / "vol/usr/src" / ("linux-headers-" + kver);
+  CHECK(fs::exists(headers / "only-in-b"));
+  CHECK_FALSE(fs::exists(headers / "only-in-a"));  // was left behind, described by no manifest
+  const auto manifest = nlohmann::json::parse(test::read_file(tmp / "vol/.kmodkit/kernels" / (kver + ".json")));
+  CHECK(manifest["files"].get<uint64_t>() == regular_files(headers) + regular_files(tmp / "vol/usr/lib/modules" / kver));
+  CHECK_THAT(manifest["location"].get<std::string>(), Catch::Contains("only-in-b.tar.gz"));
+
+  // With volume first in the list, the complete tree in place is used as it is.
+  auto reused = test::run_init_modules(base + std::vector<std::string>{"--sources", "volume,archive"} + archive_args(a));
+  INFO(reused.output);
+  CHECK(reused.code == 0);
+  CHECK_THAT(reused.last_line, Catch::Contains("already on"));
+  CHECK(fs::exists(headers / "only-in-b"));
+  CHECK(fs::is_empty(tmp / "vol/.kmodkit/staging"));
+}
+
+TEST_CASE("a reader that reads while trees are published never sees a manifest beside another tree or half a tree", "[e2e][archive][volume][concurrency]") {
+  TempDir tmp;
+  const std::string kver = "6.99.0-2-test";
+  const auto a = headers_archive(tmp.path, kver, "only-in-a"), b = headers_archive(tmp.path, kver, "only-in-b");
+  fs::create_directories(tmp / "vol");
+  const std::vector<std::string> base = {"--kernel-release", kver, "--volume", (tmp / "vol").string(), "--host-root",
+                                         (tmp / "no-host").string(), "--sysfs", (tmp / "no-sys").string(), "--sources", "archive"};
+  std::atomic<bool> done{false};
+  std::vector<int> codes;
+  std::thread publisher([&] {
+    for (int i = 0; i < 16; ++i) codes.push_back(test::run_init_modules(base + archive_args(i % 2 == 0 ? a : b)).code);
+    done = true;
+  });
+  std::map<std::string, int> seen;
+  int public_misses = 0;
+  bool published = false;
+  const fs::path manifest = tmp / "vol/.kmodkit/kernels" / (kver + ".json");
+  const fs::path makefile = tmp / "vol/usr/lib/modules" / kver / "build/Makefile";
+  while (!done) {
+    const std::string s = read_tree(tmp / "vol", kver);
+    if (!s.empty()) ++seen[s];
+    // Each public path, looked up on its own, is always there once a tree has been published.
+    published = published || s == "a" || s == "b";
+    std::error_code ec;
+    if (published && (!fs::exists(manifest, ec) || !fs::exists(makefile, ec))) ++public_misses;
+  }
+  publisher.join();
+  for (int code : codes) CHECK(code == 0);
+  for (const auto& [what, n] : seen) {
+    INFO(what << ": " << n);
+    CHECK((what == "a" || what == "b" || what == "retry"));
+  }
+  CHECK(seen["a"] + seen["b"] > 0);
+  CHECK(public_misses == 0);
+  CHECK(std::distance(fs::directory_iterator(tmp / "vol/.kmodkit/trees"), fs::directory_iterator()) == 1);
+}
+
+TEST_CASE("killed with SIGKILL at every rename, link and unlink of a publish, the volume holds the old tree or the new one, whole", "[e2e][archive][volume][faults]") {
+  TempDir tmp;
+  const std::string kver = "6.99.0-3-test";
+  const auto a = headers_archive(tmp.path, kver, "only-in-a"), b = headers_archive(tmp.path, kver, "only-in-b");
+  const fs::path vol = tmp / "vol";
+  fs::create_directories(vol);
+  const std::vector<std::string> base = {KMODKIT_INIT_MODULES_BIN, "--kernel-release", kver, "--volume", vol.string(), "--host-root",
+                                         (tmp / "no-host").string(), "--sysfs", (tmp / "no-sys").string(), "--sources", "archive",
+                                         "--jobs", "1"};
+  // strace's fault injection kills the process on entry to the Nth such call: a real kill -9 at
+  // each step that changes what is on the volume.
+  INFO("strace (ci/install-deps.sh installs it) injects the kills");
+  REQUIRE(fs::exists("/usr/bin/strace"));
+  const std::string calls = "rename,renameat,renameat2,symlink,symlinkat,unlink,unlinkat,rmdir";
+  auto publish = [&](const fs::path& archive, int kill_at) {
+    std::vector<std::string> argv;
+    if (kill_at > 0) argv = {"/usr/bin/strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=" + calls,
+                             "-e", "inject=" + calls + ":signal=KILL:when=" + std::to_string(kill_at)};
+    argv = argv + base + archive_args(archive);
+    const pid_t pid = test::spawn(argv);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return status;
+  };
+  // Killed on a first publish (nothing before) and on a replacement (a before, b after).
+  for (const auto& [before, next] : {std::pair<std::string, std::string>{"", "a"}, std::pair<std::string, std::string>{"a", "b"}}) {
+    bool finished = false;
+    for (int n = 1; n < 400 && !finished; ++n) {
+      fs::remove_all(vol);
+      fs::create_directories(vol);
+      if (!before.empty()) REQUIRE(publish(a, 0) == 0);
+      const int status = publish(next == "a" ? a : b, n);
+      finished = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+      INFO("killed at call " << n << " publishing " << next << " over '" << before << "'");
+      const std::string s = read_tree(vol, kver);
+      CHECK((s == before || s == next));
+      // The next run removes what the killed one left and publishes whole.
+      REQUIRE(publish(b, 0) == 0);
+      CHECK(read_tree(vol, kver) == "b");
+      CHECK(fs::is_empty(vol / ".kmodkit/staging"));
+      CHECK(std::distance(fs::directory_iterator(vol / ".kmodkit/trees"), fs::directory_iterator()) == 1);
+    }
+    CHECK(finished);
+  }
+}
+
+TEST_CASE("after init-modules replaces a tree, kmod-builder installs its modules again from its cache", "[e2e][volume][kmod-builder]") {
+  Repo repo;
+  TempDir tmp;
+  const fs::path vol = tmp / "vol";
+  const std::string kver = test::copy_kernel_volume(vol);
+  const fs::path hello = tmp / "kmod-hello";
+  test::copy_tree(test::support_dir() / "kmod-hello", hello);
+  const std::vector<std::string> builder = {"--volume", vol.string(), "--kernel-release", kver, "--work-dir", tmp.path.string(),
+                                            "--recipe", hello.string()};
+  auto built = test::run_kmod_builder(builder);
+  INFO(built.output);
+  REQUIRE(built.code == 0);
+  const fs::path ko = vol / "usr/lib/modules" / kver / "extra/kmodkit_hello/kmodkit_hello.ko";
+  REQUIRE(fs::exists(ko));
+
+  std::vector<std::string> args = {"--kernel-release", kver, "--volume", vol.string(), "--host-root", (tmp / "no-host").string(),
+                                   "--sources", "archive"};
+  for (const auto& e : fs::directory_iterator(repo.root / "pool/main")) args = args + archive_args(e.path());
+  auto replaced = test::run_init_modules(args);
+  INFO(replaced.output);
+  REQUIRE(replaced.code == 0);
+  CHECK_THAT(replaced.output, Catch::Contains("held modules kmod-builder installed"));
+  CHECK_FALSE(fs::exists(ko));
+
+  auto again = test::run_kmod_builder(builder);
+  INFO(again.output);
+  CHECK(again.code == 0);
+  CHECK_THAT(again.output, Catch::Contains("is missing or changed") && Catch::Contains("in the cache"));
+  CHECK_THAT(again.last_line, Catch::Contains("0 built, 1 from the cache"));
+  CHECK(fs::exists(ko));
+}
+
+TEST_CASE("kmod-builder that read a tree which init-modules replaced before it got the lock exits 75, and a rerun installs", "[e2e][volume][kmod-builder][concurrency]") {
+  Repo repo;
+  TempDir tmp;
+  const fs::path vol = tmp / "vol";
+  const std::string kver = test::copy_kernel_volume(vol);
+  const fs::path hello = tmp / "kmod-hello";
+  test::copy_tree(test::support_dir() / "kmod-hello", hello);
+  std::vector<std::string> argv = {KMODKIT_INIT_MODULES_BIN, "--kernel-release", kver, "--volume", vol.string(), "--host-root",
+                                   (tmp / "no-host").string(), "--sources", "archive", "--jobs", "1"};
+  for (const auto& e : fs::directory_iterator(repo.root / "pool/main")) argv = argv + archive_args(e.path());
+  const pid_t publisher = test::spawn(argv, tmp / "init-modules.log");
+  // kmod-builder reads the tree while init-modules, holding the lock, extracts the new one.
+  bool extracting = false;
+  for (int i = 0; i < 6000 && !extracting; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(vol / ".kmodkit/staging", ec)) extracting = extracting || fs::exists(e.path() / "root/usr/src", ec);
+  }
+  REQUIRE(extracting);
+  const std::vector<std::string> builder = {"--volume", vol.string(), "--kernel-release", kver, "--work-dir", tmp.path.string(),
+                                            "--recipe", hello.string()};
+  auto raced = test::run_kmod_builder(builder);
+  int status = 0;
+  ::waitpid(publisher, &status, 0);
+  INFO(test::read_file(tmp / "init-modules.log"));
+  REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  INFO(raced.output);
+  CHECK(raced.code == 75);
+  CHECK_THAT(raced.last_line, Catch::Contains("was replaced by init-modules while this run read it; run again"));
+  CHECK_FALSE(fs::exists(vol / ".kmodkit/modules" / kver / "kmodkit_hello.json"));
+
+  auto again = test::run_kmod_builder(builder);
+  INFO(again.output);
+  CHECK(again.code == 0);
+  CHECK(fs::exists(vol / "usr/lib/modules" / kver / "extra/kmodkit_hello/kmodkit_hello.ko"));
 }
 
 namespace {
