@@ -332,14 +332,6 @@ TEST_CASE("a depmod that cannot write its index fails the run, and the next run 
 
 namespace {
 
-// What DKMS decides: it sources dkms.conf in bash and tests [[ $kernelver =~ $BUILD_EXCLUSIVE_KERNEL ]].
-bool bash_matches(const std::string& text, const std::string& regex) {
-  auto r = subprocess::run({"bash", "-c", "[[ $1 =~ $2 ]]", "bash", text, regex});
-  REQUIRE(r);
-  REQUIRE(r->exit_code != 2);  // 2: bash could not compile the regex
-  return r->exit_code == 0;
-}
-
 // The SHA-256 fingerprint openssl reads from a certificate file in the given form (PEM or DER).
 std::string openssl_fingerprint(const fs::path& cert, const std::string& form) {
   auto r = subprocess::run({"openssl", "x509", "-inform", form, "-in", cert.string(), "-noout", "-fingerprint", "-sha256"});
@@ -394,7 +386,7 @@ TEST_CASE("Debian's r8168-dkms dkms.conf reads as a recipe whose BUILD_EXCLUSIVE
   for (const auto& release : {test::fixture_kernel_release(), std::string("3.10.0-1160.el7.x86_64"), std::string("3.16.0-6-amd64"),
                                     std::string("2.6.32-5-amd64"), std::string("10.1.0-1-amd64")}) {
     INFO(release);
-    CHECK(r->kernel_refusal(release, "x86_64").empty() == bash_matches(release, r->kernel_regex));
+    CHECK(r->kernel_refusal(release, "x86_64").empty() == kmodkit::test::bash_regex_matches(release, r->kernel_regex));
   }
   CHECK(r->kernel_refusal(test::fixture_kernel_release(), "x86_64").empty());
 }

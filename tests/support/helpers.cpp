@@ -122,6 +122,13 @@ pid_t spawn(const std::vector<std::string>& argv, const fs::path& output, Sessio
   return pid;
 }
 
+bool bash_regex_matches(const std::string& text, const std::string& regex) {
+  auto r = subprocess::run({"bash", "-c", "[[ $1 =~ $2 ]]", "bash", text, regex});
+  if (!r) throw std::runtime_error("cannot run bash: " + r.error().message);
+  if (r->exit_code == 2) throw std::runtime_error("bash cannot compile the regex '" + regex + "'");
+  return r->exit_code == 0;
+}
+
 std::string copy_kernel_volume(const fs::path& dest) {
   const fs::path from = fixtures_dir() / "kernel-volume";
   if (!fs::exists(from / ".kmodkit/kernels")) throw std::runtime_error("no kernel volume fixture at " + from.string());

@@ -94,6 +94,10 @@ struct TarEntry {
 // malicious archives with it).
 void write_tar_gz(const fs::path& path, const std::vector<TarEntry>& entries);
 
+// What DKMS decides of a regex in dkms.conf: whether bash's [[ text =~ regex ]] holds. Throws
+// when bash cannot run or cannot compile the regex.
+bool bash_regex_matches(const std::string& text, const std::string& regex);
+
 // Copies the fixture apt repository to `dir` and returns the repo line for a server on it.
 void copy_tree(const fs::path& from, const fs::path& to);
 

@@ -66,17 +66,6 @@ TEST_CASE("dkms.conf: module locations, exclusive kernels, and what is refused",
   CHECK_THAT(quote.error().message, Catch::Contains("q/dkms.conf:1") && Catch::Contains("unterminated"));
 }
 
-namespace {
-
-// What DKMS decides: it sources dkms.conf in bash and tests [[ $kernelver =~ $BUILD_EXCLUSIVE_KERNEL ]].
-bool bash_matches(const std::string& text, const std::string& regex) {
-  auto r = subprocess::run({"bash", "-c", "[[ $1 =~ $2 ]]", "bash", text, regex});
-  REQUIRE(r);
-  REQUIRE(r->exit_code != 2);  // 2: bash could not compile the regex
-  return r->exit_code == 0;
-}
-
-}  // namespace
 
 TEST_CASE("BUILD_EXCLUSIVE_KERNEL and BUILD_EXCLUSIVE_ARCH are searched in the release and the arch as DKMS's bash does",
           "[unit][recipe]") {
@@ -96,7 +85,7 @@ TEST_CASE("BUILD_EXCLUSIVE_KERNEL and BUILD_EXCLUSIVE_ARCH are searched in the r
                              "k/dkms.conf", "/src");
     REQUIRE(r);
     const std::string why = r->kernel_refusal(c.release, "x86_64");
-    CHECK(why.empty() == bash_matches(c.release, c.regex));
+    CHECK(why.empty() == kmodkit::test::bash_regex_matches(c.release, c.regex));
     if (!why.empty()) CHECK_THAT(why, Catch::Contains(c.regex) && Catch::Contains(c.release));
   }
   for (const auto& c : {Case{"x86_64|i.86", "x86_64"}, Case{"^(aarch64|arm64)$", "x86_64"}, Case{"86", "x86_64"},
@@ -106,7 +95,7 @@ TEST_CASE("BUILD_EXCLUSIVE_KERNEL and BUILD_EXCLUSIVE_ARCH are searched in the r
                              "a/dkms.conf", "/src");
     REQUIRE(r);
     const std::string why = r->kernel_refusal("6.1.0-57-amd64", c.release);
-    CHECK(why.empty() == bash_matches(c.release, c.regex));
+    CHECK(why.empty() == kmodkit::test::bash_regex_matches(c.release, c.regex));
     if (!why.empty()) CHECK_THAT(why, Catch::Contains(c.regex) && Catch::Contains(c.release) && Catch::Contains("arch"));
   }
 }
