@@ -464,7 +464,7 @@ TEST_CASE("killed with SIGKILL mid-extraction, a rerun completes and no partial 
   }
   // Wait until extraction is well under way, then kill it.
   bool killed = false;
-  for (int i = 0; i < 3000 && !killed; ++i) {
+  for (int i = 0; i < 12000 && !killed; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
     std::error_code ec;
     for (const auto& e : fs::directory_iterator(tmp / "vol/.kmodkit/staging", ec)) {
@@ -735,7 +735,7 @@ TEST_CASE("kmod-builder that read a tree which init-modules replaced before it g
   const pid_t publisher = test::spawn(argv, tmp / "init-modules.log");
   // kmod-builder reads the tree while init-modules, holding the lock, extracts the new one.
   bool extracting = false;
-  for (int i = 0; i < 6000 && !extracting; ++i) {
+  for (int i = 0; i < 12000 && !extracting; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
     std::error_code ec;
     for (const auto& e : fs::directory_iterator(vol / ".kmodkit/staging", ec)) extracting = extracting || fs::exists(e.path() / "root/usr/src", ec);

@@ -503,9 +503,10 @@ TEST_CASE("killed with SIGKILL mid-build, a rerun ends in the same state as an u
   for (const auto& a : s.args({"--recipe", "igb_uio," + s.hello.string(), "--log-format", "json"})) argv.push_back(a);
   // Its own session, so the kill takes make and the compilers with it, as a pod kill does.
   const pid_t pid = test::spawn(argv, "/dev/null", test::Session::own);
-  // Wait until the compiler has produced something in the private build directory.
+  // Wait until the compiler has produced something in the private build directory (a busy
+  // machine may take minutes to get there; only a builder that never compiles fails this).
   bool compiling = false;
-  for (int i = 0; i < 600 && !compiling; ++i) {
+  for (int i = 0; i < 15000 && !compiling; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     for (const auto& e : fs::directory_iterator(s.tmp.path)) {
       if (e.path().filename().string().starts_with("kmod-builder.igb_uio.") && fs::exists(e.path() / ".igb_uio.o.cmd")) compiling = true;

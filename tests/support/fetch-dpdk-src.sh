@@ -11,6 +11,9 @@ url=${KMODKIT_DPDK_URL:-http://deb.debian.org/debian/pool/main/d/dpdk/dpdk_${ver
 cache=${KMODKIT_TEST_CACHE:-/var/cache/kmodkit-tests}/dpdk
 tree="$cache/dpdk-stable-$version"
 mkdir -p "$cache"
+# One fetch at a time per cache (suites of two checkouts may run at once).
+exec 9>"$cache/.lock"
+flock 9
 if [ ! -f "$tree/.complete" ]; then
   tarball="$cache/dpdk_${version}.orig.tar.xz"
   if [ ! -f "$tarball" ] || ! echo "$sha256  $tarball" | sha256sum -c --quiet >/dev/null 2>&1; then
@@ -23,6 +26,7 @@ if [ ! -f "$tree/.complete" ]; then
   touch "$tree/.complete"
 fi
 if [ -n "${1:-}" ]; then
+  mkdir -p "$(dirname "$1")"  # the first fixture to run makes the fixtures directory
   echo "$tree" > "$1.part" && mv "$1.part" "$1"
 else
   echo "$tree"

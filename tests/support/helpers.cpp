@@ -59,7 +59,7 @@ HttpServer::HttpServer(const fs::path& root, std::vector<std::string> extra_args
     ::execvp("python3", args.data());
     ::_exit(127);
   }
-  for (int i = 0; i < 200 && !fs::exists(port_file); ++i) {
+  for (int i = 0; i < 2400 && !fs::exists(port_file); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(25));
   }
   if (!fs::exists(port_file)) throw std::runtime_error("http_server.py did not start");
