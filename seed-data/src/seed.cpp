@@ -621,7 +621,7 @@ Result<Outcome> run(const Config& c) {
     std::map<std::string, std::string> copied_digests;  // staging path -> SHA-256, from the copy
     {
       // Writeback starts while the copy runs, so the syncfs below has little left to wait for.
-      files::BackgroundSync writeback(staging.path(), std::chrono::milliseconds(200));
+      files::BackgroundSync writeback(staging.path(), std::chrono::milliseconds(50));
       archive::Policy policy;
       policy.root = staging.path();
       policy.preserve_metadata = true;
