@@ -3,7 +3,8 @@
 
   check-docs.py links REPO
       Every relative link in every Markdown file of the repository leads to a file or directory
-      inside it, and no document names a path outside it (../shared, ../..).
+      inside it (and to a heading of it, when it names one), and no document names ../shared,
+      a place outside the repository.
   check-docs.py options README BINARY [SUBCOMMAND ...]
       The README's option tables (rows starting with "| `--") list exactly the options that
       `BINARY --help` (and `BINARY SUBCOMMAND --help` for each subcommand given) prints, less the
@@ -28,6 +29,18 @@ def markdown_files(repo):
                 yield os.path.join(root, f)
 
 
+def anchors(path):
+    """The anchors GitHub makes for a Markdown file's headings."""
+    found = set()
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            m = re.match(r"^#+\s+(.*?)\s*$", line)
+            if m:
+                slug = re.sub(r"[^\w\- ]", "", m.group(1).lower()).replace(" ", "-")
+                found.add(slug)
+    return found
+
+
 def check_links(repo):
     repo = os.path.realpath(repo)
     problems = []
@@ -48,6 +61,8 @@ def check_links(repo):
                         problems.append(f"{rel}:{n}: link {target} leads outside the repository")
                     elif not os.path.exists(resolved):
                         problems.append(f"{rel}:{n}: link {target} leads nowhere")
+                    elif "#" in target and resolved.endswith(".md") and target.split("#", 1)[1] not in anchors(resolved):
+                        problems.append(f"{rel}:{n}: link {target}: no such heading")
     return problems
 
 
