@@ -27,7 +27,7 @@ std::string with_commas(uint64_t n) {
   return out;
 }
 
-void log_summary(const Manifest& m, const fs::path& volume, std::string_view how) {
+void log_summary(const volume::Manifest& m, const fs::path& volume, std::string_view how) {
   std::string pkgs;
   for (const auto& p : m.packages) pkgs += (pkgs.empty() ? "" : ", ") + p.name + (p.version.empty() ? "" : " " + p.version);
   log::get("init-modules")->info("kernel {} {} {}: source {} ({}){}; {} files, {} in {:.1f} s", m.kernel_release, how,
@@ -54,7 +54,7 @@ Result<void> run(const Config& cfg) {
   logger->info("kernel {}, node OS {}{}, volume {}", kver, os.describe(),
                os.origin.empty() ? "" : " (from " + os.origin + ")", cfg.volume.string());
 
-  Volume volume(cfg.volume);
+  volume::ModulesVolume volume(cfg.volume);
   std::vector<std::string> answers;
   const bool check_volume = std::find(cfg.sources.begin(), cfg.sources.end(), "volume") != cfg.sources.end();
   if (check_volume) {
@@ -126,7 +126,7 @@ Result<void> run(const Config& cfg) {
       KK_TRY_CTX(layout::finish(root, kver, answer->headers), "kernel " + kver);
       const auto held = KK_TRY(layout::measure(root));
 
-      Manifest m;
+      volume::Manifest m;
       m.kernel_release = kver;
       m.os = os.describe();
       m.source = name;

@@ -47,10 +47,6 @@ archive::Policy policy(const fs::path& staged_root) {
   return archive::Policy{staged_root, relocate_merged_usr, wanted};
 }
 
-std::string modules_dir(std::string_view kernel_release) {
-  return "usr/lib/modules/" + std::string(kernel_release);
-}
-
 std::string Headers::describe_missing() const {
   std::string out;
   for (const auto& m : missing) out += (out.empty() ? "" : ", ") + m;

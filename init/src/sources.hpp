@@ -12,8 +12,8 @@
 #include "kmodkit/archive.hpp"
 #include "kmodkit/http.hpp"
 #include "kmodkit/result.hpp"
+#include "kmodkit/volume.hpp"
 #include "layout.hpp"
-#include "volume.hpp"
 
 namespace kmodkit::init {
 
@@ -53,7 +53,7 @@ struct Answer {
   bool found = false;    // a complete tree is staged (or, in a dry run, would be)
   std::string reason;    // when not found: why, in a few words
   std::string location;  // where it was found
-  std::vector<PackageRecord> packages;
+  std::vector<volume::PackageRecord> packages;
   archive::Stats stats;
   layout::Headers headers;
 };

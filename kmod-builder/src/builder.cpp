@@ -18,12 +18,12 @@
 #include "kmodkit/log.hpp"
 #include "kmodkit/subprocess.hpp"
 #include "kmodkit/text.hpp"
+#include "kmodkit/volume.hpp"
 #include "load.hpp"
 #include "modinfo.hpp"
 #include "pci.hpp"
 #include "recipe.hpp"
 #include "signing.hpp"
-#include "volume.hpp"
 
 namespace kmodkit::kmod_builder {
 namespace {
@@ -464,7 +464,7 @@ Result<void> build_and_install(const Config& cfg) {
     return {};
   }
 
-  init::Volume volume(cfg.volume);
+  volume::ModulesVolume volume(cfg.volume);
   KK_TRY_CTX(volume.prepare(), "volume " + cfg.volume.string());
   auto lock = KK_TRY(volume.lock(std::chrono::milliseconds(static_cast<long long>(cfg.lock_timeout_s * 1000))));
   // The keys above were computed from the tree without the lock; init-modules may have replaced

@@ -5,8 +5,8 @@
 
 #include "kmodkit/files.hpp"
 #include "kmodkit/text.hpp"
+#include "kmodkit/volume.hpp"
 #include "modinfo.hpp"
-#include "volume.hpp"
 
 namespace kmodkit::kmod_builder {
 namespace {
@@ -60,7 +60,7 @@ Result<KernelTree> KernelTree::open(const fs::path& volume, const std::string& r
   KernelTree k;
   k.release = release;
   k.volume = volume;
-  init::Volume vol(volume);
+  volume::ModulesVolume vol(volume);
   std::string why;
   k.generation = vol.generation(release);
   if (!vol.complete_tree(release, &why)) {

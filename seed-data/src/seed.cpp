@@ -19,6 +19,7 @@
 #include "kmodkit/log.hpp"
 #include "kmodkit/progress.hpp"
 #include "kmodkit/text.hpp"
+#include "kmodkit/volume.hpp"
 
 namespace kmodkit::seed {
 namespace {
@@ -60,7 +61,7 @@ struct Manifest {
 
 int64_t mtime_of(const struct stat& st) { return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec; }
 
-fs::path manifest_path(const Config& c) { return c.data / ".kmodkit/seed.json"; }
+fs::path manifest_path(const Config& c) { return volume::Volume(c.data).state_dir() / "seed.json"; }
 
 std::string json_trees(const std::vector<Tree>& trees) {
   json t = json::array();
@@ -459,18 +460,18 @@ Result<Outcome> run(const Config& c) {
     return out;
   }
 
+  const volume::Volume vol(c.data);
   std::optional<files::FileLock> lock;
   if (!c.dry_run) {
-    KK_TRY(files::make_dirs(c.data / ".kmodkit/staging"));
-    lock.emplace(KK_TRY(files::FileLock::acquire(c.data / ".kmodkit/lock",
-                                                 std::chrono::milliseconds(static_cast<long long>(c.lock_timeout_s * 1000)))));
+    KK_TRY(vol.prepare());
+    lock.emplace(KK_TRY(vol.lock(std::chrono::milliseconds(static_cast<long long>(c.lock_timeout_s * 1000)))));
     old = KK_TRY(check_manifest());
     if (up_to_date(old)) {
       out.nothing_to_do = true;
       logger->info("another replica seeded {} while this one waited; nothing to do", c.data.string());
       return out;
     }
-    for (const auto& e : fs::directory_iterator(c.data / ".kmodkit/staging", ec)) KK_TRY(files::remove_tree(e.path()));
+    KK_TRY(vol.clear_staging());
   }
   if (forced) logger->warn("{}; --mode force: treating the volume as never seeded", *forced);
   const Manifest empty;
@@ -615,7 +616,7 @@ Result<Outcome> run(const Config& c) {
   // (whole trees at once); seed.json last.
   // Until something is renamed into place, a failure leaves the volume as it was: the staging
   // copy is removed, and the message says so (with what a full volume lacks).
-  auto staging = KK_TRY(files::StagingDir::create(c.data / ".kmodkit/staging", "seed"));
+  auto staging = KK_TRY(files::StagingDir::create(vol.staging_dir(), "seed"));
   auto stage = [&]() -> Result<void> {
     std::mutex digests_mutex;
     std::map<std::string, std::string> copied_digests;  // staging path -> SHA-256, from the copy

@@ -1,18 +1,50 @@
 #pragma once
-// The modules volume: manifests, the lock, staging, and placing a finished tree.
+// The volume contract (docs/ARCHITECTURE.md, "Volume"): what every kmodkit volume has (the state
+// directory .kmodkit, its lock and its staging directory), and the modules volume's kernel trees
+// (their layout, manifests, generations and how one is published). init-modules writes the
+// modules volume, kmod-builder reads and adds to it, seed-data keeps its state on the data volume;
+// all three meet here, so none depends on another.
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kmodkit/files.hpp"
 #include "kmodkit/result.hpp"
 
-namespace kmodkit::init {
+namespace kmodkit::volume {
 
 namespace fs = std::filesystem;
+
+// "usr/lib/modules/<kver>": where a release's modules tree is, relative to the volume (merged /usr).
+std::string modules_dir(std::string_view kernel_release);
+
+// A kmodkit volume: a directory with the toolkit's state in .kmodkit/, where one lock orders the
+// processes that write it and staging/ holds what they have not placed yet (on the volume itself,
+// so placing it is a rename()).
+class Volume {
+ public:
+  explicit Volume(fs::path root) : root_(std::move(root)) {}
+  const fs::path& root() const { return root_; }
+  fs::path state_dir() const { return root_ / ".kmodkit"; }
+  fs::path staging_dir() const { return state_dir() / "staging"; }
+
+  // Creates the staging directory (and .kmodkit); cannot create (73) when the volume is read-only
+  // or missing.
+  Result<void> prepare() const;
+  // Takes .kmodkit/lock, waiting at most `timeout` and logging while it waits; temporary
+  // failure (75) when the wait runs out.
+  Result<files::FileLock> lock(std::chrono::milliseconds timeout) const;
+  // Removes what an interrupted run left in staging. Only under the lock.
+  Result<void> clear_staging() const;
+
+ private:
+  fs::path root_;
+};
 
 // A package (or archive) a tree was made from.
 struct PackageRecord {
@@ -40,19 +72,15 @@ struct Manifest {
   static Result<Manifest> from_json(std::string_view text, const std::string& origin);
 };
 
-// The volume's layout (docs/ARCHITECTURE.md, "Volume"): each release's tree is a generation,
-// .kmodkit/trees/<name>/ holding root/ (a tree that mirrors the root file system) and
-// manifest.json; the symlink .kmodkit/kernels/<kver> names the current generation and is the
-// only thing a publish changes, with one rename(). The paths readers know
-// (usr/lib/modules/<kver>, the headers directory, .kmodkit/kernels/<kver>.json) are symlinks
-// that lead through it and never change.
-class Volume {
+// The modules volume's layout: each release's tree is a generation, .kmodkit/trees/<name>/
+// holding root/ (a tree that mirrors the root file system) and manifest.json; the symlink
+// .kmodkit/kernels/<kver> names the current generation and is the only thing a publish changes,
+// with one rename(). The paths readers know (usr/lib/modules/<kver>, the headers directory,
+// .kmodkit/kernels/<kver>.json) are symlinks that lead through it and never change.
+class ModulesVolume : public Volume {
  public:
-  explicit Volume(fs::path root) : root_(std::move(root)) {}
-  const fs::path& root() const { return root_; }
-  fs::path state_dir() const { return root_ / ".kmodkit"; }
+  using Volume::Volume;
   fs::path manifest_path(std::string_view kernel_release) const;
-  fs::path staging_dir() const { return state_dir() / "staging"; }
   fs::path trees_dir() const { return state_dir() / "trees"; }
   // .kmodkit/kernels/<kver>: the commit point, a symlink to the current generation.
   fs::path current_link(std::string_view kernel_release) const;
@@ -69,8 +97,6 @@ class Volume {
   // Creates the toolkit's directories and the merged-/usr `lib` link; cannot create (73) when
   // the volume is read-only or missing.
   Result<void> prepare() const;
-  // Takes .kmodkit/lock, waiting at most `timeout`.
-  Result<files::FileLock> lock(std::chrono::milliseconds timeout) const;
   // Removes what an interrupted run left: staging, and generations no release points at (a
   // publish killed before its commit, or after it and before removing the tree it replaced).
   // Only under the lock.
@@ -86,7 +112,6 @@ class Volume {
 
  private:
   Result<void> remove_unused_generations(std::string_view why) const;
-  fs::path root_;
 };
 
-}  // namespace kmodkit::init
+}  // namespace kmodkit::volume

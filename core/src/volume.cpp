@@ -1,4 +1,4 @@
-#include "volume.hpp"
+#include "kmodkit/volume.hpp"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,9 +9,27 @@
 
 #include "kmodkit/archive.hpp"
 #include "kmodkit/log.hpp"
-#include "layout.hpp"
 
-namespace kmodkit::init {
+namespace kmodkit::volume {
+
+std::string modules_dir(std::string_view kernel_release) {
+  return "usr/lib/modules/" + std::string(kernel_release);
+}
+
+Result<void> Volume::prepare() const { return files::make_dirs(staging_dir()); }
+
+Result<files::FileLock> Volume::lock(std::chrono::milliseconds timeout) const {
+  return files::FileLock::acquire(state_dir() / "lock", timeout);
+}
+
+Result<void> Volume::clear_staging() const {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(staging_dir(), ec)) {
+    log::get("volume")->info("removing {} left by an interrupted run", entry.path().string());
+    KK_TRY(files::remove_tree(entry.path()));
+  }
+  return {};
+}
 
 std::string Manifest::to_json() const {
   nlohmann::json pkgs = nlohmann::json::array();
@@ -60,11 +78,11 @@ Result<Manifest> Manifest::from_json(std::string_view text, const std::string& o
   }
 }
 
-fs::path Volume::manifest_path(std::string_view kver) const {
+fs::path ModulesVolume::manifest_path(std::string_view kver) const {
   return state_dir() / "kernels" / (std::string(kver) + ".json");
 }
 
-std::optional<Manifest> Volume::complete_tree(std::string_view kver, std::string* why_not) const {
+std::optional<Manifest> ModulesVolume::complete_tree(std::string_view kver, std::string* why_not) const {
   auto set = [&](std::string s) {
     if (why_not != nullptr) *why_not = std::move(s);
     return std::nullopt;
@@ -80,53 +98,45 @@ std::optional<Manifest> Volume::complete_tree(std::string_view kver, std::string
   struct stat st{};
   for (const auto& rel : {m->headers, m->modules}) {
     if (rel.empty()) continue;
-    if (::stat((root_ / rel).c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    if (::stat((root() / rel).c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
       return set("manifest lists " + rel + ", which is missing from the volume");
     }
   }
   return std::move(*m);
 }
 
-fs::path Volume::current_link(std::string_view kver) const { return state_dir() / "kernels" / std::string(kver); }
+fs::path ModulesVolume::current_link(std::string_view kver) const { return state_dir() / "kernels" / std::string(kver); }
 
-std::string Volume::generation(std::string_view kver) const {
+std::string ModulesVolume::generation(std::string_view kver) const {
   std::error_code ec;
   const fs::path target = fs::read_symlink(current_link(kver), ec);
   return ec ? std::string() : target.filename().string();
 }
 
-Result<void> Volume::prepare() const {
+Result<void> ModulesVolume::prepare() const {
   std::error_code ec;
   // The caller names the volume; these say what is wrong with it.
-  if (!fs::is_directory(root_, ec)) {
-    const bool exists = fs::exists(fs::symlink_status(root_, ec));
+  if (!fs::is_directory(root(), ec)) {
+    const bool exists = fs::exists(fs::symlink_status(root(), ec));
     return fail(ExitCode::cant_create, exists ? std::string("not a directory")
                                               : std::string("does not exist (mount the volume there, or create the directory)"));
   }
   KK_TRY(files::make_dirs(state_dir() / "kernels"));
-  KK_TRY(files::make_dirs(staging_dir()));
+  KK_TRY(Volume::prepare());
   KK_TRY(files::make_dirs(trees_dir()));
-  KK_TRY(files::make_dirs(root_ / "usr/lib/modules"));
-  if (!fs::exists(root_ / "lib", ec) && !fs::is_symlink(root_ / "lib", ec)) {
-    KK_TRY(files::replace_symlink("usr/lib", root_ / "lib"));
+  KK_TRY(files::make_dirs(root() / "usr/lib/modules"));
+  if (!fs::exists(root() / "lib", ec) && !fs::is_symlink(root() / "lib", ec)) {
+    KK_TRY(files::replace_symlink("usr/lib", root() / "lib"));
   }
   return {};
 }
 
-Result<files::FileLock> Volume::lock(std::chrono::milliseconds timeout) const {
-  return files::FileLock::acquire(state_dir() / "lock", timeout);
-}
-
-Result<void> Volume::clear_staging() const {
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(staging_dir(), ec)) {
-    log::get("init.volume")->info("removing {} left by an interrupted run", entry.path().string());
-    KK_TRY(files::remove_tree(entry.path()));
-  }
+Result<void> ModulesVolume::clear_staging() const {
+  KK_TRY(Volume::clear_staging());
   return remove_unused_generations("left by an interrupted run");
 }
 
-Result<void> Volume::remove_unused_generations(std::string_view why) const {
+Result<void> ModulesVolume::remove_unused_generations(std::string_view why) const {
   // The generations the releases' links name; a kernels/ that cannot be read removes nothing.
   std::set<std::string> used;
   KK_TRY(files::walk_tree(state_dir() / "kernels", [&](const files::WalkEntry& e) -> Result<void> {
@@ -138,7 +148,7 @@ Result<void> Volume::remove_unused_generations(std::string_view why) const {
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(trees_dir(), ec)) {
     if (used.contains(entry.path().filename().string())) continue;
-    log::get("init.volume")->info("removing {} {}", entry.path().string(), why);
+    log::get("volume")->info("removing {} {}", entry.path().string(), why);
     KK_TRY(files::remove_tree(entry.path()));
   }
   return {};
@@ -167,7 +177,7 @@ Result<void> link_public(const fs::path& root, const std::string& rel, const std
   KK_TRY(files::make_dirs(path.parent_path()));
   struct stat st{};
   if (::lstat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
-    log::get("init.volume")->info("{}: a directory from an older layout; moving it aside", rel);
+    log::get("volume")->info("{}: a directory from an older layout; moving it aside", rel);
     auto aside = KK_TRY(files::StagingDir::create(staging, "displaced"));
     KK_TRY(files::rename_path(path, aside.path() / "tree"));
     displaced.push_back(std::move(aside));
@@ -178,8 +188,8 @@ Result<void> link_public(const fs::path& root, const std::string& rel, const std
 
 }  // namespace
 
-Result<void> Volume::publish(const fs::path& staged, const Manifest& manifest) const {
-  auto logger = log::get("init.volume");
+Result<void> ModulesVolume::publish(const fs::path& staged, const Manifest& manifest) const {
+  auto logger = log::get("volume");
   const std::string& kver = manifest.kernel_release;
   KK_TRY(files::write_file_atomic(staged / "manifest.json", manifest.to_json()));
   // One syncfs makes the whole generation durable before anything leads to it.
@@ -188,7 +198,7 @@ Result<void> Volume::publish(const fs::path& staged, const Manifest& manifest) c
   KK_TRY(files::rename_durable(staged, trees_dir() / name));
 
   std::error_code ec;
-  const fs::path extra = root_ / layout::modules_dir(kver) / "extra";
+  const fs::path extra = root() / modules_dir(kver) / "extra";
   const bool had_extra = fs::is_directory(extra, ec) && !fs::is_empty(extra, ec);
 
   // The public paths: links that lead through the commit link, so they change with it. Made
@@ -196,12 +206,12 @@ Result<void> Volume::publish(const fs::path& staged, const Manifest& manifest) c
   // first, so a tree an older layout left stops being trusted before its directories move.
   const std::string current = ".kmodkit/kernels/" + kver;
   std::vector<files::StagingDir> displaced;
-  KK_TRY(link_public(root_, current + ".json", kver + "/manifest.json", staging_dir(), displaced));
-  std::vector<std::string> publics = {layout::modules_dir(kver)};
+  KK_TRY(link_public(root(), current + ".json", kver + "/manifest.json", staging_dir(), displaced));
+  std::vector<std::string> publics = {modules_dir(kver)};
   const auto inside = [](const std::string& p, const std::string& dir) { return p == dir || p.starts_with(dir + "/"); };
   if (!manifest.headers.empty() && !inside(manifest.headers, publics.front())) publics.push_back(manifest.headers);
   for (const auto& rel : publics) {
-    KK_TRY(link_public(root_, rel, archive::relative_link(rel, current + "/root/" + rel), staging_dir(), displaced));
+    KK_TRY(link_public(root(), rel, archive::relative_link(rel, current + "/root/" + rel), staging_dir(), displaced));
   }
 
   // The commit point: one rename() of the release's link.
@@ -216,4 +226,4 @@ Result<void> Volume::publish(const fs::path& staged, const Manifest& manifest) c
   return remove_unused_generations("(the tree this one replaced)");
 }
 
-}  // namespace kmodkit::init
+}  // namespace kmodkit::volume
