@@ -1,4 +1,4 @@
-# The layering rule (docs/ARCHITECTURE.md, "Layering"): kmodkit_core at the bottom; each binary's
+# The layering rule (docs/ARCHITECTURE.md, "Layering of the code"): kmodkit_core at the bottom; each binary's
 # library depends on the core and third-party libraries only, never on another binary's. Checked
 # at configure time, after every target is declared, so a link line that breaks it fails at once.
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The layering rule in the sources (docs/ARCHITECTURE.md, "Layering"): no file of core/ or of a
+"""The layering rule in the sources (docs/ARCHITECTURE.md, "Layering of the code"): no file of core/ or of a
 binary's directory includes a header that lives in another binary's src/.
 
 An #include is resolved as the compiler finds it: a quoted one beside the including file first,
