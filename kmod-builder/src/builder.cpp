@@ -12,6 +12,7 @@
 
 #include "build.hpp"
 #include "kernel.hpp"
+#include "commands.hpp"
 #include "kmodkit/cli.hpp"
 #include "kmodkit/digest.hpp"
 #include "kmodkit/files.hpp"
@@ -567,8 +568,6 @@ Result<void> print_status(const StatusOptions& opt) {
   return {};
 }
 
-namespace {
-
 // `kmod-builder status`: argv[0] is the subcommand.
 int status_main(int argc, char** argv) {
   StatusOptions opt;
@@ -585,20 +584,6 @@ int status_main(int argc, char** argv) {
   return cli::run_main(program, argc, argv, [&] { return print_status(opt); });
 }
 
-std::string running_release() {
-  struct utsname uts{};
-  ::uname(&uts);
-  return uts.release;
-}
-
-cli::Option release_option(std::string& target) {
-  return {"kernel-release", cli::Kind::value, "", "RELEASE", "kernel (default: uname -r)",
-          [&target](const std::vector<std::string>& v) -> Result<void> {
-            target = v.empty() ? running_release() : v.front();
-            return {};
-          }};
-}
-
 // `kmod-builder load` and `kmod-builder unload`.
 int load_main(int argc, char** argv) {
   const std::string sub = argv[0];
@@ -606,7 +591,7 @@ int load_main(int argc, char** argv) {
   const bool load = sub == "load";
   std::vector<cli::Option> options = {
       {"volume", cli::Kind::value, "/modules", "DIR", "the modules volume", cli::store(lc.volume)},
-      release_option(lc.kernel_release),
+      release_option(lc.kernel_release, "kernel (default: uname -r)"),
       {"recipe", cli::Kind::list, "", "NAME", "recipes whose modules to " + sub + " (default: every one installed)",
        [&](const std::vector<std::string>& v) -> Result<void> {
          lc.recipes = v;
@@ -683,25 +668,17 @@ int build_main(int argc, char** argv) {
       "kmod-builder",
       "Builds, signs, caches and installs out-of-tree kernel modules (igb_uio, rte_kni, or any recipe) for the "
       "kernel init-modules laid on the modules volume.",
-      "Commands:\n"
-      "  kmod-builder [build] [options]   build what is missing and install it (the default)\n"
-      "  kmod-builder status [options]    what is installed, signed by whom, from which sources\n"
-      "  kmod-builder load|unload         load the installed modules into the running kernel, or unload them\n"
-      "  kmod-builder bind|unbind         bind PCI devices to igb_uio/vfio-pci, or give them back\n"
-      "Examples:\n"
-      "  kmod-builder                                         # in the pod: igb_uio for uname -r on /modules\n"
-      "  kmod-builder --recipe igb_uio,rte_kni --source rte_kni=/src/dpdk-22.11 \\\n"
-      "               --signing-key /secrets/signing_key.pem --signing-cert /secrets/signing_key.x509\n"
-      "  kmod-builder --recipe ./mydriver/dkms.conf --kernel-release 6.1.0-18-amd64 --volume ./vol\n"
-      "Exit codes: 0 done, 64 usage, 65 build failed on a compiler error or a module does not fit the\n"
-      "kernel, 66 headers or sources missing, 70 make failed otherwise, 73 volume not writable,\n"
-      "75 lock wait ran out, 78 recipe, key or compiler configuration.",
+      commands_help() +
+          "Examples:\n"
+          "  kmod-builder                                         # in the pod: igb_uio for uname -r on /modules\n"
+          "  kmod-builder --recipe igb_uio,rte_kni --source rte_kni=/src/dpdk-22.11 \\\n"
+          "               --signing-key /secrets/signing_key.pem --signing-cert /secrets/signing_key.x509\n"
+          "  kmod-builder --recipe ./mydriver/dkms.conf --kernel-release 6.1.0-18-amd64 --volume ./vol\n"
+          "Exit codes: 0 done, 64 usage, 65 build failed on a compiler error or a module does not fit the\n"
+          "kernel, 66 headers or sources missing, 70 make failed otherwise, 73 volume not writable,\n"
+          "75 lock wait ran out, 78 recipe, key or compiler configuration.",
       {
-          {"kernel-release", cli::Kind::value, "", "RELEASE", "kernel to build for (default: uname -r)",
-           [&](const std::vector<std::string>& v) -> Result<void> {
-             cfg.kernel_release = v.empty() ? running_release() : v.front();
-             return {};
-           }},
+          release_option(cfg.kernel_release, "kernel to build for (default: uname -r)"),
           {"volume", cli::Kind::value, "/modules", "DIR", "the modules volume", cli::store(cfg.volume)},
           {"recipe", cli::Kind::list, "igb_uio", "RECIPE",
            "what to build: a built-in recipe (igb_uio, rte_kni), a recipe .json, a dkms.conf, or a directory "
@@ -751,27 +728,4 @@ int build_main(int argc, char** argv) {
       }};
   return cli::run_main(program, argc, argv, [&] { return build_and_install(cfg); });
 }
-
-struct Command {
-  std::string_view name;
-  int (*run)(int argc, char** argv);
-};
-
-// The subcommands (ninja's tool table); no subcommand is `build`.
-constexpr Command kCommands[] = {
-    {"build", build_main}, {"status", status_main}, {"load", load_main},
-    {"unload", load_main}, {"bind", bind_main},     {"unbind", bind_main},
-};
-
-}  // namespace
-
-int main(int argc, char** argv) {
-  if (argc > 1) {
-    for (const auto& c : kCommands) {
-      if (c.name == argv[1]) return c.run(argc - 1, argv + 1);
-    }
-  }
-  return build_main(argc, argv);
-}
-
 }  // namespace kmodkit::kmod_builder

@@ -45,7 +45,4 @@ struct StatusOptions {
 // Prints what is installed for which kernel, signed by whom, from which sources.
 Result<void> print_status(const StatusOptions& options);
 
-// The process entry point: `kmod-builder [build] ...` or `kmod-builder status ...`.
-int main(int argc, char** argv);
-
 }  // namespace kmodkit::kmod_builder
