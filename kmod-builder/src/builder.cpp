@@ -22,6 +22,7 @@
 #include "modinfo.hpp"
 #include "recipe.hpp"
 #include "signing.hpp"
+#include "state.hpp"
 #include "volume.hpp"
 
 namespace kmodkit::kmod_builder {
@@ -29,23 +30,10 @@ namespace {
 
 using json = nlohmann::json;
 
-// Records name paths, a compiler's banner and a certificate's subject: bytes, written for people
-// and for --list; what is not UTF-8 is replaced rather than failing the build.
-std::string json_text(const json& j) { return j.dump(2, ' ', false, json::error_handler_t::replace) + "\n"; }
-
 using clock = std::chrono::steady_clock;
-constexpr int kRecordFormat = 1;
 
 double seconds_since(clock::time_point start) { return std::chrono::duration<double>(clock::now() - start).count(); }
 
-fs::path state_dir(const fs::path& volume) { return volume / ".kmodkit"; }
-fs::path cache_dir(const fs::path& volume, const std::string& key) { return state_dir(volume) / "cache" / key; }
-fs::path record_path(const fs::path& volume, const std::string& kver, const std::string& recipe) {
-  return state_dir(volume) / "modules" / kver / (recipe + ".json");
-}
-fs::path log_path(const fs::path& volume, const std::string& kver, const std::string& recipe) {
-  return state_dir(volume) / "logs" / kver / (recipe + ".log");
-}
 fs::path install_dir(const KernelTree& kernel, const std::string& recipe) { return kernel.modules_dir / "extra" / recipe; }
 
 // The architecture as `uname -m` names it: what DKMS matches BUILD_EXCLUSIVE_ARCH against.
