@@ -37,12 +37,4 @@ struct Config {
 // wait ran out, 78 recipe, key or compiler configuration.
 Result<void> build_and_install(const Config& config);
 
-struct StatusOptions {
-  fs::path volume = "/modules";
-  std::string kernel_release;  // "" = every kernel on the volume
-  bool json = false;
-};
-// Prints what is installed for which kernel, signed by whom, from which sources.
-Result<void> print_status(const StatusOptions& options);
-
 }  // namespace kmodkit::kmod_builder
