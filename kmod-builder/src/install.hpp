@@ -1,6 +1,6 @@
 #pragma once
-// kmod-builder: build, sign, cache and install out-of-tree modules for the kernel whose tree
-// init-modules laid on the modules volume.
+// `kmod-builder build`: build, sign, cache and install out-of-tree modules for the kernel whose
+// tree init-modules laid on the modules volume.
 
 #include <filesystem>
 #include <map>
