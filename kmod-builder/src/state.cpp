@@ -6,8 +6,9 @@ using json = nlohmann::json;
 
 fs::path state_dir(const fs::path& volume) { return volume / ".kmodkit"; }
 fs::path cache_dir(const fs::path& volume, const std::string& key) { return state_dir(volume) / "cache" / key; }
+fs::path records_dir(const fs::path& volume) { return state_dir(volume) / "modules"; }
 fs::path record_path(const fs::path& volume, const std::string& kver, const std::string& recipe) {
-  return state_dir(volume) / "modules" / kver / (recipe + ".json");
+  return records_dir(volume) / kver / (recipe + ".json");
 }
 fs::path log_path(const fs::path& volume, const std::string& kver, const std::string& recipe) {
   return state_dir(volume) / "logs" / kver / (recipe + ".log");

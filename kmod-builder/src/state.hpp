@@ -18,6 +18,8 @@ constexpr int kRecordFormat = 1;
 fs::path state_dir(const fs::path& volume);
 // <volume>/.kmodkit/cache/<key>: one cache entry.
 fs::path cache_dir(const fs::path& volume, const std::string& key);
+// <volume>/.kmodkit/modules: a directory per kernel release holding the records of its recipes.
+fs::path records_dir(const fs::path& volume);
 // <volume>/.kmodkit/modules/<kver>/<recipe>.json: the record of an installed recipe.
 fs::path record_path(const fs::path& volume, const std::string& kver, const std::string& recipe);
 // <volume>/.kmodkit/logs/<kver>/<recipe>.log: the log of a failed build.

@@ -14,7 +14,7 @@ namespace kmodkit::kmod_builder {
 using json = nlohmann::json;
 
 Result<void> print_status(const StatusOptions& opt) {
-  const fs::path root = state_dir(opt.volume) / "modules";
+  const fs::path root = records_dir(opt.volume);
   std::error_code ec;
   json all = json::array();
   std::vector<fs::path> records;
