@@ -17,6 +17,7 @@
 #include "kmodkit/files.hpp"
 #include "kmodkit/log.hpp"
 #include "kmodkit/text.hpp"
+#include "state.hpp"
 
 namespace kmodkit::kmod_builder {
 namespace {
@@ -48,7 +49,7 @@ struct Installed {
 };
 
 Result<std::vector<Installed>> installed_modules(const LoadConfig& cfg) {
-  const fs::path dir = cfg.volume / ".kmodkit/modules" / cfg.kernel_release;
+  const fs::path dir = records_dir(cfg.volume) / cfg.kernel_release;
   std::vector<fs::path> records;
   std::error_code ec;
   if (cfg.recipes.empty()) {
@@ -64,11 +65,12 @@ Result<std::vector<Installed>> installed_modules(const LoadConfig& cfg) {
     }
   } else {
     for (const auto& r : cfg.recipes) {
-      if (!fs::exists(dir / (r + ".json"), ec)) {
+      const fs::path p = record_path(cfg.volume, cfg.kernel_release, r);
+      if (!fs::exists(p, ec)) {
         return fail(ExitCode::no_input, "recipe " + r + " is not installed for kernel " + cfg.kernel_release + " on " +
                                             cfg.volume.string() + ": run kmod-builder build --recipe " + r + " first");
       }
-      records.push_back(dir / (r + ".json"));
+      records.push_back(p);
     }
   }
   std::vector<Installed> out;

@@ -1,52 +1,36 @@
-#include "builder.hpp"
+#include "install.hpp"
 
 #include <libkmod.h>
 #include <sys/utsname.h>
-#include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
-#include <ctime>
 #include <nlohmann/json.hpp>
 #include <memory>
 #include <optional>
 
 #include "build.hpp"
 #include "kernel.hpp"
-#include "kmodkit/cli.hpp"
 #include "kmodkit/digest.hpp"
 #include "kmodkit/files.hpp"
 #include "kmodkit/log.hpp"
 #include "kmodkit/subprocess.hpp"
 #include "kmodkit/text.hpp"
 #include "kmodkit/volume.hpp"
-#include "load.hpp"
 #include "modinfo.hpp"
-#include "pci.hpp"
 #include "recipe.hpp"
 #include "signing.hpp"
+#include "state.hpp"
 
 namespace kmodkit::kmod_builder {
 namespace {
 
 using json = nlohmann::json;
 
-// Records name paths, a compiler's banner and a certificate's subject: bytes, written for people
-// and for --list; what is not UTF-8 is replaced rather than failing the build.
-std::string json_text(const json& j) { return j.dump(2, ' ', false, json::error_handler_t::replace) + "\n"; }
-
 using clock = std::chrono::steady_clock;
-constexpr int kRecordFormat = 1;
 
 double seconds_since(clock::time_point start) { return std::chrono::duration<double>(clock::now() - start).count(); }
 
-fs::path state_dir(const fs::path& volume) { return volume / ".kmodkit"; }
-fs::path cache_dir(const fs::path& volume, const std::string& key) { return state_dir(volume) / "cache" / key; }
-fs::path record_path(const fs::path& volume, const std::string& kver, const std::string& recipe) {
-  return state_dir(volume) / "modules" / kver / (recipe + ".json");
-}
-fs::path log_path(const fs::path& volume, const std::string& kver, const std::string& recipe) {
-  return state_dir(volume) / "logs" / kver / (recipe + ".log");
-}
 fs::path install_dir(const KernelTree& kernel, const std::string& recipe) { return kernel.modules_dir / "extra" / recipe; }
 
 // The architecture as `uname -m` names it: what DKMS matches BUILD_EXCLUSIVE_ARCH against.
@@ -509,269 +493,6 @@ Result<void> build_and_install(const Config& cfg) {
                seconds_since(start));
   (void)waited_for;
   return {};
-}
-
-Result<void> print_status(const StatusOptions& opt) {
-  const fs::path root = state_dir(opt.volume) / "modules";
-  std::error_code ec;
-  json all = json::array();
-  std::vector<fs::path> records;
-  if (fs::is_directory(root, ec)) {
-    for (const auto& k : fs::directory_iterator(root, ec)) {
-      if (!opt.kernel_release.empty() && k.path().filename() != opt.kernel_release) continue;
-      for (const auto& r : fs::directory_iterator(k.path(), ec)) {
-        if (r.path().extension() == ".json") records.push_back(r.path());
-      }
-    }
-  }
-  std::sort(records.begin(), records.end());
-  std::string out;
-  for (const auto& p : records) {
-    auto text = KK_TRY(files::read_file(p));
-    json r = json::parse(text, nullptr, false);
-    if (r.is_discarded() || !r.is_object()) return fail(ExitCode::data_err, p.string() + " is not a kmod-builder record");
-    try {  // a field of the wrong type (a hand edit) throws
-      bool intact = true;
-      for (auto& m : r["modules"]) {
-        auto sha = digest::sha256_file(opt.volume / m.value("path", ""));
-        m["intact"] = sha && *sha == m.value("sha256", "");
-        intact = intact && m["intact"].get<bool>();
-      }
-      r["intact"] = intact;
-      all.push_back(r);
-      out += r.value("kernel_release", "?") + "  " + r.value("recipe", "?") + (r.value("version", "").empty() ? "" : " " + r.value("version", "")) + "\n";
-      for (const auto& m : r["modules"]) {
-        out += "  " + m.value("path", "?") + (m.value("intact", false) ? "" : "  (MISSING OR CHANGED)") + "\n";
-        out += "    vermagic " + m.value("vermagic", "") + "(checked against " + r.value("vermagic_checked_against", "?") + ")\n";
-        if (!m.value("srcversion", "").empty()) out += "    srcversion " + m.value("srcversion", "") + "\n";
-      }
-      out += "  signed " + r.value("hash", "") + " by '" + r.value("signer", "") + "' key " + r.value("sig_key", "") +
-             (r.value("ephemeral_key", false) ? " (ephemeral key)" : "") + "\n";
-      if (!r.value("certificate", "").empty()) {
-        out += "  certificate " + (opt.volume / r.value("certificate", "")).string() + " (DER, for mokutil --import)\n";
-      }
-      out += "  sources " + r.value("source", "") + " (sha256 " + r.value("sources_sha256", "").substr(0, 16) + ")\n";
-      out += "  compiler " + r.value("compiler", "") + "\n";
-      out += "  built " + r.value("built", "") + ", installed " + r.value("installed", "") + ", cache key " +
-             r.value("key", "").substr(0, 16) + "\n";
-    } catch (const json::exception& e) {
-      return fail(ExitCode::data_err, p.string() + " is not a kmod-builder record: " + e.what());
-    }
-  }
-  if (opt.json) {
-    out = json_text(all);
-  } else if (records.empty()) {
-    out = "nothing built on " + opt.volume.string() + (opt.kernel_release.empty() ? "" : " for kernel " + opt.kernel_release) + "\n";
-  }
-  std::fputs(out.c_str(), stdout);
-  return {};
-}
-
-namespace {
-
-// `kmod-builder status`: argv[0] is the subcommand.
-int status_main(int argc, char** argv) {
-  StatusOptions opt;
-  cli::Program program{
-      "kmod-builder status",
-      "Prints what kmod-builder installed on the modules volume, for which kernel, signed by whom, from which sources.",
-      "Examples:\n  kmod-builder status --volume /modules\n  kmod-builder status --json",
-      {
-          {"volume", cli::Kind::value, "/modules", "DIR", "the modules volume", cli::store(opt.volume)},
-          {"kernel-release", cli::Kind::value, "", "RELEASE", "only this kernel (default: every kernel)",
-           cli::store(opt.kernel_release)},
-          {"json", cli::Kind::flag, "", "", "print JSON instead of text", cli::store_flag(opt.json)},
-      }};
-  return cli::run_main(program, argc, argv, [&] { return print_status(opt); });
-}
-
-std::string running_release() {
-  struct utsname uts{};
-  ::uname(&uts);
-  return uts.release;
-}
-
-cli::Option release_option(std::string& target) {
-  return {"kernel-release", cli::Kind::value, "", "RELEASE", "kernel (default: uname -r)",
-          [&target](const std::vector<std::string>& v) -> Result<void> {
-            target = v.empty() ? running_release() : v.front();
-            return {};
-          }};
-}
-
-// `kmod-builder load` and `kmod-builder unload`.
-int load_main(int argc, char** argv) {
-  const std::string sub = argv[0];
-  LoadConfig lc;
-  const bool load = sub == "load";
-  std::vector<cli::Option> options = {
-      {"volume", cli::Kind::value, "/modules", "DIR", "the modules volume", cli::store(lc.volume)},
-      release_option(lc.kernel_release),
-      {"recipe", cli::Kind::list, "", "NAME", "recipes whose modules to " + sub + " (default: every one installed)",
-       [&](const std::vector<std::string>& v) -> Result<void> {
-         lc.recipes = v;
-         return {};
-       }},
-      {"sysfs", cli::Kind::value, "/sys", "DIR", "sysfs of the node", cli::store(lc.sysfs)},
-      {"dry-run", cli::Kind::flag, "", "", "say what would be done; change nothing", cli::store_flag(lc.dry_run)},
-  };
-  if (load) {
-    options.push_back({"param", cli::Kind::list, "", "MODULE.KEY=VALUE",
-                       "a module parameter, over the recipe's (e.g. igb_uio.intr_mode=legacy); repeatable",
-                       [&](const std::vector<std::string>& v) -> Result<void> {
-                         lc.params = v;
-                         return {};
-                       }});
-    options.push_back({"securityfs", cli::Kind::value, "/sys/kernel/security", "DIR", "securityfs of the node (lockdown)",
-                       cli::store(lc.securityfs)});
-    options.push_back({"replace", cli::Kind::flag, "", "", "unload a module loaded from another build first",
-                       cli::store_flag(lc.replace)});
-  } else {
-    options.push_back({"force", cli::Kind::flag, "", "", "unload even while devices are bound", cli::store_flag(lc.force)});
-  }
-  cli::Program program{
-      "kmod-builder " + sub,
-      load ? "Loads the installed modules (and their in-tree dependencies) into the running kernel with libkmod."
-           : "Unloads the installed modules from the running kernel (a preStop hook).",
-      "Exit codes: 0 done, 64 usage, 65 module does not fit the kernel, 66 nothing installed, 75 devices still bound,\n"
-      "77 refused by the kernel's signature policy or missing CAP_SYS_MODULE, 78 loaded from another build.",
-      options};
-  return cli::run_main(program, argc, argv, [&] { return load ? load_modules(lc) : unload_modules(lc); });
-}
-
-// `kmod-builder bind` and `kmod-builder unbind`.
-int bind_main(int argc, char** argv) {
-  const std::string sub = argv[0];
-  BindConfig bc;
-  fs::path volume = "/modules";
-  const bool bind = sub == "bind";
-  std::vector<cli::Option> options = {
-      {"device", cli::Kind::list, "", "ADDRESS", "PCI addresses (default: those in the PCIDEVICE_* variables)",
-       [&](const std::vector<std::string>& v) -> Result<void> {
-         bc.devices = v;
-         return {};
-       }},
-      {"volume", cli::Kind::value, "/modules", "DIR", "the modules volume (the original drivers are kept in .kmodkit/bind)",
-       cli::store(volume)},
-      {"sysfs", cli::Kind::value, "/sys", "DIR", "sysfs of the node", cli::store(bc.sysfs)},
-      {"dev", cli::Kind::value, "/dev", "DIR", "where device nodes appear", cli::store(bc.dev)},
-      {"proc", cli::Kind::value, "/proc", "DIR", "procfs (routes)", cli::store(bc.proc)},
-      {"dry-run", cli::Kind::flag, "", "", "say what would be done; change nothing", cli::store_flag(bc.dry_run)},
-  };
-  if (bind) {
-    options.push_back({"driver", cli::Kind::value, "igb_uio", "DRIVER", "igb_uio, vfio-pci or uio_pci_generic",
-                       cli::store(bc.driver)});
-  }
-  cli::Program program{"kmod-builder " + sub,
-                       bind ? "Binds PCI devices to the data plane's driver through sysfs, remembering their driver."
-                            : "Gives PCI devices back to the driver they had before bind.",
-                       "Exit codes: 0 done, 64 usage, 66 no such device, 69 the driver did not take it, 78 refused "
-                       "(route, up, IOMMU group).",
-                       options};
-  return cli::run_main(program, argc, argv, [&]() -> Result<void> {
-    bc.state_dir = volume / ".kmodkit/bind";
-    return bind ? bind_devices(bc) : unbind_devices(bc);
-  });
-}
-
-// `kmod-builder [build]`: argv[0] is the program or the subcommand.
-int build_main(int argc, char** argv) {
-  Config cfg;
-  const long ncpu = std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN));
-  const char* tmp = std::getenv("TMPDIR");
-  cli::Program program{
-      "kmod-builder",
-      "Builds, signs, caches and installs out-of-tree kernel modules (igb_uio, rte_kni, or any recipe) for the "
-      "kernel init-modules laid on the modules volume.",
-      "Commands:\n"
-      "  kmod-builder [build] [options]   build what is missing and install it (the default)\n"
-      "  kmod-builder status [options]    what is installed, signed by whom, from which sources\n"
-      "  kmod-builder load|unload         load the installed modules into the running kernel, or unload them\n"
-      "  kmod-builder bind|unbind         bind PCI devices to igb_uio/vfio-pci, or give them back\n"
-      "Examples:\n"
-      "  kmod-builder                                         # in the pod: igb_uio for uname -r on /modules\n"
-      "  kmod-builder --recipe igb_uio,rte_kni --source rte_kni=/src/dpdk-22.11 \\\n"
-      "               --signing-key /secrets/signing_key.pem --signing-cert /secrets/signing_key.x509\n"
-      "  kmod-builder --recipe ./mydriver/dkms.conf --kernel-release 6.1.0-18-amd64 --volume ./vol\n"
-      "Exit codes: 0 done, 64 usage, 65 build failed on a compiler error or a module does not fit the\n"
-      "kernel, 66 headers or sources missing, 70 make failed otherwise, 73 volume not writable,\n"
-      "75 lock wait ran out, 78 recipe, key or compiler configuration.",
-      {
-          {"kernel-release", cli::Kind::value, "", "RELEASE", "kernel to build for (default: uname -r)",
-           [&](const std::vector<std::string>& v) -> Result<void> {
-             cfg.kernel_release = v.empty() ? running_release() : v.front();
-             return {};
-           }},
-          {"volume", cli::Kind::value, "/modules", "DIR", "the modules volume", cli::store(cfg.volume)},
-          {"recipe", cli::Kind::list, "igb_uio", "RECIPE",
-           "what to build: a built-in recipe (igb_uio, rte_kni), a recipe .json, a dkms.conf, or a directory "
-           "holding one; repeatable",
-           [&](const std::vector<std::string>& v) -> Result<void> {
-             if (v.empty()) return fail(ExitCode::usage, "--recipe: give at least one recipe");
-             cfg.recipes = v;
-             return {};
-           }},
-          {"source", cli::Kind::list, "", "NAME=DIR", "the source tree of a recipe, e.g. rte_kni=/src/dpdk-22.11; repeatable",
-           [&](const std::vector<std::string>& v) -> Result<void> {
-             for (const auto& item : v) {
-               const auto eq = item.find('=');
-               if (eq == std::string::npos || eq == 0 || eq + 1 == item.size()) {
-                 return fail(ExitCode::usage, "--source: '" + item + "' is not NAME=DIR");
-               }
-               cfg.sources[item.substr(0, eq)] = item.substr(eq + 1);
-             }
-             return {};
-           }},
-          {"signing-key", cli::Kind::value, "", "FILE", "private key to sign with, PEM or DER (a mounted Secret)",
-           cli::store(cfg.signing_key)},
-          {"signing-cert", cli::Kind::value, "", "FILE", "the key's X.509 certificate, PEM or DER", cli::store(cfg.signing_cert)},
-          {"hash", cli::Kind::value, "", "ALGO", "sha256, sha384 or sha512 (default: the kernel's CONFIG_MODULE_SIG_HASH)",
-           cli::store(cfg.hash)},
-          {"cc", cli::Kind::value, "", "COMPILER", "compiler kbuild uses (default: kbuild's, gcc)", cli::store(cfg.cc)},
-          {"allow-compiler-mismatch", cli::Kind::flag, "", "",
-           "build even when the compiler's major version differs from the kernel's", cli::store_flag(cfg.allow_compiler_mismatch)},
-          {"jobs", cli::Kind::value, std::to_string(ncpu), "N", "make -j",
-           [&](const std::vector<std::string>& v) -> Result<void> {
-             cfg.jobs = static_cast<int>(KK_TRY(cli::parse_integer("jobs", v.front(), 1, 1024)));
-             return {};
-           }},
-          {"work-dir", cli::Kind::value, tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "DIR",
-           "where private build directories are made (local disk; not the volume)", cli::store(cfg.work_dir)},
-          {"lock-timeout", cli::Kind::value, "1800", "SECONDS", "how long to wait for another process working on the volume",
-           [&](const std::vector<std::string>& v) -> Result<void> {
-             cfg.lock_timeout_s = KK_TRY(cli::parse_seconds("lock-timeout", v.front()));
-             return {};
-           }},
-          {"build-timeout", cli::Kind::value, "1800", "SECONDS", "how long one make may run",
-           [&](const std::vector<std::string>& v) -> Result<void> {
-             cfg.build_timeout_s = KK_TRY(cli::parse_seconds("build-timeout", v.front()));
-             return {};
-           }},
-          {"dry-run", cli::Kind::flag, "", "", "say what would be built and installed; write nothing", cli::store_flag(cfg.dry_run)},
-      }};
-  return cli::run_main(program, argc, argv, [&] { return build_and_install(cfg); });
-}
-
-struct Command {
-  std::string_view name;
-  int (*run)(int argc, char** argv);
-};
-
-// The subcommands (ninja's tool table); no subcommand is `build`.
-constexpr Command kCommands[] = {
-    {"build", build_main}, {"status", status_main}, {"load", load_main},
-    {"unload", load_main}, {"bind", bind_main},     {"unbind", bind_main},
-};
-
-}  // namespace
-
-int main(int argc, char** argv) {
-  if (argc > 1) {
-    for (const auto& c : kCommands) {
-      if (c.name == argv[1]) return c.run(argc - 1, argv + 1);
-    }
-  }
-  return build_main(argc, argv);
 }
 
 }  // namespace kmodkit::kmod_builder

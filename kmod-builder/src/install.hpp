@@ -1,6 +1,6 @@
 #pragma once
-// kmod-builder: build, sign, cache and install out-of-tree modules for the kernel whose tree
-// init-modules laid on the modules volume.
+// `kmod-builder build`: build, sign, cache and install out-of-tree modules for the kernel whose
+// tree init-modules laid on the modules volume.
 
 #include <filesystem>
 #include <map>
@@ -36,16 +36,5 @@ struct Config {
 // not fit the kernel, 70 make failed otherwise, 73 the volume cannot be written, 75 the lock
 // wait ran out, 78 recipe, key or compiler configuration.
 Result<void> build_and_install(const Config& config);
-
-struct StatusOptions {
-  fs::path volume = "/modules";
-  std::string kernel_release;  // "" = every kernel on the volume
-  bool json = false;
-};
-// Prints what is installed for which kernel, signed by whom, from which sources.
-Result<void> print_status(const StatusOptions& options);
-
-// The process entry point: `kmod-builder [build] ...` or `kmod-builder status ...`.
-int main(int argc, char** argv);
 
 }  // namespace kmodkit::kmod_builder

@@ -1,0 +1,21 @@
+#include "state.hpp"
+
+namespace kmodkit::kmod_builder {
+
+using json = nlohmann::json;
+
+fs::path state_dir(const fs::path& volume) { return volume / ".kmodkit"; }
+fs::path cache_dir(const fs::path& volume, const std::string& key) { return state_dir(volume) / "cache" / key; }
+fs::path records_dir(const fs::path& volume) { return state_dir(volume) / "modules"; }
+fs::path record_path(const fs::path& volume, const std::string& kver, const std::string& recipe) {
+  return records_dir(volume) / kver / (recipe + ".json");
+}
+fs::path log_path(const fs::path& volume, const std::string& kver, const std::string& recipe) {
+  return state_dir(volume) / "logs" / kver / (recipe + ".log");
+}
+
+// Records name paths, a compiler's banner and a certificate's subject: bytes, written for people
+// and for --list; what is not UTF-8 is replaced rather than failing the build.
+std::string json_text(const json& j) { return j.dump(2, ' ', false, json::error_handler_t::replace) + "\n"; }
+
+}  // namespace kmodkit::kmod_builder

@@ -1,0 +1,32 @@
+#pragma once
+// Where kmod-builder keeps its state on the modules volume (.kmodkit/, docs/ARCHITECTURE.md):
+// the records of installed recipes, the cache, the build logs; and how its JSON is written.
+
+#include <filesystem>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace kmodkit::kmod_builder {
+
+namespace fs = std::filesystem;
+
+// The "format" of records and cache entries; one of another format is not used.
+constexpr int kRecordFormat = 1;
+
+// <volume>/.kmodkit
+fs::path state_dir(const fs::path& volume);
+// <volume>/.kmodkit/cache/<key>: one cache entry.
+fs::path cache_dir(const fs::path& volume, const std::string& key);
+// <volume>/.kmodkit/modules: a directory per kernel release holding the records of its recipes.
+fs::path records_dir(const fs::path& volume);
+// <volume>/.kmodkit/modules/<kver>/<recipe>.json: the record of an installed recipe.
+fs::path record_path(const fs::path& volume, const std::string& kver, const std::string& recipe);
+// <volume>/.kmodkit/logs/<kver>/<recipe>.log: the log of a failed build.
+fs::path log_path(const fs::path& volume, const std::string& kver, const std::string& recipe);
+
+// A record, cache entry or status as text: indented, ending in a newline. Never fails: what is
+// not UTF-8 is replaced.
+std::string json_text(const nlohmann::json& j);
+
+}  // namespace kmodkit::kmod_builder
