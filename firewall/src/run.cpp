@@ -157,10 +157,11 @@ Result<RuleSet> read_rules(const std::string& file) {
 }
 
 // The EAL arguments on one line, for --print-eal-args.
-void print_eal_arguments(const std::vector<std::string>& args) {
+Result<void> print_eal_arguments(const std::vector<std::string>& args) {
   std::string line;
   for (const auto& a : args) line += (line.empty() ? "" : " ") + a;
   std::printf("%s\n", line.c_str());
+  return {};
 }
 
 // The rules in force at the start, and a warning when there are none.
@@ -221,11 +222,9 @@ Result<void> start_and_forward(const Options& opt) {
   RuleSet rules = KK_TRY(read_rules(rules_file));
   // Build EAL's arguments from the options and the pod's resources (PCIDEVICE_*, cpuset).
   auto args = KK_TRY(eal_arguments(opt.eal));
-  if (opt.print_eal_args) {
-    print_eal_arguments(args);
-    return {};
-  }
+  if (opt.print_eal_args) return print_eal_arguments(args);
   log_rules(rules, rules_file);
+  // Check for a free hugepage: EAL would stop on none with a bare errno.
   if (opt.eal.no_huge_mb == 0) KK_TRY(check_free_hugepages());
   if (stop_requested_after("the rules were read")) return {};
   // Initialise EAL; cleaned up when `eal` goes.
