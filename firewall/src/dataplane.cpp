@@ -391,56 +391,89 @@ struct OpenPorts {
 
 }  // namespace
 
-Result<void> run_dataplane(RuleSet rules, const DataplaneConfig& cfg, Signals& signals) {
-  auto logger = log::get("firewall");
-  // Start-up takes seconds (a large ACL, many ports): a stop request is looked at after each
-  // stage, and the stages done so far are undone in order.
-  const auto stopping = [&](const char* stage) {
-    if (!signals.stop.load()) return false;
-    logger->info("stop requested while {}: stopped before forwarding", stage);
-    return true;
-  };
+// What a run has built so far, in the order it is built: members go in reverse order, so the
+// flow tables go before the ports are stopped and closed, and those before the RCU state and
+// the rules. The packet buffer pool stays with EAL, which frees its memory at cleanup.
+struct Dataplane::State {
+  State(const DataplaneConfig& c, Signals& s) : cfg(c), signals(s) {}
+
+  // Compiles a reloaded rules file and puts it in force; see forward_until_stopped.
+  Result<void> reload();
+  // The deadline, printing and reloads, until a stop request.
+  void control(const std::chrono::steady_clock::time_point& deadline);
+  void print_counters() const;
+
+  const DataplaneConfig& cfg;
+  Signals& signals;
+  std::shared_ptr<spdlog::logger> logger = log::get("firewall");
   std::vector<uint16_t> ports;
   std::vector<std::pair<uint16_t, std::string>> named;
+  std::vector<unsigned> workers;
+  bool main_works = false;  // one lcore: the main lcore polls itself
+  uint16_t queues = 0;
+  int socket = 0;
+  unsigned generation = 0;
+  std::unique_ptr<RuleState> current;
+  std::atomic<RuleState*> in_force{nullptr};
+  std::unique_ptr<rte_rcu_qsbr, void (*)(void*)> rcu{nullptr, rte_free};
+  OpenPorts open;
+  std::vector<FlowTable> tables;
+  std::vector<Counters> counters;
+  std::vector<Worker> state;
+};
+
+Dataplane::Dataplane(const DataplaneConfig& config, Signals& signals) : s_(std::make_unique<State>(config, signals)) {}
+
+Dataplane::~Dataplane() = default;
+
+Result<void> Dataplane::find_ports_and_lcores() {
   uint16_t pid;
   RTE_ETH_FOREACH_DEV(pid) {
-    ports.push_back(pid);
+    s_->ports.push_back(pid);
     char name[RTE_ETH_NAME_MAX_LEN] = {};
     rte_eth_dev_get_name_by_port(pid, name);
-    named.emplace_back(pid, name);
+    s_->named.emplace_back(pid, name);
   }
-  if (ports.size() < 2 || ports.size() % 2 != 0) {
+  if (s_->ports.size() < 2 || s_->ports.size() % 2 != 0) {
     return fail(ExitCode::config, "the firewall needs ports in pairs (A and B of each pair); EAL found " +
-                                      std::to_string(ports.size()));
+                                      std::to_string(s_->ports.size()));
   }
-  std::vector<unsigned> workers;
   unsigned lcore;
-  RTE_LCORE_FOREACH_WORKER(lcore) { workers.push_back(lcore); }
-  const bool main_works = workers.empty();  // one lcore: the main lcore polls itself
-  if (main_works) workers.push_back(rte_get_main_lcore());
-  const auto queues = static_cast<uint16_t>(workers.size());
-  const int socket = static_cast<int>(rte_socket_id());
+  RTE_LCORE_FOREACH_WORKER(lcore) { s_->workers.push_back(lcore); }
+  s_->main_works = s_->workers.empty();
+  if (s_->main_works) s_->workers.push_back(rte_get_main_lcore());
+  s_->queues = static_cast<uint16_t>(s_->workers.size());
+  s_->socket = static_cast<int>(rte_socket_id());
+  return {};
+}
 
-  unsigned generation = 0;
-  std::unique_ptr<RuleState> current = KK_TRY(compile(std::move(rules), generation, workers.size(), socket));
-  if (stopping("the rules were compiled")) return {};
-  std::atomic<RuleState*> in_force{current.get()};
-  const size_t rcu_size = rte_rcu_qsbr_get_memsize(static_cast<uint32_t>(workers.size()));
-  std::unique_ptr<rte_rcu_qsbr, void (*)(void*)> rcu(
-      static_cast<rte_rcu_qsbr*>(rte_zmalloc_socket("fw_rcu", rcu_size, RTE_CACHE_LINE_SIZE, socket)), rte_free);
-  if (!rcu || rte_rcu_qsbr_init(rcu.get(), static_cast<uint32_t>(workers.size())) != 0) {
-    return fail(ExitCode::config, "cannot set up RCU for " + std::to_string(workers.size()) + " workers (memory)");
+Result<void> Dataplane::load_rules(RuleSet rules) {
+  auto& s = *s_;
+  s.current = KK_TRY(compile(std::move(rules), s.generation, s.workers.size(), s.socket));
+  s.in_force.store(s.current.get());
+  const size_t rcu_size = rte_rcu_qsbr_get_memsize(static_cast<uint32_t>(s.workers.size()));
+  s.rcu.reset(static_cast<rte_rcu_qsbr*>(rte_zmalloc_socket("fw_rcu", rcu_size, RTE_CACHE_LINE_SIZE, s.socket)));
+  if (!s.rcu || rte_rcu_qsbr_init(s.rcu.get(), static_cast<uint32_t>(s.workers.size())) != 0) {
+    return fail(ExitCode::config, "cannot set up RCU for " + std::to_string(s.workers.size()) + " workers (memory)");
   }
-  const uint32_t needed = static_cast<uint32_t>(ports.size()) * queues * (cfg.ring_size * 2u + kBurst) + 4096;
+  return {};
+}
+
+Result<void> Dataplane::open_ports() {
+  auto& s = *s_;
+  const auto& cfg = s.cfg;
+  const uint16_t queues = s.queues;
+  const int socket = s.socket;
+  const uint32_t needed = static_cast<uint32_t>(s.ports.size()) * queues * (cfg.ring_size * 2u + kBurst) + 4096;
   const uint32_t mbufs = std::max(needed, cfg.mbufs);
   rte_mempool* pool = rte_pktmbuf_pool_create("fw_mbufs", mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE, socket);
   if (pool == nullptr) {
     return fail(ExitCode::config, "cannot allocate " + std::to_string(mbufs) + " packet buffers: " + rte_strerror(rte_errno) +
                                       " (not enough hugepages?)");
   }
-  OpenPorts open;
-  for (uint16_t p : ports) {
-    if (stopping("the ports started")) return {};
+  for (uint16_t p : s.ports) {
+    // Ports take a while each (a PCI device's link): the caller looks at a stop request again.
+    if (s.signals.stop.load()) return {};
     rte_eth_dev_info info{};
     if (int err = rte_eth_dev_info_get(p, &info); err != 0) return fail(ExitCode::config, "port " + std::to_string(p) + ": no device info");
     if (info.max_rx_queues < queues || info.max_tx_queues < queues) {
@@ -457,7 +490,7 @@ Result<void> run_dataplane(RuleSet rules, const DataplaneConfig& cfg, Signals& s
     if (int err = rte_eth_dev_configure(p, queues, queues, &conf); err != 0) {
       return fail(ExitCode::config, "port " + std::to_string(p) + ": configure: " + rte_strerror(-err));
     }
-    open.ports.push_back(p);
+    s.open.ports.push_back(p);
     for (uint16_t q = 0; q < queues; ++q) {
       if (rte_eth_rx_queue_setup(p, q, cfg.ring_size, static_cast<unsigned>(socket), nullptr, pool) != 0 ||
           rte_eth_tx_queue_setup(p, q, cfg.ring_size, static_cast<unsigned>(socket), nullptr) != 0) {
@@ -469,75 +502,85 @@ Result<void> run_dataplane(RuleSet rules, const DataplaneConfig& cfg, Signals& s
       return fail(ExitCode::unavailable, "port " + std::to_string(p) + " does not start: " + rte_strerror(-err));
     }
   }
-  std::vector<FlowTable> tables;
-  std::vector<Counters> counters(workers.size());
-  std::vector<Worker> state(workers.size());
-  for (size_t i = 0; i < workers.size(); ++i) {
-    tables.push_back(KK_TRY(FlowTable::create("fw_flows" + std::to_string(i), std::max<uint32_t>(64, cfg.flows / queues), socket)));
-  }
-  if (stopping("the flow tables were made")) return {};
-  for (size_t i = 0; i < workers.size(); ++i) {
-    state[i] = Worker{{},       workers[i], static_cast<uint16_t>(i), &in_force, current.get(), rcu.get(), &tables[i],
-                      &counters[i], &ports,     &cfg,       &signals.stop};
-  }
-  logger->info("forwarding: {} port(s) in {} pair(s), {} worker(s), {} rules ({} IPv4 and {} IPv6 ACL rules), {} flows per worker",
-               ports.size(), ports.size() / 2, workers.size(), current->rules.rules.size(),
-               current->classifier.acl_rules4(), current->classifier.acl_rules6(), tables.front().capacity());
+  return {};
+}
 
-  // The control loop (the main lcore, or a thread beside it when the main lcore polls): the
-  // deadline, printing and reloads.
-  auto print_counters = [&] {
-    std::fputs(format_counters(current->rules, current->hits, current->carried, counters, named).c_str(), stdout);
-    std::fflush(stdout);
-  };
-  auto reload = [&]() -> Result<void> {
-    auto text = KK_TRY_CTX(files::read_file(cfg.rules_file, 64 << 20), "rules file");
-    auto parsed = KK_TRY(parse_rules(text, cfg.rules_file));
-    auto next = KK_TRY(compile(std::move(parsed), generation + 1, workers.size(), socket));
-    ++generation;
-    const size_t before = current->rules.rules.size();
-    const RuleDiff diff = diff_rules(current->rules, next->rules);
-    in_force.store(next.get(), std::memory_order_release);
-    // Wait until every worker has been through a quiescent state since the store: then none
-    // holds the old rules, and they can go (their rte_acl contexts with them). Their counts are
-    // final from then on, and go on in the rules kept.
-    rte_rcu_qsbr_check(rcu.get(), rte_rcu_qsbr_start(rcu.get()), true);
-    for (size_t r = 0; r < diff.kept_from.size(); ++r) {
-      const int from = diff.kept_from[r];
-      if (from < 0) continue;
-      uint64_t total = current->carried[static_cast<size_t>(from)];
-      for (const auto& worker_hits : current->hits) total += worker_hits[static_cast<size_t>(from)];
-      next->carried[r] = total;
-    }
-    current = std::move(next);
-    logger->info("{}: reloaded, {} rules in force (were {}): {} added, {} removed, {} kept with their counters; "
-                 "open flows stay open", cfg.rules_file, current->rules.rules.size(), before, diff.added, diff.removed, diff.kept);
-    if (const auto warning = no_rules_warning(current->rules, cfg.rules_file); !warning.empty()) logger->warn("{}", warning);
-    return {};
-  };
-  auto control = [&](const std::chrono::steady_clock::time_point& deadline) {
-    while (!signals.stop.load()) {
-      if (cfg.duration_s > 0 && std::chrono::steady_clock::now() >= deadline) signals.stop.store(true);
-      if (signals.print.exchange(false)) print_counters();
-      if (signals.reload.exchange(false)) {
-        if (auto r = reload(); !r) logger->error("reload refused, the rules in force stay: {}", r.error().message);
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-  };
+Result<void> Dataplane::make_flow_tables() {
+  auto& s = *s_;
+  for (size_t i = 0; i < s.workers.size(); ++i) {
+    s.tables.push_back(
+        KK_TRY(FlowTable::create("fw_flows" + std::to_string(i), std::max<uint32_t>(64, s.cfg.flows / s.queues), s.socket)));
+  }
+  return {};
+}
 
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<long long>(cfg.duration_s * 1000));
-  if (main_works) {
-    std::thread timer([&] { control(deadline); });
-    worker_main(&state[0]);
+void Dataplane::print_counters() const { s_->print_counters(); }
+
+void Dataplane::State::print_counters() const {
+  std::fputs(format_counters(current->rules, current->hits, current->carried, counters, named).c_str(), stdout);
+  std::fflush(stdout);
+}
+
+Result<void> Dataplane::State::reload() {
+  auto text = KK_TRY_CTX(files::read_file(cfg.rules_file, 64 << 20), "rules file");
+  auto parsed = KK_TRY(parse_rules(text, cfg.rules_file));
+  auto next = KK_TRY(compile(std::move(parsed), generation + 1, workers.size(), socket));
+  ++generation;
+  const size_t before = current->rules.rules.size();
+  const RuleDiff diff = diff_rules(current->rules, next->rules);
+  in_force.store(next.get(), std::memory_order_release);
+  // Wait until every worker has been through a quiescent state since the store: then none
+  // holds the old rules, and they can go (their rte_acl contexts with them). Their counts are
+  // final from then on, and go on in the rules kept.
+  rte_rcu_qsbr_check(rcu.get(), rte_rcu_qsbr_start(rcu.get()), true);
+  for (size_t r = 0; r < diff.kept_from.size(); ++r) {
+    const int from = diff.kept_from[r];
+    if (from < 0) continue;
+    uint64_t total = current->carried[static_cast<size_t>(from)];
+    for (const auto& worker_hits : current->hits) total += worker_hits[static_cast<size_t>(from)];
+    next->carried[r] = total;
+  }
+  current = std::move(next);
+  logger->info("{}: reloaded, {} rules in force (were {}): {} added, {} removed, {} kept with their counters; "
+               "open flows stay open", cfg.rules_file, current->rules.rules.size(), before, diff.added, diff.removed, diff.kept);
+  if (const auto warning = no_rules_warning(current->rules, cfg.rules_file); !warning.empty()) logger->warn("{}", warning);
+  return {};
+}
+
+void Dataplane::State::control(const std::chrono::steady_clock::time_point& deadline) {
+  while (!signals.stop.load()) {
+    if (cfg.duration_s > 0 && std::chrono::steady_clock::now() >= deadline) signals.stop.store(true);
+    if (signals.print.exchange(false)) print_counters();
+    if (signals.reload.exchange(false)) {
+      if (auto r = reload(); !r) logger->error("reload refused, the rules in force stay: {}", r.error().message);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+void Dataplane::forward_until_stopped() {
+  auto& s = *s_;
+  s.counters = std::vector<Counters>(s.workers.size());
+  s.state = std::vector<Worker>(s.workers.size());
+  for (size_t i = 0; i < s.workers.size(); ++i) {
+    s.state[i] = Worker{{},           s.workers[i], static_cast<uint16_t>(i), &s.in_force, s.current.get(), s.rcu.get(),
+                        &s.tables[i], &s.counters[i], &s.ports,                 &s.cfg,      &s.signals.stop};
+  }
+  s.logger->info("forwarding: {} port(s) in {} pair(s), {} worker(s), {} rules ({} IPv4 and {} IPv6 ACL rules), {} flows per worker",
+                 s.ports.size(), s.ports.size() / 2, s.workers.size(), s.current->rules.rules.size(),
+                 s.current->classifier.acl_rules4(), s.current->classifier.acl_rules6(), s.tables.front().capacity());
+
+  // The control loop runs on the main lcore, or on a thread beside it when the main lcore polls.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<long long>(s.cfg.duration_s * 1000));
+  if (s.main_works) {
+    std::thread timer([&] { s.control(deadline); });
+    worker_main(&s.state[0]);
     timer.join();
   } else {
-    for (auto& s : state) rte_eal_remote_launch(worker_main, &s, s.lcore);
-    control(deadline);
+    for (auto& w : s.state) rte_eal_remote_launch(worker_main, &w, w.lcore);
+    s.control(deadline);
     rte_eal_mp_wait_lcore();
   }
-  print_counters();
-  return {};
 }
 
 }  // namespace kmodkit::firewall

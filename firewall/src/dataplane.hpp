@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -63,13 +64,42 @@ struct Signals {
   std::atomic<bool> reload{false};  // SIGHUP: read the rules file again
 };
 
-// Runs the data plane until `stop` is set or the duration ends. On `print` the counters are
-// printed. On `reload` the rules file is read and compiled again and put in force without
-// stopping the workers (RCU): flows already open stay open, new flows meet the new rules; a
-// file that does not parse or compile leaves the rules in force and is logged. EAL must be
-// initialised. Errors: 78 for a port count that is not even or ports that cannot be
-// configured, 69 when a port cannot start.
-Result<void> run_dataplane(RuleSet rules, const DataplaneConfig& config, Signals& signals);
+// The data plane of one run, built stage by stage by the start-up (run.cpp) so that a stop
+// request can be looked at between stages. Whatever a stage built goes with the object, in
+// reverse order: the flow tables, the ports (stopped and closed), the RCU state, the rules.
+// EAL must be initialised before and cleaned up after.
+class Dataplane {
+ public:
+  Dataplane(const DataplaneConfig& config, Signals& signals);
+  ~Dataplane();
+  Dataplane(const Dataplane&) = delete;
+  Dataplane& operator=(const Dataplane&) = delete;
+
+  // The ports EAL found and the lcores the workers run on (the main lcore when it is alone).
+  // Errors: 78 when the ports do not come in pairs.
+  Result<void> find_ports_and_lcores();
+  // Compiles the rules for every worker and puts them in force, with the RCU state a reload
+  // needs. Errors: those of the compilation, 78 when RCU finds no memory.
+  Result<void> load_rules(RuleSet rules);
+  // Makes the packet buffer pool and configures and starts each port in turn, returning early
+  // (without error) on a stop request. Errors: 78 for memory or a port that cannot be
+  // configured, 69 when a port does not start.
+  Result<void> open_ports();
+  // Makes each worker's flow table. Errors: 78 for memory.
+  Result<void> make_flow_tables();
+  // Launches the workers and runs the control loop until `stop` is set or the duration ends: on
+  // `print` the counters are printed; on `reload` the rules file is read and compiled again and
+  // put in force without stopping the workers (RCU): flows already open stay open, new flows meet
+  // the new rules; a file that does not parse or compile leaves the rules in force and is logged.
+  // Returns once every worker has returned.
+  void forward_until_stopped();
+  // Prints the counters to stdout.
+  void print_counters() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
+};
 
 // The counters of all workers as text (per port, per lcore, per rule, per drop reason);
 // hits[worker][rule] counts each rule's matches, carried[rule] its matches under the rule sets

@@ -54,6 +54,7 @@ struct Outcome {
 // force), 73 the volume is read-only or full (nothing half-written visible), 75 lock wait.
 Result<Outcome> run(const Config& config);
 
+// The process entry point (seed_data.cpp): options, logging, one call, exit code.
 int main(int argc, char** argv);
 
 }  // namespace kmodkit::seed

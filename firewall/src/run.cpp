@@ -1,0 +1,263 @@
+// The firewall's process, top to bottom: signals, options, EAL, ports, rules, workers,
+// forwarding until a stop request, orderly stop. The data plane itself is in dataplane.cpp.
+#include "run.hpp"
+
+#include <rte_eal.h>
+#include <rte_errno.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+
+#include "dataplane.hpp"
+#include "eal_args.hpp"
+#include "kmodkit/cli.hpp"
+#include "kmodkit/files.hpp"
+#include "kmodkit/log.hpp"
+
+namespace kmodkit::firewall {
+namespace {
+
+Signals g_signals;
+
+void on_signal(int sig) {
+  if (sig == SIGUSR1) g_signals.print.store(true);
+  else if (sig == SIGHUP) g_signals.reload.store(true);
+  else g_signals.stop.store(true);
+}
+
+// Stop, print and reload requests are taken from the first instruction of main: a pod is
+// deleted at any moment of its start, and the default action of each of these signals ends the
+// process where it stands (EAL's runtime directory left behind). SA_RESTART: EAL's system calls
+// go on after a handler ran; each start-up stage looks at the stop request when it is done.
+void take_signals() {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGHUP}) sigaction(sig, &sa, nullptr);
+}
+
+// Whether a stop was requested; if so, logs the stage it came after.
+bool stop_requested_after(const char* stage) {
+  if (!g_signals.stop.load()) return false;
+  log::get("firewall")->info("stop requested while {}: stopped before forwarding", stage);
+  return true;
+}
+
+struct Options {
+  EalInput eal;
+  DataplaneConfig dataplane;
+  bool print_eal_args = false;
+};
+
+// "udp-new=5" and the like into the timeouts; usage error naming the item.
+Result<void> set_timeouts(const std::vector<std::string>& items, Timeouts& to) {
+  const std::pair<const char*, uint32_t Timeouts::*> names[] = {
+      {"tcp-syn", &Timeouts::syn},         {"tcp-established", &Timeouts::established_tcp},
+      {"tcp-fin", &Timeouts::fin},         {"tcp-closed", &Timeouts::closed},
+      {"udp-new", &Timeouts::udp_new},     {"udp-established", &Timeouts::udp_established},
+      {"icmp", &Timeouts::icmp}};
+  for (const auto& item : items) {
+    const auto eq = item.find('=');
+    const std::string name = item.substr(0, eq);
+    uint32_t Timeouts::*field = nullptr;
+    for (const auto& [n, f] : names) {
+      if (name == n) field = f;
+    }
+    if (eq == std::string::npos || field == nullptr) {
+      return fail(ExitCode::usage, "--timeout '" + item + "': expected STATE=SECONDS with STATE one of tcp-syn, "
+                                   "tcp-established, tcp-fin, tcp-closed, udp-new, udp-established, icmp");
+    }
+    to.*field = static_cast<uint32_t>(KK_TRY(cli::parse_integer("timeout " + name, item.substr(eq + 1), 1, 7 * 24 * 3600)));
+  }
+  return {};
+}
+
+// The options, each declared once: flag, KMODKIT_* variable, default, help; stored in `opt`.
+cli::Program options_table(Options& opt) {
+  return cli::Program{
+      "firewall",
+      "A stateful L3/L4 firewall between port pairs, in poll mode on DPDK.",
+      "Examples:\n"
+      "  firewall --rules /etc/fw/fw.rules                                   # in the pod: PCIDEVICE_*, cpuset\n"
+      "  firewall --rules fw.rules --vdev 'net_pcap0,rx_pcap=a.pcap,tx_pcap=a-out.pcap' \\\n"
+      "           --vdev 'net_pcap1,rx_pcap=b.pcap,tx_pcap=b-out.pcap' --no-huge-mb 512 --duration 2\n"
+      "Ports pair up in order: 0<->1, 2<->3, ... Counters print on SIGUSR1 and at exit; SIGHUP reloads the\n"
+      "rules (open flows stay open; a bad file keeps the rules in force); SIGTERM or SIGINT stops, at any\n"
+      "moment of start-up too, cleaning up as it goes (exit 0).\n"
+      "Exit codes: 0 done or stopped, 64 usage, 65 invalid rules file, 66 rules file missing, 69 a port does\n"
+      "not start, 78 ports, lcores or memory missing.",
+      {
+          {"rules", cli::Kind::value, "/etc/kmodkit/firewall.rules", "FILE", "the rules file (see firewall/README.md)",
+           cli::store(opt.dataplane.rules_file)},
+          {"port", cli::Kind::list, "", "PCI", "PCI addresses of the ports (default: the PCIDEVICE_* variables)",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             opt.eal.pci = v;
+             return {};
+           }},
+          {"vdev", cli::Kind::list, "", "SPEC", "a virtual device instead (net_pcap, net_ring, net_tap, net_null, ...); "
+           "repeatable; the environment variable separates them with ';'",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             opt.eal.vdevs = v;
+             return {};
+           },
+           ';'},
+          {"lcores", cli::Kind::value, "", "CPUS", "CPUs to run on, e.g. 2-3 (default: the container's cpuset)",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             if (!v.empty() && !v.front().empty()) opt.eal.cpus = KK_TRY(parse_cpu_list(v.front()));
+             return {};
+           }},
+          {"lcore-map", cli::Kind::value, "", "MAP",
+           "EAL's --lcores map instead of --lcores, e.g. '(0-2)@(0-1)': more workers than CPUs (tests)",
+           cli::store(opt.eal.lcore_map)},
+          {"flows", cli::Kind::value, "1048576", "N", "flow table size over all workers; a full table drops new flows",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             opt.dataplane.flows = static_cast<uint32_t>(KK_TRY(cli::parse_integer("flows", v.front(), 64, 1LL << 28)));
+             return {};
+           }},
+          {"mbufs", cli::Kind::value, "0", "N", "packet buffers in the pool (0: what the rings need; more for "
+           "devices that hold packets, such as net_pcap's infinite_rx)",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             opt.dataplane.mbufs = static_cast<uint32_t>(KK_TRY(cli::parse_integer("mbufs", v.front(), 0, 1LL << 26)));
+             return {};
+           }},
+          {"timeout", cli::Kind::list, "", "STATE=SECONDS",
+           "an idle timeout: tcp-syn (30), tcp-established (3600), tcp-fin (120), tcp-closed (10), udp-new (30), "
+           "udp-established (120), icmp (30); repeatable, or comma-separated",
+           [&](const std::vector<std::string>& v) -> Result<void> { return set_timeouts(v, opt.dataplane.timeouts); }},
+          {"huge-dir", cli::Kind::value, "", "DIR", "the hugepage mount (default: EAL's search)", cli::store(opt.eal.huge_dir)},
+          {"no-huge-mb", cli::Kind::value, "0", "MB", "run without hugepages on this much memory (tests, demos)",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             opt.eal.no_huge_mb = static_cast<int>(KK_TRY(cli::parse_integer("no-huge-mb", v.front(), 0, 1 << 20)));
+             return {};
+           }},
+          {"file-prefix", cli::Kind::value, "", "NAME", "EAL's --file-prefix (default: kmodkit-fw-<pid>)", cli::store(opt.eal.file_prefix)},
+          {"secondary-processes", cli::Kind::flag, "", "",
+           "let DPDK's secondary processes (dpdk-proc-info, dpdk-dumpcap) attach: keeps the hugepage files and EAL's runtime "
+           "directory, which a process killed with SIGKILL then leaves behind until a run with the same --file-prefix "
+           "(default: hugepage files are unlinked once mapped, the runtime directory is removed on exit)",
+           cli::store_flag(opt.eal.secondary_processes)},
+          {"duration", cli::Kind::value, "0", "SECONDS", "stop after this long (0: until SIGTERM)",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             opt.dataplane.duration_s = KK_TRY(cli::parse_seconds("duration", v.front()));
+             return {};
+           }},
+          {"pass-non-ip", cli::Kind::flag, "", "", "forward EtherTypes other than IPv4, IPv6 and ARP (default: drop)",
+           cli::store_flag(opt.dataplane.pass_non_ip)},
+          {"print-eal-args", cli::Kind::flag, "", "", "print the EAL arguments built from the pod's resources and exit",
+           cli::store_flag(opt.print_eal_args)},
+      }};
+}
+
+// The rules file, read and parsed. Errors: 66 missing or unreadable, 65 invalid.
+Result<RuleSet> read_rules(const std::string& file) {
+  auto text = KK_TRY_CTX(files::read_file(file, 64 << 20), "rules file");
+  return parse_rules(text, file);
+}
+
+// The EAL arguments on one line, for --print-eal-args.
+Result<void> print_eal_arguments(const std::vector<std::string>& args) {
+  std::string line;
+  for (const auto& a : args) line += (line.empty() ? "" : " ") + a;
+  std::printf("%s\n", line.c_str());
+  return {};
+}
+
+// The rules in force at the start, and a warning when there are none.
+void log_rules(const RuleSet& rules, const std::string& file) {
+  log::get("firewall")->info("{}: {} rules, policy {}", file, rules.rules.size(), rules.policy == Action::allow ? "allow" : "deny");
+  if (const auto warning = no_rules_warning(rules, file); !warning.empty()) log::get("firewall")->warn("{}", warning);
+}
+
+// EAL for one run: started by start(); when it goes, rte_eal_cleanup() and the removal of EAL's
+// runtime directory (config, telemetry and multi-process sockets), which EAL leaves behind.
+class Eal {
+ public:
+  Eal(std::vector<std::string> args, bool secondary_processes)
+      : args_(std::move(args)), secondary_processes_(secondary_processes) {}
+  Eal(const Eal&) = delete;
+  Eal& operator=(const Eal&) = delete;
+  ~Eal() {
+    if (!started_) return;
+    rte_eal_cleanup();
+    remove_runtime_dir();
+  }
+
+  // rte_eal_init with the arguments. Errors: 78 when EAL does not start (its runtime directory
+  // removed).
+  Result<void> start() {
+    std::vector<char*> cargs;
+    for (auto& a : args_) cargs.push_back(a.data());
+    if (rte_eal_init(static_cast<int>(cargs.size()), cargs.data()) < 0) {
+      const int err = rte_errno;
+      remove_runtime_dir();
+      return fail(ExitCode::config, std::string("EAL did not start (") + rte_strerror(err) +
+                                        "): check the ports, lcores and hugepages it was given");
+    }
+    started_ = true;
+    return {};
+  }
+
+ private:
+  // With no secondary process to use it, the runtime directory goes with the process it served.
+  void remove_runtime_dir() const {
+    if (secondary_processes_) return;
+    const std::string dir = rte_eal_get_runtime_dir();
+    if (dir.empty()) return;
+    if (auto removed = files::remove_tree(dir); !removed) log::get("firewall")->warn("{}", removed.error().message);
+  }
+
+  std::vector<std::string> args_;  // EAL may keep pointers into them
+  bool secondary_processes_;
+  bool started_ = false;
+};
+
+// From the options to an orderly stop. Start-up takes seconds (a large ACL, many ports): a stop
+// request is looked at after each stage, and what the stages built is undone in reverse order
+// as `dataplane` and `eal` go (ports stopped and closed, then rte_eal_cleanup()).
+Result<void> start_and_forward(const Options& opt) {
+  const std::string& rules_file = opt.dataplane.rules_file;
+  // Read and parse the rules first: a bad file fails before EAL touches a device.
+  RuleSet rules = KK_TRY(read_rules(rules_file));
+  // Build EAL's arguments from the options and the pod's resources (PCIDEVICE_*, cpuset).
+  auto args = KK_TRY(eal_arguments(opt.eal));
+  if (opt.print_eal_args) return print_eal_arguments(args);
+  log_rules(rules, rules_file);
+  // Check for a free hugepage: EAL would stop on none with a bare errno.
+  if (opt.eal.no_huge_mb == 0) KK_TRY(check_free_hugepages());
+  if (stop_requested_after("the rules were read")) return {};
+  // Initialise EAL; cleaned up when `eal` goes.
+  Eal eal(std::move(args), opt.eal.secondary_processes);
+  KK_TRY(eal.start());
+  if (stop_requested_after("EAL started")) return {};
+  // Find the ports (in pairs) and the lcores the workers run on.
+  Dataplane dataplane(opt.dataplane, g_signals);
+  KK_TRY(dataplane.find_ports_and_lcores());
+  // Load the rules: compile them for every worker and put them in force.
+  KK_TRY(dataplane.load_rules(std::move(rules)));
+  if (stop_requested_after("the rules were compiled")) return {};
+  // Open the ports: configure and start each; stopped and closed when `dataplane` goes.
+  KK_TRY(dataplane.open_ports());
+  if (stop_requested_after("the ports started")) return {};
+  // Make a flow table per worker.
+  KK_TRY(dataplane.make_flow_tables());
+  if (stop_requested_after("the flow tables were made")) return {};
+  // Start the workers and wait: reload on SIGHUP, counters on SIGUSR1, until SIGTERM/SIGINT or --duration.
+  dataplane.forward_until_stopped();
+  // Orderly stop: the workers have returned; print the counters, then ports and EAL close in turn.
+  dataplane.print_counters();
+  return {};
+}
+
+}  // namespace
+
+int run(int argc, char** argv) {
+  // Take the signals before anything else (see take_signals).
+  take_signals();
+  // Parse the options, set up logging, run; an error becomes one sentence and an exit code.
+  Options opt;
+  return cli::run_main(options_table(opt), argc, argv, [&] { return start_and_forward(opt); });
+}
+
+}  // namespace kmodkit::firewall
