@@ -102,6 +102,13 @@ std::function<Result<void>(const std::vector<std::string>&)> store_flag(bool& ta
   };
 }
 
+std::function<Result<void>(const std::vector<std::string>&)> store_seconds(std::string option, double& target) {
+  return [option = std::move(option), &target](const std::vector<std::string>& v) -> Result<void> {
+    target = KK_TRY(parse_seconds(option, v.front()));
+    return {};
+  };
+}
+
 int run_main(const Program& program, int argc, char** argv,
              const std::function<Result<void>()>& body) {
   // Writes to a closed pipe (a download whose reader stopped) must fail with EPIPE, not kill us.

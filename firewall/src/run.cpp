@@ -112,26 +112,17 @@ cli::Program options_table(Options& opt) {
            "EAL's --lcores map instead of --lcores, e.g. '(0-2)@(0-1)': more workers than CPUs (tests)",
            cli::store(opt.eal.lcore_map)},
           {"flows", cli::Kind::value, "1048576", "N", "flow table size over all workers; a full table drops new flows",
-           [&](const std::vector<std::string>& v) -> Result<void> {
-             opt.dataplane.flows = static_cast<uint32_t>(KK_TRY(cli::parse_integer("flows", v.front(), 64, 1LL << 28)));
-             return {};
-           }},
+           cli::store_integer("flows", opt.dataplane.flows, 64, 1LL << 28)},
           {"mbufs", cli::Kind::value, "0", "N", "packet buffers in the pool (0: what the rings need; more for "
            "devices that hold packets, such as net_pcap's infinite_rx)",
-           [&](const std::vector<std::string>& v) -> Result<void> {
-             opt.dataplane.mbufs = static_cast<uint32_t>(KK_TRY(cli::parse_integer("mbufs", v.front(), 0, 1LL << 26)));
-             return {};
-           }},
+           cli::store_integer("mbufs", opt.dataplane.mbufs, 0, 1LL << 26)},
           {"timeout", cli::Kind::list, "", "STATE=SECONDS",
            "an idle timeout: tcp-syn (30), tcp-established (3600), tcp-fin (120), tcp-closed (10), udp-new (30), "
            "udp-established (120), icmp (30); repeatable, or comma-separated",
            [&](const std::vector<std::string>& v) -> Result<void> { return set_timeouts(v, opt.dataplane.timeouts); }},
           {"huge-dir", cli::Kind::value, "", "DIR", "the hugepage mount (default: EAL's search)", cli::store(opt.eal.huge_dir)},
           {"no-huge-mb", cli::Kind::value, "0", "MB", "run without hugepages on this much memory (tests, demos)",
-           [&](const std::vector<std::string>& v) -> Result<void> {
-             opt.eal.no_huge_mb = static_cast<int>(KK_TRY(cli::parse_integer("no-huge-mb", v.front(), 0, 1 << 20)));
-             return {};
-           }},
+           cli::store_integer("no-huge-mb", opt.eal.no_huge_mb, 0, 1 << 20)},
           {"file-prefix", cli::Kind::value, "", "NAME", "EAL's --file-prefix (default: kmodkit-fw-<pid>)", cli::store(opt.eal.file_prefix)},
           {"secondary-processes", cli::Kind::flag, "", "",
            "let DPDK's secondary processes (dpdk-proc-info, dpdk-dumpcap) attach: keeps the hugepage files and EAL's runtime "
@@ -139,10 +130,7 @@ cli::Program options_table(Options& opt) {
            "(default: hugepage files are unlinked once mapped, the runtime directory is removed on exit)",
            cli::store_flag(opt.eal.secondary_processes)},
           {"duration", cli::Kind::value, "0", "SECONDS", "stop after this long (0: until SIGTERM)",
-           [&](const std::vector<std::string>& v) -> Result<void> {
-             opt.dataplane.duration_s = KK_TRY(cli::parse_seconds("duration", v.front()));
-             return {};
-           }},
+           cli::store_seconds("duration", opt.dataplane.duration_s)},
           {"pass-non-ip", cli::Kind::flag, "", "", "forward EtherTypes other than IPv4, IPv6 and ARP (default: drop)",
            cli::store_flag(opt.dataplane.pass_non_ip)},
           {"print-eal-args", cli::Kind::flag, "", "", "print the EAL arguments built from the pod's resources and exit",

@@ -233,20 +233,11 @@ int main(int argc, char** argv) {
            }},
           {"dry-run", cli::Kind::flag, "", "", "say what would be done; write nothing", cli::store_flag(cfg.dry_run)},
           {"jobs", cli::Kind::value, std::to_string(ncpu), "N", "packages fetched and extracted at once",
-           [&](const std::vector<std::string>& v) -> Result<void> {
-             cfg.jobs = static_cast<int>(KK_TRY(cli::parse_integer("jobs", v.front(), 1, 64)));
-             return {};
-           }},
+           cli::store_integer("jobs", cfg.jobs, 1, 64)},
           {"lock-timeout", cli::Kind::value, "1800", "SECONDS", "how long to wait for another process working on the volume",
-           [&](const std::vector<std::string>& v) -> Result<void> {
-             cfg.lock_timeout_s = KK_TRY(cli::parse_seconds("lock-timeout", v.front()));
-             return {};
-           }},
+           cli::store_seconds("lock-timeout", cfg.lock_timeout_s)},
           {"retries", cli::Kind::value, "4", "N", "download retries after the first attempt",
-           [&](const std::vector<std::string>& v) -> Result<void> {
-             cfg.http.retries = static_cast<int>(KK_TRY(cli::parse_integer("retries", v.front(), 0, 100)));
-             return {};
-           }},
+           cli::store_integer("retries", cfg.http.retries, 0, 100)},
           {"retry-delay", cli::Kind::value, "0.5", "SECONDS", "first pause between download attempts; doubles each time",
            [&](const std::vector<std::string>& v) -> Result<void> {
              cfg.http.backoff = std::chrono::milliseconds(

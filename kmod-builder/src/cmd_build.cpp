@@ -59,22 +59,13 @@ int build_main(int argc, char** argv) {
           {"allow-compiler-mismatch", cli::Kind::flag, "", "",
            "build even when the compiler's major version differs from the kernel's", cli::store_flag(cfg.allow_compiler_mismatch)},
           {"jobs", cli::Kind::value, std::to_string(ncpu), "N", "make -j",
-           [&](const std::vector<std::string>& v) -> Result<void> {
-             cfg.jobs = static_cast<int>(KK_TRY(cli::parse_integer("jobs", v.front(), 1, 1024)));
-             return {};
-           }},
+           cli::store_integer("jobs", cfg.jobs, 1, 1024)},
           {"work-dir", cli::Kind::value, tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "DIR",
            "where private build directories are made (local disk; not the volume)", cli::store(cfg.work_dir)},
           {"lock-timeout", cli::Kind::value, "1800", "SECONDS", "how long to wait for another process working on the volume",
-           [&](const std::vector<std::string>& v) -> Result<void> {
-             cfg.lock_timeout_s = KK_TRY(cli::parse_seconds("lock-timeout", v.front()));
-             return {};
-           }},
+           cli::store_seconds("lock-timeout", cfg.lock_timeout_s)},
           {"build-timeout", cli::Kind::value, "1800", "SECONDS", "how long one make may run",
-           [&](const std::vector<std::string>& v) -> Result<void> {
-             cfg.build_timeout_s = KK_TRY(cli::parse_seconds("build-timeout", v.front()));
-             return {};
-           }},
+           cli::store_seconds("build-timeout", cfg.build_timeout_s)},
           {"dry-run", cli::Kind::flag, "", "", "say what would be built and installed; write nothing", cli::store_flag(cfg.dry_run)},
       }};
   return cli::run_main(program, argc, argv, [&] { return build_and_install(cfg); });

@@ -67,10 +67,7 @@ int main(int argc, char** argv) {
           {"dry-run", cli::Kind::flag, "", "", "print the plan (add/update/keep/conflict per file); write nothing",
            cli::store_flag(cfg.dry_run)},
           {"lock-timeout", cli::Kind::value, "600", "SECONDS", "how long to wait for another replica on the same volume",
-           [&](const std::vector<std::string>& v) -> Result<void> {
-             cfg.lock_timeout_s = KK_TRY(cli::parse_seconds("lock-timeout", v.front()));
-             return {};
-           }},
+           cli::store_seconds("lock-timeout", cfg.lock_timeout_s)},
       }};
   return cli::run_main(program, argc, argv, [&] { return seed_volume(cfg, tree_specs, config_file); });
 }

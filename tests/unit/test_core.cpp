@@ -105,6 +105,24 @@ TEST_CASE("integers and seconds are parsed strictly, naming the option", "[unit]
   CHECK_FALSE(cli::parse_seconds("lock-timeout", "-1"));
 }
 
+TEST_CASE("an option table stores what it parses, and a bad value leaves the target as it was", "[unit][cli]") {
+  uint32_t flows = 7;
+  auto store_flows = cli::store_integer("flows", flows, 64, 1LL << 28);
+  REQUIRE(store_flows({"1048576"}));
+  CHECK(flows == 1048576u);
+  auto too_small = store_flows({"8"});
+  REQUIRE_FALSE(too_small);
+  CHECK(too_small.error().code == ExitCode::usage);
+  CHECK(too_small.error().message.starts_with("--flows: "));
+  CHECK(flows == 1048576u);
+  double timeout = 1;
+  auto store_timeout = cli::store_seconds("lock-timeout", timeout);
+  REQUIRE(store_timeout({"2.5"}));
+  CHECK(timeout == 2.5);
+  REQUIRE_FALSE(store_timeout({"soon"}));
+  CHECK(timeout == 2.5);
+}
+
 TEST_CASE("an atomic write replaces the whole file and leaves no temporary behind", "[unit][files]") {
   TempDir tmp;
   REQUIRE(files::write_file_atomic(tmp / "f", "one"));

@@ -65,4 +65,16 @@ Result<long long> parse_integer(std::string_view option, std::string_view text, 
                                 long long max);
 Result<double> parse_seconds(std::string_view option, std::string_view text);
 
+// `apply` functions that parse strictly and store: a duration in seconds (parse_seconds), or an
+// integer in [min, max] (parse_integer) in an integer of any type. The error names `option`.
+std::function<Result<void>(const std::vector<std::string>&)> store_seconds(std::string option, double& target);
+template <typename Int>
+std::function<Result<void>(const std::vector<std::string>&)> store_integer(std::string option, Int& target,
+                                                                           long long min, long long max) {
+  return [option = std::move(option), &target, min, max](const std::vector<std::string>& v) -> Result<void> {
+    target = static_cast<Int>(KK_TRY(parse_integer(option, v.front(), min, max)));
+    return {};
+  };
+}
+
 }  // namespace kmodkit::cli
