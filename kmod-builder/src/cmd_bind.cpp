@@ -5,6 +5,7 @@
 
 #include "commands.hpp"
 #include "pci.hpp"
+#include "state.hpp"
 
 namespace kmodkit::kmod_builder {
 
@@ -37,7 +38,7 @@ int bind_main(int argc, char** argv) {
                        "(route, up, IOMMU group).",
                        options};
   return cli::run_main(program, argc, argv, [&]() -> Result<void> {
-    bc.state_dir = volume / ".kmodkit/bind";
+    bc.state_dir = state_dir(volume) / "bind";
     return bind ? bind_devices(bc) : unbind_devices(bc);
   });
 }

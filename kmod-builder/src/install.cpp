@@ -48,8 +48,9 @@ Result<std::string> write_certificate(const fs::path& volume, const signing::Sig
   const std::string der = signer.certificate_der();
   const std::string pem = signer.certificate_pem();
   if (der.empty() || pem.empty()) return fail(ExitCode::software, "OpenSSL could not encode the signing certificate");
-  const std::string stem = ".kmodkit/certs/" + digest::sha256_hex(der).substr(0, 16);
-  KK_TRY(files::make_dirs(volume / ".kmodkit/certs"));
+  const fs::path certs = state_dir(volume) / "certs";
+  const std::string stem = (certs / digest::sha256_hex(der).substr(0, 16)).lexically_relative(volume).string();
+  KK_TRY(files::make_dirs(certs));
   for (const auto& [file, content] : {std::pair{stem + ".pem", &pem}, std::pair{stem + ".der", &der}}) {
     if (auto have = files::read_file(volume / file, 1 << 20); have && *have == *content) continue;
     KK_TRY(files::write_file_atomic(volume / file, *content));
@@ -241,7 +242,7 @@ Result<json> build_into_cache(const Job& job, const KernelTree& kernel, const Co
 
   const auto vermagic = kernel.expected_vermagic();
   const auto* signer = KK_TRY(signing.signer());
-  auto staging = KK_TRY(files::StagingDir::create(state_dir(cfg.volume) / "staging", "cache." + job.key.substr(0, 16)));
+  auto staging = KK_TRY(files::StagingDir::create(staging_dir(cfg.volume), "cache." + job.key.substr(0, 16)));
   json entry;
   entry["format"] = kRecordFormat;
   entry["key"] = job.key;

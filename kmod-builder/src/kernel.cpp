@@ -67,7 +67,7 @@ Result<KernelTree> KernelTree::open(const fs::path& volume, const std::string& r
     return fail(ExitCode::no_input, "volume " + volume.string() + " has no complete tree for kernel " + release + " (" +
                                         why + "): run init-modules first");
   }
-  k.modules_dir = volume / "usr/lib/modules" / release;
+  k.modules_dir = volume / volume::modules_dir(release);
   k.build = resolve_in_volume(volume, k.modules_dir / "build", Follow::lexically);
   std::error_code ec;
   if (!fs::exists(k.build / ".config", ec) || !fs::exists(k.build / "Makefile", ec)) {

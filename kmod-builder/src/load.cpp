@@ -175,7 +175,7 @@ struct KmodCtx {
 };
 
 Result<KmodCtx> open_ctx(const LoadConfig& cfg) {
-  const fs::path dir = cfg.volume / "usr/lib/modules" / cfg.kernel_release;
+  const fs::path dir = modules_dir(cfg.volume, cfg.kernel_release);
   KmodCtx c;
   c.ctx.reset(kmod_new(dir.c_str(), nullptr));
   if (!c.ctx) return fail(ExitCode::software, "libkmod: cannot open a context on " + dir.string());
