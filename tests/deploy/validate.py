@@ -1,0 +1,501 @@
+#!/usr/bin/env python3
+"""Validates kmodkit's deployments offline.
+
+  validate.py [--schemas DIR] OVERLAY             render OVERLAY with `kubectl kustomize`, check it
+  validate.py [--schemas DIR] --expect-reject DIR  every fixture in DIR must be rejected, each with
+                                                   the message its first line names
+
+Each object is checked strictly against the real API schemas (the Kubernetes 1.32 OpenAPI
+document, OpenShift's, and the CRDs), as `kubectl apply --validate=strict` would: an unknown
+field is an error. Then the checks no schema makes (volumes, QoS, hugepages, NADs, networks).
+Every error names the object, the path in it and what is wrong.
+
+Exit codes: 0 valid, 1 invalid, 64 usage, 125 skipped (no schemas folder or no kubectl).
+"""
+
+import argparse
+import copy
+import gzip
+import json
+import re
+import shutil
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+SKIP = 125  # ctest's SKIP_RETURN_CODE for these tests (ccache's convention)
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_SCHEMAS = REPO.parent / "shared" / "schemas"
+
+# Kubernetes' quantity grammar (k8s.io/apimachinery/pkg/api/resource, the OpenAPI pattern it
+# publishes for Quantity); YAML may also give a plain number, which the API server accepts.
+QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+# Definitions the API server treats as opaque JSON, whatever their schema says.
+OPAQUE = {
+    "io.k8s.apimachinery.pkg.apis.meta.v1.FieldsV1",
+    "io.k8s.apimachinery.pkg.runtime.RawExtension",
+    "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSON",
+}
+POD_TEMPLATE_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
+
+
+class Error(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- schemas
+
+def close(schema):
+    """Makes a schema strict the way the API server's field validation is: an object schema that
+    neither allows additional properties nor preserves unknown fields is closed; int-or-string
+    and nullable are spelled out for jsonschema."""
+    if isinstance(schema, list):
+        return [close(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    s = dict(schema)
+    if s.get("x-kubernetes-int-or-string") or s.get("format") == "int-or-string":
+        s.pop("type", None)
+        s.pop("format", None)
+        s["type"] = ["integer", "string"]
+    if "properties" in s:
+        s["properties"] = {k: close(v) for k, v in s["properties"].items()}
+    for key in ("items", "additionalProperties", "not"):
+        if isinstance(s.get(key), (dict, list)):
+            s[key] = close(s[key])
+    for key in ("allOf", "anyOf", "oneOf"):
+        if key in s:
+            s[key] = close(s[key])
+    is_object = s.get("type") == "object" or "properties" in s
+    if is_object and "additionalProperties" not in s and not s.get("x-kubernetes-preserve-unknown-fields"):
+        s["additionalProperties"] = False
+    if s.get("nullable") and isinstance(s.get("type"), str):
+        s["type"] = [s["type"], "null"]
+    return s
+
+
+def close_definitions(defs):
+    out = {}
+    for name, d in defs.items():
+        if name in OPAQUE:
+            out[name] = {}
+        elif name == "io.k8s.apimachinery.pkg.api.resource.Quantity":
+            out[name] = {"type": ["string", "number"], "pattern": QUANTITY}
+        elif name == "io.k8s.apimachinery.pkg.util.intstr.IntOrString":
+            out[name] = {"type": ["integer", "string"]}
+        else:
+            out[name] = close(d)
+    return out
+
+
+class Schemas:
+    """The API schemas, read in place from the schemas folder."""
+
+    def __init__(self, folder: Path):
+        with gzip.open(folder / "k8s-1.32-swagger.json.gz", "rt") as f:
+            k8s = json.load(f)
+        self.k8s_defs = close_definitions(k8s["definitions"])
+        self.by_gvk = {}  # (apiVersion, kind) -> (definitions, name)
+        for name, d in k8s["definitions"].items():
+            for gvk in d.get("x-kubernetes-group-version-kind", []):
+                api = f"{gvk['group']}/{gvk['version']}" if gvk["group"] else gvk["version"]
+                self.by_gvk[(api, gvk["kind"])] = (self.k8s_defs, name)
+        with gzip.open(folder / "openshift-api-openapi.json.gz", "rt") as f:
+            self.os_defs = close_definitions(json.load(f)["definitions"])
+        # CRDs: the root's apiVersion, kind and metadata are the API server's, not the CRD's.
+        meta = {"$ref": "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}
+        for path in sorted(folder.glob("*.yaml")):
+            for crd in yaml.safe_load_all(path.read_text()):
+                if not crd or crd.get("kind") != "CustomResourceDefinition":
+                    continue
+                group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+                for version in crd["spec"]["versions"]:
+                    root = copy.deepcopy(version["schema"]["openAPIV3Schema"])
+                    root.setdefault("properties", {})
+                    root["properties"].update(apiVersion={"type": "string"}, kind={"type": "string"}, metadata=meta)
+                    defs = dict(self.k8s_defs)
+                    name = f"crd.{group}.{version['name']}.{kind}"
+                    defs[name] = close(root)
+                    self.by_gvk[(f"{group}/{version['name']}", kind)] = (defs, name)
+
+    def lookup(self, api, kind):
+        if (api, kind) in self.by_gvk:
+            return self.by_gvk[(api, kind)]
+        # OpenShift's document carries no x-kubernetes-group-version-kind: its names are
+        # com.github.openshift.api.<pkg>.<version>.<Kind> for <pkg>.openshift.io/<version>.
+        m = re.fullmatch(r"([a-z]+)\.openshift\.io/(v[0-9a-z]+)", api or "")
+        if m:
+            name = f"com.github.openshift.api.{m.group(1)}.{m.group(2)}.{kind}"
+            if name in self.os_defs:
+                return self.os_defs, name
+        return None
+
+
+def json_path(parts):
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else f".{p}"
+    return out or "."
+
+
+def schema_errors(schemas, obj):
+    found = schemas.lookup(obj.get("apiVersion"), obj.get("kind"))
+    if not found:
+        return [(".", f"no schema for apiVersion {obj.get('apiVersion')!r} kind {obj.get('kind')!r}")]
+    defs, name = found
+    validator = jsonschema.Draft4Validator({"$ref": f"#/definitions/{name}", "definitions": defs})
+    out = []
+    for e in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path))):
+        path = list(e.absolute_path)
+        if e.validator == "additionalProperties" and e.validator_value is False:
+            for field in sorted(set(e.instance) - set(e.schema.get("properties", {}))):
+                out.append((json_path(path + [field]), "unknown field"))
+            continue
+        if e.validator == "pattern" and e.validator_value == QUANTITY:
+            out.append((json_path(path), f"{e.instance!r} is not a quantity (such as 500m, 2, 1Gi)"))
+            continue
+        if e.validator == "enum":
+            out.append((json_path(path), f"{e.instance!r} is not one of {e.validator_value}"))
+            continue
+        out.append((json_path(path), e.message))
+    return out
+
+
+# ---------------------------------------------------------------- the project's own checks
+
+def quantity(value):
+    """A Kubernetes quantity as a Decimal (1Gi, 500m, 2, 1e3)."""
+    m = re.fullmatch(QUANTITY, str(value))
+    if not m:
+        raise ValueError(f"{value!r} is not a quantity")
+    suffixes = {"": 1, "m": Decimal("0.001"), "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
+                "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+    number, suffix = m.groups()
+    if suffix and suffix[0] in "eE" and suffix not in suffixes:
+        return Decimal(number) * Decimal(10) ** int(suffix[1:])
+    if suffix not in suffixes:
+        raise ValueError(f"{value!r} has an unknown suffix {suffix!r}")
+    return Decimal(number) * Decimal(suffixes[suffix])
+
+
+def pod_spec(obj):
+    """(path, pod spec) of a Pod or a workload's template, or None."""
+    if obj.get("kind") == "Pod":
+        return ".spec", obj.get("spec") or {}
+    if obj.get("kind") in POD_TEMPLATE_KINDS:
+        return ".spec.template.spec", ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return None
+
+
+def pod_annotations(obj):
+    if obj.get("kind") == "Pod":
+        return (obj.get("metadata") or {}).get("annotations") or {}, ".metadata.annotations"
+    tmpl = (obj.get("spec") or {}).get("template") or {}
+    return (tmpl.get("metadata") or {}).get("annotations") or {}, ".spec.template.metadata.annotations"
+
+
+def containers(path, spec):
+    for group in ("initContainers", "containers"):
+        for i, c in enumerate(spec.get(group) or []):
+            yield f"{path}.{group}[{i}]", group, c
+
+
+def check_volume_mounts(obj, objects):
+    """Every volumeMount names a volume of the pod (or a volumeClaimTemplate of the StatefulSet)."""
+    found = pod_spec(obj)
+    if not found:
+        return []
+    path, spec = found
+    names = {v.get("name") for v in spec.get("volumes") or []}
+    names |= {(t.get("metadata") or {}).get("name") for t in (obj.get("spec") or {}).get("volumeClaimTemplates") or []}
+    out = []
+    for cpath, _, c in containers(path, spec):
+        for j, m in enumerate(c.get("volumeMounts") or []):
+            if m.get("name") not in names:
+                out.append((f"{cpath}.volumeMounts[{j}].name", f"names no volume: {m.get('name')!r}"))
+    return out
+
+
+def check_guaranteed_qos(obj, objects):
+    """Guaranteed QoS: cpu and memory requests equal limits in every container, init containers
+    included; the main containers' CPUs are whole, so the static CPU manager pins them."""
+    found = pod_spec(obj)
+    if not found:
+        return []
+    path, spec = found
+    out = []
+    for cpath, group, c in containers(path, spec):
+        res = c.get("resources") or {}
+        req, lim = res.get("requests") or {}, res.get("limits") or {}
+        for r in ("cpu", "memory"):
+            if r not in lim:
+                out.append((f"{cpath}.resources.limits", f"no {r} limit: the pod is not Guaranteed QoS"))
+            elif r in req and quantity(req[r]) != quantity(lim[r]):
+                out.append((f"{cpath}.resources.requests.{r}",
+                            f"{req[r]} differs from the limit {lim[r]}: the pod is not Guaranteed QoS"))
+        if group == "containers" and "cpu" in lim and quantity(lim["cpu"]) % 1 != 0:
+            out.append((f"{cpath}.resources.limits.cpu", f"{lim['cpu']} is not a whole number of CPUs"))
+    return out
+
+
+def check_hugepages(obj, objects):
+    """hugepages-<size> requests equal limits, and each hugepages emptyDir's medium is a size
+    the pod requests (the kubelet refuses the pod otherwise)."""
+    found = pod_spec(obj)
+    if not found:
+        return []
+    path, spec = found
+    out, sizes = [], set()
+    for cpath, _, c in containers(path, spec):
+        res = c.get("resources") or {}
+        req, lim = res.get("requests") or {}, res.get("limits") or {}
+        for r in sorted(set(req) | set(lim)):
+            if not r.startswith("hugepages-"):
+                continue
+            sizes.add(r[len("hugepages-"):])
+            if r not in req or r not in lim or quantity(req[r]) != quantity(lim[r]):
+                out.append((f"{cpath}.resources", f"{r} requests ({req.get(r)}) and limits ({lim.get(r)}) differ"))
+    for i, v in enumerate(spec.get("volumes") or []):
+        medium = (v.get("emptyDir") or {}).get("medium", "")
+        if not medium.startswith("HugePages"):
+            continue
+        size = medium[len("HugePages-"):] if medium.startswith("HugePages-") else None
+        if size is None and len(sizes) != 1:
+            out.append((f"{path}.volumes[{i}].emptyDir.medium",
+                        f"medium HugePages needs exactly one hugepages size requested, the pod requests {sorted(sizes)}"))
+        elif size is not None and size not in sizes:
+            out.append((f"{path}.volumes[{i}].emptyDir.medium",
+                        f"{medium} but the pod requests no hugepages-{size} (it requests {sorted(sizes) or 'none'})"))
+    return out
+
+
+def provided_resources(objects):
+    """Resource names the SR-IOV device plugin's ConfigMaps and the SR-IOV operator's policies
+    provide, as a pod requests them (prefix/name)."""
+    out = set()
+    for o in objects:
+        if o.get("kind") == "ConfigMap":
+            raw = (o.get("data") or {}).get("config.json")
+            try:
+                config = json.loads(raw) if raw else None
+            except json.JSONDecodeError:
+                config = None
+            if isinstance(config, dict):
+                for r in config.get("resourceList") or []:
+                    out.add(f"{r.get('resourcePrefix', 'intel.com')}/{r.get('resourceName')}")
+        elif o.get("kind") == "SriovNetworkNodePolicy":
+            out.add(f"openshift.io/{(o.get('spec') or {}).get('resourceName')}")
+    return out
+
+
+def on_off(config, key, out, where):
+    if key in config and config[key] not in ("on", "off"):
+        out.append((where, f"{key} is {config[key]!r}, must be \"on\" or \"off\""))
+
+
+def vlan_range(value, out, where):
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 4094:
+        out.append((where, f"vlan {value!r} is not in 0-4094"))
+
+
+def check_network_attachments(obj, objects):
+    """A NAD's spec.config is JSON with what its CNI type needs, and its resourceName annotation
+    names a resource some device-plugin config or SriovNetworkNodePolicy provides; a
+    SriovNetwork's resourceName likewise."""
+    out = []
+    if obj.get("kind") == "SriovNetwork":
+        name = f"openshift.io/{(obj.get('spec') or {}).get('resourceName')}"
+        if name not in provided_resources(objects):
+            out.append((".spec.resourceName", f"{name} is provided by no SriovNetworkNodePolicy"))
+        return out
+    if obj.get("kind") != "NetworkAttachmentDefinition":
+        return out
+    where = ".spec.config"
+    try:
+        config = json.loads((obj.get("spec") or {}).get("config") or "")
+    except json.JSONDecodeError as e:
+        return [(where, f"is not JSON: {e}")]
+    if not isinstance(config, dict):
+        return [(where, "is not a JSON object")]
+    for key in ("cniVersion", "type"):
+        if key not in config:
+            out.append((where, f"has no {key!r}"))
+    resource = ((obj.get("metadata") or {}).get("annotations") or {}).get("k8s.v1.cni.cncf.io/resourceName")
+    kind = config.get("type")
+    if kind == "sriov":
+        on_off(config, "spoofchk", out, where)
+        on_off(config, "trust", out, where)
+        if "vlan" in config:
+            vlan_range(config["vlan"], out, where)
+        if not resource and "deviceID" not in config:
+            out.append((".metadata.annotations", "a sriov network needs the k8s.v1.cni.cncf.io/resourceName annotation"))
+    elif kind == "host-device":
+        if not resource and not any(k in config for k in ("device", "hwaddr", "kernelpath", "pciBusID")):
+            out.append((where, "a host-device network names no device and has no resourceName annotation"))
+    if resource and resource not in provided_resources(objects):
+        out.append((".metadata.annotations.k8s.v1.cni.cncf.io/resourceName",
+                    f"{resource} is provided by no device-plugin config or SriovNetworkNodePolicy"))
+    return out
+
+
+def requested_networks(value):
+    """(namespace or None, name) of each network in a k8s.v1.cni.cncf.io/networks annotation:
+    a JSON list of selection elements, or comma-separated [namespace/]name[@interface]."""
+    value = value.strip()
+    if value.startswith("["):
+        return [(n.get("namespace"), n.get("name")) for n in json.loads(value)]
+    out = []
+    for item in filter(None, (s.strip() for s in value.split(","))):
+        item = item.split("@")[0]
+        ns, _, name = item.rpartition("/")
+        out.append((ns or None, name))
+    return out
+
+
+def check_pod_networks(obj, objects):
+    """Each network the pod's annotation asks for exists (a NAD, or a SriovNetwork that makes one
+    in the pod's namespace), and the pod requests a device of each network's resource."""
+    found = pod_spec(obj)
+    if not found:
+        return []
+    path, spec = found
+    annotations, apath = pod_annotations(obj)
+    value = annotations.get("k8s.v1.cni.cncf.io/networks")
+    if not value:
+        return []
+    where = f"{apath}.k8s.v1.cni.cncf.io/networks"
+    try:
+        wanted = requested_networks(value)
+    except (json.JSONDecodeError, AttributeError) as e:
+        return [(where, f"is not a network selection: {e}")]
+    pod_ns = (obj.get("metadata") or {}).get("namespace") or "default"
+    known = {}  # (namespace, name) -> resource name or None
+    for o in objects:
+        meta = o.get("metadata") or {}
+        if o.get("kind") == "NetworkAttachmentDefinition":
+            known[(meta.get("namespace") or "default", meta.get("name"))] = \
+                (meta.get("annotations") or {}).get("k8s.v1.cni.cncf.io/resourceName")
+        elif o.get("kind") == "SriovNetwork":
+            s = o.get("spec") or {}
+            known[(s.get("networkNamespace") or meta.get("namespace"), meta.get("name"))] = \
+                f"openshift.io/{s.get('resourceName')}"
+    needed = {}
+    out = []
+    for ns, name in wanted:
+        key = (ns or pod_ns, name)
+        if key not in known:
+            out.append((where, f"asks for network {key[0]}/{key[1]}, which no NetworkAttachmentDefinition or SriovNetwork defines"))
+        elif known[key]:
+            needed[known[key]] = needed.get(known[key], 0) + 1
+    for resource, count in sorted(needed.items()):
+        for cpath, group, c in containers(path, spec):
+            if group != "containers":
+                continue
+            have = ((c.get("resources") or {}).get("limits") or {}).get(resource, 0)
+            if quantity(have) < count:
+                out.append((f"{cpath}.resources.limits",
+                            f"requests {have} {resource} but the networks annotation attaches {count}"))
+    return out
+
+
+CHECKS = [check_volume_mounts, check_guaranteed_qos, check_hugepages, check_network_attachments, check_pod_networks]
+
+
+# ---------------------------------------------------------------- driver
+
+def validate(schemas, objects):
+    """Every error as 'Kind/name: path: problem'."""
+    errors = []
+    for obj in objects:
+        who = f"{obj.get('kind')}/{(obj.get('metadata') or {}).get('name')}"
+        problems = schema_errors(schemas, obj)
+        for check in CHECKS:
+            try:
+                problems += check(obj, objects)
+            except ValueError as e:  # a quantity that does not parse: the schema said where
+                if not problems:
+                    problems.append((".", f"{check.__name__}: {e}"))
+        errors += [f"{who}: {p}: {msg}" for p, msg in problems]
+    return errors
+
+
+def render(overlay):
+    kubectl = shutil.which("kubectl")
+    if not kubectl:
+        print("validate: skipped: kubectl is not installed (it renders the overlays with kustomize)")
+        sys.exit(SKIP)
+    r = subprocess.run([kubectl, "kustomize", str(overlay)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise Error(f"kubectl kustomize {overlay} failed: {r.stderr.strip()}")
+    return [o for o in yaml.safe_load_all(r.stdout) if o]
+
+
+def expect_reject(schemas, folder):
+    """Each *.yaml in folder begins with '# expect: <message>'; the validator must reject it,
+    and every error it reports must contain that message."""
+    fixtures = sorted(folder.glob("*.yaml"))
+    if not fixtures:
+        raise Error(f"{folder}: no fixtures (*.yaml)")
+    failed = 0
+    for f in fixtures:
+        first = f.read_text().splitlines()[0]
+        m = re.fullmatch(r"# expect: (.+)", first)
+        if not m:
+            raise Error(f"{f}: the first line must be '# expect: <message>'")
+        errors = validate(schemas, [o for o in yaml.safe_load_all(f.read_text()) if o])
+        # Each fixture breaks one thing: the expected error, and no other, so a fixture that
+        # is rejected for a reason it was not written for fails too.
+        others = [e for e in errors if m.group(1) not in e]
+        if errors and not others:
+            print(f"rejected {f.name}: {errors[0]}")
+        else:
+            failed += 1
+            print(f"NOT REJECTED AS EXPECTED {f.name}: want only errors saying {m.group(1)!r}; got: {errors or 'none'}")
+    print(f"{len(fixtures) - failed} of {len(fixtures)} broken fixtures rejected")
+    return 1 if failed else 0
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        print(f"validate.py: {message}", file=sys.stderr)
+        sys.exit(64)  # EX_USAGE, as the project's binaries
+
+
+def main():
+    p = Parser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--schemas", type=Path, default=DEFAULT_SCHEMAS,
+                   help=f"the API schemas folder (default: {DEFAULT_SCHEMAS})")
+    p.add_argument("--expect-reject", type=Path, metavar="DIR", help="fixtures that must be rejected")
+    p.add_argument("overlay", type=Path, nargs="?", help="a kustomize directory to render and validate")
+    args = p.parse_args()
+    if bool(args.overlay) == bool(args.expect_reject):
+        p.error("give an overlay or --expect-reject DIR")
+    if not (args.schemas / "k8s-1.32-swagger.json.gz").is_file():
+        print(f"validate: skipped: no API schemas in {args.schemas} (the folder CI provides beside the repository)")
+        return SKIP
+    try:
+        schemas = Schemas(args.schemas)
+        if args.expect_reject:
+            return expect_reject(schemas, args.expect_reject)
+        objects = render(args.overlay)
+        errors = validate(schemas, objects)
+    except Error as e:
+        print(f"validate: {e}", file=sys.stderr)
+        return 1
+    for e in errors:
+        print(e)
+    kinds = ", ".join(sorted({f"{o['kind']}" for o in objects}))
+    if errors:
+        print(f"{args.overlay}: {len(errors)} errors in {len(objects)} objects")
+        return 1
+    print(f"{args.overlay}: {len(objects)} objects valid ({kinds})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
