@@ -22,6 +22,9 @@ packages=(
   qemu-system-x86 busybox-static
   # the firewall's veth test: namespaces, veth pairs, TX checksum offload off
   iproute2 ethtool
+  # the deploy validation (tests/deploy/validate.py): YAML and JSON Schema; it renders with
+  # kubectl kustomize, which Debian does not package (the tests skip without kubectl)
+  python3-yaml python3-jsonschema
   # libFuzzer for the firewall's packet parser (ci/fuzz.sh)
   clang libclang-rt-14-dev
 )
