@@ -402,7 +402,33 @@ def check_pod_networks(obj, objects):
     return out
 
 
-CHECKS = [check_volume_mounts, check_guaranteed_qos, check_hugepages, check_network_attachments, check_pod_networks]
+def built_images():
+    return sorted(p.name[:-len(".Containerfile")] for p in (REPO / "images").glob("*.Containerfile"))
+
+
+def image_name(image):
+    """The image's name without registry, path, tag or digest: quay.io/x/kmodkit/firewall:1 -> firewall."""
+    image = image.split("@")[0]
+    last = image.rsplit("/", 1)[-1]
+    return last.split(":")[0]
+
+
+def check_images(obj, objects):
+    """Every container runs an image built from images/ (its name, wherever a site pushed it,
+    is a Containerfile's), so no step runs something CI never built."""
+    found = pod_spec(obj)
+    if not found:
+        return []
+    path, spec = found
+    known = built_images()
+    out = []
+    for cpath, _, c in containers(path, spec):
+        if image_name(c.get("image") or "") not in known:
+            out.append((f"{cpath}.image", f"{c.get('image')!r} is built by no images/*.Containerfile ({', '.join(known)})"))
+    return out
+
+
+CHECKS = [check_images, check_volume_mounts, check_guaranteed_qos, check_hugepages, check_network_attachments, check_pod_networks]
 
 
 # ---------------------------------------------------------------- driver
