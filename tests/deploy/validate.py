@@ -428,7 +428,51 @@ def check_images(obj, objects):
     return out
 
 
-CHECKS = [check_images, check_volume_mounts, check_guaranteed_qos, check_hugepages, check_network_attachments, check_pod_networks]
+# The pipeline's steps in the order they must run (docs/ARCHITECTURE.md, "The pipeline"):
+# each reads what the one before wrote, and bind needs the module load loaded.
+PIPELINE = ["init-modules", "seed-data", "kmod-builder build", "kmod-builder load", "kmod-builder bind"]
+
+
+def step(c):
+    name = image_name(c.get("image") or "")
+    if name == "kmod-builder":
+        args = c.get("args") or c.get("command") or []
+        sub = args[0] if args and not str(args[0]).startswith("-") else "build"
+        return f"kmod-builder {sub}"
+    return name
+
+
+def check_init_order(obj, objects):
+    """The init containers run the pipeline in its order (a strategic merge patch that names an
+    init container moves it first, which no schema notices)."""
+    found = pod_spec(obj)
+    if not found:
+        return []
+    path, spec = found
+    seen = [(i, step(c)) for i, c in enumerate(spec.get("initContainers") or []) if step(c) in PIPELINE]
+    out = []
+    for (i, a), (j, b) in zip(seen, seen[1:]):
+        if PIPELINE.index(a) > PIPELINE.index(b):
+            out.append((f"{path}.initContainers[{j}]", f"{b} runs after {a} (initContainers[{i}]); the pipeline's order is {' -> '.join(PIPELINE)}"))
+    return out
+
+
+def check_security_context(obj, objects):
+    """What the API server's validation refuses beyond the schema: a privileged container
+    whose allowPrivilegeEscalation is false (privileged implies it)."""
+    found = pod_spec(obj)
+    if not found:
+        return []
+    path, spec = found
+    out = []
+    for cpath, _, c in containers(path, spec):
+        sc = c.get("securityContext") or {}
+        if sc.get("privileged") and sc.get("allowPrivilegeEscalation") is False:
+            out.append((f"{cpath}.securityContext", "privileged with allowPrivilegeEscalation false, which the API server refuses"))
+    return out
+
+
+CHECKS = [check_images, check_init_order, check_security_context, check_volume_mounts, check_guaranteed_qos, check_hugepages, check_network_attachments, check_pod_networks]
 
 
 # ---------------------------------------------------------------- driver
