@@ -15,6 +15,7 @@ Exit codes: 0 valid, 1 invalid, 64 usage, 125 skipped (no schemas folder or no k
 
 import argparse
 import copy
+import functools
 import gzip
 import json
 import re
@@ -204,12 +205,19 @@ def containers(path, spec):
             yield f"{path}.{group}[{i}]", group, c
 
 
-def check_volume_mounts(obj, objects):
+def pod_check(check):
+    """Makes check(obj, objects, path, spec) a check of every object with a pod spec (a Pod, or a
+    workload's template; `path` is where the spec is), giving no error for other objects."""
+    @functools.wraps(check)
+    def run(obj, objects):
+        found = pod_spec(obj)
+        return check(obj, objects, *found) if found else []
+    return run
+
+
+@pod_check
+def check_volume_mounts(obj, objects, path, spec):
     """Every volumeMount names a volume of the pod (or a volumeClaimTemplate of the StatefulSet)."""
-    found = pod_spec(obj)
-    if not found:
-        return []
-    path, spec = found
     names = {v.get("name") for v in spec.get("volumes") or []}
     names |= {(t.get("metadata") or {}).get("name") for t in (obj.get("spec") or {}).get("volumeClaimTemplates") or []}
     out = []
@@ -220,13 +228,10 @@ def check_volume_mounts(obj, objects):
     return out
 
 
-def check_guaranteed_qos(obj, objects):
+@pod_check
+def check_guaranteed_qos(obj, objects, path, spec):
     """Guaranteed QoS: cpu and memory requests equal limits in every container, init containers
     included; the main containers' CPUs are whole, so the static CPU manager pins them."""
-    found = pod_spec(obj)
-    if not found:
-        return []
-    path, spec = found
     out = []
     for cpath, group, c in containers(path, spec):
         res = c.get("resources") or {}
@@ -242,13 +247,10 @@ def check_guaranteed_qos(obj, objects):
     return out
 
 
-def check_hugepages(obj, objects):
+@pod_check
+def check_hugepages(obj, objects, path, spec):
     """hugepages-<size> requests equal limits, and each hugepages emptyDir's medium is a size
     the pod requests (the kubelet refuses the pod otherwise)."""
-    found = pod_spec(obj)
-    if not found:
-        return []
-    path, spec = found
     out, sizes = [], set()
     for cpath, _, c in containers(path, spec):
         res = c.get("resources") or {}
@@ -356,13 +358,10 @@ def requested_networks(value):
     return out
 
 
-def check_pod_networks(obj, objects):
+@pod_check
+def check_pod_networks(obj, objects, path, spec):
     """Each network the pod's annotation asks for exists (a NAD, or a SriovNetwork that makes one
     in the pod's namespace), and the pod requests a device of each network's resource."""
-    found = pod_spec(obj)
-    if not found:
-        return []
-    path, spec = found
     annotations, apath = pod_annotations(obj)
     value = annotations.get("k8s.v1.cni.cncf.io/networks")
     if not value:
@@ -413,13 +412,10 @@ def image_name(image):
     return last.split(":")[0]
 
 
-def check_images(obj, objects):
+@pod_check
+def check_images(obj, objects, path, spec):
     """Every container runs an image built from images/ (its name, wherever a site pushed it,
     is a Containerfile's), so no step runs something CI never built."""
-    found = pod_spec(obj)
-    if not found:
-        return []
-    path, spec = found
     known = built_images()
     out = []
     for cpath, _, c in containers(path, spec):
@@ -442,13 +438,10 @@ def step(c):
     return name
 
 
-def check_init_order(obj, objects):
+@pod_check
+def check_init_order(obj, objects, path, spec):
     """The init containers run the pipeline in its order (a strategic merge patch that names an
     init container moves it first, which no schema notices)."""
-    found = pod_spec(obj)
-    if not found:
-        return []
-    path, spec = found
     seen = [(i, step(c)) for i, c in enumerate(spec.get("initContainers") or []) if step(c) in PIPELINE]
     out = []
     for (i, a), (j, b) in zip(seen, seen[1:]):
@@ -457,13 +450,10 @@ def check_init_order(obj, objects):
     return out
 
 
-def check_security_context(obj, objects):
+@pod_check
+def check_security_context(obj, objects, path, spec):
     """What the API server's validation refuses beyond the schema: a privileged container
     whose allowPrivilegeEscalation is false (privileged implies it)."""
-    found = pod_spec(obj)
-    if not found:
-        return []
-    path, spec = found
     out = []
     for cpath, _, c in containers(path, spec):
         sc = c.get("securityContext") or {}
@@ -490,14 +480,13 @@ def binary_options(binary, subcommand):
     return _help_cache[key]
 
 
-def check_binaries(obj, objects):
+@pod_check
+def check_binaries(obj, objects, path, spec):
     """The manifests match the binaries: each container's subcommand, flags and KMODKIT_*
     variables are ones its binary's --help lists, so a renamed option fails here, not in a pod.
     (The binary ignores an unknown variable: only this check notices a misspelt one.)"""
-    found = pod_spec(obj)
-    if not found or not BINARIES:
+    if not BINARIES:
         return []
-    path, spec = found
     out = []
     for cpath, _, c in containers(path, spec):
         name = image_name(c.get("image") or "")
