@@ -57,6 +57,15 @@ Run run_apt(const Repo& repo, const std::string& line, const fs::path& volume, s
   return test::run_init_modules(base_args(repo, volume) + std::vector<std::string>{"--sources", "apt", "--repo", line} + extra);
 }
 
+// The apt source run against `repo` as it is now, served over HTTP, onto a new volume `<tmp>/vol`;
+// `url` gets the server's address.
+Run run_served(const Repo& repo, const fs::path& tmp, std::string* url = nullptr) {
+  HttpServer server(repo.root);
+  if (url != nullptr) *url = server.url();
+  fs::create_directories(tmp / "vol");
+  return run_apt(repo, repo.line(server), tmp / "vol");
+}
+
 // Nothing of the kernel is visible in the volume: no manifest, no headers, staging empty.
 void check_nothing_visible(const fs::path& volume, const std::string& kver) {
   CHECK_FALSE(fs::exists(volume / ".kmodkit/kernels" / (kver + ".json")));
@@ -226,10 +235,8 @@ TEST_CASE("an index that does not match the Release file is refused with exit 65
   test::write_file(packages, test::read_file(packages) + "\n");
   auto xz = subprocess::run({"xz", "-kf", packages.string()});
   REQUIRE((xz && xz->ok()));
-  HttpServer server(repo.root);
   TempDir tmp;
-  fs::create_directories(tmp / "vol");
-  auto run = run_apt(repo, repo.line(server), tmp / "vol");
+  auto run = run_served(repo, tmp.path);
   INFO(run.output);
   CHECK(run.code == 65);
   CHECK_THAT(run.last_line, Catch::Contains("Packages.xz: SHA256 mismatch: the Release file says"));
@@ -244,13 +251,12 @@ TEST_CASE("a corrupt Packages.xz is reported as a checksum mismatch naming its U
   auto bytes = test::read_file(xz);
   for (size_t i = bytes.size() / 2; i < bytes.size() / 2 + 64; ++i) bytes[i] = static_cast<char>(bytes[i] ^ 0x5a);
   test::write_file(xz, bytes);
-  HttpServer server(repo.root);
   TempDir tmp;
-  fs::create_directories(tmp / "vol");
-  auto run = run_apt(repo, repo.line(server), tmp / "vol");
+  std::string url;
+  auto run = run_served(repo, tmp.path, &url);
   INFO(run.output);
   CHECK(run.code == 65);
-  CHECK_THAT(run.last_line, Catch::Contains(server.url() + "/dists/stable/main/binary-amd64/Packages.xz: SHA256 mismatch: the Release file says") &&
+  CHECK_THAT(run.last_line, Catch::Contains(url + "/dists/stable/main/binary-amd64/Packages.xz: SHA256 mismatch: the Release file says") &&
                                 !Catch::Contains("Lzma"));
   check_nothing_visible(tmp / "vol", repo.kver);
 }
@@ -262,10 +268,8 @@ TEST_CASE("a package that does not match its index is refused with exit 65 and n
   auto bytes = test::read_file(deb);
   bytes[bytes.size() - 10] ^= 0x55;
   test::write_file(deb, bytes);
-  HttpServer server(repo.root);
   TempDir tmp;
-  fs::create_directories(tmp / "vol");
-  auto run = run_apt(repo, repo.line(server), tmp / "vol");
+  auto run = run_served(repo, tmp.path);
   INFO(run.output);
   CHECK(run.code == 65);
   CHECK_THAT(run.last_line, Catch::Contains(deb.filename().string()));

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <ranges>
 #include <regex>
 #include <nlohmann/json.hpp>
@@ -92,6 +93,20 @@ size_t lines_with(const std::string& output, std::initializer_list<std::string_v
     if (std::all_of(needles.begin(), needles.end(), [&](std::string_view w) { return text.find(w) != std::string_view::npos; })) ++n;
   }
   return n;
+}
+
+// What the exit-73 message of a seed that does not fit says: the volume, the bytes the seed
+// needs and the bytes free; nullopt when the output holds no such message.
+struct NoRoom {
+  std::string volume;
+  unsigned long long needed = 0, free = 0;
+};
+std::optional<NoRoom> no_room(const std::string& output) {
+  static const std::regex said("the volume (\\S+) has no room for this seed: it needs ([0-9]+) bytes \\([^)]*\\), "
+                               "([0-9]+) are free \\([^)]*\\); nothing on the volume changed");
+  std::smatch m;
+  if (!std::regex_search(output, m, said)) return std::nullopt;
+  return NoRoom{m[1], std::stoull(m[2]), std::stoull(m[3])};
 }
 
 }  // namespace
@@ -464,14 +479,12 @@ TEST_CASE("read-only and full volumes are exit 73 with nothing half-written, and
   INFO(full->output);
   CHECK_THAT(full->output, Catch::Contains("RC=73") && Catch::Contains("No space left on device"));
   // The message names the volume, what the seed needs and what is free, and that nothing changed.
-  std::smatch said;
-  REQUIRE(std::regex_search(full->output, said,
-                            std::regex("the volume (\\S+) has no room for this seed: it needs ([0-9]+) bytes \\([^)]*\\), "
-                                       "([0-9]+) are free \\([^)]*\\); nothing on the volume changed")));
-  CHECK(said[1] == img.data.string());
-  CHECK(std::stoull(said[2]) >= (3u << 20));
-  CHECK(std::stoull(said[3]) <= (2u << 20));
-  CHECK(std::stoull(said[3]) > 0);
+  const auto said = no_room(full->output);
+  REQUIRE(said);
+  CHECK(said->volume == img.data.string());
+  CHECK(said->needed >= (3u << 20));
+  CHECK(said->free <= (2u << 20));
+  CHECK(said->free > 0);
   const auto listed = full->output.substr(full->output.find("RC=73"));
   CHECK_THAT(listed.substr(0, listed.find("LISTED")), !Catch::Contains("etc") && !Catch::Contains("seed."));
   CHECK_THAT(full->output, Catch::Contains("RC2=0") && Catch::Contains("big.bin"));
@@ -495,13 +508,11 @@ TEST_CASE("a merge that does not fit the volume is exit 73 saying what it needs,
   REQUIRE(full);
   INFO(full->output);
   REQUIRE_THAT(full->output, Catch::Contains("SEEDED") && Catch::Contains("RC=73"));
-  std::smatch said;
-  REQUIRE(std::regex_search(full->output, said,
-                            std::regex("the volume (\\S+) has no room for this seed: it needs ([0-9]+) bytes \\([^)]*\\), "
-                                       "([0-9]+) are free \\([^)]*\\); nothing on the volume changed")));
-  CHECK(said[1] == data);
-  CHECK(std::stoull(said[2]) >= (3u << 20));
-  CHECK(std::stoull(said[3]) < (2u << 20));
+  const auto said = no_room(full->output);
+  REQUIRE(said);
+  CHECK(said->volume == data);
+  CHECK(said->needed >= (3u << 20));
+  CHECK(said->free < (2u << 20));
   const auto listed = full->output.substr(full->output.find("RC=73"));
   CHECK(listed.substr(listed.find('\n') + 1, listed.find("LISTED") - listed.find('\n') - 1).empty());
   const std::string before = test::read_file(img.tmp / "before");
