@@ -11,6 +11,7 @@
 #include "kmodkit/log.hpp"
 #include "kmodkit/progress.hpp"
 #include "kmodkit/text.hpp"
+#include "kmodkit/volume.hpp"
 
 namespace kmodkit::init {
 namespace {
@@ -133,7 +134,7 @@ Result<void> run(const Config& cfg) {
       m.location = answer->location;
       m.packages = answer->packages;
       m.headers = answer->headers.dir;
-      m.modules = layout::has_modules_tree(root, kver) ? layout::modules_dir(kver) : "";
+      m.modules = layout::has_modules_tree(root, kver) ? volume::modules_dir(kver) : "";
       m.files = held.files;
       m.bytes = held.bytes;
       m.created = text::utc_now_rfc3339();

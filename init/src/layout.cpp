@@ -7,6 +7,7 @@
 #include "kmodkit/text.hpp"
 #include "kmodkit/log.hpp"
 #include "kmodkit/subprocess.hpp"
+#include "kmodkit/volume.hpp"
 
 namespace kmodkit::init::layout {
 namespace {
@@ -59,7 +60,7 @@ Headers find_headers(const fs::path& root_in, std::string_view kver) {
   const fs::path root = fs::canonical(root_in, ec);
   if (ec) return h;
   std::vector<fs::path> candidates;
-  const fs::path build = root / modules_dir(kver) / "build";
+  const fs::path build = root / volume::modules_dir(kver) / "build";
   if (fs::is_symlink(build, ec) || fs::is_directory(build, ec)) {
     auto target = fs::weakly_canonical(build, ec);
     if (!ec && inside(root, target)) candidates.push_back(target);
@@ -81,18 +82,18 @@ Headers find_headers(const fs::path& root_in, std::string_view kver) {
 
 bool has_modules_tree(const fs::path& root, std::string_view kver) {
   std::error_code ec;
-  const fs::path dir = root / modules_dir(kver);
+  const fs::path dir = root / volume::modules_dir(kver);
   return fs::exists(dir / "modules.order", ec) || fs::exists(dir / "modules.dep", ec) ||
          fs::is_directory(dir / "kernel", ec);
 }
 
 Result<void> finish(const fs::path& root, std::string_view kver, const Headers& headers) {
   auto logger = log::get("init.layout");
-  const fs::path mod_dir = root / modules_dir(kver);
+  const fs::path mod_dir = root / volume::modules_dir(kver);
   KK_TRY(files::make_dirs(mod_dir));
 
   // usr/lib/modules/<kver>/build -> the headers, relative so it resolves inside the volume.
-  const std::string link_text = archive::relative_link(modules_dir(kver) + "/build", headers.dir);
+  const std::string link_text = archive::relative_link(volume::modules_dir(kver) + "/build", headers.dir);
   std::error_code ec;
   auto current = fs::read_symlink(mod_dir / "build", ec);
   if (ec || current.string() != link_text) {

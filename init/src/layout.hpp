@@ -9,7 +9,6 @@
 
 #include "kmodkit/archive.hpp"
 #include "kmodkit/result.hpp"
-#include "kmodkit/volume.hpp"
 
 namespace kmodkit::init::layout {
 
@@ -21,9 +20,6 @@ std::string relocate_merged_usr(std::string_view path);
 bool wanted(std::string_view path);
 // The extraction policy for a staging root: merged /usr, no documentation.
 archive::Policy policy(const fs::path& staged_root);
-
-// "usr/lib/modules/<kver>": the volume contract's path (kmodkit/volume.hpp).
-using volume::modules_dir;
 
 // What a staged tree offers for one kernel release.
 struct Headers {

@@ -115,7 +115,7 @@ std::optional<std::string> host_modules_tree(const Config& cfg, std::string_view
 Result<archive::Stats> copy_host_modules(const Config& cfg, const std::string& rel,
                                          std::string_view kver, archive::Extraction& extraction) {
   log::get("init.host")->info("copying the modules tree {}", (cfg.host_root / rel).string());
-  return extraction.copy_tree(cfg.host_root / rel, layout::modules_dir(kver));
+  return extraction.copy_tree(cfg.host_root / rel, volume::modules_dir(kver));
 }
 
 }  // namespace

@@ -242,7 +242,7 @@ Result<json> build_into_cache(const Job& job, const KernelTree& kernel, const Co
 
   const auto vermagic = kernel.expected_vermagic();
   const auto* signer = KK_TRY(signing.signer());
-  auto staging = KK_TRY(files::StagingDir::create(staging_dir(cfg.volume), "cache." + job.key.substr(0, 16)));
+  auto staging = KK_TRY(files::StagingDir::create(volume::Volume(cfg.volume).staging_dir(), "cache." + job.key.substr(0, 16)));
   json entry;
   entry["format"] = kRecordFormat;
   entry["key"] = job.key;

@@ -17,6 +17,7 @@
 #include "kmodkit/files.hpp"
 #include "kmodkit/log.hpp"
 #include "kmodkit/text.hpp"
+#include "kmodkit/volume.hpp"
 #include "state.hpp"
 
 namespace kmodkit::kmod_builder {
@@ -175,7 +176,7 @@ struct KmodCtx {
 };
 
 Result<KmodCtx> open_ctx(const LoadConfig& cfg) {
-  const fs::path dir = modules_dir(cfg.volume, cfg.kernel_release);
+  const fs::path dir = cfg.volume / volume::modules_dir(cfg.kernel_release);
   KmodCtx c;
   c.ctx.reset(kmod_new(dir.c_str(), nullptr));
   if (!c.ctx) return fail(ExitCode::software, "libkmod: cannot open a context on " + dir.string());

@@ -7,8 +7,6 @@ namespace kmodkit::kmod_builder {
 using json = nlohmann::json;
 
 fs::path state_dir(const fs::path& volume) { return volume::Volume(volume).state_dir(); }
-fs::path staging_dir(const fs::path& volume) { return volume::Volume(volume).staging_dir(); }
-fs::path modules_dir(const fs::path& volume, const std::string& kver) { return volume / volume::modules_dir(kver); }
 fs::path cache_dir(const fs::path& volume, const std::string& key) { return state_dir(volume) / "cache" / key; }
 fs::path records_dir(const fs::path& volume) { return state_dir(volume) / "modules"; }
 fs::path record_path(const fs::path& volume, const std::string& kver, const std::string& recipe) {

@@ -14,11 +14,8 @@ namespace fs = std::filesystem;
 // The "format" of records and cache entries; one of another format is not used.
 constexpr int kRecordFormat = 1;
 
-// <volume>/.kmodkit, and its staging directory (core's volume contract).
+// <volume>/.kmodkit (core's volume contract), where kmod-builder's own state lives.
 fs::path state_dir(const fs::path& volume);
-fs::path staging_dir(const fs::path& volume);
-// <volume>/usr/lib/modules/<kver>: the kernel's modules tree on the volume.
-fs::path modules_dir(const fs::path& volume, const std::string& kver);
 // <volume>/.kmodkit/cache/<key>: one cache entry.
 fs::path cache_dir(const fs::path& volume, const std::string& key);
 // <volume>/.kmodkit/modules: a directory per kernel release holding the records of its recipes.

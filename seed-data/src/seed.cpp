@@ -621,7 +621,8 @@ Result<Outcome> run(const Config& c) {
     std::mutex digests_mutex;
     std::map<std::string, std::string> copied_digests;  // staging path -> SHA-256, from the copy
     {
-      // Writeback starts while the copy runs, so the syncfs below has little left to wait for.
+      // Writeback starts while the copy runs, so the syncfs below has little left to wait for;
+      // every 50 ms halved that wait against 200 ms on the first-seed benchmark (bench/README.md).
       files::BackgroundSync writeback(staging.path(), std::chrono::milliseconds(50));
       archive::Policy policy;
       policy.root = staging.path();
