@@ -25,6 +25,9 @@ packages=(
   # the deploy validation (tests/deploy/validate.py): YAML and JSON Schema; it renders with
   # kubectl kustomize, which Debian does not package (the tests skip without kubectl)
   python3-yaml python3-jsonschema
+  # the images (images/build.sh, tests/images/smoke.sh): buildah with chroot isolation, and a
+  # Debian base made with debootstrap (base images are not pulled)
+  buildah debootstrap
   # libFuzzer for the firewall's packet parser (ci/fuzz.sh)
   clang libclang-rt-14-dev
 )

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Smoke-runs kmodkit's images (built by images/build.sh) with `buildah run`, each doing a real job:
+#   smoke.sh TAG FIXTURES_DIR CASE
+# CASE:
+#   contents   every image: --help, OCI labels (source, revision, version), its user (seed-data
+#              not root), no build toolchain or -dev packages (kmod-builder: gcc and make, for kbuild)
+#   pipeline   init-modules lays the fixture apt repository's kernel headers (served over HTTP on
+#              127.0.0.1) onto a volume; kmod-builder builds, signs and installs igb_uio against
+#              them; kmod-builder status and load --dry-run read the result
+#   seed-data  seed-data seeds a tree onto a data volume as its non-root user, then a restart
+#              does nothing
+#   firewall   the firewall forwards a capture of 1,000 flows between two net_pcap ports
+# Images are localhost/kmodkit/<image>:TAG. Removes the containers it made; kills only the HTTP
+# server it started. Exit 0 pass, 1 fail.
+set -euo pipefail
+tag=${1:?usage: smoke.sh TAG FIXTURES_DIR CASE}
+fixtures=$(realpath "${2:?}")
+case_=${3:?}
+repo_root=$(cd "$(dirname "$0")/../.." && pwd)
+images=(init-modules seed-data kmod-builder firewall)
+work=$(mktemp -d /var/tmp/kmodkit-smoke.XXXXXX)
+containers=()
+server_pid=
+cleanup() {
+  for c in "${containers[@]}"; do buildah rm "$c" >/dev/null 2>&1 || true; done
+  [ -z "$server_pid" ] || kill "$server_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+fail() { echo "smoke: FAIL: $*" >&2; exit 1; }
+
+# A working container of IMAGE, named in $c.
+container() {
+  c=$(buildah from --quiet "localhost/kmodkit/$1:$tag") || fail "no image localhost/kmodkit/$1:$tag (images/build.sh)"
+  containers+=("$c")
+}
+# run [buildah run options] CONTAINER -- COMMAND...: as the image's user, on the host's network.
+run() { buildah run --isolation chroot "$@"; }
+
+case "$case_" in
+contents)
+  revision=$(git -C "$repo_root" rev-parse HEAD)
+  version=$(sed -n 's/^project(kmodkit VERSION \([0-9.]*\).*/\1/p' "$repo_root/CMakeLists.txt")
+  for i in "${images[@]}"; do
+    container "$i"
+    run "$c" -- "/usr/bin/$i" --help >"$work/help" || fail "$i --help exits $?"
+    grep -q '^Usage: ' "$work/help" || fail "$i --help prints no usage"
+    buildah inspect --type image "localhost/kmodkit/$i:$tag" > "$work/inspect.json"
+    python3 - "$i" "$work/inspect.json" "$revision" "$version" <<'PY' || exit 1
+import json, sys
+image, revision, version = sys.argv[1], sys.argv[3], sys.argv[4]
+labels = json.load(open(sys.argv[2]))["OCIv1"]["config"].get("Labels") or {}
+want = {"org.opencontainers.image.revision": revision, "org.opencontainers.image.version": version}
+for k, v in want.items():
+    got = labels.get(k, "")
+    # A build from a tree with uncommitted changes says so: <revision>-dirty.
+    if got not in (v, v + "-dirty"):
+        sys.exit(f"smoke: FAIL: {image}: label {k} is {got!r}, expected {v!r}")
+if not labels.get("org.opencontainers.image.source"):
+    sys.exit(f"smoke: FAIL: {image}: no org.opencontainers.image.source label")
+PY
+    uid=$(run "$c" -- id -u)
+    case "$i" in
+      seed-data) [ "$uid" != 0 ] || fail "$i runs as root" ;;
+      *)         [ "$uid" = 0 ] || fail "$i runs as $uid: it needs root (its Containerfile says why)" ;;
+    esac
+    tools=$(run "$c" -- sh -c 'for t in gcc cc g++ c++ make cmake ninja ld; do command -v $t >/dev/null && echo $t; done; true' | tr '\n' ' ')
+    case "$i" in
+      kmod-builder) [ "$tools" = "gcc cc make ld " ] || fail "$i has build tools '$tools', expected gcc, cc, make and ld (kbuild's) only" ;;
+      *)            [ -z "$tools" ] || fail "$i has build tools: $tools" ;;
+    esac
+    # gcc's own support library (crtbegin.o, libgcc.a) is a -dev package kbuild needs.
+    dev=$(run "$c" -- dpkg-query -W -f '${Package}\n' | grep -- '-dev$' |
+          { if [ "$i" = kmod-builder ]; then grep -v '^libgcc-[0-9]*-dev$'; else cat; fi; } | tr '\n' ' ' || true)
+    [ -z "$dev" ] || fail "$i has development packages: $dev"
+    run "$c" -- test ! -e /src || fail "$i carries the source tree /src"
+    echo "smoke: $i: --help, labels, user $uid, runtime contents ok ($(buildah images --format '{{.Size}}' "localhost/kmodkit/$i:$tag" | head -1))"
+  done
+  ;;
+pipeline)
+  repo=$fixtures/apt-repo
+  kver=$(cat "$repo/kernel-release")
+  python3 "$repo_root/tests/support/http_server.py" "$repo" --port-file "$work/port" 2>"$work/http.log" &
+  server_pid=$!
+  for _ in $(seq 100); do [ -s "$work/port" ] && break; sleep 0.1; done
+  [ -s "$work/port" ] || fail "the HTTP server did not start: $(cat "$work/http.log")"
+  port=$(cat "$work/port")
+  mkdir "$work/vol"
+  container init-modules
+  run -v "$work/vol:/modules" "$c" -- init-modules --kernel-release "$kver" --host-root /nonexistent \
+    --sources volume,apt --repo "deb [trusted=yes] http://127.0.0.1:$port stable main" --log-format human \
+    2>&1 | tee "$work/init.log" | tail -3
+  [ "${PIPESTATUS[0]}" = 0 ] || fail "init-modules in its image failed: $(tail -1 "$work/init.log")"
+  # The volume's paths are the host's (docs/ARCHITECTURE.md, "The modules volume").
+  [ -f "$work/vol/usr/lib/modules/$kver/build/Makefile" ] || fail "init-modules left no kernel build tree for $kver on the volume"
+  container kmod-builder
+  run -v "$work/vol:/modules" "$c" -- kmod-builder --kernel-release "$kver" --recipe igb_uio --work-dir /tmp \
+    --log-format human 2>&1 | tee "$work/build.log" | tail -3
+  [ "${PIPESTATUS[0]}" = 0 ] || fail "kmod-builder in its image failed: $(tail -1 "$work/build.log")"
+  ko=$(find "$work/vol" -name igb_uio.ko -path "*/$kver/*" -print -quit)
+  [ -n "$ko" ] || fail "no igb_uio.ko for $kver on the volume"
+  tail -c 28 "$ko" | grep -q '~Module signature appended~' || fail "$ko is not signed"
+  run -v "$work/vol:/modules" "$c" -- kmod-builder status --kernel-release "$kver" > "$work/status"
+  grep -q igb_uio "$work/status" || fail "kmod-builder status does not list igb_uio: $(cat "$work/status")"
+  run -v "$work/vol:/modules:ro" "$c" -- kmod-builder load --kernel-release "$kver" --dry-run \
+    --log-format human > "$work/load" 2>&1 || fail "kmod-builder load --dry-run failed: $(tail -1 "$work/load")"
+  grep -q igb_uio "$work/load" || fail "load --dry-run does not name igb_uio: $(cat "$work/load")"
+  echo "smoke: init-modules laid $kver from the local repository; kmod-builder built, signed and installed igb_uio"
+  ;;
+seed-data)
+  mkdir -p "$work/defaults/conf.d" "$work/data"
+  printf 'policy deny\n' > "$work/defaults/firewall.rules"
+  printf 'a = 1\n' > "$work/defaults/conf.d/a.conf"
+  # The volume as the pod's fsGroup leaves it: writable by the image's (non-root) user's group.
+  user=$(buildah inspect --type image "localhost/kmodkit/seed-data:$tag" |
+         python3 -c 'import json, sys; print(json.load(sys.stdin)["OCIv1"]["config"]["User"])')
+  chown "$user" "$work/data"
+  container seed-data
+  for round in first restart; do
+    run -v "$work/defaults:/defaults:ro" -v "$work/data:/data" "$c" -- \
+      seed-data --tree /defaults=etc/kmodkit --data /data --image-version smoke --log-format human \
+      > "$work/seed-$round.log" 2>&1 || fail "seed-data ($round start) in its image failed: $(tail -1 "$work/seed-$round.log")"
+  done
+  cmp "$work/defaults/conf.d/a.conf" "$work/data/etc/kmodkit/conf.d/a.conf" || fail "the seeded file differs"
+  [ "$(stat -c %u:%g "$work/data/etc/kmodkit/firewall.rules")" = "$user" ] || fail "the seeded file is not owned by $user"
+  [ -f "$work/data/.kmodkit/seed.json" ] || fail "no seed.json"
+  grep -qi 'nothing to do\|unchanged' "$work/seed-restart.log" || fail "the restart did work: $(cat "$work/seed-restart.log")"
+  echo "smoke: seed-data seeded as $user, and the restart did nothing"
+  ;;
+firewall)
+  mkdir -p "$work/io"
+  python3 "$repo_root/bench/firewall-inputs.py" "$work/io" 1000 >/dev/null
+  cp "$repo_root/firewall/examples/demo.rules" "$work/io/"
+  container firewall
+  run -v "$work/io:/io" "$c" -- firewall --rules /io/demo.rules \
+    --vdev "net_pcap0,rx_pcap=/io/flows.pcap,tx_pcap=/io/out-a.pcap" --vdev "net_pcap1,tx_pcap=/io/out-b.pcap" \
+    --no-huge-mb 512 --lcores 0 --duration 2 --log-format human > "$work/fw.log" 2>&1 ||
+    fail "the firewall in its image failed: $(tail -3 "$work/fw.log")"
+  # The demo's rules let the flows' TCP port 443 and UDP port 53 traffic through from A to B.
+  packets=$(python3 - "$work/io/out-b.pcap" <<'PY'
+import struct, sys
+data, n, at = open(sys.argv[1], "rb").read(), 0, 24
+while at + 16 <= len(data):
+    at += 16 + struct.unpack_from("<I", data, at + 8)[0]
+    n += 1
+print(n)
+PY
+)
+  [ "$packets" -gt 0 ] || fail "nothing came out of port B: $(tail -5 "$work/fw.log")"
+  echo "smoke: the firewall forwarded $packets packets from port A to port B"
+  ;;
+*) echo "smoke: unknown case '$case_' (contents, pipeline, seed-data, firewall)" >&2; exit 64 ;;
+esac
