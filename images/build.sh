@@ -34,8 +34,9 @@ for i in "${images[@]}"; do
   echo "build: localhost/kmodkit/$i:$version"
   tags=(-t "localhost/kmodkit/$i:$version" -t "localhost/kmodkit/$i:$short")
   [ -z "${KMODKIT_IMAGE_TAG:-}" ] || tags+=(-t "localhost/kmodkit/$i:$KMODKIT_IMAGE_TAG")
-  "${bud[@]}" --build-arg "BUILD=$build" --build-arg "VERSION=$version" --build-arg "REVISION=$revision" \
-    --build-arg "SOURCE=$source_url" -f "images/$i.Containerfile" "${tags[@]}" . >/dev/null
+  "${bud[@]}" --build-arg "BUILD=$build" --label "org.opencontainers.image.source=$source_url" \
+    --label "org.opencontainers.image.revision=$revision" --label "org.opencontainers.image.version=$version" \
+    -f "images/$i.Containerfile" "${tags[@]}" . >/dev/null
 done
 for i in "${images[@]}"; do
   printf 'build: %-30s %s\n' "localhost/kmodkit/$i:$short" "$(buildah images --format '{{.Size}}' "localhost/kmodkit/$i:$short" | head -1)"
