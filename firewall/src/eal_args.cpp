@@ -88,6 +88,93 @@ Result<std::vector<DevicePluginPort>> device_plugin_ports(const std::vector<std:
   return ports;
 }
 
+namespace {
+
+// The string member `key` of a JSON object, "" when it is absent or not a string (json::value
+// would throw on another type).
+std::string string_member(const nlohmann::json& object, const char* key) {
+  const auto it = object.find(key);
+  return it != object.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+// The device plugin's addresses as its variables list them: "PCIDEVICE_A=x,y PCIDEVICE_B=z".
+std::string describe(const std::vector<DevicePluginPort>& ports) {
+  std::string out;
+  for (size_t i = 0; i < ports.size(); ++i) {
+    const bool same_variable = i > 0 && ports[i - 1].variable == ports[i].variable;
+    out += same_variable ? "," : std::string(i == 0 ? "" : " ") + ports[i].variable + "=";
+    out += ports[i].address;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> process_environment() {
+  std::vector<std::string> env;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) env.emplace_back(*e);
+  return env;
+}
+
+// The annotation is the Network Plumbing WG's network-status (its multi-net-spec; the entries'
+// type is NetworkStatus in network-attachment-definition-client): a JSON list of
+// {"name", "interface", "ips", "mac", "default", "dns", "device-info"} in the order of the pod's
+// networks annotation, the cluster's default network first. device-info is the device-info
+// spec's: {"type": "pci", "version": "1.1.0", "pci": {"pci-address": ..., "rdma-device": ...,
+// "pf-pci-address": ...}}, or of type vdpa, vhost-user or memif, which are no ports here.
+Result<std::vector<NetworkPort>> network_status_ports(std::string_view text, const std::string& file,
+                                                      const std::vector<DevicePluginPort>& device_plugin) {
+  // The downward API writes an empty file for an annotation the pod does not have (yet).
+  if (text::trim(text).empty()) {
+    return fail(ExitCode::no_input, file + " is empty: the pod has no k8s.v1.cni.cncf.io/network-status annotation, "
+                                           "which Multus writes when it attaches the pod's networks");
+  }
+  const auto json = nlohmann::json::parse(text, nullptr, false);
+  if (json.is_discarded()) {
+    return fail(ExitCode::data_err, file + " is not JSON, as Multus's network-status annotation is (a list of networks)");
+  }
+  if (!json.is_array()) {
+    return fail(ExitCode::data_err, file + " is not a list of networks, as Multus's network-status annotation is");
+  }
+  std::vector<NetworkPort> ports;
+  std::vector<std::string> whose;  // "network 2 (kmodkit/kmodkit-outside)" of each port, for errors
+  for (size_t i = 0; i < json.size(); ++i) {
+    const auto& entry = json[i];
+    std::string which = "network " + std::to_string(i + 1);
+    if (!entry.is_object()) return fail(ExitCode::data_err, file + ": " + which + " is not an object");
+    const std::string name = string_member(entry, "name");
+    if (!name.empty()) which += " (" + name + ")";
+    const auto info = entry.find("device-info");
+    if (info == entry.end()) continue;  // the default network, macvlan, ...: no device of its own
+    if (!info->is_object()) return fail(ExitCode::data_err, file + ": " + which + ": its device-info is not an object");
+    if (string_member(*info, "type") != "pci") continue;
+    const auto pci = info->find("pci");
+    const std::string address = pci != info->end() && pci->is_object() ? string_member(*pci, "pci-address") : "";
+    if (address.empty()) {
+      return fail(ExitCode::data_err, file + ": " + which + ": its device-info of type pci has no pci-address");
+    }
+    for (size_t j = 0; j < ports.size(); ++j) {
+      if (ports[j].address == address) {
+        return fail(ExitCode::data_err, file + ": " + which + ": " + address + " is the PCI device of " + whose[j] + " too");
+      }
+    }
+    // A device the device plugin did not give this pod is not the container's to drive.
+    if (!device_plugin.empty() && std::none_of(device_plugin.begin(), device_plugin.end(),
+                                               [&](const DevicePluginPort& p) { return p.address == address; })) {
+      return fail(ExitCode::config, file + ": " + which + ": " + address +
+                                        " is not one of the PCI devices the device plugin gave the pod (" +
+                                        describe(device_plugin) + ")");
+    }
+    ports.push_back({address, name, string_member(entry, "interface")});
+    whose.push_back(which);
+  }
+  if (ports.empty()) {
+    return fail(ExitCode::config, file + " names no network with a PCI device (device-info of type pci): attach the "
+                                         "pod's SR-IOV networks, or give the ports with --port");
+  }
+  return ports;
+}
+
 Result<void> check_free_hugepages(const std::string& sysfs) {
   std::error_code ec;
   std::string sizes;
@@ -108,9 +195,7 @@ Result<void> check_free_hugepages(const std::string& sysfs) {
 Result<std::vector<std::string>> eal_arguments(const EalInput& in) {
   std::vector<std::string> pci = in.pci;
   if (pci.empty() && in.vdevs.empty()) {
-    std::vector<std::string> env;
-    for (char** e = environ; e != nullptr && *e != nullptr; ++e) env.emplace_back(*e);
-    for (const auto& port : KK_TRY(device_plugin_ports(env))) pci.push_back(port.address);
+    for (const auto& port : KK_TRY(device_plugin_ports(process_environment()))) pci.push_back(port.address);
   }
   if (pci.empty() && in.vdevs.empty()) {
     return fail(ExitCode::config, "no ports: give --port PCI_ADDRESS or --vdev SPEC, or run where the SR-IOV device "

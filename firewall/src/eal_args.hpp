@@ -3,6 +3,7 @@
 // addresses (or explicit ports, or virtual devices), the container's cpuset, the hugepages.
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kmodkit/result.hpp"
@@ -44,6 +45,27 @@ struct DevicePluginPort {
 // an _INFO value is not the device plugin's JSON, or names a device file that is missing here
 // (DPDK would fail later with a less clear message).
 Result<std::vector<DevicePluginPort>> device_plugin_ports(const std::vector<std::string>& environment);
+
+// This process's environment as NAME=VALUE entries, for device_plugin_ports().
+std::vector<std::string> process_environment();
+
+// A port the pod's networks give, from Multus's k8s.v1.cni.cncf.io/network-status annotation: an
+// entry whose device-info (the Network Plumbing WG's device-info spec) is of type pci.
+struct NetworkPort {
+  std::string address;    // device-info.pci.pci-address, e.g. 0000:af:06.0
+  std::string network;    // the entry's "name" (namespace/network)
+  std::string interface;  // the entry's "interface" ("" without one)
+};
+
+// The PCI ports of a network-status annotation (`text`, the content of `file`, which errors
+// name), in the annotation's order, which is the order of the pod's networks: port A of a pair
+// is the first such network, B the second. When `device_plugin` is not empty (PCIDEVICE_*
+// variables are set), each address must be one of its addresses. Errors: 66 when `text` is
+// empty (the pod has no such annotation), 65 when it is not a list of network objects or a pci
+// entry has no address or repeats one, 78 when it names no PCI network or an address the device
+// plugin did not give the pod.
+Result<std::vector<NetworkPort>> network_status_ports(std::string_view text, const std::string& file,
+                                                      const std::vector<DevicePluginPort>& device_plugin);
 
 // Whether the node has a free hugepage of any size (`sysfs`: /sys/kernel/mm/hugepages, one
 // hugepages-<size>kB directory per size). Configuration error (78) saying how to get some when

@@ -47,6 +47,7 @@ bool stop_requested_after(const char* stage) {
 
 struct Options {
   EalInput eal;
+  std::string network_status;  // Multus's network-status annotation as a file; "" for none
   DataplaneConfig dataplane;
   bool print_eal_args = false;
 };
@@ -86,16 +87,22 @@ cli::Program options_table(Options& opt) {
       "Ports pair up in order: 0<->1, 2<->3, ... Counters print on SIGUSR1 and at exit; SIGHUP reloads the\n"
       "rules (open flows stay open; a bad file keeps the rules in force); SIGTERM or SIGINT stops, at any\n"
       "moment of start-up too, cleaning up as it goes (exit 0).\n"
-      "Exit codes: 0 done or stopped, 64 usage, 65 invalid rules file, 66 rules file missing, 69 a port does\n"
-      "not start, 78 ports, lcores or memory missing.",
+      "Exit codes: 0 done or stopped, 64 usage, 65 invalid rules or network-status file, 66 rules or\n"
+      "network-status file missing or empty, 69 a port does not start, 78 ports, lcores or memory missing.",
       {
           {"rules", cli::Kind::value, "/etc/kmodkit/firewall.rules", "FILE", "the rules file (see firewall/README.md)",
            cli::store(opt.dataplane.rules_file)},
-          {"port", cli::Kind::list, "", "PCI", "PCI addresses of the ports (default: the PCIDEVICE_* variables)",
+          {"port", cli::Kind::list, "", "PCI",
+           "PCI addresses of the ports (default: the networks of --network-status, else the PCIDEVICE_* variables)",
            [&](const std::vector<std::string>& v) -> Result<void> {
              opt.eal.pci = v;
              return {};
            }},
+          {"network-status", cli::Kind::value, "", "FILE",
+           "Multus's k8s.v1.cni.cncf.io/network-status annotation (the downward API's file): the ports are its "
+           "networks' PCI devices in the order of the pod's networks, port A of a pair the first; each must be one of "
+           "the PCIDEVICE_* addresses when those are set; not consulted with --port or --vdev",
+           cli::store(opt.network_status)},
           {"vdev", cli::Kind::list, "", "SPEC", "a virtual device instead (net_pcap, net_ring, net_tap, net_null, ...); "
            "repeatable; the environment variable separates them with ';'",
            [&](const std::vector<std::string>& v) -> Result<void> {
@@ -142,6 +149,25 @@ cli::Program options_table(Options& opt) {
 Result<RuleSet> read_rules(const std::string& file) {
   auto text = KK_TRY_CTX(files::read_file(file, 64 << 20), "rules file");
   return parse_rules(text, file);
+}
+
+// The PCI addresses of the pod's networks, in their order, from the network-status file `file`;
+// logs which network each port is. Errors: 66 when the file cannot be read, and those of
+// device_plugin_ports and network_status_ports.
+Result<std::vector<std::string>> ports_of_networks(const std::string& file) {
+  // The API server takes at most 256 KiB of annotations per object.
+  const auto text = KK_TRY_CTX(files::read_file(file, 256 << 10), "network-status file");
+  const auto plugin = KK_TRY(device_plugin_ports(process_environment()));
+  const auto ports = KK_TRY(network_status_ports(text, file, plugin));
+  std::vector<std::string> addresses;
+  for (size_t i = 0; i < ports.size(); ++i) {
+    const auto& p = ports[i];
+    log::get("firewall")->info("port {} (pair {}, side {}) is {}: network {}{}", i, i / 2, i % 2 == 0 ? 'a' : 'b', p.address,
+                               p.network.empty() ? "without a name" : p.network,
+                               p.interface.empty() ? "" : ", interface " + p.interface);
+    addresses.push_back(p.address);
+  }
+  return addresses;
 }
 
 // The EAL arguments on one line, for --print-eal-args.
@@ -208,8 +234,14 @@ Result<void> start_and_forward(const Options& opt) {
   const std::string& rules_file = opt.dataplane.rules_file;
   // Read and parse the rules first: a bad file fails before EAL touches a device.
   RuleSet rules = KK_TRY(read_rules(rules_file));
-  // Build EAL's arguments from the options and the pod's resources (PCIDEVICE_*, cpuset).
-  auto args = KK_TRY(eal_arguments(opt.eal));
+  // Build EAL's arguments from the options and the pod's resources (its networks' order,
+  // PCIDEVICE_*, cpuset). The device plugin lists the VFs of one resource in no set order; the
+  // network-status annotation says which network (outside, inside) each one is.
+  EalInput eal_input = opt.eal;
+  if (eal_input.pci.empty() && eal_input.vdevs.empty() && !opt.network_status.empty()) {
+    eal_input.pci = KK_TRY(ports_of_networks(opt.network_status));
+  }
+  auto args = KK_TRY(eal_arguments(eal_input));
   if (opt.print_eal_args) return print_eal_arguments(args);
   log_rules(rules, rules_file);
   // Check for a free hugepage: EAL would stop on none with a bare errno.

@@ -413,6 +413,42 @@ TEST_CASE("EAL arguments come from the device plugin's variables and the cpuset"
   CHECK_THAT(unmounted.last_line, Catch::Contains("/dev/vfio/kmodkit-none") && Catch::Contains("PCIDEVICE_INTEL_COM_SRIOV_DPDK_INFO"));
 }
 
+TEST_CASE("the pod's network-status orders the ports as its networks, and --port overrides it", "[e2e][firewall]") {
+  TempDir tmp;
+  kmodkit::test::write_file(tmp / "fw.rules", "policy allow\n");
+  // Multus's annotation through the downward API: outside (net1) first, as the pod lists its
+  // networks; the device plugin's variable has the two VFs the other way round.
+  kmodkit::test::write_file(tmp / "network-status", R"([{"name": "cbr0", "interface": "eth0", "ips": ["10.244.1.17"], "default": true, "dns": {}},
+    {"name": "kmodkit/kmodkit-outside", "interface": "net1", "dns": {},
+     "device-info": {"type": "pci", "version": "1.1.0", "pci": {"pci-address": "0000:af:06.3"}}},
+    {"name": "kmodkit/kmodkit-inside", "interface": "net2", "dns": {},
+     "device-info": {"type": "pci", "version": "1.1.0", "pci": {"pci-address": "0000:af:06.0"}}}])");
+  const kmodkit::test::Env pod = {{"PCIDEVICE_INTEL_COM_INTEL_SRIOV_DPDK", "0000:af:06.0,0000:af:06.3"},
+                                  {"KMODKIT_NETWORK_STATUS", (tmp / "network-status").string()}};
+  auto run = kmodkit::test::run_binary(KMODKIT_FIREWALL_BIN, {"--rules", (tmp / "fw.rules").string(), "--print-eal-args"}, pod);
+  INFO(run.output);
+  CHECK(run.code == 0);
+  CHECK_THAT(run.output, Catch::Contains("-a 0000:af:06.3 -a 0000:af:06.0"));
+  CHECK_THAT(run.output, Catch::Contains("port 0 (pair 0, side a) is 0000:af:06.3: network kmodkit/kmodkit-outside, interface net1") &&
+                             Catch::Contains("port 1 (pair 0, side b) is 0000:af:06.0: network kmodkit/kmodkit-inside, interface net2"));
+
+  // --port wins, and the file is not read at all.
+  auto given = kmodkit::test::run_binary(
+      KMODKIT_FIREWALL_BIN,
+      {"--rules", (tmp / "fw.rules").string(), "--print-eal-args", "--port", "0000:af:06.0", "--port", "0000:af:06.3",
+       "--network-status", (tmp / "absent").string()},
+      pod);
+  INFO(given.output);
+  CHECK(given.code == 0);
+  CHECK_THAT(given.output, Catch::Contains("-a 0000:af:06.0 -a 0000:af:06.3"));
+
+  auto missing = kmodkit::test::run_binary(
+      KMODKIT_FIREWALL_BIN, {"--rules", (tmp / "fw.rules").string(), "--print-eal-args", "--network-status", (tmp / "absent").string()},
+      pod);
+  CHECK(missing.code == 66);
+  CHECK_THAT(missing.last_line, Catch::Contains("network-status file") && Catch::Contains((tmp / "absent").string()));
+}
+
 TEST_CASE("two workers each own a queue of every port and a flow table of their own", "[e2e][firewall]") {
   TempDir tmp;
   kmodkit::test::write_file(tmp / "fw.rules", "policy deny\nallow tcp from 10.0.0.0/8 to any port 22 dir a-to-b\n");

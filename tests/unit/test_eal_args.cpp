@@ -64,6 +64,182 @@ TEST_CASE("device plugin ports come with the device files their _INFO names", "[
   }
 }
 
+// The annotation as Multus writes it for the pod of deploy/overlays/kubernetes: the cluster's
+// default network first (no device-info), then the two SR-IOV networks in the order of the pod's
+// k8s.v1.cni.cncf.io/networks annotation, each with the VF the device plugin gave it.
+const char* const multus_two_sriov = R"([{
+    "name": "cbr0",
+    "interface": "eth0",
+    "ips": [
+        "10.244.1.17"
+    ],
+    "mac": "0a:58:0a:f4:01:11",
+    "default": true,
+    "dns": {}
+},{
+    "name": "kmodkit/kmodkit-outside",
+    "interface": "net1",
+    "dns": {},
+    "device-info": {
+        "type": "pci",
+        "version": "1.1.0",
+        "pci": {
+            "pci-address": "0000:af:06.3"
+        }
+    }
+},{
+    "name": "kmodkit/kmodkit-inside",
+    "interface": "net2",
+    "dns": {},
+    "device-info": {
+        "type": "pci",
+        "version": "1.1.0",
+        "pci": {
+            "pci-address": "0000:af:06.0"
+        }
+    }
+}])";
+
+TEST_CASE("the pod's networks order the ports, whatever order the device plugin lists them in", "[unit][eal]") {
+  // The device plugin lists the two VFs of one resource in no particular order.
+  auto plugin = device_plugin_ports({"PCIDEVICE_INTEL_COM_INTEL_SRIOV_DPDK=0000:af:06.0,0000:af:06.3"});
+  REQUIRE(plugin);
+  auto ports = network_status_ports(multus_two_sriov, "/etc/podinfo/network-status", *plugin);
+  REQUIRE(ports);
+  REQUIRE(ports->size() == 2);
+  CHECK((*ports)[0].address == "0000:af:06.3");  // outside: port A
+  CHECK((*ports)[0].network == "kmodkit/kmodkit-outside");
+  CHECK((*ports)[0].interface == "net1");
+  CHECK((*ports)[1].address == "0000:af:06.0");  // inside: port B
+  CHECK((*ports)[1].network == "kmodkit/kmodkit-inside");
+  CHECK((*ports)[1].interface == "net2");
+
+  SECTION("without PCIDEVICE_* variables the annotation alone decides") {
+    auto alone = network_status_ports(multus_two_sriov, "network-status", {});
+    REQUIRE(alone);
+    CHECK(alone->size() == 2);
+  }
+  SECTION("an address the device plugin did not give the pod is a configuration error naming it and the file") {
+    auto other = device_plugin_ports({"PCIDEVICE_INTEL_COM_INTEL_SRIOV_DPDK=0000:af:06.0,0000:af:06.1"});
+    REQUIRE(other);
+    auto r = network_status_ports(multus_two_sriov, "/etc/podinfo/network-status", *other);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code == kmodkit::ExitCode::config);
+    CHECK_THAT(r.error().message, Catch::Contains("/etc/podinfo/network-status") && Catch::Contains("0000:af:06.3") &&
+                                      Catch::Contains("kmodkit/kmodkit-outside") &&
+                                      Catch::Contains("PCIDEVICE_INTEL_COM_INTEL_SRIOV_DPDK"));
+  }
+}
+
+TEST_CASE("a host-device network with a PCI device is a port; networks without one are not", "[unit][eal]") {
+  // Mellanox VFs moved whole into the pod by the host-device CNI (the kmodkit-mlx network): the
+  // device plugin's device-info carries the RDMA device and the PF too. A macvlan network and a
+  // vDPA device are no ports of the firewall.
+  const char* const status = R"([{
+    "name": "k8s-pod-network",
+    "ips": [
+        "192.168.185.80"
+    ],
+    "default": true,
+    "dns": {}
+},{
+    "name": "kmodkit/kmodkit-mlx",
+    "interface": "net1",
+    "mac": "b8:ce:f6:2a:10:02",
+    "dns": {},
+    "device-info": {
+        "type": "pci",
+        "version": "1.1.0",
+        "pci": {
+            "pci-address": "0000:3b:00.2",
+            "rdma-device": "mlx5_2",
+            "pf-pci-address": "0000:3b:00.0"
+        }
+    }
+},{
+    "name": "kmodkit/management",
+    "interface": "net2",
+    "ips": [
+        "192.0.2.10"
+    ],
+    "mac": "5e:9a:34:11:0c:7d",
+    "dns": {}
+},{
+    "name": "kmodkit/vdpa-net",
+    "interface": "net3",
+    "dns": {},
+    "device-info": {
+        "type": "vdpa",
+        "version": "1.1.0",
+        "vdpa": {
+            "parent-device": "vdpa:0000:65:00.3",
+            "driver": "vhost",
+            "path": "/dev/vhost-vdpa-1",
+            "pci-address": "0000:65:00.3"
+        }
+    }
+},{
+    "name": "kmodkit/kmodkit-mlx",
+    "interface": "net4",
+    "mac": "b8:ce:f6:2a:10:03",
+    "dns": {},
+    "device-info": {
+        "type": "pci",
+        "version": "1.1.0",
+        "pci": {
+            "pci-address": "0000:3b:00.3",
+            "rdma-device": "mlx5_3",
+            "pf-pci-address": "0000:3b:00.0"
+        }
+    }
+}])";
+  auto plugin = device_plugin_ports({"PCIDEVICE_NVIDIA_COM_MLNX_SRIOV_NETDEVICE=0000:3b:00.3,0000:3b:00.2"});
+  REQUIRE(plugin);
+  auto ports = network_status_ports(status, "network-status", *plugin);
+  REQUIRE(ports);
+  REQUIRE(ports->size() == 2);
+  CHECK((*ports)[0].address == "0000:3b:00.2");
+  CHECK((*ports)[0].interface == "net1");
+  CHECK((*ports)[1].address == "0000:3b:00.3");
+  CHECK((*ports)[1].interface == "net4");
+}
+
+TEST_CASE("a network-status that is empty, not the annotation's JSON or without PCI networks is refused naming the file", "[unit][eal]") {
+  struct Case {
+    const char* text;
+    kmodkit::ExitCode code;
+    const char* says;
+  };
+  const Case cases[] = {
+      // The downward API writes an empty file when the pod has no such annotation.
+      {"", kmodkit::ExitCode::no_input, "is empty"},
+      {"\n", kmodkit::ExitCode::no_input, "is empty"},
+      {R"([{"name": "cbr0", "default": true,)", kmodkit::ExitCode::data_err, "is not JSON"},
+      {R"({"name": "kmodkit/kmodkit-outside"})", kmodkit::ExitCode::data_err, "not a list"},
+      {"null", kmodkit::ExitCode::data_err, "not a list"},
+      {R"([{"name": "cbr0"}, 5])", kmodkit::ExitCode::data_err, "network 2 is not an object"},
+      {R"([{"name": "a", "device-info": "pci"}])", kmodkit::ExitCode::data_err, "network 1 (a): its device-info is not an object"},
+      {R"([{"name": "a", "device-info": {"type": "pci", "version": "1.1.0"}}])", kmodkit::ExitCode::data_err,
+       "network 1 (a): its device-info of type pci has no pci-address"},
+      {R"([{"name": "a", "device-info": {"type": "pci", "pci": {"pci-address": 7}}}])", kmodkit::ExitCode::data_err,
+       "network 1 (a): its device-info of type pci has no pci-address"},
+      {R"([{"name": "a", "device-info": {"type": "pci", "pci": {"pci-address": "0000:af:06.0"}}},
+           {"name": "b", "device-info": {"type": "pci", "pci": {"pci-address": "0000:af:06.0"}}}])",
+       kmodkit::ExitCode::data_err, "network 2 (b): 0000:af:06.0 is the PCI device of network 1 (a) too"},
+      // Multus ran, but attached no network with a PCI device.
+      {R"([{"name": "cbr0", "interface": "eth0", "ips": ["10.244.1.17"], "default": true, "dns": {}}])",
+       kmodkit::ExitCode::config, "names no network with a PCI device"},
+      {"[]", kmodkit::ExitCode::config, "names no network with a PCI device"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.text);
+    auto r = network_status_ports(c.text, "/etc/podinfo/network-status", {});
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code == c.code);
+    CHECK_THAT(r.error().message, Catch::StartsWith("/etc/podinfo/network-status") && Catch::Contains(c.says));
+  }
+}
+
 TEST_CASE("EAL arguments: lcores, a unique prefix, ports or vdevs, memory", "[unit][eal]") {
   EalInput in;
   in.vdevs = {"net_null0", "net_null1"};
