@@ -18,6 +18,7 @@ import copy
 import functools
 import gzip
 import json
+import posixpath
 import re
 import shutil
 import subprocess
@@ -462,6 +463,108 @@ def check_security_context(obj, objects, path, spec):
     return out
 
 
+# Paths each image carries for a step to read (a product image adds its own default trees to the
+# seed-data image, images/seed-data.Containerfile): none yet, so every tree seed-data seeds and
+# the firewall's rules must come from a volume.
+IMAGE_PATHS = {"seed-data": [], "firewall": []}
+FIREWALL_RULES_DEFAULT = "/etc/kmodkit/firewall.rules"  # the firewall's --rules default
+
+
+def option_value(c, option, default=None):
+    """The value a container gives an option of our binaries: its --flag in args (the flag
+    wins), else its KMODKIT_* variable, else the default."""
+    args = [str(a) for a in (c.get("command") or [])[1:] + (c.get("args") or [])]
+    value = default
+    for i, a in enumerate(args):
+        if a.startswith(f"--{option}="):
+            value = a.split("=", 1)[1]
+        elif a == f"--{option}" and i + 1 < len(args):
+            value = args[i + 1]
+    if value is not default:
+        return value
+    var = "KMODKIT_" + option.upper().replace("-", "_")
+    for e in c.get("env") or []:
+        if e.get("name") == var and "value" in e:
+            return str(e["value"])
+    return default
+
+
+def mount_of(c, path):
+    """(volumeMount, path inside the volume) of the container's mount holding path, or None."""
+    best = None
+    for m in c.get("volumeMounts") or []:
+        mount = str(m.get("mountPath", "")).rstrip("/")
+        if (path == mount or path.startswith(mount + "/")) and (best is None or len(mount) > len(best[0])):
+            best = (mount, m)
+    if best is None:
+        return None
+    return best[1], rel_join(best[1].get("subPath", ""), path[len(best[0]):].lstrip("/"))
+
+
+def rel_join(*parts):
+    """A relative path from parts, normalised; "" for the top."""
+    joined = posixpath.normpath("/".join(p for p in parts if p) or ".")
+    return "" if joined == "." else joined
+
+
+def in_image(image, path):
+    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in IMAGE_PATHS.get(image, []))
+
+
+def seed_trees(c):
+    """(source, destination in the data volume) of each tree a seed-data container seeds."""
+    trees = []
+    args = [str(a) for a in (c.get("command") or [])[1:] + (c.get("args") or [])]
+    given = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--tree"] + [a.split("=", 1)[1] for a in args if a.startswith("--tree=")]
+    if not given:
+        given = [t for t in (option_value(c, "tree") or "").split(";") if t.strip()]
+    for t in given:
+        source, eq, dest = t.strip().partition("=")
+        trees.append((source, dest if eq else source.lstrip("/")))
+    return trees
+
+
+@pod_check
+def check_seeded_paths(obj, objects, path, spec):
+    """What seed-data seeds and the firewall reads are where something puts them: each tree
+    seed-data seeds lies under one of its volumeMounts (or is a path its image carries), and in a
+    pod that seeds its data volume the firewall's rules file is on a volume it mounts: a ConfigMap
+    that has it, or a volume a seed-data init container seeds with a tree holding it."""
+    out, seeded = [], []  # seeded: (volume name, path in the volume) of each seeded tree
+    for cpath, group, c in containers(path, spec):
+        if image_name(c.get("image") or "") != "seed-data":
+            continue
+        data = option_value(c, "data", "/data")
+        data_mount = mount_of(c, data)
+        for source, dest in seed_trees(c):
+            if not mount_of(c, source) and not in_image("seed-data", source):
+                out.append((f"{cpath}.env", f"seed-data's tree {source} is on no volume it mounts, and the seed-data image carries no such tree"))
+            if data_mount and group == "initContainers":
+                seeded.append((data_mount[0].get("name"), rel_join(data_mount[1], dest)))
+    has_trees = any(seed_trees(c) for _, _, c in containers(path, spec) if image_name(c.get("image") or "") == "seed-data")
+    volumes = {v.get("name"): v for v in spec.get("volumes") or []}
+    configmaps = {(o.get("metadata") or {}).get("name"): o.get("data") or {} for o in objects if o.get("kind") == "ConfigMap"}
+    for cpath, _, c in containers(path, spec):
+        if image_name(c.get("image") or "") != "firewall" or not has_trees:
+            continue
+        rules = option_value(c, "rules", FIREWALL_RULES_DEFAULT)
+        where = f"{cpath}.env"
+        found = mount_of(c, rules)
+        if not found:
+            if not in_image("firewall", rules):
+                out.append((where, f"the firewall's rules {rules} are on no volume it mounts, and the firewall image carries none"))
+            continue
+        mount, inside = found
+        source = (volumes.get(mount.get("name")) or {}).get("configMap")
+        if source is not None:
+            keys = [i.get("path") for i in source.get("items") or []] or list(configmaps.get(source.get("name"), {}))
+            if source.get("name") in configmaps and inside not in keys:
+                out.append((where, f"the firewall's rules {rules} are not in ConfigMap {source.get('name')} (keys: {', '.join(keys)})"))
+        elif not any(mount.get("name") == vol and (inside == tree or inside.startswith(tree + "/")) for vol, tree in seeded):
+            out.append((where, f"the firewall's rules {rules} are on volume {mount.get('name')}, where no init container seeds them"))
+    return out
+
+
 BINARIES = {}  # image name -> path of the binary built from the same sources (--binary)
 _help_cache = {}
 
@@ -510,7 +613,7 @@ def check_binaries(obj, objects, path, spec):
     return out
 
 
-CHECKS = [check_images, check_init_order, check_security_context, check_binaries, check_volume_mounts, check_guaranteed_qos, check_hugepages, check_network_attachments, check_pod_networks]
+CHECKS = [check_images, check_init_order, check_security_context, check_binaries, check_seeded_paths, check_volume_mounts, check_guaranteed_qos, check_hugepages, check_network_attachments, check_pod_networks]
 
 
 # ---------------------------------------------------------------- driver
