@@ -706,6 +706,7 @@ def check_binaries(obj, objects, path, spec):
                 out.append((f"{cpath}.env[{i}].name", f"{who} reads no {var}"))
         step_name = f"kmod-builder {sub or 'build'}" if name == "kmod-builder" else name
         flag = DRY_RUN.get(step_name)
+        # A name --help does not list is reported once, above; its run would only repeat it.
         if len(out) == bad and flag in flags:
             refused = dry_run(BINARIES[name], args + ([flag] if flag not in args else []), c, objects)
             if refused:
