@@ -7,7 +7,10 @@
 
 Each object is checked strictly against the real API schemas (the Kubernetes 1.32 OpenAPI
 document, OpenShift's, and the CRDs), as `kubectl apply --validate=strict` would: an unknown
-field is an error. Then the checks no schema makes (volumes, QoS, hugepages, NADs, networks).
+field is an error. Then the checks no schema makes (volumes, QoS, hugepages, NADs, networks, what
+seed-data seeds and the firewall reads) and, given the binaries (--binary), each container's
+options and env against its binary: its --help, then a dry run of the binary as the container
+would run it.
 Every error names the object, the path in it and what is wrong.
 
 Exit codes: 0 valid, 1 invalid, 64 usage, 125 skipped (no schemas folder or no kubectl).
@@ -18,10 +21,12 @@ import copy
 import functools
 import gzip
 import json
+import posixpath
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from decimal import Decimal
 from pathlib import Path
 
@@ -462,6 +467,108 @@ def check_security_context(obj, objects, path, spec):
     return out
 
 
+# Paths each image carries for a step to read (a product image adds its own default trees to the
+# seed-data image, images/seed-data.Containerfile): none yet, so every tree seed-data seeds and
+# the firewall's rules must come from a volume.
+IMAGE_PATHS = {"seed-data": [], "firewall": []}
+FIREWALL_RULES_DEFAULT = "/etc/kmodkit/firewall.rules"  # the firewall's --rules default
+
+
+def option_value(c, option, default=None):
+    """The value a container gives an option of our binaries: its --flag in args (the flag
+    wins), else its KMODKIT_* variable, else the default."""
+    args = [str(a) for a in (c.get("command") or [])[1:] + (c.get("args") or [])]
+    value = default
+    for i, a in enumerate(args):
+        if a.startswith(f"--{option}="):
+            value = a.split("=", 1)[1]
+        elif a == f"--{option}" and i + 1 < len(args):
+            value = args[i + 1]
+    if value is not default:
+        return value
+    var = "KMODKIT_" + option.upper().replace("-", "_")
+    for e in c.get("env") or []:
+        if e.get("name") == var and "value" in e:
+            return str(e["value"])
+    return default
+
+
+def mount_of(c, path):
+    """(volumeMount, path inside the volume) of the container's mount holding path, or None."""
+    best = None
+    for m in c.get("volumeMounts") or []:
+        mount = str(m.get("mountPath", "")).rstrip("/")
+        if (path == mount or path.startswith(mount + "/")) and (best is None or len(mount) > len(best[0])):
+            best = (mount, m)
+    if best is None:
+        return None
+    return best[1], rel_join(best[1].get("subPath", ""), path[len(best[0]):].lstrip("/"))
+
+
+def rel_join(*parts):
+    """A relative path from parts, normalised; "" for the top."""
+    joined = posixpath.normpath("/".join(p for p in parts if p) or ".")
+    return "" if joined == "." else joined
+
+
+def in_image(image, path):
+    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in IMAGE_PATHS.get(image, []))
+
+
+def seed_trees(c):
+    """(source, destination in the data volume) of each tree a seed-data container seeds."""
+    trees = []
+    args = [str(a) for a in (c.get("command") or [])[1:] + (c.get("args") or [])]
+    given = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--tree"] + [a.split("=", 1)[1] for a in args if a.startswith("--tree=")]
+    if not given:
+        given = [t for t in (option_value(c, "tree") or "").split(";") if t.strip()]
+    for t in given:
+        source, eq, dest = t.strip().partition("=")
+        trees.append((source, dest if eq else source.lstrip("/")))
+    return trees
+
+
+@pod_check
+def check_seeded_paths(obj, objects, path, spec):
+    """What seed-data seeds and the firewall reads are where something puts them: each tree
+    seed-data seeds lies under one of its volumeMounts (or is a path its image carries), and in a
+    pod that seeds its data volume the firewall's rules file is on a volume it mounts: a ConfigMap
+    that has it, or a volume a seed-data init container seeds with a tree holding it."""
+    out, seeded = [], []  # seeded: (volume name, path in the volume) of each seeded tree
+    for cpath, group, c in containers(path, spec):
+        if image_name(c.get("image") or "") != "seed-data":
+            continue
+        data = option_value(c, "data", "/data")
+        data_mount = mount_of(c, data)
+        for source, dest in seed_trees(c):
+            if not mount_of(c, source) and not in_image("seed-data", source):
+                out.append((f"{cpath}.env", f"seed-data's tree {source} is on no volume it mounts, and the seed-data image carries no such tree"))
+            if data_mount and group == "initContainers":
+                seeded.append((data_mount[0].get("name"), rel_join(data_mount[1], dest)))
+    has_trees = any(seed_trees(c) for _, _, c in containers(path, spec) if image_name(c.get("image") or "") == "seed-data")
+    volumes = {v.get("name"): v for v in spec.get("volumes") or []}
+    configmaps = {(o.get("metadata") or {}).get("name"): o.get("data") or {} for o in objects if o.get("kind") == "ConfigMap"}
+    for cpath, _, c in containers(path, spec):
+        if image_name(c.get("image") or "") != "firewall" or not has_trees:
+            continue
+        rules = option_value(c, "rules", FIREWALL_RULES_DEFAULT)
+        where = f"{cpath}.env"
+        found = mount_of(c, rules)
+        if not found:
+            if not in_image("firewall", rules):
+                out.append((where, f"the firewall's rules {rules} are on no volume it mounts, and the firewall image carries none"))
+            continue
+        mount, inside = found
+        source = (volumes.get(mount.get("name")) or {}).get("configMap")
+        if source is not None:
+            keys = [i.get("path") for i in source.get("items") or []] or list(configmaps.get(source.get("name"), {}))
+            if source.get("name") in configmaps and inside not in keys:
+                out.append((where, f"the firewall's rules {rules} are not in ConfigMap {source.get('name')} (keys: {', '.join(keys)})"))
+        elif not any(mount.get("name") == vol and (inside == tree or inside.startswith(tree + "/")) for vol, tree in seeded):
+            out.append((where, f"the firewall's rules {rules} are on volume {mount.get('name')}, where no init container seeds them"))
+    return out
+
+
 BINARIES = {}  # image name -> path of the binary built from the same sources (--binary)
 _help_cache = {}
 
@@ -480,11 +587,98 @@ def binary_options(binary, subcommand):
     return _help_cache[key]
 
 
+# How each step is run for the check, so that it changes nothing: the flag that makes it only say
+# what it would do. Each was read for what it does with that flag: init-modules, seed-data and
+# kmod-builder build write nothing (no volume prepared, no lock taken); kmod-builder load and bind
+# only read sysfs, /proc and the volume (policy, loaded modules, drivers, IOMMU groups) and write
+# nothing; the firewall reads the rules, builds EAL's arguments, prints them and exits before EAL
+# starts. A step without such a flag (kmod-builder unload, unbind, status) is not run.
+DRY_RUN = {"init-modules": "--dry-run", "seed-data": "--dry-run", "kmod-builder build": "--dry-run",
+           "kmod-builder load": "--dry-run", "kmod-builder bind": "--dry-run", "firewall": "--print-eal-args"}
+DRY_RUN_TIMEOUT = 60  # seconds; a dry run takes well under one
+# The last stderr line of a run that failed for another reason (66: /modules does not exist
+# here) but whose message still says a value was refused.
+REFUSED = re.compile(r"\b(invalid|unknown option|not a whole number|not a boolean|not one of|out of range|"
+                     r"not a number|not a valid|is not (once|auto|human|json|debug))\b", re.I)
+_run_cache = {}
+
+
+def placeholder(e, c, objects):
+    """A value for an env entry whose value the kubelet computes (valueFrom): the ConfigMap's or a
+    plausible one, of the kind the source gives (a number for a resource, a name for a field)."""
+    source = e.get("valueFrom") or {}
+    if "resourceFieldRef" in source:
+        resource = source["resourceFieldRef"].get("resource", "")
+        limits = ((c.get("resources") or {}).get("limits") or {})
+        value = limits.get(resource.split(".", 1)[-1])
+        return str(max(1, int(quantity(value)))) if value is not None else "1"
+    if "configMapKeyRef" in source:
+        ref = source["configMapKeyRef"]
+        for o in objects:
+            if o.get("kind") == "ConfigMap" and (o.get("metadata") or {}).get("name") == ref.get("name"):
+                return str((o.get("data") or {}).get(ref.get("key"), "placeholder"))
+    if "fieldRef" in source:
+        return {"metadata.name": "kmodkit-firewall-0", "metadata.namespace": "kmodkit", "spec.nodeName": "node-1",
+                "status.podIP": "10.0.0.2", "status.hostIP": "10.0.0.1"}.get(source["fieldRef"].get("fieldPath"), "placeholder")
+    return "placeholder"
+
+
+def device_plugin_env(c):
+    """The variables the SR-IOV device plugin gives a container for each device resource it
+    requests (PCIDEVICE_<RESOURCE>, the devices' PCI addresses), with addresses no machine has
+    (domain ffff), so that bind and the firewall see devices but touch none."""
+    env = {}
+    for resource, count in ((c.get("resources") or {}).get("limits") or {}).items():
+        if "/" not in resource:
+            continue
+        n = max(1, min(8, int(quantity(count))))
+        env["PCIDEVICE_" + re.sub(r"[^A-Za-z0-9]", "_", resource).upper()] = ",".join(f"ffff:ff:1f.{i}" for i in range(n))
+    return env
+
+
+def dry_run(binary, argv_tail, c, objects):
+    """Runs the binary as the container would (its command's arguments, args and env; only the
+    env the manifest and the device plugin give) plus its dry-run flag, in a scratch directory:
+    an error sentence when it refuses an option or a value, else None."""
+    env = device_plugin_env(c)
+    for e in c.get("env") or []:
+        env[e.get("name", "")] = str(e["value"]) if "value" in e else placeholder(e, c, objects)
+    key = (binary, tuple(argv_tail), tuple(sorted(env.items())))
+    if key in _run_cache:
+        return _run_cache[key]
+    with tempfile.TemporaryDirectory(prefix="kmodkit-dry-run.") as scratch:
+        # Not the manifest's: where the run may put what it must (the termination log, which is
+        # never created, temporary files) and no network (a proxy on a closed port), so a dry run
+        # neither writes outside the scratch directory nor depends on the CI machine's network.
+        closed = "http://127.0.0.1:9"
+        env.update(KMODKIT_TERMINATION_LOG=f"{scratch}/termination-log", TMPDIR=scratch, HOME=scratch,
+                   http_proxy=closed, https_proxy=closed, HTTPS_PROXY=closed, ALL_PROXY=closed, no_proxy="")
+        try:
+            r = subprocess.run([binary] + argv_tail, env=env, cwd=scratch, capture_output=True, text=True,
+                               stdin=subprocess.DEVNULL, timeout=DRY_RUN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            _run_cache[key] = f"did not finish its dry run in {DRY_RUN_TIMEOUT} s"
+            return _run_cache[key]
+    last = (r.stderr.strip().splitlines() or [""])[-1]
+    try:  # a JSON log line (--log-format auto when stderr is not a terminal): its message
+        last = json.loads(last)["msg"]
+    except (ValueError, KeyError, TypeError):
+        pass
+    if r.returncode == 64 or (r.returncode != 0 and REFUSED.search(last)):
+        _run_cache[key] = f"exits {r.returncode}: {last}"
+    else:
+        _run_cache[key] = None
+    return _run_cache[key]
+
+
 @pod_check
 def check_binaries(obj, objects, path, spec):
-    """The manifests match the binaries: each container's subcommand, flags and KMODKIT_*
-    variables are ones its binary's --help lists, so a renamed option fails here, not in a pod.
-    (The binary ignores an unknown variable: only this check notices a misspelt one.)"""
+    """The manifests match the binaries. Each container's subcommand, flags and KMODKIT_*
+    variables are ones its binary's --help lists (the binary ignores an unknown variable: only
+    this notices a misspelt one). Then the binary is run as the container would run it, with its
+    dry-run flag, so that a value it refuses (a mode, a number, a driver) fails here, not in a pod:
+    exit 64, or a message that says a value is invalid. Other failures are expected here
+    (/modules, /host and the devices do not exist on this machine)."""
     if not BINARIES:
         return []
     out = []
@@ -492,25 +686,35 @@ def check_binaries(obj, objects, path, spec):
         name = image_name(c.get("image") or "")
         if name not in BINARIES:
             continue
-        args = [str(a) for a in (c.get("args") or [])]
+        command = [str(a) for a in (c.get("command") or [])]
+        args = command[1:] + [str(a) for a in (c.get("args") or [])]
         sub = args[0] if name == "kmod-builder" and args and not args[0].startswith("-") else None
+        who = f"{name}{' ' + sub if sub else ''}"
         known = binary_options(BINARIES[name], sub)
         if isinstance(known, str):
             out.append((f"{cpath}.args", f"{name}: {known}"))
             continue
         flags, variables = known
+        bad = len(out)
         for i, a in enumerate(args):
             flag = a.split("=")[0]
             if flag.startswith("--") and flag not in flags:
-                out.append((f"{cpath}.args[{i}]", f"{name}{' ' + sub if sub else ''} has no option {flag}"))
+                out.append((f"{cpath}.args[{i}]", f"{who} has no option {flag}"))
         for i, e in enumerate(c.get("env") or []):
             var = e.get("name", "")
             if var.startswith("KMODKIT_") and var not in variables | {"KMODKIT_TERMINATION_LOG"}:
-                out.append((f"{cpath}.env[{i}].name", f"{name}{' ' + sub if sub else ''} reads no {var}"))
+                out.append((f"{cpath}.env[{i}].name", f"{who} reads no {var}"))
+        step_name = f"kmod-builder {sub or 'build'}" if name == "kmod-builder" else name
+        flag = DRY_RUN.get(step_name)
+        # A name --help does not list is reported once, above; its run would only repeat it.
+        if len(out) == bad and flag in flags:
+            refused = dry_run(BINARIES[name], args + ([flag] if flag not in args else []), c, objects)
+            if refused:
+                out.append((cpath, f"{who} {flag} with the container's args and env {refused}"))
     return out
 
 
-CHECKS = [check_images, check_init_order, check_security_context, check_binaries, check_volume_mounts, check_guaranteed_qos, check_hugepages, check_network_attachments, check_pod_networks]
+CHECKS = [check_images, check_init_order, check_security_context, check_binaries, check_seeded_paths, check_volume_mounts, check_guaranteed_qos, check_hugepages, check_network_attachments, check_pod_networks]
 
 
 # ---------------------------------------------------------------- driver
@@ -587,14 +791,14 @@ def main():
     p.add_argument("--expect-reject", type=Path, metavar="DIR", help="fixtures that must be rejected")
     p.add_argument("--binary", action="append", default=[], metavar="NAME=PATH",
                    help="the binary an image runs (init-modules, seed-data, kmod-builder, firewall): "
-                        "containers' options and KMODKIT_* variables are checked against its --help")
+                        "containers' options and KMODKIT_* variables are checked against its --help and by a dry run")
     p.add_argument("overlay", type=Path, nargs="?", help="a kustomize directory to render and validate")
     args = p.parse_args()
     for b in args.binary:
         name, eq, binary = b.partition("=")
         if not eq or not Path(binary).is_file():
             p.error(f"--binary {b}: give NAME=PATH of an existing binary")
-        BINARIES[name] = binary
+        BINARIES[name] = str(Path(binary).resolve())  # the dry runs run in a scratch directory
     if bool(args.overlay) == bool(args.expect_reject):
         p.error("give an overlay or --expect-reject DIR")
     if not (args.schemas / "k8s-1.32-swagger.json.gz").is_file():
