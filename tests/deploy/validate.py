@@ -653,6 +653,9 @@ def dry_run(binary, argv_tail, c, objects):
         closed = "http://127.0.0.1:9"
         env.update(KMODKIT_TERMINATION_LOG=f"{scratch}/termination-log", TMPDIR=scratch, HOME=scratch,
                    http_proxy=closed, https_proxy=closed, HTTPS_PROXY=closed, ALL_PROXY=closed, no_proxy="")
+        # Downloads that cannot succeed here are not retried (unless the manifest sets retries,
+        # which is then what is checked).
+        env.setdefault("KMODKIT_RETRIES", "0")
         try:
             r = subprocess.run([binary] + argv_tail, env=env, cwd=scratch, capture_output=True, text=True,
                                stdin=subprocess.DEVNULL, timeout=DRY_RUN_TIMEOUT)
