@@ -169,7 +169,8 @@ portable)
   # the driver toolkit), in $dtk; fails unless the bundle runs there.
   dtk_image() {
     dtk=localhost/kmodkit/kmod-builder-driver-toolkit:$tag-$1
-    buildah bud --isolation chroot --quiet --build-arg "DTK=$2" --build-arg "KMOD_BUILDER=localhost/kmodkit/kmod-builder:$tag" \
+    # --layers --force-rm: without them buildah 1.28 keeps the kmod-builder stage's container.
+    buildah bud --isolation chroot --layers --force-rm --quiet --build-arg "DTK=$2" --build-arg "KMOD_BUILDER=localhost/kmodkit/kmod-builder:$tag" \
       -f "$repo_root/images/kmod-builder-driver-toolkit.Containerfile" -t "$dtk" "$work/context" > "$work/dtk.log" 2>&1 ||
       fail "images/kmod-builder-driver-toolkit.Containerfile does not build on $2: $(tail -3 "$work/dtk.log")"
     made_images+=("$dtk")
@@ -213,7 +214,7 @@ PY
     'RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc make libelf1 kmod' \
     > "$work/context/toolchain.Containerfile"
   toolchain=localhost/kmodkit/bullseye-toolchain:$tag
-  buildah bud --isolation chroot --layers --quiet -f "$work/context/toolchain.Containerfile" -t "$toolchain" "$work/context" \
+  buildah bud --isolation chroot --layers --force-rm --quiet -f "$work/context/toolchain.Containerfile" -t "$toolchain" "$work/context" \
     > "$work/toolchain.log" 2>&1 || fail "no Debian 11 toolchain image: $(tail -3 "$work/toolchain.log")"
   dtk_image bullseye "$toolchain"
   # kmod-builder runs the base's gcc (gcc 10 with glibc 2.31, not the bundle's libraries) and
