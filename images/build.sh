@@ -24,7 +24,9 @@ revision=$(git rev-parse HEAD)
 short=${revision:0:12}
 if [ -n "$(git status --porcelain --untracked-files=no)" ]; then revision="$revision-dirty"; short="$short-dirty"; fi
 source_url=${KMODKIT_SOURCE_URL:-$(git remote get-url origin 2>/dev/null || echo "file://$PWD")}
-bud=(buildah bud --isolation chroot --layers --quiet --build-arg "BASE=$base")
+# --force-rm: buildah 1.28 otherwise keeps the working container of each `FROM ${BUILD} AS build`
+# stage (a FROM whose image is a build argument) after a successful build.
+bud=(buildah bud --isolation chroot --layers --force-rm --quiet --build-arg "BASE=$base")
 
 KMODKIT_BASE_IMAGE=$base images/build-base.sh
 build=localhost/kmodkit/build:$short

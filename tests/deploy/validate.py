@@ -417,15 +417,35 @@ def image_name(image):
     return last.split(":")[0]
 
 
+def image_binary(image):
+    """The binary an image runs: its Containerfile's ENTRYPOINT, so the image OpenShift builds on
+    its driver toolkit (kmod-builder-driver-toolkit) is checked as the kmod-builder it runs."""
+    name = image_name(image)
+    containerfile = REPO / "images" / f"{name}.Containerfile"
+    m = re.search(r'^ENTRYPOINT \["([^"]+)"', containerfile.read_text(), re.M) if containerfile.is_file() else None
+    return m.group(1).rsplit("/", 1)[-1] if m else name
+
+
 @pod_check
 def check_images(obj, objects, path, spec):
     """Every container runs an image built from images/ (its name, wherever a site pushed it,
-    is a Containerfile's), so no step runs something CI never built."""
+    is a Containerfile's), so no step runs something CI never built. A bare name (no registry or
+    path: an image the cluster built) is an image stream of the pod's namespace only if that
+    stream has lookupPolicy.local or the pod asks with resolve-names; else the node would pull
+    it from docker.io/library."""
     known = built_images()
+    namespace = (obj.get("metadata") or {}).get("namespace")
+    local = {(o.get("metadata") or {}).get("name") for o in objects
+             if o.get("kind") == "ImageStream" and (o.get("metadata") or {}).get("namespace") == namespace
+             and ((o.get("spec") or {}).get("lookupPolicy") or {}).get("local")}
+    resolve_names = "alpha.image.policy.openshift.io/resolve-names" in pod_annotations(obj)[0]
     out = []
     for cpath, _, c in containers(path, spec):
-        if image_name(c.get("image") or "") not in known:
-            out.append((f"{cpath}.image", f"{c.get('image')!r} is built by no images/*.Containerfile ({', '.join(known)})"))
+        image = c.get("image") or ""
+        if image_name(image) not in known:
+            out.append((f"{cpath}.image", f"{image!r} is built by no images/*.Containerfile ({', '.join(known)})"))
+        elif "/" not in image and not resolve_names and image_name(image) not in local:
+            out.append((f"{cpath}.image", f"{image!r} resolves to no image stream: its ImageStream needs lookupPolicy.local: true in the pod's namespace"))
     return out
 
 
@@ -435,7 +455,7 @@ PIPELINE = ["init-modules", "seed-data", "kmod-builder build", "kmod-builder loa
 
 
 def step(c):
-    name = image_name(c.get("image") or "")
+    name = image_binary(c.get("image") or "")
     if name == "kmod-builder":
         args = c.get("args") or c.get("command") or []
         sub = args[0] if args and not str(args[0]).startswith("-") else "build"
@@ -686,7 +706,7 @@ def check_binaries(obj, objects, path, spec):
         return []
     out = []
     for cpath, _, c in containers(path, spec):
-        name = image_name(c.get("image") or "")
+        name = image_binary(c.get("image") or "")
         if name not in BINARIES:
             continue
         command = [str(a) for a in (c.get("command") or [])]

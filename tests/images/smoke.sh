@@ -10,7 +10,13 @@
 #   seed-data  seed-data seeds a tree onto a data volume as its non-root user, then a restart
 #              does nothing
 #   firewall   the firewall forwards a capture of 1,000 flows between two net_pcap ports
-# Images are localhost/kmodkit/<image>:TAG. Removes the containers it made; kills only the HTTP
+#   portable   images/kmod-builder-driver-toolkit.Containerfile built on bases that are not
+#              Debian 12, as OpenShift's driver toolkit (RHEL 9) is not: busybox-static alone on
+#              scratch (no library at all), then Debian 11 with gcc 10 (an older glibc); the
+#              kmod-builder bundle in each reads the volume the kmod-builder image built igb_uio
+#              on (status, load --dry-run), and on Debian 11 runs that base's own gcc
+# Images are localhost/kmodkit/<image>:TAG. Removes the containers and the images it made (the
+# portable case's, but the Debian 11 toolchain, kept as the bases are); kills only the HTTP
 # server it started. Exit 0 pass, 1 fail.
 set -euo pipefail
 tag=${1:?usage: smoke.sh TAG FIXTURES_DIR CASE}
@@ -20,18 +26,20 @@ repo_root=$(cd "$(dirname "$0")/../.." && pwd)
 images=(init-modules seed-data kmod-builder firewall)
 work=$(mktemp -d /var/tmp/kmodkit-smoke.XXXXXX)
 containers=()
+made_images=()
 server_pid=
 cleanup() {
   for c in "${containers[@]}"; do buildah rm "$c" >/dev/null 2>&1 || true; done
+  for i in "${made_images[@]}"; do buildah rmi "$i" >/dev/null 2>&1 || true; done
   [ -z "$server_pid" ] || kill "$server_pid" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
 fail() { echo "smoke: FAIL: $*" >&2; exit 1; }
 
-# A working container of IMAGE, named in $c.
+# A working container of IMAGE (at TAG, default the one given), named in $c.
 container() {
-  c=$(buildah from --quiet "localhost/kmodkit/$1:$tag") || fail "no image localhost/kmodkit/$1:$tag (images/build.sh)"
+  c=$(buildah from --quiet "localhost/kmodkit/$1:${2:-$tag}") || fail "no image localhost/kmodkit/$1:${2:-$tag} (images/build.sh)"
   containers+=("$c")
 }
 # run [buildah run options] CONTAINER -- COMMAND...: as the image's user, on the host's network.
@@ -149,5 +157,77 @@ PY
   [ "$packets" -gt 0 ] || fail "nothing came out of port B: $(tail -5 "$work/fw.log")"
   echo "smoke: the firewall forwarded $packets packets from port A to port B"
   ;;
-*) echo "smoke: unknown case '$case_' (contents, pipeline, seed-data, firewall)" >&2; exit 64 ;;
+portable)
+  vol=$fixtures/kernel-volume
+  kver=$(cat "$fixtures/apt-repo/kernel-release")
+  cp -a "$vol" "$work/vol"
+  container kmod-builder
+  run -v "$work/vol:/modules" "$c" -- kmod-builder --kernel-release "$kver" --recipe igb_uio --work-dir /tmp \
+    --log-format human > "$work/build.log" 2>&1 || fail "kmod-builder in its image failed: $(tail -1 "$work/build.log")"
+  mkdir "$work/context"
+  # dtk_image NAME BASE: the driver-toolkit image built on BASE (as the BuildConfig builds it on
+  # the driver toolkit), in $dtk; fails unless the bundle runs there.
+  dtk_image() {
+    dtk=localhost/kmodkit/kmod-builder-driver-toolkit:$tag-$1
+    # --layers --force-rm: without them buildah 1.28 keeps the kmod-builder stage's container.
+    buildah bud --isolation chroot --layers --force-rm --quiet --build-arg "DTK=$2" --build-arg "KMOD_BUILDER=localhost/kmodkit/kmod-builder:$tag" \
+      -f "$repo_root/images/kmod-builder-driver-toolkit.Containerfile" -t "$dtk" "$work/context" > "$work/dtk.log" 2>&1 ||
+      fail "images/kmod-builder-driver-toolkit.Containerfile does not build on $2: $(tail -3 "$work/dtk.log")"
+    made_images+=("$dtk")
+    buildah inspect --type image "$dtk" > "$work/inspect.json"
+    python3 - "$work/inspect.json" <<'PY' || exit 1
+import json, sys
+config = json.load(open(sys.argv[1]))["OCIv1"]["config"]
+if config.get("Entrypoint") != ["/opt/kmodkit/bin/kmod-builder"]:
+    sys.exit(f"smoke: FAIL: the entrypoint is {config.get('Entrypoint')}, not the bundle's kmod-builder")
+# The bundle finds its libraries by its own RPATH: the environment the children inherit stays clean.
+if any(e.startswith("LD_") for e in config.get("Env") or []):
+    sys.exit(f"smoke: FAIL: the image sets {[e for e in config['Env'] if e.startswith('LD_')]}")
+PY
+    container "kmod-builder-driver-toolkit" "$tag-$1"
+    run "$c" -- /opt/kmodkit/bin/kmod-builder --help > "$work/help" 2>&1 || fail "kmod-builder --help on $1 exits $?: $(tail -1 "$work/help")"
+    grep -q '^Usage: ' "$work/help" || fail "kmod-builder --help on $1 prints no usage"
+    run -v "$work/vol:/modules" "$c" -- /opt/kmodkit/bin/kmod-builder status --kernel-release "$kver" > "$work/status" 2>&1 ||
+      fail "kmod-builder status on $1 failed: $(tail -1 "$work/status")"
+    grep -q igb_uio "$work/status" || fail "kmod-builder status on $1 does not list igb_uio: $(cat "$work/status")"
+    run -v "$work/vol:/modules:ro" "$c" -- /opt/kmodkit/bin/kmod-builder load --kernel-release "$kver" --dry-run \
+      --log-format human > "$work/load" 2>&1 || fail "kmod-builder load --dry-run on $1 failed: $(tail -1 "$work/load")"
+    grep -q igb_uio "$work/load" || fail "load --dry-run on $1 does not name igb_uio: $(cat "$work/load")"
+  }
+
+  # 1. No library at all: a static busybox on scratch.
+  readelf -l /bin/busybox | grep -q 'Requesting program interpreter' && fail "/bin/busybox is not static (busybox-static)"
+  b=$(buildah from scratch); containers+=("$b")
+  buildah copy "$b" /bin/busybox /bin/busybox >/dev/null
+  busybox=localhost/kmodkit/busybox-scratch:$tag
+  buildah commit --quiet "$b" "$busybox" >/dev/null; made_images+=("$busybox")
+  dtk_image busybox "$busybox"
+  run "$c" -- /bin/busybox sh -c 'for f in /lib64 /lib /usr/lib /usr/lib64; do [ ! -e $f ] || echo $f; done' > "$work/libs"
+  [ ! -s "$work/libs" ] || fail "the busybox base has library folders: $(cat "$work/libs")"
+  echo "smoke: the bundle ran --help, status and load --dry-run on busybox-static alone"
+
+  # 2. An older glibc (Debian 11: 2.31; RHEL 9 has 2.34, the bundle's is 2.36), with that
+  # release's gcc 10, make and kmod, as the driver toolkit brings its own. The base is built
+  # once and kept, as the Debian 12 one is; the toolchain layer is cached.
+  KMODKIT_BASE_SUITE=bullseye "$repo_root/images/build-base.sh" >/dev/null
+  printf '%s\n' 'FROM localhost/kmodkit-base:bullseye' \
+    'RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc make libelf1 kmod' \
+    > "$work/context/toolchain.Containerfile"
+  toolchain=localhost/kmodkit/bullseye-toolchain:$tag
+  buildah bud --isolation chroot --layers --force-rm --quiet -f "$work/context/toolchain.Containerfile" -t "$toolchain" "$work/context" \
+    > "$work/toolchain.log" 2>&1 || fail "no Debian 11 toolchain image: $(tail -3 "$work/toolchain.log")"
+  dtk_image bullseye "$toolchain"
+  # kmod-builder runs the base's gcc (gcc 10 with glibc 2.31, not the bundle's libraries) and
+  # refuses it: the fixture kernel was built with gcc 12. Past that check, the 6.1 headers could
+  # not be used there anyway: kbuild's fixdep and modpost are Debian 12 programs (glibc 2.34+),
+  # and the kernel's flags (-mharden-sls, -ftrivial-auto-var-init) are gcc 12's.
+  rc=0
+  run -v "$work/vol:/modules" "$c" -- /opt/kmodkit/bin/kmod-builder --kernel-release "$kver" --recipe igb_uio \
+    --work-dir /tmp --log-format human > "$work/build10.log" 2>&1 || rc=$?
+  [ "$rc" = 78 ] || fail "kmod-builder build with gcc 10 exits $rc, expected 78 (compiler mismatch): $(tail -1 "$work/build10.log")"
+  grep -q 'gcc 10, not gcc 12' "$work/build10.log" || fail "the refusal does not name gcc 10: $(tail -1 "$work/build10.log")"
+  run "$c" -- ldd --version > "$work/glibc"
+  echo "smoke: the bundle ran on Debian 11 (glibc $(awk 'NR == 1 {print $NF}' "$work/glibc")) and ran its gcc 10"
+  ;;
+*) echo "smoke: unknown case '$case_' (contents, pipeline, seed-data, firewall, portable)" >&2; exit 64 ;;
 esac
