@@ -289,7 +289,7 @@ Result<json> build_into_cache(const Job& job, const KernelTree& kernel, const Co
   KK_TRY(files::remove_tree(dest));  // an incomplete entry (no entry.json) left by a kill
   KK_TRY(files::rename_durable(staging.path(), dest));
   staging.keep();
-  logger->info("{}: signed with {} ({} key {}), cached as {}", job.recipe.name, hash, signer->signer_name(),
+  logger->info("{}: signed with {} by \"{}\" (key id {}), cached as {}", job.recipe.name, hash, signer->signer_name(),
                signer->key_id(), job.key.substr(0, 16));
   return entry;
 }
