@@ -15,6 +15,9 @@ packages=(
   # tools the tests drive for real: apt repositories, archives, an HTTP server, kernel builds
   dpkg-dev apt-utils xz-utils zstd rpm cpio python3 kmod bc flex bison libelf-dev
   gnupg gpgv time openssl curl strace
+  # the dnf repositories of the rpm source's tests (tests/support/make-rpm-repo.sh): rpmbuild and
+  # rpmsign come with rpm, repodata from createrepo_c
+  createrepo-c
   # module sources kmod-builder's built-in recipes and tests build: igb_uio (dpdk-kmods, under
   # /usr/src) and rte_build_config.h for rte_kni (libdpdk-dev)
   dpdk-kmods-dkms libdpdk-dev
