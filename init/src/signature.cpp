@@ -67,9 +67,8 @@ std::vector<std::string> keyring_sources(const apt::Repo& repo, const fs::path& 
 
 Result<void> verify(const apt::Repo& repo, const fs::path& apt_root, const std::string& what,
                     const std::string& signed_text, const std::optional<std::string>& signature) {
-  auto logger = log::get("init.apt");
   if (repo.trusted) {
-    logger->warn("{}: not checking the signature: the repository is marked trusted=yes", what);
+    log::get("init.apt")->warn("{}: not checking the signature: the repository is marked trusted=yes", what);
     return {};
   }
   const auto sources = keyring_sources(repo, apt_root);
@@ -77,13 +76,19 @@ Result<void> verify(const apt::Repo& repo, const fs::path& apt_root, const std::
     return fail(ExitCode::config, what + ": no keyring to check its signature with (give signed-by=KEYRING, or "
                                          "trusted=yes for a repository that is not signed)");
   }
+  return verify_with(sources, what, signed_text, signature);
+}
+
+Result<void> verify_with(const std::vector<std::string>& keys, const std::string& what,
+                         const std::string& signed_data, const std::optional<std::string>& signature) {
+  if (keys.empty()) return fail(ExitCode::config, what + ": no key to check its signature with");
   auto tmp = KK_TRY(files::StagingDir::create(fs::temp_directory_path(), "kmodkit-gpgv"));
   std::vector<std::string> argv = {"gpgv", "--homedir", tmp.path().string(), "--quiet"};
   int n = 0;
-  for (const auto& source : sources) {
+  for (const auto& source : keys) {
     std::string binary;
     if (source.find(kArmourBegin) != std::string::npos) {
-      binary = KK_TRY(dearmor(source, what + ": Signed-By"));
+      binary = KK_TRY(dearmor(source, what + ": inline key"));
     } else {
       auto text = files::read_file(source, 16 << 20);
       if (!text) return fail(ExitCode::config, what + ": keyring " + source + ": " + text.error().message);
@@ -93,14 +98,14 @@ Result<void> verify(const apt::Repo& repo, const fs::path& apt_root, const std::
     KK_TRY(files::write_file_atomic(keyring, binary));
     argv.insert(argv.end(), {"--keyring", keyring.string()});
   }
-  const fs::path text_file = tmp.path() / "Release";
-  KK_TRY(files::write_file_atomic(text_file, signed_text));
+  const fs::path data_file = tmp.path() / "signed";
+  KK_TRY(files::write_file_atomic(data_file, signed_data));
   if (signature) {
-    const fs::path sig_file = tmp.path() / "Release.gpg";
+    const fs::path sig_file = tmp.path() / "signature";
     KK_TRY(files::write_file_atomic(sig_file, *signature));
     argv.push_back(sig_file.string());
   }
-  argv.push_back(text_file.string());
+  argv.push_back(data_file.string());
   auto outcome = subprocess::run(argv, {.cwd = {}, .env = {}, .timeout = std::chrono::seconds(60)});
   if (!outcome) {
     return fail(ExitCode::config, what + ": gpgv is needed to check the signature: " + outcome.error().message);
@@ -109,10 +114,10 @@ Result<void> verify(const apt::Repo& repo, const fs::path& apt_root, const std::
     std::string detail = outcome->output;
     while (!detail.empty() && detail.back() == '\n') detail.pop_back();
     if (auto nl = detail.rfind('\n'); nl != std::string::npos) detail = detail.substr(nl + 1);
-    return fail(ExitCode::data_err, what + ": the signature does not verify with " + std::to_string(sources.size()) +
+    return fail(ExitCode::data_err, what + ": the signature does not verify with " + std::to_string(keys.size()) +
                                         " keyring(s): " + detail);
   }
-  logger->debug("{}: signature good", what);
+  log::get("init.signature")->debug("{}: signature good", what);
   return {};
 }
 
