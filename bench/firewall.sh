@@ -119,7 +119,7 @@ fw() {
   if grep -E '^drop [a-z_ ]+: [1-9]' "$work/firewall-$1.log"; then die "firewall-$1 dropped packets"; fi
 }
 
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+. bench/lib.sh
 col() { awk -v c="$2" '{print $c}' "$work/$1"; }
 
 echo "bench: $packets packets of $flows flows, rules ${rule_sets[*]}, $rounds rounds of $seconds s, hugepages in $huge_dir"

@@ -15,32 +15,16 @@ preset=${KMODKIT_PRESET:-default}
 bin=$PWD/build/$preset/init/init-modules
 [ -x "$bin" ] || { echo "bench: build first (ci/build.sh); no $bin" >&2; exit 1; }
 work=$(mktemp -d /var/tmp/kmodkit-bench.XXXXXX)
-# Where the volumes go. As root (default): a new ext4 file system with a journal, made for this
-# run on a loop device, the shape of the persistent volume a pod gets. It also keeps the rounds
-# apart from whatever else this machine did: an ext4 without a journal (this VM's root) skips
-# inodes freed in the last minutes when it allocates new ones, one by one, so file creation
-# slows down by seconds after any large delete, for whichever side lands there.
-# KMODKIT_BENCH_DEST=DIR puts them in a directory there instead (/var/tmp when not root;
-# /dev/shm leaves out the disk and measures the CPU side).
-loop_img= dest_mount=
+. bench/lib.sh
+server=
 cleanup() {
-  kill "$server" 2>/dev/null || true
-  if [ -n "$dest_mount" ]; then umount "$dest_mount" 2>/dev/null; rmdir "$dest_mount"; else rm -rf "$dest"; fi
+  [ -n "$server" ] && kill "$server" 2>/dev/null
+  bench_volumes_remove
   rm -rf "$work"
 }
 trap cleanup EXIT
-server=
-if [ -z "${KMODKIT_BENCH_DEST:-}" ] && [ "$(id -u)" -eq 0 ] && command -v mkfs.ext4 >/dev/null; then
-  loop_img=$work/volume.img
-  # Each round writes three trees of about 17,000 files and 60 MB.
-  truncate -s $((320 * rounds + 512))M "$loop_img"
-  mkfs.ext4 -q -F -N $((60000 * rounds + 10000)) "$loop_img"
-  dest_mount=$(mktemp -d /var/tmp/kmodkit-bench-vol.XXXXXX)
-  mount -o loop "$loop_img" "$dest_mount"
-  dest=$dest_mount
-else
-  dest=$(mktemp -d "${KMODKIT_BENCH_DEST:-/var/tmp}/kmodkit-bench-vol.XXXXXX")
-fi
+# Each round writes three trees of about 17,000 files and 60 MB.
+bench_volumes "$work" $((320 * rounds + 512)) $((60000 * rounds + 10000))
 
 tests/support/make-apt-repo.sh "$work/repo" >/dev/null
 kver=$(cat "$work/repo/kernel-release")
@@ -48,16 +32,12 @@ debs=("$work"/repo/pool/main/*.deb)
 args=()
 for d in "${debs[@]}"; do args+=(--archive "$d" --sha256 "$(sha256sum "$d" | cut -d' ' -f1)"); done
 
-python3 tests/support/http_server.py "$work/repo" --port-file "$work/port" 2>/dev/null &
-server=$!
-for _ in $(seq 100); do [ -f "$work/port" ] && break; sleep 0.05; done
+bench_http_server "$work/repo" "$work/port"
 repo="deb [trusted=yes] http://127.0.0.1:$(cat "$work/port") stable main"
 
-now() { date +%s.%N; }
 # Volumes are never deleted between rounds: on an ext4 without a journal, inodes freed in the
 # last minutes slow the creation of new ones, which would land on whichever side ran next.
 fresh() { mkdir -p "$dest/$1"; sync; }
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 : > "$work/r_archive"; : > "$work/r_apt"; : > "$work/t_dpkg"; : > "$work/t_archive"; : > "$work/t_apt"; : > "$work/rss"
 for i in $(seq "$rounds"); do
@@ -91,9 +71,7 @@ for i in $(seq 20); do
   echo "($t1 - $t0) * 1000" | bc -l >> "$work/t_true"
 done
 
-where=$(df --output=fstype "$dest" | tail -1)
-[ -n "$dest_mount" ] && where="a new ext4 with a journal (loop device)"
-printf '\nresults (median of %d rounds, volumes on %s)\n' "$rounds" "$where"
+printf '\nresults (median of %d rounds, volumes on %s)\n' "$rounds" "$(bench_where)"
 printf '  extraction, 3 Debian header packages: init-modules / dpkg-deb -x = %.2f   (target <= 0.80; %.2f s vs %.2f s)\n' \
   "$(median < "$work/r_archive")" "$(median < "$work/t_archive")" "$(median < "$work/t_dpkg")"
 printf '  apt over local HTTP incl. indexes:     init-modules / dpkg-deb -x = %.2f   (%.2f s)\n' \

@@ -31,8 +31,7 @@ args=(--volume "$work/vol" --kernel-release "$kver" --work-dir "$work" --jobs "$
       --recipe "igb_uio,$PWD/tests/support/kmod-hello" --signing-key "$work/key.pem" --signing-cert "$work/cert.pem"
       --log-format json)
 
-now() { date +%s.%N; }
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+. bench/lib.sh
 
 # The baseline: what a script would run, with the flags the recipes give.
 plain_make() {

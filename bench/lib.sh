@@ -1,0 +1,49 @@
+# Shared by the benchmark scripts: `. "$(dirname "$0")/lib.sh"`.
+
+now() { date +%s.%N; }
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+# bench_volumes WORK SIZE_MB INODES: sets `dest` to where the volumes go and `dest_mount` when it
+# is a mount of this run. As root (default): a new ext4 file system with a journal, made for this
+# run on a loop device, the shape of the persistent volume a pod gets. It also keeps the rounds
+# apart from whatever else this machine did: an ext4 without a journal (this VM's root) skips
+# inodes freed in the last minutes when it allocates new ones, one by one, so file creation
+# slows down by seconds after any large delete, for whichever side lands there.
+# KMODKIT_BENCH_DEST=DIR puts them in a directory there instead (/var/tmp when not root;
+# /dev/shm leaves out the disk and measures the CPU side). bench_volumes_remove undoes it.
+bench_volumes() {
+  local work=$1 size_mb=$2 inodes=$3
+  dest_mount=
+  if [ -z "${KMODKIT_BENCH_DEST:-}" ] && [ "$(id -u)" -eq 0 ] && command -v mkfs.ext4 >/dev/null; then
+    truncate -s "${size_mb}M" "$work/volume.img"
+    mkfs.ext4 -q -F -N "$inodes" "$work/volume.img"
+    dest_mount=$(mktemp -d /var/tmp/kmodkit-bench-vol.XXXXXX)
+    mount -o loop "$work/volume.img" "$dest_mount"
+    dest=$dest_mount
+  else
+    dest=$(mktemp -d "${KMODKIT_BENCH_DEST:-/var/tmp}/kmodkit-bench-vol.XXXXXX")
+  fi
+}
+bench_volumes_remove() {
+  if [ -n "${dest_mount:-}" ]; then
+    umount "$dest_mount" 2>/dev/null
+    rmdir "$dest_mount"
+  elif [ -n "${dest:-}" ]; then
+    rm -rf "$dest"
+  fi
+}
+
+# bench_where: the file system of the volumes, in words.
+bench_where() {
+  if [ -n "${dest_mount:-}" ]; then echo "a new ext4 with a journal (loop device)"; else df --output=fstype "$dest" | tail -1; fi
+}
+
+# bench_http_server ROOT PORT_FILE: serves ROOT on 127.0.0.1 in the background; sets `server` to its
+# PID (the caller kills it) once the port is in PORT_FILE.
+bench_http_server() {
+  python3 tests/support/http_server.py "$1" --port-file "$2" 2>/dev/null &
+  server=$!
+  for _ in $(seq 200); do [ -s "$2" ] && return 0; sleep 0.05; done
+  echo "bench: the HTTP server did not start" >&2
+  return 1
+}
