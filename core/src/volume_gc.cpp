@@ -83,13 +83,23 @@ Result<TreeUse> ModulesVolume::use(std::string_view kver) const {
   }
   const fs::path dir = state_dir() / "used";
   if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
-    // No .kmodkit: nothing was laid out here yet, so there is nothing gc could take away.
-    if (errno == ENOENT) return TreeUse();
+    // No .kmodkit (nothing was laid out here yet), or a read-only volume without records: nothing
+    // gc could take away, or nothing to hold.
+    if (errno == ENOENT || errno == EROFS) return TreeUse();
     return fail(files::errno_error("mkdir " + dir.string(), errno));
   }
   const fs::path path = use_record(kver);
   for (;;) {
-    auto fd = KK_TRY(files::open_file(path, O_RDWR | O_CREAT, 0644));
+    // A volume mounted read-only (kmod-builder load's) is held without recording a time: the
+    // runs before it, which write the volume, recorded it.
+    int raw = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    const bool read_only = raw < 0 && errno == EROFS;
+    if (read_only) raw = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (raw < 0) {
+      if (read_only && errno == ENOENT) return TreeUse();
+      return fail(files::errno_error(path.string(), errno));
+    }
+    files::Fd fd(raw);
     if (::flock(fd.get(), LOCK_SH) != 0) {
       if (errno == EINTR) continue;
       return fail(files::errno_error("lock " + path.string(), errno, ExitCode::temp_fail));
@@ -100,7 +110,7 @@ Result<TreeUse> ModulesVolume::use(std::string_view kver) const {
     if (::fstat(fd.get(), &held) == 0 && ::stat(path.c_str(), &now) == 0 && held.st_ino == now.st_ino &&
         held.st_dev == now.st_dev) {
       // Setting the time needs no lock: it is one inode update, never seen half done.
-      if (::futimens(fd.get(), nullptr) != 0) return fail(files::errno_error("touch " + path.string(), errno));
+      if (!read_only && ::futimens(fd.get(), nullptr) != 0) return fail(files::errno_error("touch " + path.string(), errno));
       return TreeUse(std::move(fd));
     }
   }
@@ -251,8 +261,8 @@ Result<GcReport> ModulesVolume::collect_unused(const GcPolicy& policy) const {
     if (!r.cache_entries.empty()) {
       parts += fmt::format(", {} cache entr{}", r.cache_entries.size(), r.cache_entries.size() == 1 ? "y" : "ies");
     }
-    logger->info("{} kernel {} ({}): {}; {} freed", dry ? "dry run: would remove" : "removed", kver, parts, used,
-                 progress::format_bytes(bytes));
+    logger->info("{} kernel {} ({}): {}; {} {}", dry ? "dry run: would remove" : "removed", kver, parts, used,
+                 progress::format_bytes(bytes), dry ? "would be freed" : "freed");
     ++report.removed;
     report.bytes += bytes;
   }

@@ -31,7 +31,7 @@ Result<void> collect_unused(const fs::path& volume_dir, const std::string& curre
   // A gc or publish that was killed left its pieces in staging; they go first.
   KK_TRY(volume.clear_staging());
   report = KK_TRY_CTX(volume.collect_unused(policy), "volume " + volume_dir.string());
-  logger->info("gc: {} kernel(s) removed, {} kept, {} freed", report.removed, report.kept, progress::format_bytes(report.bytes));
+  logger->info("{} kernel(s) removed, {} kept, {} freed", report.removed, report.kept, progress::format_bytes(report.bytes));
   return {};
 }
 

@@ -131,8 +131,10 @@ class ModulesVolume : public Volume {
 
   // Records that the release's tree is used now (sets its use record's mtime, creating it) and
   // holds it until the returned TreeUse is destroyed, so gc leaves the tree alone. Call before
-  // reading the tree. Waits only while a gc removes this very release. An empty hold when the
-  // volume has no .kmodkit yet; cannot create (73) when the record cannot be written.
+  // reading the tree. Waits only while a gc removes this very release. On a read-only volume the
+  // record is held without setting its time. An empty hold when the volume has no .kmodkit yet
+  // (or, read-only, no record); usage error (64) for a name that is not a release; cannot create
+  // (73) when the record cannot be written.
   Result<TreeUse> use(std::string_view kernel_release) const;
 
   // Removes the trees of releases no process holds and none used within policy.keep_unused
