@@ -6,6 +6,7 @@
 #include <chrono>
 #include <ctime>
 
+#include "gc.hpp"
 #include "kmodkit/cli.hpp"
 #include "kmodkit/digest.hpp"
 #include "kmodkit/log.hpp"
@@ -151,8 +152,38 @@ Result<void> run(const Config& cfg) {
   return fail(ExitCode::no_input, "no source has headers for kernel " + kver + ": " + list);
 }
 
+namespace {
+
+// A normal run: holds the release's use record (so no gc removes the tree while this run checks
+// or lays it), serves the release, then collects with --keep-unused-days when given.
+Result<void> serve(const Config& cfg, int keep_unused_days) {
+  KK_TRY(check_release(cfg.kernel_release));
+  volume::ModulesVolume volume(cfg.volume);
+  volume::TreeUse use;
+  auto hold = [&] {
+    if (cfg.dry_run || use.held()) return;
+    // A volume this run cannot write (a found tree needs no writing) only loses the record.
+    if (auto held = volume.use(cfg.kernel_release)) {
+      use = std::move(*held);
+    } else {
+      log::get("init-modules")->warn("kernel {}: {}; gc may count the tree as unused", cfg.kernel_release, held.error().message);
+    }
+  };
+  hold();
+  KK_TRY(run(cfg));
+  hold();  // the first tree on a new volume: there was no .kmodkit to record it in before
+  if (keep_unused_days < 0) return {};
+  return collect_unused(cfg.volume, cfg.kernel_release, keep_unused_days,
+                        cfg.dry_run ? volume::GcMode::dry_run : volume::GcMode::remove, cfg.lock_timeout_s);
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  // Subcommands (kmod-builder's table, one row so far): `init-modules gc`.
+  if (argc > 1 && std::string_view(argv[1]) == "gc") return gc_main(argc - 1, argv + 1);
   Config cfg;
+  int keep_unused_days = -1;
   struct utsname uts{};
   ::uname(&uts);
   const std::string machine = uts.machine;
@@ -172,6 +203,8 @@ int main(int argc, char** argv) {
       "  init-modules                                   # in the pod: uname -r, /host, /modules\n"
       "  init-modules --kernel-release 6.1.0-18-amd64 --volume ./vol --sources apt\n"
       "  init-modules --sources archive --archive https://example/kernel-devel.rpm --sha256 <hex>\n"
+      "  init-modules --keep-unused-days 14             # and remove trees no pod used for 14 days\n"
+      "  init-modules gc --keep-unused-days 14          # only that (init-modules gc --help)\n"
       "Exit codes: 0 done, 64 usage, 65 bad data (checksum, malicious archive), 66 no source has the\n"
       "kernel, 69 network, 73 volume not writable, 75 lock wait ran out, 78 configuration.",
       {
@@ -233,6 +266,7 @@ int main(int argc, char** argv) {
              return {};
            }},
           {"dry-run", cli::Kind::flag, "", "", "say what would be done; write nothing", cli::store_flag(cfg.dry_run)},
+          keep_unused_days_option(keep_unused_days),
           {"jobs", cli::Kind::value, std::to_string(ncpu), "N", "packages fetched and extracted at once",
            cli::store_integer("jobs", cfg.jobs, 1, 64)},
           {"lock-timeout", cli::Kind::value, "1800", "SECONDS", "how long to wait for another process working on the volume",
@@ -255,7 +289,7 @@ int main(int argc, char** argv) {
           {"ca-file", cli::Kind::value, "", "FILE", "CA bundle for HTTPS (default: the system's)",
            cli::store(cfg.http.ca_file)},
       }};
-  return cli::run_main(program, argc, argv, [&] { return run(cfg); });
+  return cli::run_main(program, argc, argv, [&] { return serve(cfg, keep_unused_days); });
 }
 
 }  // namespace kmodkit::init

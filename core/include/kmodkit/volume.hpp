@@ -72,6 +72,37 @@ struct Manifest {
   static Result<Manifest> from_json(std::string_view text, const std::string& origin);
 };
 
+// A process's hold on a release's tree (ModulesVolume::use()): a shared flock() on the release's
+// use record, which gc needs exclusively before it may remove the tree. Released on destruction,
+// or when the process dies. An empty hold (held() false) holds nothing: the volume had no state
+// directory yet, so there was no tree to protect.
+class TreeUse {
+ public:
+  TreeUse() = default;
+  bool held() const { return static_cast<bool>(fd_); }
+
+ private:
+  friend class ModulesVolume;
+  explicit TreeUse(files::Fd fd) : fd_(std::move(fd)) {}
+  files::Fd fd_;
+};
+
+enum class GcMode { remove, dry_run };
+
+// What collect_unused() removes: trees whose last use is older than `keep_unused`, never
+// `current_release` (the release the calling run serves).
+struct GcPolicy {
+  std::chrono::seconds keep_unused{0};
+  std::string current_release;
+  GcMode mode = GcMode::remove;
+};
+
+struct GcReport {
+  size_t removed = 0;  // releases whose tree or cache entries were (or, in a dry run, would be) removed
+  size_t kept = 0;
+  uint64_t bytes = 0;  // freed, or that would be
+};
+
 // The modules volume's layout: each release's tree is a generation, .kmodkit/trees/<name>/
 // holding root/ (a tree that mirrors the root file system) and manifest.json; the symlink
 // .kmodkit/kernels/<kver> names the current generation and is the only thing a publish changes,
@@ -93,6 +124,29 @@ class ModulesVolume : public Volume {
   // The manifest of a complete tree for the release: it parses, names the release, and the
   // paths it lists exist. Otherwise nullopt, with the reason in `why_not`.
   std::optional<Manifest> complete_tree(std::string_view kernel_release, std::string* why_not) const;
+
+  // .kmodkit/used/<kver>: the release's use record. Its mtime is the tree's last use; a shared
+  // flock() on it means a process is using the tree now (docs/ARCHITECTURE.md, "Kernel upgrades").
+  fs::path use_record(std::string_view kernel_release) const;
+
+  // Records that the release's tree is used now (sets its use record's mtime, creating it) and
+  // holds it until the returned TreeUse is destroyed, so gc leaves the tree alone. Call before
+  // reading the tree. Waits only while a gc removes this very release. On a read-only volume the
+  // record is held without setting its time. An empty hold when the volume has no .kmodkit yet
+  // (or, read-only, no record); usage error (64) for a name that is not a release; cannot create
+  // (73) when the record cannot be written.
+  Result<TreeUse> use(std::string_view kernel_release) const;
+
+  // Removes the trees of releases no process holds and none used within policy.keep_unused
+  // (their manifest, generation and public links), with kmod-builder's cache entries, records
+  // and logs for them; releases that only have cache entries left are judged the same way. A
+  // release's last use is its use record's mtime, else its manifest's creation time, else its
+  // newest cache entry's. Each tree is moved into staging (its commit link first, so what is
+  // left is never trusted) and then deleted: a kill leaves what the next clear_staging() and
+  // collect_unused() remove. Logs one line per release removed and kept. In remove mode only
+  // under the lock, after clear_staging(); a dry run changes nothing. Cannot create (73)
+  // naming the path that could not be moved or removed.
+  Result<GcReport> collect_unused(const GcPolicy& policy) const;
 
   // Creates the toolkit's directories and the merged-/usr `lib` link; cannot create (73) when
   // the volume is read-only or missing.
