@@ -12,6 +12,7 @@
 #include "kmodkit/progress.hpp"
 #include "kmodkit/text.hpp"
 #include "kmodkit/volume.hpp"
+#include "oci.hpp"
 
 namespace kmodkit::init {
 namespace {
@@ -230,6 +231,23 @@ int main(int argc, char** argv) {
                }
                cfg.archives.push_back({archive_locations[i], v[i]});
              }
+             return {};
+           }},
+          {"image", cli::Kind::list, "", "REF",
+           "a container image for the oci source, registry/repository:tag or @sha256:<hex> (repeatable)",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             for (const auto& ref : v) KK_TRY(oci::parse_reference(ref));
+             cfg.images = v;
+             return {};
+           }},
+          {"registry-auth", cli::Kind::value, "", "FILE",
+           "a docker config.json with the registries' credentials (auths.<registry>.auth); default: the "
+           "kubelet's, <host-root>/var/lib/kubelet/config.json, when readable",
+           cli::store(cfg.registry_auth)},
+          {"insecure-registry", cli::Kind::list, "", "HOST:PORT",
+           "a registry reached over plain HTTP instead of verified HTTPS (repeatable)",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             cfg.insecure_registries = v;
              return {};
            }},
           {"dry-run", cli::Kind::flag, "", "", "say what would be done; write nothing", cli::store_flag(cfg.dry_run)},

@@ -126,6 +126,7 @@ const std::vector<SourceSpec>& source_table() {
       {"host", fetch_host, "the node's own headers and modules tree under the host mount"},
       {"kheaders", fetch_kheaders, "the kernel's built-in headers, /sys/kernel/kheaders.tar.xz"},
       {"apt", fetch_apt, "Debian and Ubuntu package repositories"},
+      {"oci", fetch_oci, "container images given with --image (a driver toolkit of the node's kernel)"},
       {"archive", fetch_archive, "archives given with --archive and --sha256"},
   };
   return table;

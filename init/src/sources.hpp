@@ -36,6 +36,9 @@ struct Config {
   fs::path apt_root = "/";
   std::string arch;
   std::vector<ArchiveInput> archives;
+  std::vector<std::string> images;               // --image references, tried in order
+  fs::path registry_auth;                        // docker config.json; empty: the kubelet's under host_root
+  std::vector<std::string> insecure_registries;  // HOST:PORT served over plain HTTP
   bool dry_run = false;
   int jobs = 2;
   double lock_timeout_s = 1800;
@@ -75,5 +78,7 @@ Result<Answer> fetch_host(Context& ctx);
 Result<Answer> fetch_kheaders(Context& ctx);
 Result<Answer> fetch_apt(Context& ctx);
 Result<Answer> fetch_archive(Context& ctx);
+// Container images (oci.cpp): a driver-toolkit-like image's kernel tree, laid as it is.
+Result<Answer> fetch_oci(Context& ctx);
 
 }  // namespace kmodkit::init
