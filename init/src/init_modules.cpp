@@ -173,8 +173,10 @@ int main(int argc, char** argv) {
       "  init-modules                                   # in the pod: uname -r, /host, /modules\n"
       "  init-modules --kernel-release 6.1.0-18-amd64 --volume ./vol --sources apt\n"
       "  init-modules --sources archive --archive https://example/kernel-devel.rpm --sha256 <hex>\n"
+      "  init-modules --sources oci --image registry.example/openshift/driver-toolkit:4.16\n"
       "Exit codes: 0 done, 64 usage, 65 bad data (checksum, malicious archive), 66 no source has the\n"
-      "kernel, 69 network, 73 volume not writable, 75 lock wait ran out, 78 configuration.",
+      "kernel, 69 network, 73 volume not writable, 75 lock wait ran out, 77 a registry refused the pull,\n"
+      "78 configuration.",
       {
           {"kernel-release", cli::Kind::value, "", "RELEASE", "kernel release to lay out (default: uname -r)",
            [&](const std::vector<std::string>& v) -> Result<void> {

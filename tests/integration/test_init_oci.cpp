@@ -174,6 +174,15 @@ TEST_CASE("the registry's certificate is verified: without the test CA the pull 
   c.check_nothing_published();
 }
 
+TEST_CASE("a malformed --image is a usage error naming it", "[oci]") {
+  for (const char* ref : {"Upper/Case:tag", "registry.example/repo@sha256:short", "registry.example/:tag"}) {
+    auto run = test::run_init_modules({"--sources", "oci", "--image", ref, "--dry-run"});
+    INFO(run.output);
+    CHECK(run.code == 64);
+    CHECK(run.last_line.find(std::string("'") + ref + "'") != std::string::npos);
+  }
+}
+
 TEST_CASE("a dry run says which image it would pull and writes nothing", "[oci]") {
   Case c;
   auto run = c.pull(c.image("kmodkit/dtk:gzip"), {"--dry-run"});
@@ -221,6 +230,13 @@ TEST_CASE("bad images are refused with a sentence naming them, and nothing is pu
     CHECK(run.code == 65);
     CHECK(run.last_line.find("carries kernel 6.1.0-1-amd64; the node runs " + c.kver) != std::string::npos);
     CHECK_FALSE(fs::exists(c.volume / ".kmodkit/blobs"));
+    c.check_nothing_published();
+  }
+  SECTION("a driver toolkit of another kernel without a label, refused by its tree") {
+    auto run = c.pull(c.image("kmodkit/dtk:stale-nolabel"));
+    INFO(run.output);
+    CHECK(run.code == 65);
+    CHECK(run.last_line.find("carries kernel 6.1.0-1-amd64; the node runs " + c.kver) != std::string::npos);
     c.check_nothing_published();
   }
   SECTION("a layer with an entry that climbs out with '..'") {

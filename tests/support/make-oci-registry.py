@@ -25,6 +25,7 @@ Images (repository:tag), each a driver-toolkit-like image unless said otherwise:
   kmodkit/dtk:docker   dtk:gzip as Docker schema 2 (skopeo --format v2s2)
   kmodkit/dtk:multi    an OCI index: linux/amd64 is dtk:gzip, linux/arm64 another image
   kmodkit/dtk:stale    label kernel-version=6.1.0-1-amd64 and that kernel's tree only
+  kmodkit/dtk:stale-nolabel  the same without the label
   kmodkit/private:latest, kmodkit/refused:latest   dtk:gzip again, for the token server's rules
   kmodkit/evil:dotdot  a layer with an entry '../escape'
   kmodkit/evil:symlink a layer with a symlink to /etc, the next one with a file through it
@@ -260,7 +261,7 @@ def main():
 
     try:
         with open(os.path.join(out, "kernel-release")) as f:
-            if f.read().strip() == kver and os.path.exists(os.path.join(out, "digests")):
+            if f.read().strip() == kver and "kmodkit/dtk:stale-nolabel" in open(os.path.join(out, "digests")).read():
                 summary()
                 return
     except OSError:
@@ -317,6 +318,7 @@ def main():
         add_file(tar, "etc/driver-toolkit-release.json", json.dumps({"KERNEL_VERSION": OLD_KVER}).encode())
 
     image(main_layout, "dtk-stale", [tar_bytes(lower), tar_bytes(stale)], "gzip", {"kernel-version": OLD_KVER})
+    image(main_layout, "dtk-stale-nolabel", [tar_bytes(lower), tar_bytes(stale)], "gzip", None)
 
     def dotdot(tar):
         add_file(tar, "usr/src/kernels/%s/Makefile" % kver, b"# fine\n")
@@ -346,6 +348,7 @@ def main():
               (layout + ":dtk-gzip", "kmodkit/dtk:docker", ["--format", "v2s2"]),
               (layout + ":dtk-multi", "kmodkit/dtk:multi", []),
               (layout + ":dtk-stale", "kmodkit/dtk:stale", []),
+              (layout + ":dtk-stale-nolabel", "kmodkit/dtk:stale-nolabel", []),
               (layout + ":dtk-gzip", "kmodkit/private:latest", []),
               (layout + ":dtk-gzip", "kmodkit/refused:latest", []),
               (layout + ":evil-dotdot", "kmodkit/evil:dotdot", []),
