@@ -21,7 +21,6 @@
 #include "kmodkit/http.hpp"
 #include "kmodkit/log.hpp"
 #include "kmodkit/progress.hpp"
-#include "kmodkit/text.hpp"
 #include "layout.hpp"
 #include "sources.hpp"
 
