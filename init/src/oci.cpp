@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <span>
@@ -133,7 +135,8 @@ class Client {
     for (int attempt = 0;; ++attempt) {
       http::Options opts = options_;
       opts.headers = headers;
-      if (!authorization_.empty()) opts.headers.push_back("Authorization: " + authorization_);
+      const std::string used = authorization();
+      if (!used.empty()) opts.headers.push_back("Authorization: " + used);
       opts.response = response;
       opts.progress = progress;
       opts.what = what;
@@ -142,7 +145,10 @@ class Client {
       if (attempt > 0) {
         return fail(ExitCode::no_perm, describe() + ": the registry refused the credentials it was given (HTTP 401)");
       }
-      KK_TRY(authenticate(response->header("www-authenticate")));
+      // Layers are fetched on several threads: one of them asks for a new token, the others
+      // take the one it got.
+      std::lock_guard lock(mutex_);
+      if (authorization_ == used) KK_TRY(authenticate(response->header("www-authenticate")));
     }
   }
 
@@ -207,7 +213,13 @@ class Client {
     return {};
   }
 
+  std::string authorization() {
+    std::lock_guard lock(mutex_);
+    return authorization_;
+  }
+
   Reference ref_;
+  std::mutex mutex_;  // guards authorization_
   std::string credentials_;
   std::string origin_;
   std::string base_;
@@ -571,15 +583,23 @@ Result<Answer> pull_image(Context& ctx, const oci::Reference& ref) {
   // lock in turn).
   const fs::path cache = cfg.volume / ".kmodkit/blobs/sha256";
   KK_TRY(files::make_dirs(cache));
-  std::vector<fs::path> blobs;
-  size_t reused = 0;
-  for (const auto& l : layers) {
-    bool from_cache = false;
-    blobs.push_back(KK_TRY(oci::cached_blob(client, image, l, cache, &from_cache)));
-    reused += from_cache ? 1 : 0;
+  std::vector<fs::path> blobs(layers.size());
+  std::atomic<size_t> reused{0};
+  std::vector<std::function<Result<void>()>> tasks;
+  std::set<std::string> distinct;  // an image may hold one layer twice: fetched once
+  for (size_t i = 0; i < layers.size(); ++i) {
+    blobs[i] = cache / layers[i].digest.substr(7);
+    if (!distinct.insert(layers[i].digest).second) continue;
+    tasks.emplace_back([&, i]() -> Result<void> {
+      bool from_cache = false;
+      KK_TRY(oci::cached_blob(client, image, layers[i], cache, &from_cache));
+      reused += from_cache ? 1 : 0;
+      return {};
+    });
   }
+  KK_TRY(run_parallel(tasks, cfg.jobs));
   logger->info("{}: {} layers ({}){}", image, layers.size(), progress::format_bytes(total),
-               reused > 0 ? "; " + std::to_string(reused) + " of them from the blob cache" : "");
+               reused > 0 ? "; " + std::to_string(reused.load()) + " of them from the blob cache" : "");
 
   std::vector<oci::LayerPaths> paths;
   for (size_t i = 0; i < layers.size(); ++i) {

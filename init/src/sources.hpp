@@ -3,6 +3,7 @@
 // fresh staging root, or answers why it cannot.
 
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -68,6 +69,9 @@ struct SourceSpec {
   SourceFn fetch;  // nullptr for "volume", which the runner checks itself
   std::string_view help;
 };
+
+// Runs tasks on up to `jobs` threads; returns the first error (by task order).
+Result<void> run_parallel(std::vector<std::function<Result<void>()>>& tasks, int jobs);
 
 // The sources in their default order.
 const std::vector<SourceSpec>& source_table();
