@@ -140,6 +140,14 @@ TEST_CASE("a repository that needs a password is pulled with the credentials of 
     REQUIRE(run.code == 0);
     c.check_complete_tree();
   }
+  SECTION("the kubelet's pull secret on the node serves when none is given") {
+    test::write_file(c.tmp / "no-host/var/lib/kubelet/config.json",
+                     R"({"auths": {"https://)" + c.registry.host() + R"(/v1/": {"username": "puller", "password": "s3cret"}}})");
+    auto run = c.pull(c.image("kmodkit/private:latest"));
+    INFO(run.output);
+    REQUIRE(run.code == 0);
+    c.check_complete_tree();
+  }
 }
 
 TEST_CASE("verified blobs are kept on the volume and reused by the next pull", "[oci]") {
