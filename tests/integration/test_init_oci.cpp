@@ -191,6 +191,29 @@ TEST_CASE("a malformed --image is a usage error naming it", "[oci]") {
   }
 }
 
+TEST_CASE("a registry named in --insecure-registry is reached over plain HTTP, and only then", "[oci]") {
+  TempDir tmp;
+  Registry registry(test::Transport::plain);
+  const std::string kver = test::fixture_kernel_release();
+  auto pull = [&](const std::string& volume, std::vector<std::string> extra) {
+    std::vector<std::string> args = {"--kernel-release", kver, "--volume", (tmp / volume).string(), "--host-root",
+                                     (tmp / "no-host").string(), "--sources", "oci", "--image",
+                                     registry.host() + "/kmodkit/dtk:gzip", "--ca-file", registry.ca_file().string(),
+                                     "--retries", "0"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    fs::create_directories(tmp / volume);
+    return test::run_init_modules(args);
+  };
+  auto refused = pull("vol1", {});
+  INFO(refused.output);
+  CHECK(refused.code == 69);
+  CHECK(refused.last_line.find("https://" + registry.host()) != std::string::npos);
+  auto run = pull("vol2", {"--insecure-registry", registry.host()});
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  CHECK(fs::exists(tmp / "vol2/usr/src/kernels" / kver / "Makefile"));
+}
+
 TEST_CASE("a dry run says which image it would pull and writes nothing", "[oci]") {
   Case c;
   auto run = c.pull(c.image("kmodkit/dtk:gzip"), {"--dry-run"});

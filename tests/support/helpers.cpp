@@ -118,7 +118,7 @@ void stop_pid(pid_t& pid) {
 
 }  // namespace
 
-Registry::Registry() {
+Registry::Registry(Transport transport) {
   const fs::path fixture = fixtures_dir() / "oci-registry";
   const fs::path tls = fixture / "tls";
   if (!fs::exists(fixture / "digests")) throw std::runtime_error("no oci registry fixture at " + fixture.string());
@@ -139,9 +139,11 @@ Registry::Registry() {
   port_ = free_port();
   write_file(dir_ / "registry.yml",
              "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: " +
-                 (dir_ / "storage").string() + "\nhttp:\n  addr: " + host() + "\n  secret: kmodkit-test\n  tls:\n"
-                 "    certificate: " + (tls / "server.pem").string() + "\n    key: " + (tls / "server.key").string() +
-                 "\nauth:\n  token:\n    realm: https://127.0.0.1:" + token_port + "/token\n"
+                 (dir_ / "storage").string() + "\nhttp:\n  addr: " + host() + "\n  secret: kmodkit-test\n" +
+                 (transport == Transport::tls ? "  tls:\n    certificate: " + (tls / "server.pem").string() +
+                                                    "\n    key: " + (tls / "server.key").string() + "\n"
+                                              : std::string()) +
+                 "auth:\n  token:\n    realm: https://127.0.0.1:" + token_port + "/token\n"
                  "    service: kmodkit-test-registry\n    issuer: kmodkit-test-issuer\n    rootcertbundle: " +
                  (tls / "token.pem").string() + "\n");
   registry_ = spawn({"/usr/bin/docker-registry", "serve", (dir_ / "registry.yml").string()}, dir_ / "registry.log");

@@ -50,9 +50,11 @@ class HttpServer {
 // storage over TLS on 127.0.0.1, with token authentication from tests/support/token_server.py:
 // anonymous pull tokens, except kmodkit/private (user puller, password s3cret) and kmodkit/refused
 // (always refused). Both servers are stopped by their PIDs on destruction.
+enum class Transport { tls, plain };
 class Registry {
  public:
-  Registry();
+  // plain: the registry speaks HTTP (its token service stays HTTPS).
+  explicit Registry(Transport transport = Transport::tls);
   ~Registry();
   Registry(const Registry&) = delete;
   Registry& operator=(const Registry&) = delete;
