@@ -18,6 +18,9 @@ packages=(
   # the dnf repositories of the rpm source's tests (tests/support/make-rpm-repo.sh): rpmbuild and
   # rpmsign come with rpm, repodata from createrepo_c
   createrepo-c
+  # the registry of the oci source's tests (tests/support/make-oci-registry.py): a real registry,
+  # skopeo to push, and the token server's JWTs (tests/support/token_server.py)
+  docker-registry skopeo python3-jwt python3-cryptography
   # module sources kmod-builder's built-in recipes and tests build: igb_uio (dpdk-kmods, under
   # /usr/src) and rte_build_config.h for rte_kni (libdpdk-dev)
   dpdk-kmods-dkms libdpdk-dev

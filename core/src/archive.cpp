@@ -1060,6 +1060,39 @@ Result<Stats> Extraction::copy_trees(const std::vector<Copy>& copies) {
 
 namespace kmodkit::archive {
 
+Result<void> list_fd(int fd, std::string_view name,
+                     const std::function<Result<void>(std::string_view path, EntryType type)>& fn) {
+  FdSource src{fd, nullptr};
+  auto in = KK_TRY(open_reader({archive_read_support_filter_all, archive_read_support_format_tar,
+                                archive_read_support_format_gnutar, archive_read_support_format_cpio,
+                                archive_read_support_format_empty},
+                               &src, fd_read, name));
+  for (;;) {
+    struct archive_entry* entry = nullptr;
+    int r = archive_read_next_header(in.get(), &entry);
+    if (r == ARCHIVE_EOF) break;
+    if (r < ARCHIVE_WARN) return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(in.get()));
+    const char* path = archive_entry_pathname(entry);
+    EntryType type = EntryType::other;
+    if (archive_entry_hardlink(entry) != nullptr) {
+      type = EntryType::hardlink;
+    } else {
+      switch (archive_entry_filetype(entry)) {
+        case AE_IFREG: type = EntryType::file; break;
+        case AE_IFDIR: type = EntryType::dir; break;
+        case AE_IFLNK: type = EntryType::symlink; break;
+        default: break;
+      }
+    }
+    KK_TRY(fn(path != nullptr ? path : "", type));
+    // Skipping a compressed entry decompresses it: a truncated or corrupt stream shows here.
+    if (archive_read_data_skip(in.get()) < ARCHIVE_WARN) {
+      return fail(ExitCode::data_err, std::string(name) + ": " + archive_message(in.get()));
+    }
+  }
+  return {};
+}
+
 Result<uint64_t> decompress_fd(int fd, std::string_view name, digest::Sha256* hash,
                                const std::function<Result<void>(std::string_view)>& sink) {
   FdSource src{fd, hash};

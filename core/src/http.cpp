@@ -3,8 +3,10 @@
 #include <curl/curl.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <memory>
+#include <new>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -33,7 +35,29 @@ struct Transfer {
   bool http_error = false;  // the response status is an error: collect no body
   std::optional<Error> sink_error;
   progress::Reporter* reporter = nullptr;
+  Response* response = nullptr;
 };
+
+// Collects the headers of each response; a status line starts a new response (redirects and
+// 100 Continue come before the last one).
+size_t on_header(char* data, size_t size, size_t nmemb, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  const size_t n = size * nmemb;
+  std::string_view line(data, n);
+  while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
+  if (line.starts_with("HTTP/")) {
+    t->response->headers.clear();
+    return n;
+  }
+  const size_t colon = line.find(':');
+  if (colon == std::string_view::npos) return n;
+  std::string name(line.substr(0, colon));
+  std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  std::string_view value = line.substr(colon + 1);
+  while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+  t->response->headers.emplace_back(std::move(name), std::string(value));
+  return n;
+}
 
 size_t on_write(char* data, size_t size, size_t nmemb, void* user) {
   auto* t = static_cast<Transfer*>(user);
@@ -94,6 +118,22 @@ bool transient_status(long status) {
 
 }  // namespace
 
+std::string Response::header(std::string_view name) const {
+  for (const auto& [n, v] : headers) {
+    if (n == name) return v;
+  }
+  return {};
+}
+
+std::string escape(std::string_view text) {
+  global_init();
+  char* out = curl_easy_escape(nullptr, text.data(), static_cast<int>(text.size()));
+  if (out == nullptr) throw std::bad_alloc();
+  std::string result(out);
+  curl_free(out);
+  return result;
+}
+
 std::string redact(const std::string& url) {
   auto scheme = url.find("://");
   if (scheme == std::string::npos) return url;
@@ -113,6 +153,17 @@ Result<uint64_t> get(const std::string& url, const Sink& sink, const Options& op
   Transfer t;
   t.sink = &sink;
   t.curl = curl.get();
+  t.response = options.response;
+  struct SlistFree {
+    void operator()(curl_slist* l) const { curl_slist_free_all(l); }
+  };
+  std::unique_ptr<curl_slist, SlistFree> request_headers;
+  for (const auto& h : options.headers) {
+    // Appending returns the list's head, the same one after the first header.
+    curl_slist* head = curl_slist_append(request_headers.get(), h.c_str());
+    if (head == nullptr) return fail(ExitCode::software, "libcurl: cannot add a request header");
+    if (!request_headers) request_headers.reset(head);
+  }
   std::optional<progress::Reporter> reporter;
   if (options.progress) {
     reporter.emplace(options.what.empty() ? shown : options.what, 0);
@@ -158,10 +209,19 @@ Result<uint64_t> get(const std::string& url, const Sink& sink, const Options& op
     // 200 with the whole body, and on_write skips what was already delivered.
     const std::string range = std::to_string(t.delivered) + "-";
     if (t.delivered > 0) curl_easy_setopt(c, CURLOPT_RANGE, range.c_str());
+    // libcurl sends these to the first host only, never to one a redirect leads to (a
+    // registry's Authorization does not follow it to the blob store).
+    if (request_headers) curl_easy_setopt(c, CURLOPT_HTTPHEADER, request_headers.get());
+    if (t.response != nullptr) {
+      *t.response = Response{};
+      curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+      curl_easy_setopt(c, CURLOPT_HEADERDATA, &t);
+    }
 
     CURLcode rc = curl_easy_perform(c);
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    if (t.response != nullptr) t.response->status = status;
 
     if (t.sink_error) return fail(*t.sink_error);
     if (rc == CURLE_OK && (status < 400 || url.rfind("file:", 0) == 0)) {

@@ -13,6 +13,7 @@
 #include "kmodkit/progress.hpp"
 #include "kmodkit/text.hpp"
 #include "kmodkit/volume.hpp"
+#include "oci.hpp"
 
 namespace kmodkit::init {
 namespace {
@@ -203,10 +204,12 @@ int main(int argc, char** argv) {
       "  init-modules                                   # in the pod: uname -r, /host, /modules\n"
       "  init-modules --kernel-release 6.1.0-18-amd64 --volume ./vol --sources apt\n"
       "  init-modules --sources archive --archive https://example/kernel-devel.rpm --sha256 <hex>\n"
+      "  init-modules --sources oci --image registry.example/openshift/driver-toolkit:4.16\n"
       "  init-modules --keep-unused-days 14             # and remove trees no pod used for 14 days\n"
       "  init-modules gc --keep-unused-days 14          # only that (init-modules gc --help)\n"
       "Exit codes: 0 done, 64 usage, 65 bad data (checksum, malicious archive), 66 no source has the\n"
-      "kernel, 69 network, 73 volume not writable, 75 lock wait ran out, 78 configuration.",
+      "kernel, 69 network, 73 volume not writable, 75 lock wait ran out, 77 a registry refused the pull,\n"
+      "78 configuration.",
       {
           {"kernel-release", cli::Kind::value, "", "RELEASE", "kernel release to lay out (default: uname -r)",
            [&](const std::vector<std::string>& v) -> Result<void> {
@@ -263,6 +266,23 @@ int main(int argc, char** argv) {
                }
                cfg.archives.push_back({archive_locations[i], v[i]});
              }
+             return {};
+           }},
+          {"image", cli::Kind::list, "", "REF",
+           "a container image for the oci source, registry/repository:tag or @sha256:<hex> (repeatable)",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             for (const auto& ref : v) KK_TRY(oci::parse_reference(ref));
+             cfg.images = v;
+             return {};
+           }},
+          {"registry-auth", cli::Kind::value, "", "FILE",
+           "a docker config.json with the registries' credentials (auths.<registry>.auth); default: the "
+           "kubelet's, <host-root>/var/lib/kubelet/config.json, when readable",
+           cli::store(cfg.registry_auth)},
+          {"insecure-registry", cli::Kind::list, "", "HOST:PORT",
+           "a registry reached over plain HTTP instead of verified HTTPS (repeatable)",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             cfg.insecure_registries = v;
              return {};
            }},
           {"dry-run", cli::Kind::flag, "", "", "say what would be done; write nothing", cli::store_flag(cfg.dry_run)},

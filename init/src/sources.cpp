@@ -27,7 +27,8 @@ Answer absent(std::string reason) {
   return a;
 }
 
-// Runs tasks on up to `jobs` threads; returns the first error (by task order).
+}  // namespace
+
 Result<void> run_parallel(std::vector<std::function<Result<void>()>>& tasks, int jobs) {
   std::vector<Result<void>> results(tasks.size());
   std::atomic<size_t> next{0};
@@ -50,6 +51,8 @@ Result<void> run_parallel(std::vector<std::function<Result<void>()>>& tasks, int
   }
   return {};
 }
+
+namespace {
 
 // Streams `location` into `consume` while hashing it, then checks the hash against `expected`
 // (whose origin `says` names, e.g. "the Release file says"). A mismatch is reported before
@@ -126,6 +129,7 @@ const std::vector<SourceSpec>& source_table() {
       {"host", fetch_host, "the node's own headers and modules tree under the host mount"},
       {"kheaders", fetch_kheaders, "the kernel's built-in headers, /sys/kernel/kheaders.tar.xz"},
       {"apt", fetch_apt, "Debian and Ubuntu package repositories"},
+      {"oci", fetch_oci, "container images given with --image (a driver toolkit of the node's kernel)"},
       {"archive", fetch_archive, "archives given with --archive and --sha256"},
   };
   return table;

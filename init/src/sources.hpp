@@ -3,6 +3,7 @@
 // fresh staging root, or answers why it cannot.
 
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -36,6 +37,9 @@ struct Config {
   fs::path apt_root = "/";
   std::string arch;
   std::vector<ArchiveInput> archives;
+  std::vector<std::string> images;               // --image references, tried in order
+  fs::path registry_auth;                        // docker config.json; empty: the kubelet's under host_root
+  std::vector<std::string> insecure_registries;  // HOST:PORT served over plain HTTP
   bool dry_run = false;
   int jobs = 2;
   double lock_timeout_s = 1800;
@@ -66,6 +70,9 @@ struct SourceSpec {
   std::string_view help;
 };
 
+// Runs tasks on up to `jobs` threads; returns the first error (by task order).
+Result<void> run_parallel(std::vector<std::function<Result<void>()>>& tasks, int jobs);
+
 // The sources in their default order.
 const std::vector<SourceSpec>& source_table();
 const SourceSpec* find_source(std::string_view name);
@@ -75,5 +82,7 @@ Result<Answer> fetch_host(Context& ctx);
 Result<Answer> fetch_kheaders(Context& ctx);
 Result<Answer> fetch_apt(Context& ctx);
 Result<Answer> fetch_archive(Context& ctx);
+// Container images (oci.cpp): a driver-toolkit-like image's kernel tree, laid as it is.
+Result<Answer> fetch_oci(Context& ctx);
 
 }  // namespace kmodkit::init

@@ -903,7 +903,7 @@ TEST_CASE("a node that is not Debian or Ubuntu is not looked up in apt repositor
 TEST_CASE("--help lists every option with its environment variable and default", "[e2e]") {
   auto run = test::run_init_modules({"--help"});
   CHECK(run.code == 0);
-  for (const char* text : {"--kernel-release", "KMODKIT_KERNEL_RELEASE", "--sources", "default volume,host,kheaders,apt,archive",
+  for (const char* text : {"--kernel-release", "KMODKIT_KERNEL_RELEASE", "--sources", "default volume,host,kheaders,apt,oci,archive",
                            "--dry-run", "--log-format", "Exit codes:"}) {
     CHECK_THAT(run.output, Catch::Contains(text));
   }

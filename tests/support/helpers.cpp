@@ -3,6 +3,9 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <signal.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -75,6 +78,97 @@ void HttpServer::stop() {
     ::waitpid(pid_, &status, 0);
     pid_ = -1;
   }
+}
+
+namespace {
+
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    throw std::runtime_error("cannot find a free port");
+  }
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+bool accepts(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+void stop_pid(pid_t& pid) {
+  if (pid > 0) {
+    ::kill(pid, SIGTERM);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    pid = -1;
+  }
+}
+
+}  // namespace
+
+Registry::Registry(Transport transport) {
+  const fs::path fixture = fixtures_dir() / "oci-registry";
+  const fs::path tls = fixture / "tls";
+  if (!fs::exists(fixture / "digests")) throw std::runtime_error("no oci registry fixture at " + fixture.string());
+  auto copied = subprocess::run({"cp", "-al", (fixture / "storage").string(), (dir_ / "storage").string()});
+  if (!copied || !copied->ok()) throw std::runtime_error("cannot copy the registry storage");
+  // Debian's python3 by path: the token server needs python3-jwt and python3-cryptography, which
+  // another python3 first on PATH may lack.
+  const fs::path port_file = dir_ / "token-port";
+  token_ = spawn({"/usr/bin/python3", (support_dir() / "token_server.py").string(), "--tls-cert",
+                  (tls / "server.pem").string(), "--tls-key", (tls / "server.key").string(), "--signing-cert",
+                  (tls / "token.pem").string(), "--signing-key", (tls / "token.key").string(), "--service",
+                  "kmodkit-test-registry", "--issuer", "kmodkit-test-issuer", "--port-file", port_file.string(),
+                  "--private", "kmodkit/private=puller:s3cret", "--refused", "kmodkit/refused"},
+                 dir_ / "token.log");
+  for (int i = 0; i < 2400 && !fs::exists(port_file); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  if (!fs::exists(port_file)) throw std::runtime_error("token_server.py did not start: " + read_file(dir_ / "token.log"));
+  const std::string token_port = read_file(port_file);
+  port_ = free_port();
+  write_file(dir_ / "registry.yml",
+             "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: " +
+                 (dir_ / "storage").string() + "\nhttp:\n  addr: " + host() + "\n  secret: kmodkit-test\n" +
+                 (transport == Transport::tls ? "  tls:\n    certificate: " + (tls / "server.pem").string() +
+                                                    "\n    key: " + (tls / "server.key").string() + "\n"
+                                              : std::string()) +
+                 "auth:\n  token:\n    realm: https://127.0.0.1:" + token_port + "/token\n"
+                 "    service: kmodkit-test-registry\n    issuer: kmodkit-test-issuer\n    rootcertbundle: " +
+                 (tls / "token.pem").string() + "\n");
+  registry_ = spawn({"/usr/bin/docker-registry", "serve", (dir_ / "registry.yml").string()}, dir_ / "registry.log");
+  for (int i = 0; i < 2400 && !accepts(port_); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  if (!accepts(port_)) throw std::runtime_error("docker-registry did not start: " + read_file(dir_ / "registry.log"));
+}
+
+Registry::~Registry() {
+  stop_pid(registry_);
+  stop_pid(token_);
+}
+
+fs::path Registry::ca_file() const { return fixtures_dir() / "oci-registry/tls/ca.pem"; }
+
+fs::path Registry::blob_path(const std::string& digest) const {
+  const std::string hex = digest.substr(digest.find(':') + 1);
+  return dir_ / "storage/docker/registry/v2/blobs/sha256" / hex.substr(0, 2) / hex / "data";
+}
+
+std::string Registry::digest_of(const std::string& name) {
+  std::istringstream lines(read_file(fixtures_dir() / "oci-registry/digests"));
+  for (std::string n, d; lines >> n >> d;) {
+    if (n == name) return d;
+  }
+  throw std::runtime_error("the oci registry fixture has no image " + name);
 }
 
 std::string HttpServer::url() const { return "http://127.0.0.1:" + std::to_string(port_); }

@@ -46,6 +46,33 @@ class HttpServer {
   int port_ = 0;
 };
 
+// Debian's docker-registry serving a private copy (hard links) of the oci_registry fixture's
+// storage over TLS on 127.0.0.1, with token authentication from tests/support/token_server.py:
+// anonymous pull tokens, except kmodkit/private (user puller, password s3cret) and kmodkit/refused
+// (always refused). Both servers are stopped by their PIDs on destruction.
+enum class Transport { tls, plain };
+class Registry {
+ public:
+  // plain: the registry speaks HTTP (its token service stays HTTPS).
+  explicit Registry(Transport transport = Transport::tls);
+  ~Registry();
+  Registry(const Registry&) = delete;
+  Registry& operator=(const Registry&) = delete;
+  std::string host() const { return "127.0.0.1:" + std::to_string(port_); }
+  fs::path ca_file() const;
+  // Where the registry keeps a blob's bytes (manifests are blobs too); a test may replace them
+  // with write_file, which leaves the fixture's inode alone.
+  fs::path blob_path(const std::string& digest) const;
+  // The manifest digest the fixture pushed as `name` ("kmodkit/dtk:gzip").
+  static std::string digest_of(const std::string& name);
+
+ private:
+  TempDir dir_;
+  pid_t registry_ = -1;
+  pid_t token_ = -1;
+  int port_ = 0;
+};
+
 // A finished run of one of the project's binaries.
 struct Run {
   int code = -1;

@@ -110,6 +110,17 @@ Result<Stats> extract_fd(int fd, std::string_view name, const Policy& policy,
                          digest::Sha256* hash = nullptr);
 Result<Stats> copy_tree(const fs::path& source, const std::string& dest, const Policy& policy);
 
+// What an archive entry is, as list_fd reports it.
+enum class EntryType { file, dir, symlink, hardlink, other };
+
+// Reads the tar (or cpio) archive from `fd`, in any compression libarchive knows, and calls `fn`
+// with each entry's path as the archive names it and its type; writes nothing. For a first pass
+// over an input that decides what to extract (an image's layers, whose whiteouts hide entries of
+// the layers below). Errors: data error (65) for a corrupt or truncated archive, naming `name`;
+// fn's own error as it returned it.
+Result<void> list_fd(int fd, std::string_view name,
+                     const std::function<Result<void>(std::string_view path, EntryType type)>& fn);
+
 // Lexically normalises a relative path: drops "." and empty components and a leading "./".
 // Returns nullopt when it is absolute or goes above its start with "..".
 std::optional<std::string> normalize_relative(std::string_view path);

@@ -7,10 +7,22 @@
 #include <functional>
 #include <span>
 #include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 #include "kmodkit/result.hpp"
 
 namespace kmodkit::http {
+
+// The status and headers of the last response of a transfer, for APIs that answer in headers
+// (a registry's WWW-Authenticate challenge and Docker-Content-Digest).
+struct Response {
+  long status = 0;
+  std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased, in order
+  // The value of the first header named `name` (lower case), or "" when there is none.
+  std::string header(std::string_view name) const;
+};
 
 struct Options {
   std::chrono::milliseconds connect_timeout{15000};  // more than 0 (0 would be libcurl's 300 s)
@@ -21,6 +33,8 @@ struct Options {
   std::string ca_file;                         // empty: the system's CA bundle
   std::string what;                            // name in progress lines; default: the URL
   bool progress = false;                       // report progress for this transfer
+  std::vector<std::string> headers;            // extra request headers, "Name: value"
+  Response* response = nullptr;                // when set, receives the last response's status and headers
 };
 
 // Receives the body in order. Returning an error aborts the transfer without retrying.
@@ -36,6 +50,9 @@ Result<uint64_t> get(const std::string& url, const Sink& sink, const Options& op
 // GETs a small document into memory; data error (65) when it exceeds `max_bytes`.
 Result<std::string> get_string(const std::string& url, const Options& options = {},
                                size_t max_bytes = 256 << 20);
+
+// Percent-encodes `text` for a URL's query (libcurl's curl_easy_escape).
+std::string escape(std::string_view text);
 
 // Removes user:password@ from a URL for logs and messages.
 std::string redact(const std::string& url);

@@ -1,0 +1,682 @@
+#include "oci.hpp"
+
+#include <fcntl.h>
+#include <strings.h>
+#include <openssl/evp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <span>
+#include <unordered_map>
+#include <unordered_set>
+
+#include <nlohmann/json.hpp>
+
+#include "kmodkit/archive.hpp"
+#include "kmodkit/digest.hpp"
+#include "kmodkit/files.hpp"
+#include "kmodkit/http.hpp"
+#include "kmodkit/log.hpp"
+#include "kmodkit/progress.hpp"
+#include "layout.hpp"
+#include "sources.hpp"
+
+namespace kmodkit::init {
+namespace oci {
+
+using json = nlohmann::json;
+
+namespace {
+
+// The manifest media types a registry may answer with (image-spec's media-types.md; Docker's
+// Image Manifest V2, Schema 2). Schema 1 is not asked for: it has no digests of its layers.
+constexpr std::string_view kOciIndex = "application/vnd.oci.image.index.v1+json";
+constexpr std::string_view kOciManifest = "application/vnd.oci.image.manifest.v1+json";
+constexpr std::string_view kDockerList = "application/vnd.docker.distribution.manifest.list.v2+json";
+constexpr std::string_view kDockerManifest = "application/vnd.docker.distribution.manifest.v2+json";
+
+// What a kernel tree needs of an image; nothing else is written (image-spec's paths, merged /usr).
+bool needed(std::string_view path) {
+  for (std::string_view dir : {"usr/src/kernels", "usr/lib/modules"}) {
+    if (path.starts_with(dir) && path.size() > dir.size() && path[dir.size()] == '/') return true;
+  }
+  return path == "etc/driver-toolkit-release.json";
+}
+
+std::string basename_of(std::string_view path) {
+  const size_t slash = path.rfind('/');
+  return std::string(slash == std::string_view::npos ? path : path.substr(slash + 1));
+}
+
+std::string parent_of(std::string_view path) {
+  const size_t slash = path.rfind('/');
+  return slash == std::string_view::npos ? std::string() : std::string(path.substr(0, slash));
+}
+
+// The value of one parameter of a WWW-Authenticate challenge (RFC 7235: name="value", ...).
+std::string challenge_param(std::string_view header, std::string_view name) {
+  size_t pos = 0;
+  while ((pos = header.find(name, pos)) != std::string_view::npos) {
+    const bool starts = pos == 0 || header[pos - 1] == ' ' || header[pos - 1] == ',';
+    const size_t eq = pos + name.size();
+    if (starts && eq < header.size() && header[eq] == '=') {
+      size_t begin = eq + 1;
+      if (begin < header.size() && header[begin] == '"') {
+        const size_t end = header.find('"', begin + 1);
+        return std::string(header.substr(begin + 1, end == std::string_view::npos ? std::string_view::npos : end - begin - 1));
+      }
+      const size_t end = header.find(',', begin);
+      return std::string(header.substr(begin, end == std::string_view::npos ? std::string_view::npos : end - begin));
+    }
+    pos = eq;
+  }
+  return {};
+}
+
+std::string base64(std::string_view data) {
+  std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(data.data()), static_cast<int>(data.size()));
+  out.resize(static_cast<size_t>(std::max(0, n)));
+  return out;
+}
+
+// The Basic credentials (base64 of user:password) for `registry` in a docker config.json, "" when it
+// has none. Configuration error (78) naming the file when it is not such a file.
+Result<std::string> credentials_for(const fs::path& file, const std::string& registry) {
+  auto text = KK_TRY(files::read_file(file, 4 << 20));
+  json doc = json::parse(text, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object()) {
+    return fail(ExitCode::config, file.string() + " is not a docker config.json: not a JSON object");
+  }
+  if (!doc.contains("auths") || !doc["auths"].is_object()) return std::string();
+  for (const auto& [key, entry] : doc["auths"].items()) {
+    // Keys are hosts, sometimes written as URLs ("https://index.docker.io/v1/").
+    std::string host = key;
+    if (auto scheme = host.find("://"); scheme != std::string::npos) host = host.substr(scheme + 3);
+    host = host.substr(0, host.find('/'));
+    const bool hub = registry == "registry-1.docker.io" && (host == "index.docker.io" || host == "docker.io");
+    if ((host != registry && !hub) || !entry.is_object()) continue;
+    if (entry.contains("auth") && entry["auth"].is_string()) return entry["auth"].get<std::string>();
+    if (entry.contains("username") && entry.contains("password") && entry["username"].is_string() &&
+        entry["password"].is_string()) {
+      return base64(entry["username"].get<std::string>() + ":" + entry["password"].get<std::string>());
+    }
+    return fail(ExitCode::config, file.string() + ": auths." + key + " has neither auth nor username and password");
+  }
+  return std::string();
+}
+
+// A client for one repository of one registry: requests carry the repository's pull token,
+// fetched from the realm the registry names when it first answers 401.
+class Client {
+ public:
+  Client(const Reference& ref, const Config& cfg, std::string credentials, std::string credentials_origin)
+      : ref_(ref), credentials_(std::move(credentials)), origin_(std::move(credentials_origin)) {
+    options_ = cfg.http;
+    const bool insecure = std::find(cfg.insecure_registries.begin(), cfg.insecure_registries.end(), ref.registry) !=
+                          cfg.insecure_registries.end();
+    base_ = std::string(insecure ? "http://" : "https://") + ref.registry + "/v2/" + ref.repository + "/";
+  }
+
+  std::string url(std::string_view path) const { return base_ + std::string(path); }
+  std::string describe() const { return ref_.registry + "/" + ref_.repository; }
+
+  // GETs `path` of the repository into `sink`, authenticating when the registry asks to.
+  // Permission denied (77) when the registry or its token service refuses; the errors of
+  // http::get otherwise.
+  Result<uint64_t> get(std::string_view path, const std::vector<std::string>& headers, const http::Sink& sink,
+                       http::Response* response, bool progress = false, std::string what = {}) {
+    for (int attempt = 0;; ++attempt) {
+      http::Options opts = options_;
+      opts.headers = headers;
+      const std::string used = authorization();
+      if (!used.empty()) opts.headers.push_back("Authorization: " + used);
+      opts.response = response;
+      opts.progress = progress;
+      opts.what = what;
+      auto got = http::get(url(path), sink, opts);
+      if (got || response->status != 401) return got;
+      if (attempt > 0) {
+        return fail(ExitCode::no_perm, describe() + ": the registry refused the credentials it was given (HTTP 401)");
+      }
+      // Layers are fetched on several threads: one of them asks for a new token, the others
+      // take the one it got.
+      std::lock_guard lock(mutex_);
+      if (authorization_ == used) KK_TRY(authenticate(response->header("www-authenticate")));
+    }
+  }
+
+  Result<std::string> get_small(std::string_view path, const std::vector<std::string>& headers,
+                                http::Response* response, size_t max_bytes) {
+    std::string body;
+    KK_TRY(get(
+        path, headers,
+        [&](std::span<const char> bytes) -> Result<void> {
+          if (body.size() + bytes.size() > max_bytes) {
+            return fail(ExitCode::data_err, url(path) + ": larger than " + std::to_string(max_bytes) + " bytes");
+          }
+          body.append(bytes.data(), bytes.size());
+          return {};
+        },
+        response));
+    return body;
+  }
+
+ private:
+  // The registry's challenge (distribution-spec; the Docker token authentication protocol):
+  // Basic takes the credentials directly; Bearer names the realm that issues a pull token.
+  Result<void> authenticate(const std::string& challenge) {
+    const std::string none = origin_.empty() ? "no credentials given" : "no credentials for " + ref_.registry + " in " + origin_;
+    if (challenge.size() >= 5 && strncasecmp(challenge.c_str(), "Basic", 5) == 0) {
+      if (credentials_.empty()) return fail(ExitCode::no_perm, describe() + ": the registry asks for a user and password (" + none + ")");
+      authorization_ = "Basic " + credentials_;
+      return {};
+    }
+    if (challenge.size() < 6 || strncasecmp(challenge.c_str(), "Bearer", 6) != 0) {
+      return fail(ExitCode::no_perm, describe() + ": the registry answers 401 with an unknown challenge '" + challenge + "'");
+    }
+    const std::string realm = challenge_param(challenge, "realm");
+    if (realm.empty()) return fail(ExitCode::no_perm, describe() + ": the registry's Bearer challenge names no realm");
+    if (!realm.starts_with("https://") && !(realm.starts_with("http://") && base_.starts_with("http://"))) {
+      return fail(ExitCode::no_perm, describe() + ": the token realm " + realm + " is not https");
+    }
+    std::string token_url = realm + (realm.find('?') == std::string::npos ? "?" : "&");
+    const std::string service = challenge_param(challenge, "service");
+    if (!service.empty()) token_url += "service=" + http::escape(service) + "&";
+    token_url += "scope=" + http::escape("repository:" + ref_.repository + ":pull");
+    http::Options opts = options_;
+    http::Response response;
+    opts.response = &response;
+    if (!credentials_.empty()) opts.headers.push_back("Authorization: Basic " + credentials_);
+    auto body = http::get_string(token_url, opts, 1 << 20);
+    if (!body) {
+      if (response.status == 401 || response.status == 403) {
+        return fail(ExitCode::no_perm, describe() + ": the token service " + realm + " refused a pull token (HTTP " +
+                                           std::to_string(response.status) + "; " +
+                                           (credentials_.empty() ? none : "with the credentials from " + origin_) + ")");
+      }
+      return fail(body.error().context(describe() + ": token"));
+    }
+    json doc = json::parse(*body, nullptr, false);
+    std::string token;
+    for (const char* key : {"token", "access_token"}) {
+      if (token.empty() && doc.is_object() && doc.contains(key) && doc[key].is_string()) token = doc[key];
+    }
+    if (token.empty()) return fail(ExitCode::unavailable, describe() + ": the token service " + realm + " answered no token");
+    authorization_ = "Bearer " + token;
+    return {};
+  }
+
+  std::string authorization() {
+    std::lock_guard lock(mutex_);
+    return authorization_;
+  }
+
+  Reference ref_;
+  std::mutex mutex_;  // guards authorization_
+  std::string credentials_;
+  std::string origin_;
+  std::string base_;
+  std::string authorization_;
+  http::Options options_;
+};
+
+// A descriptor (image-spec's descriptor.md) as far as this source uses it.
+struct Descriptor {
+  std::string media_type;
+  std::string digest;  // "sha256:<hex>"
+  uint64_t size = 0;
+};
+
+Result<Descriptor> descriptor(const json& j, const std::string& where) {
+  if (!j.is_object() || !j.contains("digest") || !j["digest"].is_string()) {
+    return fail(ExitCode::data_err, where + " has a descriptor without a digest");
+  }
+  Descriptor d;
+  d.digest = j["digest"];
+  if (!d.digest.starts_with("sha256:") || !digest::is_sha256_hex(std::string_view(d.digest).substr(7))) {
+    return fail(ExitCode::data_err, where + " names the digest '" + d.digest + "', which is not sha256:<64 hex digits>");
+  }
+  d.digest = "sha256:" + digest::normalize_hex(std::string_view(d.digest).substr(7));
+  if (j.contains("mediaType") && j["mediaType"].is_string()) d.media_type = j["mediaType"];
+  if (j.contains("size") && j["size"].is_number_unsigned()) d.size = j["size"];
+  return d;
+}
+
+// A manifest fetched by tag or digest and checked: against the digest asked for, else against
+// the Docker-Content-Digest the registry gives. Returns the document and its digest.
+struct Fetched {
+  json doc;
+  std::string media_type;
+  std::string digest;
+};
+
+Result<Fetched> fetch_manifest(Client& client, const std::string& image, const std::string& reference,
+                               const std::string& expected_digest) {
+  http::Response response;
+  const std::string accept = "Accept: " + std::string(kOciIndex) + ", " + std::string(kOciManifest) + ", " +
+                             std::string(kDockerList) + ", " + std::string(kDockerManifest);
+  auto body = KK_TRY_CTX(client.get_small("manifests/" + reference, {accept}, &response, 4 << 20), image);
+  Fetched f;
+  f.digest = "sha256:" + digest::sha256_hex(body);
+  std::string want = expected_digest;
+  if (want.empty()) {
+    const std::string given = response.header("docker-content-digest");
+    if (given.starts_with("sha256:")) want = given;
+  }
+  if (!want.empty() && want != f.digest) {
+    return fail(ExitCode::data_err, image + ": the manifest " + want + " the registry sent has the digest " + f.digest);
+  }
+  f.doc = json::parse(body, nullptr, false);
+  if (f.doc.is_discarded() || !f.doc.is_object()) {
+    return fail(ExitCode::data_err, image + ": the manifest " + f.digest + " is not a JSON object");
+  }
+  if (f.doc.contains("mediaType") && f.doc["mediaType"].is_string()) {
+    f.media_type = f.doc["mediaType"];
+  } else {
+    f.media_type = response.header("content-type");
+    f.media_type = f.media_type.substr(0, f.media_type.find(';'));
+  }
+  return f;
+}
+
+// Downloads a blob into the cache (a temporary file renamed after the digest check), unless a
+// verified copy is there already. Returns the cached file. Data error (65) naming the blob when
+// its content does not have its digest.
+Result<fs::path> cached_blob(Client& client, const std::string& image, const Descriptor& d, const fs::path& cache,
+                             bool* from_cache) {
+  const std::string hex = d.digest.substr(7);
+  const fs::path path = cache / hex;
+  std::error_code ec;
+  if (fs::exists(path, ec)) {
+    auto have = digest::sha256_file(path);
+    if (have && *have == hex) {
+      *from_cache = true;
+      return path;
+    }
+    log::get("init.oci")->warn("{}: the cached blob {} is damaged; fetching it again", image, d.digest);
+    fs::remove(path, ec);
+  }
+  *from_cache = false;
+  const fs::path partial = cache / (hex + ".partial");
+  digest::Sha256 hash;
+  {
+    auto fd = KK_TRY(files::open_file(partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    http::Response response;
+    auto got = client.get(
+        "blobs/" + d.digest, {},
+        [&](std::span<const char> bytes) -> Result<void> {
+          hash.update(bytes.data(), bytes.size());
+          if (int err = files::write_all(fd.get(), bytes.data(), bytes.size()); err != 0) {
+            return fail(files::errno_error(partial.string(), err));
+          }
+          return {};
+        },
+        &response, true, d.digest.substr(0, 19));
+    if (!got) {
+      fs::remove(partial, ec);
+      return fail(std::move(got).error().context(image));
+    }
+  }
+  const std::string got_hex = hash.hex();
+  if (got_hex != hex) {
+    fs::remove(partial, ec);
+    return fail(ExitCode::data_err, image + ": the blob " + d.digest + " the registry sent has the digest sha256:" + got_hex);
+  }
+  KK_TRY(files::rename_path(partial, path));
+  return path;
+}
+
+// What one layer holds, read in a first pass, so that the second writes only what the layers
+// above leave visible (image-spec's layer.md: a later entry replaces an earlier one; ".wh.x"
+// removes x and all below it from the layers beneath; ".wh..wh..opq" empties its directory of
+// them). Paths are normalised and relocated (merged /usr) as the extraction relocates them.
+struct LayerPaths {
+  std::unordered_map<std::string, bool> entries;  // path -> is a directory (its last entry)
+  std::unordered_set<std::string> whiteouts;      // hidden with everything below them
+  std::unordered_set<std::string> opaque;         // directories whose lower content is hidden
+};
+
+Result<LayerPaths> list_layer(const fs::path& blob, const std::string& name) {
+  LayerPaths out;
+  auto fd = KK_TRY(files::open_file(blob, O_RDONLY | O_CLOEXEC));
+  KK_TRY(archive::list_fd(fd.get(), name, [&](std::string_view raw, archive::EntryType type) -> Result<void> {
+    auto norm = archive::normalize_relative(raw);
+    if (!norm) {
+      return fail(ExitCode::data_err, name + ": entry '" + std::string(raw) + "' leads outside the image's root");
+    }
+    if (norm->empty()) return {};
+    const std::string path = layout::relocate_merged_usr(*norm);
+    const std::string base = basename_of(path);
+    if (base == ".wh..wh..opq") {
+      out.opaque.insert(parent_of(path));
+    } else if (base.starts_with(".wh.")) {
+      const std::string parent = parent_of(path);
+      out.whiteouts.insert((parent.empty() ? "" : parent + "/") + base.substr(4));
+    } else {
+      out.entries[path] = type == archive::EntryType::dir;
+    }
+    return {};
+  }));
+  return out;
+}
+
+// Whether the entry `path` of layer `index` is still visible with the layers above applied.
+bool visible(const std::vector<LayerPaths>& layers, size_t index, const std::string& path, bool is_dir) {
+  for (size_t j = index + 1; j < layers.size(); ++j) {
+    const auto& upper = layers[j];
+    if (auto it = upper.entries.find(path); it != upper.entries.end() && !(is_dir && it->second)) return false;
+    if (upper.whiteouts.contains(path)) return false;
+    for (size_t slash = path.find('/'); slash != std::string::npos; slash = path.find('/', slash + 1)) {
+      const std::string ancestor = path.substr(0, slash);
+      if (upper.whiteouts.contains(ancestor) || upper.opaque.contains(ancestor)) return false;
+      if (auto it = upper.entries.find(ancestor); it != upper.entries.end() && !it->second) return false;
+    }
+    if (upper.opaque.contains("")) return false;
+  }
+  return true;
+}
+
+std::string short_type(std::string_view media_type) {
+  if (media_type.ends_with("zstd")) return "tar+zstd";
+  if (media_type.ends_with("gzip")) return "tar+gzip";
+  return "tar";
+}
+
+}  // namespace
+
+Result<Reference> parse_reference(std::string_view text) {
+  Reference r;
+  r.text = std::string(text);
+  auto bad = [&](std::string_view why) {
+    return fail(ExitCode::usage, "--image: '" + std::string(text) + "' is not an image reference: " + std::string(why));
+  };
+  std::string_view rest = text;
+  if (rest.empty()) return bad("it is empty");
+  if (auto at = rest.find('@'); at != std::string_view::npos) {
+    r.digest = std::string(rest.substr(at + 1));
+    rest = rest.substr(0, at);
+    if (!r.digest.starts_with("sha256:") || !digest::is_sha256_hex(std::string_view(r.digest).substr(7))) {
+      return bad("the digest must be sha256: and 64 hex digits");
+    }
+    r.digest = "sha256:" + digest::normalize_hex(std::string_view(r.digest).substr(7));
+  }
+  const size_t slash = rest.find('/');
+  std::string_view first = slash == std::string_view::npos ? std::string_view() : rest.substr(0, slash);
+  if (!first.empty() && (first.find('.') != std::string_view::npos || first.find(':') != std::string_view::npos ||
+                         first == "localhost")) {
+    r.registry = std::string(first);
+    rest = rest.substr(slash + 1);
+  } else {
+    r.registry = "registry-1.docker.io";
+  }
+  if (r.registry == "docker.io" || r.registry == "index.docker.io") r.registry = "registry-1.docker.io";
+  const size_t colon = rest.rfind(':');
+  if (colon != std::string_view::npos) {
+    r.tag = std::string(rest.substr(colon + 1));
+    rest = rest.substr(0, colon);
+    if (r.tag.empty() || r.tag.find('/') != std::string::npos) return bad("the tag is empty or has a '/'");
+  }
+  if (rest.empty()) return bad("it names no repository");
+  for (char c : rest) {
+    if (!(std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '/' ||
+          c == '.' || c == '_' || c == '-')) {
+      return bad("a repository name has only lower-case letters, digits and . _ - /");
+    }
+  }
+  r.repository = std::string(rest);
+  if (r.registry == "registry-1.docker.io" && r.repository.find('/') == std::string::npos) {
+    r.repository = "library/" + r.repository;
+  }
+  if (r.tag.empty() && r.digest.empty()) r.tag = "latest";
+  return r;
+}
+
+std::string go_arch(std::string_view debian_arch) {
+  if (debian_arch == "armhf" || debian_arch == "armel") return "arm";
+  if (debian_arch == "i386") return "386";
+  if (debian_arch == "ppc64el") return "ppc64le";
+  return std::string(debian_arch);
+}
+
+}  // namespace oci
+
+namespace {
+
+using json = nlohmann::json;
+
+Answer absent(std::string reason) {
+  Answer a;
+  a.reason = std::move(reason);
+  return a;
+}
+
+// The credentials for `registry`: from --registry-auth, else from the kubelet's pull secret on
+// the node when it is readable. `origin` names the file they came from.
+Result<std::string> registry_credentials(const Config& cfg, const std::string& registry, std::string* origin) {
+  if (!cfg.registry_auth.empty()) {
+    *origin = cfg.registry_auth.string();
+    auto creds = oci::credentials_for(cfg.registry_auth, registry);
+    if (!creds) return fail(ExitCode::config, "--registry-auth: " + creds.error().message);
+    return creds;
+  }
+  const fs::path kubelet = cfg.host_root / "var/lib/kubelet/config.json";
+  if (::access(kubelet.c_str(), R_OK) != 0) return std::string();
+  *origin = kubelet.string();
+  auto creds = oci::credentials_for(kubelet, registry);
+  if (!creds) {
+    log::get("init.oci")->warn("{}; pulling without credentials", creds.error().message);
+    return std::string();
+  }
+  return creds;
+}
+
+std::string platform_of(const json& d) {
+  if (!d.contains("platform") || !d["platform"].is_object()) return "unknown";
+  const auto& p = d["platform"];
+  std::string out = p.value("os", "?") + "/" + p.value("architecture", "?");
+  if (p.contains("variant") && p["variant"].is_string()) out += "/" + p["variant"].get<std::string>();
+  return out;
+}
+
+// The kernel release a driver toolkit's /etc/driver-toolkit-release.json names, "" without one.
+std::string release_file_kernel(const fs::path& root) {
+  auto text = files::read_file(root / "etc/driver-toolkit-release.json", 1 << 20);
+  if (!text) return {};
+  json doc = json::parse(*text, nullptr, false);
+  if (!doc.is_object() || !doc.contains("KERNEL_VERSION") || !doc["KERNEL_VERSION"].is_string()) return {};
+  return doc["KERNEL_VERSION"];
+}
+
+Result<Answer> pull_image(Context& ctx, const oci::Reference& ref) {
+  const auto& cfg = ctx.config;
+  const auto& kver = ctx.kernel_release;
+  auto logger = log::get("init.oci");
+  const std::string image = "image " + ref.text;
+  std::string origin;
+  const std::string credentials = KK_TRY(registry_credentials(cfg, ref.registry, &origin));
+  oci::Client client(ref, cfg, credentials, origin);
+
+  auto manifest = KK_TRY(oci::fetch_manifest(client, image, ref.digest.empty() ? ref.tag : ref.digest, ref.digest));
+  if (manifest.media_type == oci::kOciIndex || manifest.media_type == oci::kDockerList) {
+    const std::string want = "linux/" + oci::go_arch(cfg.arch);
+    std::optional<oci::Descriptor> chosen;
+    std::string offered;
+    if (manifest.doc.contains("manifests") && manifest.doc["manifests"].is_array()) {
+      for (const auto& d : manifest.doc["manifests"]) {
+        const std::string platform = platform_of(d);
+        offered += (offered.empty() ? "" : ", ") + platform;
+        if (!chosen && (platform == want || platform.starts_with(want + "/"))) {
+          chosen = KK_TRY(oci::descriptor(d, image + ": the index " + manifest.digest));
+        }
+      }
+    }
+    if (!chosen) {
+      return absent(image + " has no manifest for " + want + " (its index has " + (offered.empty() ? "none" : offered) + ")");
+    }
+    logger->debug("{}: {} is {}", image, want, chosen->digest);
+    manifest = KK_TRY(oci::fetch_manifest(client, image, chosen->digest, chosen->digest));
+  }
+  if (manifest.media_type != oci::kOciManifest && manifest.media_type != oci::kDockerManifest) {
+    return fail(ExitCode::data_err, image + ": the manifest " + manifest.digest + " has the media type '" +
+                                        manifest.media_type + "', not an OCI or Docker schema 2 image manifest");
+  }
+  const std::string where = image + ": the manifest " + manifest.digest;
+  if (!manifest.doc.contains("config") || !manifest.doc.contains("layers") || !manifest.doc["layers"].is_array()) {
+    return fail(ExitCode::data_err, where + " has no config or no layers");
+  }
+  const auto config = KK_TRY(oci::descriptor(manifest.doc["config"], where));
+  std::vector<oci::Descriptor> layers;
+  for (const auto& l : manifest.doc["layers"]) {
+    auto d = KK_TRY(oci::descriptor(l, where));
+    if (d.media_type.find("tar") == std::string::npos) {
+      return fail(ExitCode::data_err, where + " has a layer " + d.digest + " of the media type '" + d.media_type +
+                                          "', not a tar, tar+gzip or tar+zstd layer");
+    }
+    layers.push_back(std::move(d));
+  }
+  const std::string location = ref.registry + "/" + ref.repository + "@" + manifest.digest;
+
+  // The config (small, never cached): its kernel-version label refuses a stale driver toolkit
+  // before any layer is pulled.
+  http::Response response;
+  const auto config_text = KK_TRY(client.get_small("blobs/" + config.digest, {}, &response, 16 << 20));
+  if (const std::string got = "sha256:" + digest::sha256_hex(config_text); got != config.digest) {
+    return fail(ExitCode::data_err, image + ": the config " + config.digest + " the registry sent has the digest " + got);
+  }
+  const json config_doc = json::parse(config_text, nullptr, false);
+  std::string label;
+  if (config_doc.is_object() && config_doc.contains("config") && config_doc["config"].is_object() &&
+      config_doc["config"].contains("Labels") && config_doc["config"]["Labels"].is_object()) {
+    const auto& labels = config_doc["config"]["Labels"];
+    if (labels.contains("kernel-version") && labels["kernel-version"].is_string()) label = labels["kernel-version"];
+  }
+  if (!label.empty() && label != kver) {
+    return fail(ExitCode::data_err, image + " carries kernel " + label + "; the node runs " + kver +
+                                        " (its kernel-version label): a tree of another kernel is never built against");
+  }
+
+  Answer answer;
+  answer.location = location;
+  uint64_t total = 0;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const auto& l = layers[i];
+    total += l.size;
+    answer.packages.push_back({"layer " + std::to_string(i + 1) + "/" + std::to_string(layers.size()) + " (" +
+                                   oci::short_type(l.media_type) + ")",
+                               "", l.digest.substr(7), client.url("blobs/" + l.digest), l.size});
+  }
+  if (cfg.dry_run) {
+    answer.found = true;
+    answer.reason = "would pull " + location + " (" + std::to_string(layers.size()) + " layers, " +
+                    progress::format_bytes(total) + ")" + (label.empty() ? "" : " for kernel " + label);
+    return answer;
+  }
+
+  // Blobs by digest on the volume, so the pods of one node pull once (they take the volume's
+  // lock in turn).
+  const fs::path cache = cfg.volume / ".kmodkit/blobs/sha256";
+  KK_TRY(files::make_dirs(cache));
+  std::vector<fs::path> blobs(layers.size());
+  std::atomic<size_t> reused{0};
+  std::vector<std::function<Result<void>()>> tasks;
+  std::set<std::string> distinct;  // an image may hold one layer twice: fetched once
+  for (size_t i = 0; i < layers.size(); ++i) {
+    blobs[i] = cache / layers[i].digest.substr(7);
+    if (!distinct.insert(layers[i].digest).second) continue;
+    tasks.emplace_back([&, i]() -> Result<void> {
+      bool from_cache = false;
+      KK_TRY(oci::cached_blob(client, image, layers[i], cache, &from_cache));
+      reused += from_cache ? 1 : 0;
+      return {};
+    });
+  }
+  KK_TRY(run_parallel(tasks, cfg.jobs));
+  logger->info("{}: {} layers ({}){}", image, layers.size(), progress::format_bytes(total),
+               reused > 0 ? "; " + std::to_string(reused.load()) + " of them from the blob cache" : "");
+
+  std::vector<oci::LayerPaths> paths;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    paths.push_back(KK_TRY(oci::list_layer(blobs[i], image + ": layer " + layers[i].digest)));
+  }
+  // What the layers leave visible decides what the image is.
+  std::set<std::string> kernels;
+  bool extensions = false;
+  for (size_t i = 0; i < paths.size(); ++i) {
+    for (const auto& [path, is_dir] : paths[i].entries) {
+      if (!oci::visible(paths, i, path, is_dir)) continue;
+      if (path.starts_with("usr/src/kernels/")) {
+        const std::string rest = path.substr(16);
+        kernels.insert(rest.substr(0, rest.find('/')));
+      }
+      extensions = extensions || path.starts_with("usr/share/rpm-ostree/extensions/");
+    }
+  }
+  if (kernels.empty()) {
+    if (extensions) {
+      return absent(image + " carries an RPM repository under usr/share/rpm-ostree/extensions, which the rpm source "
+                            "is to read; this version does not read it yet");
+    }
+    return absent(image + " has no kernel tree under usr/src/kernels");
+  }
+  if (!kernels.contains(kver)) {
+    std::string have;
+    for (const auto& k : kernels) have += (have.empty() ? "" : ", ") + k;
+    return fail(ExitCode::data_err, image + " carries kernel " + have + "; the node runs " + kver);
+  }
+
+  std::atomic<size_t> current{0};
+  archive::Policy policy{ctx.staged_root, layout::relocate_merged_usr, [&](std::string_view p) {
+                           const std::string path(p);
+                           if (!oci::needed(path) || oci::basename_of(path).starts_with(".wh.")) return false;
+                           const auto& layer = paths[current];
+                           auto it = layer.entries.find(path);
+                           return oci::visible(paths, current, path, it != layer.entries.end() && it->second);
+                         }};
+  auto extraction = KK_TRY(archive::Extraction::create(policy));
+  for (size_t i = 0; i < layers.size(); ++i) {
+    current = i;
+    auto fd = KK_TRY(files::open_file(blobs[i], O_RDONLY | O_CLOEXEC));
+    answer.stats += KK_TRY(extraction->extract_fd(fd.get(), image + ": layer " + layers[i].digest));
+  }
+  KK_TRY_CTX(extraction->finish(), image);
+
+  if (const std::string named = release_file_kernel(ctx.staged_root); !named.empty() && named != kver) {
+    return fail(ExitCode::data_err, image + " carries kernel " + named + "; the node runs " + kver +
+                                        " (its /etc/driver-toolkit-release.json)");
+  }
+  answer.headers = layout::find_headers(ctx.staged_root, kver);
+  if (!answer.headers.complete()) {
+    return absent(image + " lacks what a module build needs: " + answer.headers.describe_missing());
+  }
+  answer.found = true;
+  return answer;
+}
+
+}  // namespace
+
+Result<Answer> fetch_oci(Context& ctx) {
+  const auto& cfg = ctx.config;
+  if (cfg.images.empty()) return absent("no --image given");
+  std::string reasons;
+  for (const auto& text : cfg.images) {
+    const auto ref = KK_TRY(oci::parse_reference(text));
+    if (!ctx.staged_root.empty() && !cfg.dry_run && !fs::is_empty(ctx.staged_root)) {
+      // An earlier image left part of a tree: each image starts from an empty root.
+      KK_TRY(files::remove_tree(ctx.staged_root));
+      KK_TRY(files::make_dirs(ctx.staged_root));
+    }
+    auto answer = KK_TRY(pull_image(ctx, ref));
+    if (answer.found) return answer;
+    reasons += (reasons.empty() ? "" : "; ") + answer.reason;
+  }
+  return absent(reasons);
+}
+
+}  // namespace kmodkit::init

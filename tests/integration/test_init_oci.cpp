@@ -1,0 +1,303 @@
+// init-modules' oci source end to end: the real binary against Debian's docker-registry over TLS with
+// token authentication, serving images skopeo pushed (tests/support/make-oci-registry.py).
+#include <catch2/catch.hpp>
+
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "helpers.hpp"
+
+using namespace kmodkit;
+using kmodkit::test::Registry;
+using kmodkit::test::Run;
+using kmodkit::test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Case {
+  TempDir tmp;
+  Registry registry;
+  std::string kver = test::fixture_kernel_release();
+  fs::path volume = tmp / "vol";
+  Case() { fs::create_directories(volume); }
+
+  std::string image(const std::string& name) const { return registry.host() + "/" + name; }
+
+  Run pull(const std::string& ref, std::vector<std::string> extra = {}) const {
+    std::vector<std::string> args = {"--kernel-release", kver, "--volume", volume.string(), "--host-root",
+                                     (tmp / "no-host").string(), "--sysfs", (tmp / "no-sys").string(),
+                                     "--sources", "oci", "--image", ref, "--ca-file", registry.ca_file().string(),
+                                     "--retry-delay", "0.05"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return test::run_init_modules(args);
+  }
+
+  nlohmann::json manifest() const {
+    return nlohmann::json::parse(test::read_file(volume / ".kmodkit/kernels" / (kver + ".json")));
+  }
+
+  // Nothing of the kernel is visible: no manifest, no trees, staging empty.
+  void check_nothing_published() const {
+    CHECK_FALSE(fs::exists(volume / ".kmodkit/kernels" / (kver + ".json")));
+    CHECK_FALSE(fs::exists(volume / "usr/src/kernels" / kver));
+    CHECK_FALSE(fs::exists(volume / "usr/lib/modules" / kver));
+    if (fs::exists(volume / ".kmodkit/staging")) CHECK(fs::is_empty(volume / ".kmodkit/staging"));
+  }
+
+  // The driver-toolkit tree is laid whole, with the whiteouts of the upper layer applied and
+  // nothing outside the kernel's trees (the image's release file is read, not published).
+  void check_complete_tree() const {
+    const fs::path headers = volume / "usr/src/kernels" / kver;
+    CHECK(fs::exists(headers / "Makefile"));
+    CHECK(fs::exists(headers / "scripts/mod/modpost"));
+    CHECK(fs::exists(headers / "Module.symvers"));
+    CHECK(fs::equivalent(volume / "usr/lib/modules" / kver / "build", headers));
+    CHECK(fs::exists(volume / "usr/lib/modules" / kver / "modules.dep"));
+    CHECK_FALSE(fs::exists(headers / "stale-file.txt"));
+    CHECK_FALSE(fs::exists(volume / "usr/lib/modules" / kver / "extra/old.ko"));
+    CHECK(test::read_file(volume / "usr/lib/modules" / kver / "extra/new.ko") == "above the opaque directory\n");
+    CHECK_FALSE(fs::exists(volume / "usr/bin/toolkit-tool"));
+    CHECK_FALSE(fs::exists(volume / "usr/share/doc/toolkit"));
+    for (const auto& e : fs::recursive_directory_iterator(volume / "usr")) {
+      INFO(e.path());
+      CHECK_FALSE(e.path().filename().string().starts_with(".wh."));
+    }
+    auto m = manifest();
+    CHECK(m["source"] == "oci");
+    CHECK(m["headers"] == "usr/src/kernels/" + kver);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a driver-toolkit image pulled anonymously over TLS is laid whole, whiteouts applied", "[oci]") {
+  Case c;
+  auto run = c.pull(c.image("kmodkit/dtk:gzip"));
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  c.check_complete_tree();
+  CHECK(c.manifest()["location"].get<std::string>().find(Registry::digest_of("kmodkit/dtk:gzip")) != std::string::npos);
+}
+
+TEST_CASE("an image with zstd layers is laid whole", "[oci]") {
+  Case c;
+  auto run = c.pull(c.image("kmodkit/dtk:zstd"));
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  c.check_complete_tree();
+}
+
+TEST_CASE("a Docker schema 2 image is laid whole", "[oci]") {
+  Case c;
+  auto run = c.pull(c.image("kmodkit/dtk:docker"));
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  c.check_complete_tree();
+}
+
+TEST_CASE("an image without the kernel-version label is checked by its driver-toolkit-release.json", "[oci]") {
+  Case c;
+  auto run = c.pull(c.image("kmodkit/dtk:nolabel"));
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  c.check_complete_tree();
+}
+
+TEST_CASE("an index with two platforms resolves to the node's, linux/amd64", "[oci]") {
+  Case c;
+  auto run = c.pull(c.image("kmodkit/dtk:multi"), {"--arch", "amd64"});
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  c.check_complete_tree();
+  CHECK(c.manifest()["location"].get<std::string>().find(Registry::digest_of("kmodkit/dtk:gzip")) != std::string::npos);
+}
+
+TEST_CASE("an image named by digest is pulled", "[oci]") {
+  Case c;
+  auto run = c.pull(c.registry.host() + "/kmodkit/dtk@" + Registry::digest_of("kmodkit/dtk:gzip"));
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  c.check_complete_tree();
+}
+
+TEST_CASE("a repository that needs a password is pulled with the credentials of a docker config.json", "[oci]") {
+  Case c;
+  SECTION("without them the token is refused") {
+    auto run = c.pull(c.image("kmodkit/private:latest"));
+    INFO(run.output);
+    CHECK(run.code == 77);
+    CHECK(run.last_line.find("kmodkit/private") != std::string::npos);
+    c.check_nothing_published();
+  }
+  SECTION("with them it is laid whole") {
+    // base64("puller:s3cret")
+    test::write_file(c.tmp / "config.json",
+                     R"({"auths": {")" + c.registry.host() + R"(": {"auth": "cHVsbGVyOnMzY3JldA=="}}})");
+    auto run = c.pull(c.image("kmodkit/private:latest"), {"--registry-auth", (c.tmp / "config.json").string()});
+    INFO(run.output);
+    REQUIRE(run.code == 0);
+    c.check_complete_tree();
+  }
+  SECTION("the kubelet's pull secret on the node serves when none is given") {
+    test::write_file(c.tmp / "no-host/var/lib/kubelet/config.json",
+                     R"({"auths": {"https://)" + c.registry.host() + R"(/v1/": {"username": "puller", "password": "s3cret"}}})");
+    auto run = c.pull(c.image("kmodkit/private:latest"));
+    INFO(run.output);
+    REQUIRE(run.code == 0);
+    c.check_complete_tree();
+  }
+}
+
+TEST_CASE("verified blobs are kept on the volume and reused by the next pull", "[oci]") {
+  Case c;
+  REQUIRE(c.pull(c.image("kmodkit/dtk:gzip")).code == 0);
+  const fs::path blobs = c.volume / ".kmodkit/blobs/sha256";
+  REQUIRE(fs::is_directory(blobs));
+  size_t n = 0;
+  for (const auto& e : fs::directory_iterator(blobs)) {
+    CHECK(test::sha256_of(e.path()) == e.path().filename().string());
+    ++n;
+  }
+  CHECK(n == 3);
+  // A damaged cached blob is not trusted: it is fetched again.
+  fs::path first = fs::directory_iterator(blobs)->path();
+  test::write_file(first, "damaged");
+  auto gzip = c.pull(c.image("kmodkit/dtk:gzip"));
+  INFO(gzip.output);
+  REQUIRE(gzip.code == 0);
+  CHECK(gzip.output.find("from the blob cache") != std::string::npos);
+  CHECK(test::sha256_of(first) == first.filename().string());
+}
+
+TEST_CASE("the registry's certificate is verified: without the test CA the pull fails", "[oci]") {
+  Case c;
+  auto run = test::run_init_modules({"--kernel-release", c.kver, "--volume", c.volume.string(), "--host-root",
+                                     (c.tmp / "no-host").string(), "--sources", "oci", "--image",
+                                     c.image("kmodkit/dtk:gzip"), "--retries", "0"});
+  INFO(run.output);
+  CHECK(run.code == 69);
+  CHECK(run.last_line.find(c.registry.host()) != std::string::npos);
+  c.check_nothing_published();
+}
+
+TEST_CASE("a malformed --image is a usage error naming it", "[oci]") {
+  for (const char* ref : {"Upper/Case:tag", "registry.example/repo@sha256:short", "registry.example/:tag"}) {
+    auto run = test::run_init_modules({"--sources", "oci", "--image", ref, "--dry-run"});
+    INFO(run.output);
+    CHECK(run.code == 64);
+    CHECK(run.last_line.find(std::string("'") + ref + "'") != std::string::npos);
+  }
+}
+
+TEST_CASE("a registry named in --insecure-registry is reached over plain HTTP, and only then", "[oci]") {
+  TempDir tmp;
+  Registry registry(test::Transport::plain);
+  const std::string kver = test::fixture_kernel_release();
+  auto pull = [&](const std::string& volume, std::vector<std::string> extra) {
+    std::vector<std::string> args = {"--kernel-release", kver, "--volume", (tmp / volume).string(), "--host-root",
+                                     (tmp / "no-host").string(), "--sources", "oci", "--image",
+                                     registry.host() + "/kmodkit/dtk:gzip", "--ca-file", registry.ca_file().string(),
+                                     "--retries", "0"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    fs::create_directories(tmp / volume);
+    return test::run_init_modules(args);
+  };
+  auto refused = pull("vol1", {});
+  INFO(refused.output);
+  CHECK(refused.code == 69);
+  CHECK(refused.last_line.find("https://" + registry.host()) != std::string::npos);
+  auto run = pull("vol2", {"--insecure-registry", registry.host()});
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  CHECK(fs::exists(tmp / "vol2/usr/src/kernels" / kver / "Makefile"));
+}
+
+TEST_CASE("a dry run says which image it would pull and writes nothing", "[oci]") {
+  Case c;
+  auto run = c.pull(c.image("kmodkit/dtk:gzip"), {"--dry-run"});
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  CHECK(run.output.find("would pull") != std::string::npos);
+  CHECK_FALSE(fs::exists(c.volume / ".kmodkit/blobs"));
+  c.check_nothing_published();
+}
+
+TEST_CASE("bad images are refused with a sentence naming them, and nothing is published", "[oci]") {
+  Case c;
+  SECTION("a manifest whose content does not have the digest it is asked by") {
+    const std::string digest = Registry::digest_of("kmodkit/dtk:gzip");
+    test::write_file(c.registry.blob_path(digest),
+                     test::read_file(c.registry.blob_path(Registry::digest_of("kmodkit/dtk:zstd"))));
+    auto run = c.pull(c.registry.host() + "/kmodkit/dtk@" + digest);
+    INFO(run.output);
+    CHECK(run.code == 65);
+    CHECK(run.last_line.find(digest) != std::string::npos);
+    c.check_nothing_published();
+  }
+  SECTION("a layer whose content does not have its digest") {
+    auto manifest = nlohmann::json::parse(test::read_file(c.registry.blob_path(Registry::digest_of("kmodkit/dtk:gzip"))));
+    const std::string layer = manifest["layers"][2]["digest"];
+    std::string bytes = test::read_file(c.registry.blob_path(layer));
+    bytes[bytes.size() / 2] = static_cast<char>(bytes[bytes.size() / 2] ^ 0x55);
+    test::write_file(c.registry.blob_path(layer), bytes);
+    auto run = c.pull(c.image("kmodkit/dtk:gzip"));
+    INFO(run.output);
+    CHECK(run.code == 65);
+    CHECK(run.last_line.find(layer) != std::string::npos);
+    c.check_nothing_published();
+  }
+  SECTION("a repository whose token is refused") {
+    auto run = c.pull(c.image("kmodkit/refused:latest"));
+    INFO(run.output);
+    CHECK(run.code == 77);
+    CHECK(run.last_line.find("kmodkit/refused") != std::string::npos);
+    c.check_nothing_published();
+  }
+  SECTION("a driver toolkit of another kernel, refused by its label before any layer is pulled") {
+    auto run = c.pull(c.image("kmodkit/dtk:stale"));
+    INFO(run.output);
+    CHECK(run.code == 65);
+    CHECK(run.last_line.find("carries kernel 6.1.0-1-amd64; the node runs " + c.kver) != std::string::npos);
+    CHECK_FALSE(fs::exists(c.volume / ".kmodkit/blobs"));
+    c.check_nothing_published();
+  }
+  SECTION("a driver toolkit of another kernel without a label, refused by its tree") {
+    auto run = c.pull(c.image("kmodkit/dtk:stale-nolabel"));
+    INFO(run.output);
+    CHECK(run.code == 65);
+    CHECK(run.last_line.find("carries kernel 6.1.0-1-amd64; the node runs " + c.kver) != std::string::npos);
+    c.check_nothing_published();
+  }
+  SECTION("a layer with an entry that climbs out with '..'") {
+    auto run = c.pull(c.image("kmodkit/evil:dotdot"));
+    INFO(run.output);
+    CHECK(run.code == 65);
+    CHECK(run.last_line.find("../escape.txt") != std::string::npos);
+    CHECK_FALSE(fs::exists(c.tmp / "escape.txt"));
+    c.check_nothing_published();
+  }
+  SECTION("a layer that writes through an absolute symlink of a lower one") {
+    auto run = c.pull(c.image("kmodkit/evil:symlink"));
+    INFO(run.output);
+    CHECK(run.code == 65);
+    CHECK(run.last_line.find("evil") != std::string::npos);
+    c.check_nothing_published();
+  }
+  SECTION("an index without the node's platform") {
+    auto run = c.pull(c.image("kmodkit/dtk:multi"), {"--arch", "s390x"});
+    INFO(run.output);
+    CHECK(run.code == 66);
+    CHECK(run.last_line.find("linux/s390x") != std::string::npos);
+    CHECK(run.last_line.find("kmodkit/dtk:multi") != std::string::npos);
+    c.check_nothing_published();
+  }
+  SECTION("an image that carries an RPM repository instead of a tree") {
+    auto run = c.pull(c.image("kmodkit/extensions:latest"));
+    INFO(run.output);
+    CHECK(run.code == 66);
+    CHECK(run.last_line.find("usr/share/rpm-ostree/extensions") != std::string::npos);
+    c.check_nothing_published();
+  }
+}
