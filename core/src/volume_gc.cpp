@@ -50,6 +50,36 @@ bool release_name(const std::string& s) {
   return !s.empty() && s != "." && s != ".." && s.find('/') == std::string::npos && s.find('\0') == std::string::npos;
 }
 
+// The image blobs of the oci source whose last use (mtime) is before `cutoff`, and the
+// .partial files of a pull that was killed (pulls write them under the lock gc holds).
+Result<void> collect_blobs(const ModulesVolume& volume, const GcPolicy& policy, system_clock::time_point cutoff,
+                           GcReport& report) {
+  const bool dry = policy.mode == GcMode::dry_run;
+  std::error_code ec;
+  uint64_t bytes = 0;
+  size_t n = 0;
+  for (const auto& e : fs::directory_iterator(volume.blobs_dir(), ec)) {
+    struct stat st{};
+    if (::lstat(e.path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    const bool partial = e.path().filename().string().ends_with(".partial");
+    if (!partial && from_timespec(st.st_mtim) >= cutoff) continue;
+    if (partial && dry) continue;  // a pull may be writing it: only under the lock is it a leftover
+    if (!dry && ::unlink(e.path().c_str()) != 0 && errno != ENOENT) {
+      return fail(files::errno_error("remove " + e.path().string(), errno, ExitCode::cant_create));
+    }
+    if (!partial) ++n;
+    bytes += static_cast<uint64_t>(st.st_size);
+  }
+  if (n > 0 || bytes > 0) {
+    log::get("gc")->info("{} {} image blob{} not used for {} days: {} {}", dry ? "dry run: would remove" : "removed", n,
+                         n == 1 ? "" : "s", std::chrono::duration_cast<std::chrono::hours>(policy.keep_unused).count() / 24,
+                         progress::format_bytes(bytes), dry ? "would be freed" : "freed");
+  }
+  report.blobs += n;
+  report.bytes += bytes;
+  return {};
+}
+
 // Everything gc knows of one release.
 struct Release {
   bool tree = false;                         // its commit link, manifest or public modules path is there
@@ -266,6 +296,7 @@ Result<GcReport> ModulesVolume::collect_unused(const GcPolicy& policy) const {
     ++report.removed;
     report.bytes += bytes;
   }
+  KK_TRY(collect_blobs(*this, policy, cutoff, report));
   return report;
 }
 

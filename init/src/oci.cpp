@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <openssl/evp.h>
 #include <unistd.h>
 
@@ -23,6 +24,7 @@
 #include "kmodkit/http.hpp"
 #include "kmodkit/log.hpp"
 #include "kmodkit/progress.hpp"
+#include "kmodkit/volume.hpp"
 #include "layout.hpp"
 #include "sources.hpp"
 
@@ -297,6 +299,10 @@ Result<fs::path> cached_blob(Client& client, const std::string& image, const Des
   if (fs::exists(path, ec)) {
     auto have = digest::sha256_file(path);
     if (have && *have == hex) {
+      // Its mtime is its last use: gc removes the blobs no pull used for N days.
+      if (::utimensat(AT_FDCWD, path.c_str(), nullptr, 0) != 0) {
+        return fail(files::errno_error("touch " + path.string(), errno));
+      }
       *from_cache = true;
       return path;
     }
@@ -581,7 +587,7 @@ Result<Answer> pull_image(Context& ctx, const oci::Reference& ref) {
 
   // Blobs by digest on the volume, so the pods of one node pull once (they take the volume's
   // lock in turn).
-  const fs::path cache = cfg.volume / ".kmodkit/blobs/sha256";
+  const fs::path cache = volume::ModulesVolume(cfg.volume).blobs_dir();
   KK_TRY(files::make_dirs(cache));
   std::vector<fs::path> blobs(layers.size());
   std::atomic<size_t> reused{0};

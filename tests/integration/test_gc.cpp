@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "helpers.hpp"
+#include "kmodkit/digest.hpp"
 #include "kmodkit/subprocess.hpp"
 
 using namespace kmodkit;
@@ -97,16 +98,21 @@ fs::path copy_of_template(const TempDir& tmp, std::string* old_release) {
   return vol;
 }
 
-// Records a use of `kver` `days` ago, as a run then would have (its use record's mtime).
-void set_last_use(const fs::path& vol, const std::string& kver, double days) {
-  const fs::path p = vol / ".kmodkit/used" / kver;
-  test::write_file(p, "");
+// Sets a file's mtime (and atime) `days` back.
+void set_days_old(const fs::path& p, double days) {
   const auto t = std::chrono::system_clock::now() - std::chrono::duration_cast<std::chrono::system_clock::duration>(
                                                           std::chrono::duration<double>(days * 86400));
   const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
   const struct timespec ts[2] = {{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)},
                                  {static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)}};
   REQUIRE(::utimensat(AT_FDCWD, p.c_str(), ts, 0) == 0);
+}
+
+// Records a use of `kver` `days` ago, as a run then would have (its use record's mtime).
+void set_last_use(const fs::path& vol, const std::string& kver, double days) {
+  const fs::path p = vol / ".kmodkit/used" / kver;
+  test::write_file(p, "");
+  set_days_old(p, days);
 }
 
 double days_since_last_use(const fs::path& vol, const std::string& kver) {
@@ -350,4 +356,39 @@ TEST_CASE("a normal run with --keep-unused-days serves its kernel, then removes 
   auto missing = gc(vol, {});
   CHECK(missing.code == 64);
   CHECK_THAT(missing.last_line, Catch::Contains("--keep-unused-days: give the number of days"));
+}
+
+TEST_CASE("gc removes the image blobs no pull used for N days and what a killed pull left, and keeps the recent ones", "[e2e][gc][oci]") {
+  TempDir tmp;
+  std::string old;
+  const fs::path vol = copy_of_template(tmp, &old);
+  // The oci source's blob cache: blobs named by their digest; a pull that reuses one touches it.
+  const fs::path blobs = vol / ".kmodkit/blobs/sha256";
+  fs::create_directories(blobs);
+  auto blob = [&](const std::string& content, double days) {
+    const fs::path p = blobs / digest::sha256_hex(content);
+    test::write_file(p, content);
+    set_days_old(p, days);
+    return p;
+  };
+  const fs::path stale = blob(std::string(300000, 's'), 30);
+  const fs::path recent = blob("recent layer", 2);
+  const fs::path partial = blobs / (digest::sha256_hex("cut") + ".partial");
+  test::write_file(partial, "cut short by a kill");
+
+  auto dry = gc(vol, {"--keep-unused-days", "7", "--dry-run"});
+  INFO(dry.output);
+  REQUIRE(dry.code == 0);
+  CHECK_THAT(dry.output, Catch::Contains("dry run: would remove 1 image blob"));
+  CHECK(fs::exists(stale));
+  CHECK(fs::exists(partial));
+
+  auto run = gc(vol, {"--keep-unused-days", "7"});
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  CHECK_THAT(run.output, Catch::Contains("removed 1 image blob") && Catch::Contains("not used for 7 days"));
+  CHECK_FALSE(fs::exists(stale));
+  CHECK_FALSE(fs::exists(partial));
+  CHECK(fs::exists(recent));
+  CHECK(test::sha256_of(recent) == recent.filename().string());
 }

@@ -1,7 +1,10 @@
 // init-modules' oci source end to end: the real binary against Debian's docker-registry over TLS with
 // token authentication, serving images skopeo pushed (tests/support/make-oci-registry.py).
 #include <catch2/catch.hpp>
+#include <fcntl.h>
+#include <sys/stat.h>
 
+#include <ctime>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -161,8 +164,17 @@ TEST_CASE("verified blobs are kept on the volume and reused by the next pull", "
     ++n;
   }
   CHECK(n == 3);
-  // A damaged cached blob is not trusted: it is fetched again.
+  // A reused blob is marked used (its mtime), so gc keeps what pulls still use.
   fs::path first = fs::directory_iterator(blobs)->path();
+  const struct timespec long_ago[2] = {{1000000000, 0}, {1000000000, 0}};
+  for (const auto& e : fs::directory_iterator(blobs)) REQUIRE(::utimensat(AT_FDCWD, e.path().c_str(), long_ago, 0) == 0);
+  REQUIRE(c.pull(c.image("kmodkit/dtk:gzip")).code == 0);
+  for (const auto& e : fs::directory_iterator(blobs)) {
+    struct stat st{};
+    REQUIRE(::stat(e.path().c_str(), &st) == 0);
+    CHECK(st.st_mtim.tv_sec > std::time(nullptr) - 600);
+  }
+  // A damaged cached blob is not trusted: it is fetched again.
   test::write_file(first, "damaged");
   auto gzip = c.pull(c.image("kmodkit/dtk:gzip"));
   INFO(gzip.output);

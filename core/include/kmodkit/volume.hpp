@@ -100,6 +100,7 @@ struct GcPolicy {
 struct GcReport {
   size_t removed = 0;  // releases whose tree or cache entries were (or, in a dry run, would be) removed
   size_t kept = 0;
+  size_t blobs = 0;    // image blobs removed (or that would be)
   uint64_t bytes = 0;  // freed, or that would be
 };
 
@@ -113,6 +114,10 @@ class ModulesVolume : public Volume {
   using Volume::Volume;
   fs::path manifest_path(std::string_view kernel_release) const;
   fs::path trees_dir() const { return state_dir() / "trees"; }
+  // .kmodkit/blobs/sha256: the image layers the oci source pulled, each named by its SHA-256 and
+  // written under the lock (a temporary <hex>.partial renamed after its digest is checked). A
+  // blob's mtime is its last use: a pull that reuses it touches it.
+  fs::path blobs_dir() const { return state_dir() / "blobs" / "sha256"; }
   // .kmodkit/kernels/<kver>: the commit point, a symlink to the current generation.
   fs::path current_link(std::string_view kernel_release) const;
 
@@ -141,7 +146,8 @@ class ModulesVolume : public Volume {
   // (their manifest, generation and public links), with kmod-builder's cache entries, records
   // and logs for them; releases that only have cache entries left are judged the same way. A
   // release's last use is its use record's mtime, else its manifest's creation time, else its
-  // newest cache entry's. Each tree is moved into staging (its commit link first, so what is
+  // newest cache entry's. Image blobs (blobs_dir()) not used within policy.keep_unused go too,
+  // and the .partial files of a pull that was killed. Each tree is moved into staging (its commit link first, so what is
   // left is never trusted) and then deleted: a kill leaves what the next clear_staging() and
   // collect_unused() remove. Logs one line per release removed and kept. In remove mode only
   // under the lock, after clear_staging(); a dry run changes nothing. Cannot create (73)
