@@ -22,7 +22,7 @@ enum class SignaturePolicy { required, not_required };
 struct PackageInfo {
   std::string name, arch;       // from the header (RPMTAG_NAME, RPMTAG_ARCH)
   std::string evr;              // "6.1.0-57-amd64" / "1:2.0-3" (no "0:")
-  std::string signed_by;        // key id of the header signature that verified; empty if none checked
+  std::string signed_by;        // key id (16 lower-case hex digits) of the header signature that verified; empty if none checked
   std::string payload_digest;   // hex, as the header states it (checked)
 };
 
