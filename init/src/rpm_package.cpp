@@ -363,7 +363,7 @@ Result<PackageInfo> check_package(const std::filesystem::path& file, std::string
   const auto stated_payload = main_header.string(kTagPayloadDigest);
   if (!stated_payload) {
     if (policy == SignaturePolicy::required) {
-      return fail(ExitCode::data_err, o + ": states no payload digest, so its signature does not cover the payload; "
+      return fail(ExitCode::data_err, o + ": states no payload digest, so its header signature does not cover the payload; "
                                           "the repository requires signed packages (gpgcheck=1)");
     }
   } else {

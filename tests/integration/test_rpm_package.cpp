@@ -2,7 +2,10 @@
 // (rpmbuild, rpmsign, gpg), and copies of them damaged byte by byte.
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
 #include <cstdint>
+#include <cstdlib>
 #include <sstream>
 
 #include "helpers.hpp"
@@ -88,6 +91,42 @@ Layout layout_of(const std::string& bytes) {
   l.main_data = l.main_index + 16 * size_t{be32(bytes, l.main + 8)};
   l.payload = l.main_data + be32(bytes, l.main + 12);
   return l;
+}
+
+// A package's index entries: where each lies in its bytes, its tag, and where its data starts.
+struct RawEntry {
+  size_t at = 0;
+  int32_t tag = 0;
+  size_t data = 0;
+};
+std::vector<RawEntry> entries_of(const std::string& bytes, size_t header) {
+  std::vector<RawEntry> out;
+  const uint32_t count = be32(bytes, header + 8);
+  const size_t data = header + 16 + 16 * size_t{count};
+  for (uint32_t i = 0; i < count; ++i) {
+    const size_t at = header + 16 + 16 * size_t{i};
+    out.push_back({at, static_cast<int32_t>(be32(bytes, at)), data + be32(bytes, at + 8)});
+  }
+  return out;
+}
+
+// A program's path, looked up in PATH as a shell does (rpmsign runs gpg by its configured path).
+std::string program_path(const std::string& name) {
+  std::istringstream dirs(std::getenv("PATH") != nullptr ? std::getenv("PATH") : "/usr/bin:/bin");
+  for (std::string dir; std::getline(dirs, dir, ':');) {
+    if (!dir.empty() && ::access((fs::path(dir) / name).c_str(), X_OK) == 0) return (fs::path(dir) / name).string();
+  }
+  FAIL(name << " is not in PATH");
+  return {};
+}
+
+// The digest of `data` as a coreutils tool (sha256sum, sha1sum, md5sum) prints it.
+std::string digest_tool(const std::string& tool, const TempDir& tmp, const std::string& data) {
+  test::write_file(tmp / "digest-input", data);
+  auto out = subprocess::run({tool, (tmp / "digest-input").string()});
+  REQUIRE(out);
+  REQUIRE(out->ok());
+  return out->output.substr(0, out->output.find(' '));
 }
 
 void flip_byte(const fs::path& file, size_t at) {
@@ -228,6 +267,50 @@ TEST_CASE("a byte flipped in the payload is refused naming both payload digests"
     check_refused(r, "k.rpm: payload digest mismatch");
     CHECK_THAT(r.error().message, Catch::Contains(stated) && Catch::Contains(actual));
   }
+}
+
+// A package built by an rpm older than 4.14 states no payload digest, so its header signature
+// does not cover the payload. Made here from the fixture's unsigned old kernel-devel: the payload
+// digest tags renamed to tags no rpm defines, the signature header's digests of the changed
+// header made right again, then signed by rpmsign with the fixture's key (which then adds a
+// signature over header and payload, as it does for such packages).
+TEST_CASE("a signed package that states no payload digest is refused where signatures are required",
+          "[integration][rpm_package]") {
+  TempDir tmp;
+  std::string bytes = test::read_file(rpm_repo() / "unsigned/kernel-devel-6.1.0-1.amd64.x86_64.rpm");
+  const auto l = layout_of(bytes);
+  for (const auto& e : entries_of(bytes, l.main)) {
+    if (e.tag == 5092 || e.tag == 5093 || e.tag == 5097) bytes[e.at + 1] = '\x42';
+  }
+  const std::string header = bytes.substr(l.main, l.payload - l.main);
+  for (const auto& e : entries_of(bytes, 96)) {
+    if (e.tag == 273) bytes.replace(e.data, 64, digest_tool("sha256sum", tmp, header));
+    if (e.tag == 269) bytes.replace(e.data, 40, digest_tool("sha1sum", tmp, header));
+    if (e.tag == 1004) {  // MD5 of header and payload, binary
+      const std::string h = digest_tool("md5sum", tmp, bytes.substr(l.main));
+      for (size_t i = 0; i < 16; ++i) bytes[e.data + i] = static_cast<char>(std::stoi(h.substr(2 * i, 2), nullptr, 16));
+    }
+  }
+  test::write_file(tmp / "old.rpm", bytes);
+  auto copied = subprocess::run({"cp", "-a", (rpm_repo() / "gnupg").string(), (tmp / "gnupg").string()});
+  REQUIRE((copied && copied->ok()));
+  const subprocess::Options gnupg{.cwd = {}, .env = {{"GNUPGHOME", (tmp / "gnupg").string()}}, .timeout = std::chrono::minutes(2)};
+  auto signed_ = subprocess::run({"rpmsign", "--addsign", "--define", "_gpg_name kmodkit test repository <test@kmodkit.invalid>",
+                                  "--define", "_gpg_path " + (tmp / "gnupg").string(), "--define", "__gpg " + program_path("gpg"),
+                                  (tmp / "old.rpm").string()}, gnupg);
+  subprocess::run({"gpgconf", "--kill", "gpg-agent"}, gnupg);  // the agent rpmsign's gpg started for that home
+  REQUIRE(signed_);
+  INFO(signed_->output);
+  REQUIRE(signed_->ok());
+  REQUIRE(query(tmp / "old.rpm", "%{PAYLOADDIGEST}") == "(none)");
+
+  check_refused(rpm::check_package(tmp / "old.rpm", "old.rpm", {repo_key().string()}, rpm::SignaturePolicy::required),
+                "old.rpm: states no payload digest, so its header signature does not cover the payload");
+  auto accepted = rpm::check_package(tmp / "old.rpm", "old.rpm", {}, rpm::SignaturePolicy::not_required);
+  INFO((accepted ? "" : accepted.error().message));
+  REQUIRE(accepted);
+  CHECK(accepted->payload_digest.empty());
+  CHECK(accepted->evr == "6.1.0-1.amd64");
 }
 
 TEST_CASE("a truncated package, a text file and a bad index entry are refused as not an RPM or a bad structure",
