@@ -188,10 +188,11 @@ Result<Header> read_header(int fd, uint64_t offset, uint64_t file_size, std::str
 
 // The key id an OpenPGP signature packet names (RFC 4880 4.2 and 5.2): a v3 signature's key id
 // field, or a v4 signature's issuer (subpacket 16) or issuer fingerprint (subpacket 33, whose
-// last 8 bytes are the key id), hashed or not. Empty when `sig` is no signature packet.
-std::string issuer_key_id(std::string_view sig) {
+// last 8 bytes are the key id), hashed or not. Empty when the signature names no key; nullopt
+// when `sig` is no signature packet.
+std::optional<std::string> issuer_key_id(std::string_view sig) {
   auto byte = [&](size_t i) -> uint32_t { return static_cast<unsigned char>(sig[i]); };
-  if (sig.size() < 2 || (byte(0) & 0x80) == 0) return {};
+  if (sig.size() < 2 || (byte(0) & 0x80) == 0) return std::nullopt;
   size_t header = 0, length = 0;
   uint32_t tag = 0;
   if (byte(0) & 0x40) {  // new format
@@ -204,7 +205,7 @@ std::string issuer_key_id(std::string_view sig) {
     } else if (l0 == 255 && sig.size() > 5) {
       header = 6, length = be32(sig, 2);
     } else {
-      return {};  // partial body lengths: not used for signatures
+      return std::nullopt;  // partial body lengths: not used for signatures
     }
   } else {  // old format
     tag = (byte(0) >> 2) & 0xf;
@@ -215,18 +216,18 @@ std::string issuer_key_id(std::string_view sig) {
       default: header = 1, length = sig.size() - 1; break;
     }
   }
-  if (tag != 2 || header + length > sig.size()) return {};
+  if (tag != 2 || header + length > sig.size()) return std::nullopt;
   const std::string_view body = sig.substr(header, length);
   auto b = [&](size_t i) -> uint32_t { return static_cast<unsigned char>(body[i]); };
   if (body.size() >= 15 && (b(0) == 3 || b(0) == 2) && b(1) == 5) return hex(body.substr(7, 8));
-  if (body.size() < 6 || b(0) != 4) return {};
+  if (body.size() < 6 || b(0) != 4) return std::nullopt;
   std::string from_fingerprint;
   size_t at = 4;
   for (int area = 0; area < 2; ++area) {  // hashed, then unhashed subpackets
-    if (at + 2 > body.size()) return {};
+    if (at + 2 > body.size()) return std::nullopt;
     const size_t end = at + 2 + ((b(at) << 8) | b(at + 1));
     at += 2;
-    if (end > body.size()) return {};
+    if (end > body.size()) return std::nullopt;
     while (at < end) {
       size_t len = b(at), skip = 1;
       if (len >= 192 && len < 255 && at + 1 < end) {
@@ -235,7 +236,7 @@ std::string issuer_key_id(std::string_view sig) {
         len = be32(body, at + 1), skip = 5;
       }
       at += skip;
-      if (len == 0 || at + len > end) return {};
+      if (len == 0 || at + len > end) return std::nullopt;
       const uint32_t type = b(at) & 0x7f;
       const std::string_view value = body.substr(at + 1, len - 1);
       if (type == 16 && value.size() == 8) return hex(value);
@@ -353,10 +354,11 @@ Result<PackageInfo> check_package(const std::filesystem::path& file, std::string
       }
       return fail(ExitCode::data_err, o + ": is not signed; the repository requires signed packages (gpgcheck=1)");
     }
-    const std::string key_id = issuer_key_id(*blob);
-    if (key_id.empty()) return fail(ExitCode::data_err, o + ": bad signature header: its header signature is not an OpenPGP signature");
-    KK_TRY(signature::verify_with(keys, o + ": header signature by key " + key_id, main_header.bytes, std::string(*blob)));
-    info.signed_by = key_id;
+    const auto key_id = issuer_key_id(*blob);
+    if (!key_id) return fail(ExitCode::data_err, o + ": bad signature header: its header signature is not an OpenPGP v3 or v4 signature packet");
+    if (key_id->empty()) return fail(ExitCode::data_err, o + ": its header signature names no key (no issuer in it)");
+    KK_TRY(signature::verify_with(keys, o + ": header signature by key " + *key_id, main_header.bytes, std::string(*blob)));
+    info.signed_by = *key_id;
   }
 
   // The payload digest, as the (signed) main header states it, over the compressed payload.

@@ -269,6 +269,50 @@ TEST_CASE("a byte flipped in the payload is refused naming both payload digests"
   }
 }
 
+// gpg names the signing key twice: by fingerprint (subpacket 33, hashed) and by key id
+// (subpacket 16, unhashed, so anyone may change it without breaking the signature). Other
+// signers write the fingerprint only. The key id is then read from the fingerprint.
+TEST_CASE("a header signature naming its key only by fingerprint verifies and names that key", "[integration][rpm_package]") {
+  TempDir tmp;
+  std::string bytes = test::read_file(kernel_devel("signed"));
+  bool renamed = false;
+  std::vector<size_t> fingerprint_at;
+  for (const auto& e : entries_of(bytes, 96)) {
+    if (e.tag != 268) continue;
+    // An old-format signature packet with a 2-byte length (0x89), version 4 (RFC 4880 5.2.3).
+    REQUIRE(static_cast<unsigned char>(bytes[e.data]) == 0x89);
+    REQUIRE(bytes[e.data + 3] == 4);
+    const size_t hashed = e.data + 3 + 4;
+    const size_t unhashed = hashed + 2 + ((size_t{static_cast<unsigned char>(bytes[hashed])} << 8) |
+                                          static_cast<unsigned char>(bytes[hashed + 1]));
+    const size_t end = unhashed + 2 + ((size_t{static_cast<unsigned char>(bytes[unhashed])} << 8) |
+                                       static_cast<unsigned char>(bytes[unhashed + 1]));
+    for (size_t at = unhashed + 2; at < end; at += 1 + static_cast<unsigned char>(bytes[at])) {
+      if (bytes[at + 1] == 16) {
+        bytes[at + 1] = 101;  // a private subpacket type, not critical: gpgv passes over it
+        renamed = true;
+      }
+    }
+    fingerprint_at.clear();
+    for (size_t at = hashed + 2; at < unhashed; at += 1 + static_cast<unsigned char>(bytes[at])) {
+      if (bytes[at + 1] == 33) fingerprint_at.push_back(at + 1);
+    }
+  }
+  REQUIRE(renamed);
+  test::write_file(tmp / "k.rpm", bytes);
+  auto info = rpm::check_package(tmp / "k.rpm", "k.rpm", {repo_key().string()}, rpm::SignaturePolicy::required);
+  INFO((info ? "" : info.error().message));
+  REQUIRE(info);
+  CHECK(info->signed_by == key_id_of(repo_key()));
+
+  // Without the fingerprint either, the signature names no key to check it with.
+  REQUIRE(fingerprint_at.size() == 1);
+  bytes[fingerprint_at[0]] = 101;
+  test::write_file(tmp / "k.rpm", bytes);
+  check_refused(rpm::check_package(tmp / "k.rpm", "k.rpm", {repo_key().string()}, rpm::SignaturePolicy::required),
+                "k.rpm: its header signature names no key");
+}
+
 // A package built by an rpm older than 4.14 states no payload digest, so its header signature
 // does not cover the payload. Made here from the fixture's unsigned old kernel-devel: the payload
 // digest tags renamed to tags no rpm defines, the signature header's digests of the changed
