@@ -349,13 +349,16 @@ Result<PackageInfo> check_package(const std::filesystem::path& file, std::string
     if (!blob) blob = sig.binary(kSigDsa);
     if (!blob) {
       if (sig.find(kSigPgp) != nullptr || sig.find(kSigGpg) != nullptr) {
-        return fail(ExitCode::data_err, o + ": is signed only over header and payload together (an rpm 3 signature), "
-                                            "which is not checked; the repository requires signed packages (gpgcheck=1)");
+        // rpm before 4.1 signed header and payload together only; such a signature is not read.
+        return fail(ExitCode::data_err,
+                    o + ": has only a legacy signature over header and payload, which is not checked; the repository requires signed packages (gpgcheck=1)");
       }
       return fail(ExitCode::data_err, o + ": is not signed; the repository requires signed packages (gpgcheck=1)");
     }
     const auto key_id = issuer_key_id(*blob);
-    if (!key_id) return fail(ExitCode::data_err, o + ": bad signature header: its header signature is not an OpenPGP v3 or v4 signature packet");
+    if (!key_id) {
+      return fail(ExitCode::data_err, o + ": bad signature header: its header signature is not an OpenPGP v3 or v4 signature packet");
+    }
     if (key_id->empty()) return fail(ExitCode::data_err, o + ": its header signature names no key (no issuer in it)");
     KK_TRY(signature::verify_with(keys, o + ": header signature by key " + *key_id, main_header.bytes, std::string(*blob)));
     info.signed_by = *key_id;
@@ -365,8 +368,8 @@ Result<PackageInfo> check_package(const std::filesystem::path& file, std::string
   const auto stated_payload = main_header.string(kTagPayloadDigest);
   if (!stated_payload) {
     if (policy == SignaturePolicy::required) {
-      return fail(ExitCode::data_err, o + ": states no payload digest, so its header signature does not cover the payload; "
-                                          "the repository requires signed packages (gpgcheck=1)");
+      return fail(ExitCode::data_err,
+                  o + ": states no payload digest, so its header signature does not cover the payload; the repository requires signed packages (gpgcheck=1)");
     }
   } else {
     const auto algo_id = main_header.number(kTagPayloadDigestAlgo);
