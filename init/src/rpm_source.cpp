@@ -9,6 +9,7 @@
 #include "kmodkit/files.hpp"
 #include "kmodkit/log.hpp"
 #include "kmodkit/progress.hpp"
+#include "rpm_package.hpp"
 #include "rpm_repo.hpp"
 #include "signature.hpp"
 #include "sources.hpp"
@@ -226,12 +227,21 @@ Result<void> download(const Candidate& c, const fs::path& file) {
   return {};
 }
 
-// Checks a downloaded package and extracts it. Nothing of a package is extracted before it is
-// checked.
+// Checks a downloaded package as rpm does before dnf installs it (with the repository's gpgcheck:
+// its header signature against gpgkey; its header and payload digests always), then extracts it.
+// Nothing of a package is extracted before it is checked.
 Result<archive::Stats> install(const Candidate& c, const fs::path& file, archive::Extraction& extraction) {
   const std::string shown = http::redact(c.url());
-  auto fd = KK_TRY(files::open_file(file, O_RDONLY | O_CLOEXEC));
-  return extraction.extract_fd(fd.get(), shown);
+  const auto policy = c.repo->repo->gpgcheck ? rpm::SignaturePolicy::required : rpm::SignaturePolicy::not_required;
+  const auto info = KK_TRY(rpm::check_package(file, shown, c.repo->keys, policy));
+  // Without repo_gpgcheck nothing vouches for primary.xml: the package's own (signed) header
+  // must be the one primary named, or an older signed kernel could be passed off as R's.
+  const auto& p = c.provider;
+  if (info.name != p.name || info.evr != p.evr.str() || info.arch != p.arch) {
+    return fail(ExitCode::data_err, shown + ": the package is " + info.name + " " + info.evr + " " + info.arch +
+                                        ", but primary.xml lists it as " + p.name + " " + p.evr.str() + " " + p.arch);
+  }
+  return rpm::extract_package(file, shown, extraction);
 }
 
 }  // namespace
