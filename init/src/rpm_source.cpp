@@ -341,7 +341,7 @@ Result<Answer> fetch_rpm(Context& ctx) {
   answer.headers = layout::find_headers(ctx.staged_root, kver);
   if (!answer.headers.complete()) {
     return absent(devel->provider.name + " " + devel->provider.evr.str() + " lacks what a module build needs: " +
-                  answer.headers.describe_missing());
+                  (answer.headers.dir.empty() ? "usr/src/kernels/" + kver : answer.headers.describe_missing()));
   }
   answer.found = true;
   return answer;

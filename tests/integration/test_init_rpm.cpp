@@ -287,6 +287,42 @@ TEST_CASE("packages signed by a key that the repository's gpgkey does not hold a
   check_nothing_published(r);
 }
 
+TEST_CASE("an older signed package passed off as the release's in an unsigned primary.xml is refused with exit 65",
+          "[e2e][rpm][faults][signature]") {
+  RpmRepo r;
+  // primary.xml rewritten (and repomd.xml's checksums with it): the entry that provides R points
+  // at the older kernel-devel, a package the repository's key did sign.
+  sh("python3 - " + (r.root / "signed").string() + R"PY( <<'EOF'
+import gzip, hashlib, os, re, sys
+repo = sys.argv[1]
+md_path = os.path.join(repo, "repodata/repomd.xml")
+md = open(md_path).read()
+block = re.search(r'<data type="primary">.*?</data>', md, re.S).group(0)
+href = re.search(r'<location href="([^"]+)"', block).group(1)
+xml = gzip.open(os.path.join(repo, href)).read().decode()
+devel = [p for p in re.findall(r"<package .*?</package>", xml, re.S) if "<name>kernel-devel</name>" in p]
+new, old = sorted(devel, key=lambda p: 'rel="1.amd64"' in p)
+loc = lambda p: re.search(r'<location href="[^"]+"/>', p).group(0)
+ck = lambda p: re.search(r"<checksum [^>]*>[0-9a-f]+</checksum>", p).group(0)
+xml = xml.replace(new, new.replace(loc(new), loc(old)).replace(ck(new), ck(old))).encode()
+gz = gzip.compress(xml)
+open(os.path.join(repo, href), "wb").write(gz)
+fixed = re.sub(r'(<checksum type="sha256">)[0-9a-f]+', r"\g<1>" + hashlib.sha256(gz).hexdigest(), block)
+fixed = re.sub(r'(<open-checksum type="sha256">)[0-9a-f]+', r"\g<1>" + hashlib.sha256(xml).hexdigest(), fixed)
+fixed = re.sub(r"<size>\d+</size>", "<size>%d</size>" % len(gz), fixed)
+fixed = re.sub(r"<open-size>\d+</open-size>", "<open-size>%d</open-size>" % len(xml), fixed)
+open(md_path, "w").write(md.replace(block, fixed))
+EOF)PY");
+  HttpServer server(r.root);
+  auto run = r.run(r.repo_file(server.url() + "/signed", "gpgcheck=1\nrepo_gpgcheck=0\n"));
+  INFO(run.output);
+  CHECK(run.code == 65);
+  CHECK_THAT(run.last_line, Catch::Contains(server.url() + "/signed/kernel-devel-6.1.0-1.amd64.x86_64.rpm: the package is "
+                                            "kernel-devel 6.1.0-1.amd64 x86_64, but primary.xml lists it as kernel-devel " +
+                                            r.nvr("").substr(1) + " x86_64"));
+  check_nothing_published(r);
+}
+
 TEST_CASE("no package for the release is exit 66 naming the repositories searched", "[e2e][rpm]") {
   RpmRepo r;
   HttpServer server(r.root);
