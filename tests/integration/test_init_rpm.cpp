@@ -157,6 +157,30 @@ TEST_CASE("of several kernels in a repository, the package that provides the rel
   CHECK_FALSE(fs::exists(r.vol / ".kmodkit/kernels/6.1.0-1-amd64.json"));
 }
 
+TEST_CASE("of the packages that provide the release in several repositories, the newest EVR is chosen", "[e2e][rpm]") {
+  RpmRepo r;
+  // A second repository with R's kernel-devel at epoch 1, built by rpmbuild and createrepo_c.
+  const fs::path spec = r.tmp / "newer.spec";
+  test::write_file(spec, "Name: kernel-devel\nEpoch: 1\nVersion: 6.1.0\nRelease: 57.amd64\nSummary: newer\n"
+                         "License: GPL-2.0-only\nBuildArch: x86_64\nProvides: kernel-devel-uname-r = " + r.kver + "\n"
+                         "AutoReqProv: no\n%global debug_package %{nil}\n%global __os_install_post %{nil}\n"
+                         "%description\nnewer\n%install\nmkdir -p %{buildroot}/usr/src/kernels/" + r.kver +
+                         "\necho newer > %{buildroot}/usr/src/kernels/" + r.kver + "/NEWER\n%files\n/usr/src/kernels/" +
+                         r.kver + "\n");
+  sh("rpmbuild --quiet -bb --define '_topdir " + (r.tmp / "rpmbuild").string() + "' --define '_rpmdir " +
+     (r.tmp / "built").string() + "' --define '_build_id_links none' --define '_wrong_version_format_terminate_build 0' " +
+     spec.string() + " 2>/dev/null && mkdir -p " + (r.root / "newer").string() + " && mv " + (r.tmp / "built").string() +
+     "/*/*.rpm " + (r.root / "newer").string() + " && createrepo_c --quiet " + (r.root / "newer").string());
+  HttpServer server(r.root);
+  const fs::path file = r.tmp / "two.repo";
+  test::write_file(file, "[kmodkit-test]\nbaseurl=" + server.url() + "/signed\ngpgcheck=1\ngpgkey=file://" + r.key().string() +
+                             "\n\n[newer]\nbaseurl=" + server.url() + "/newer\ngpgcheck=0\n");
+  auto run = r.run(file, {"--dry-run"});
+  INFO(run.output);
+  CHECK(run.code == 0);
+  CHECK_THAT(run.output, Catch::Contains("would install kernel-devel 1:6.1.0-57.amd64") && Catch::Contains("from newer ("));
+}
+
 TEST_CASE("an rpm dry run says which packages it would fetch and writes nothing", "[e2e][rpm]") {
   RpmRepo r;
   HttpServer server(r.root);
