@@ -96,6 +96,20 @@ void sh(const std::string& command) {
   REQUIRE(r->ok());
 }
 
+// A test CA, the server's certificate for 127.0.0.1, and an entitlement-like client certificate
+// it signed, made with openssl in `dir`, which is returned.
+fs::path make_pki(const fs::path& pki) {
+  fs::create_directories(pki);
+  sh("cd " + pki.string() +
+     " && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj '/CN=kmodkit test CA' -keyout ca.key -out ca.pem 2>/dev/null"
+     " && openssl req -newkey rsa:2048 -nodes -subj '/CN=127.0.0.1' -keyout server.key -out server.csr 2>/dev/null"
+     " && printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext"
+     " && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile san.ext -out server.pem 2>/dev/null"
+     " && openssl req -newkey rsa:2048 -nodes -subj '/CN=entitlement' -keyout client.key -out client.csr 2>/dev/null"
+     " && openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out client.pem 2>/dev/null");
+  return pki;
+}
+
 }  // namespace
 
 TEST_CASE("the rpm source lays out RHEL's tree from a signed dnf repository over HTTP, and a second run reuses it",
@@ -406,16 +420,7 @@ TEST_CASE("$releasever comes from the host's RHEL_VERSION on RHCOS, whose VERSIO
 TEST_CASE("a repository that requires a client certificate works with sslclientcert/sslclientkey and fails clearly without",
           "[e2e][rpm][tls]") {
   RpmRepo r;
-  const fs::path pki = r.tmp / "pki";
-  fs::create_directories(pki);
-  // A test CA, the server's certificate for 127.0.0.1, and an entitlement-like client certificate.
-  sh("cd " + pki.string() +
-     " && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj '/CN=kmodkit test CA' -keyout ca.key -out ca.pem 2>/dev/null"
-     " && openssl req -newkey rsa:2048 -nodes -subj '/CN=127.0.0.1' -keyout server.key -out server.csr 2>/dev/null"
-     " && printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext"
-     " && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile san.ext -out server.pem 2>/dev/null"
-     " && openssl req -newkey rsa:2048 -nodes -subj '/CN=entitlement' -keyout client.key -out client.csr 2>/dev/null"
-     " && openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out client.pem 2>/dev/null");
+  const fs::path pki = make_pki(r.tmp / "pki");
   HttpServer server(r.root, {"--tls-cert", (pki / "server.pem").string(), "--tls-key", (pki / "server.key").string(),
                              "--client-ca", (pki / "ca.pem").string()});
   const std::string base = "https://127.0.0.1:" + std::to_string(server.port()) + "/signed";
@@ -457,4 +462,22 @@ TEST_CASE("kmod-builder builds igb_uio against the RHEL tree the rpm source laid
   REQUIRE((vermagic && vermagic->ok()));
   CHECK_THAT(vermagic->output, Catch::StartsWith(r.kver + " SMP"));
   CHECK_THAT(test::read_file(r.vol / ("usr/lib/modules/" + r.kver + "/modules.dep")), Catch::Contains("extra/igb_uio/igb_uio.ko:"));
+}
+
+TEST_CASE("a repository's sslverify=0 is honoured with a warning; without it an unknown CA is refused", "[e2e][rpm][tls]") {
+  RpmRepo r;
+  const fs::path pki = make_pki(r.tmp / "pki");
+  HttpServer server(r.root, {"--tls-cert", (pki / "server.pem").string(), "--tls-key", (pki / "server.key").string()});
+  const std::string base = "https://127.0.0.1:" + std::to_string(server.port()) + "/signed";
+
+  auto verified = r.run(r.repo_file(base), {"--retries", "0", "--dry-run"});
+  INFO(verified.output);
+  CHECK(verified.code == 69);
+  CHECK_THAT(verified.last_line, Catch::Contains(base + "/repodata/repomd.xml") && Catch::Contains("certificate"));
+
+  auto unverified = r.run(r.repo_file(base, "gpgcheck=1\nrepo_gpgcheck=1\nsslverify=0\n"), {"--dry-run"});
+  INFO(unverified.output);
+  CHECK(unverified.code == 0);
+  CHECK_THAT(unverified.output, Catch::Contains("repository kmodkit-test (" + (r.tmp / "test.repo").string() +
+                                                ":1) sets sslverify=0: its servers' certificates are NOT checked"));
 }
