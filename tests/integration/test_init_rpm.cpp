@@ -238,6 +238,30 @@ TEST_CASE("with repo_gpgcheck=1, repomd.xml without its signature or signed by a
   check_nothing_published(r);
 }
 
+TEST_CASE("a node with its own modules tree gets kernel-devel from the repository and its modules tree copied",
+          "[e2e][rpm][host]") {
+  RpmRepo r;
+  HttpServer server(r.root);
+  test::write_file(r.tmp / ("host/usr/lib/modules/" + r.kver + "/modules.dep"), "");
+  auto run = test::run_init_modules(r.args(r.repo_file(server.url() + "/signed")) +
+                                    std::vector<std::string>{"--host-root", (r.tmp / "host").string(), "--dry-run"});
+  INFO(run.output);
+  CHECK(run.code == 0);
+  CHECK_THAT(run.output, Catch::Contains("source rpm: would install kernel-devel") && !Catch::Contains("kernel-core") &&
+                             Catch::Contains("and copy " + (r.tmp / ("host/usr/lib/modules/" + r.kver)).string()));
+}
+
+TEST_CASE("a repository file that uses $releasever when it is not known is a configuration error saying what to give",
+          "[e2e][rpm]") {
+  RpmRepo r;
+  auto run = test::run_init_modules({"--kernel-release", r.kver, "--volume", r.vol.string(), "--host-root",
+                                     (r.tmp / "no-host").string(), "--sources", "rpm", "--rpm-repo",
+                                     r.repo_file("http://127.0.0.1:1/$releasever/os").string()});
+  INFO(run.output);
+  CHECK(run.code == 78);
+  CHECK_THAT(run.last_line, Catch::Contains((r.tmp / "test.repo").string() + ":3: baseurl: uses $releasever but its value is not known; give --releasever"));
+}
+
 TEST_CASE("a primary.xml that does not match repomd.xml's checksum, or is truncated, is refused with exit 65",
           "[e2e][rpm][faults]") {
   RpmRepo r;
