@@ -295,6 +295,21 @@ TEST_CASE("a primary.xml that does not match repomd.xml's checksum, or is trunca
   CHECK(mismatch.code == 65);
   CHECK_THAT(mismatch.last_line, Catch::Contains(url + ": SHA256 mismatch: repomd.xml says " + other_sha + ", got " + good_sha));
   check_nothing_published(r);
+
+  // The file as repomd.xml describes it, but its uncompressed content not: the open-checksum.
+  text.replace(text.find(other_sha), other_sha.size(), good_sha);
+  const std::regex open_checksum("(<open-checksum type=\"sha256\">)[0-9a-f]{64}");
+  std::smatch m;
+  REQUIRE(std::regex_search(text, m, open_checksum));
+  const std::string good_open = m.str().substr(m.str().size() - 64);
+  text = std::regex_replace(text, open_checksum, "$1" + other_sha, std::regex_constants::format_first_only);
+  test::write_file(repomd, text);
+  auto open_mismatch = r.run(file);
+  INFO(open_mismatch.output);
+  CHECK(open_mismatch.code == 65);
+  CHECK_THAT(open_mismatch.last_line, Catch::Contains(url + ": SHA256 mismatch of its uncompressed content: repomd.xml says " +
+                                                      other_sha + ", got " + good_open));
+  check_nothing_published(r);
 }
 
 TEST_CASE("a package that does not match primary.xml's checksum is refused with exit 65 and nothing is extracted",
