@@ -185,7 +185,8 @@ Result<void> read_repository(RepoState& st, const std::vector<std::string_view>&
     if (&base != &st.repo->baseurls.back()) logger->warn("{}: {}; trying the next baseurl", st.describe(), r.error().message);
     last = std::move(r).error();
   }
-  if (last && last->code == ExitCode::no_input) {
+  if (!last) return {};  // no baseurl: parse_repo_file refuses that for an enabled repository
+  if (last->code == ExitCode::no_input) {
     notes.push_back(st.repo->id + ": " + last->message);
     return {};
   }

@@ -419,6 +419,26 @@ TEST_CASE("a repository's baseurls are tried in order: an unreachable first one 
   CHECK_THAT(run.output, Catch::Contains("trying the next baseurl"));
 }
 
+TEST_CASE("a repository without repodata is noted and the others are searched; alone, it is exit 66 naming it", "[e2e][rpm]") {
+  RpmRepo r;
+  HttpServer server(r.root);
+  const fs::path file = r.tmp / "two.repo";
+  test::write_file(file, "[empty]\nbaseurl=" + server.url() + "/nowhere\n\n[kmodkit-test]\nbaseurl=" + server.url() +
+                             "/signed\ngpgcheck=1\ngpgkey=file://" + r.key().string() + "\n");
+  auto both = r.run(file, {"--dry-run"});
+  INFO(both.output);
+  CHECK(both.code == 0);
+  CHECK_THAT(both.output, Catch::Contains("would install kernel-devel"));
+
+  auto alone = r.run(r.repo_file(server.url() + "/nowhere"));
+  INFO(alone.output);
+  CHECK(alone.code == 66);
+  CHECK_THAT(alone.last_line, Catch::Contains("rpm: no package provides kernel-devel-uname-r = " + r.kver +
+                                              " in kmodkit-test; kmodkit-test: " + server.url() +
+                                              "/nowhere/repodata/repomd.xml: HTTP 404"));
+  check_nothing_published(r);
+}
+
 TEST_CASE("the rpm source reads the image's yum.repos.d, and is not asked on a Debian node", "[e2e][rpm]") {
   RpmRepo r;
   HttpServer server(r.root);
