@@ -51,7 +51,7 @@ Result<std::vector<rpm::Repo>> read_repositories(const Config& cfg, const rpm::R
   std::vector<rpm::Repo> out;
   for (const auto& f : files_to_read) {
     auto text = files::read_file(f, 4 << 20);
-    if (!text) return fail(ExitCode::config, "repository file " + f.string() + ": " + text.error().message);
+    if (!text) return fail(ExitCode::config, "repository file " + text.error().message);  // it names the file
     auto parsed = rpm::parse_repo_file(*text, f.string(), vars, gpg_default);
     if (!parsed && vars.releasever.empty() && parsed.error().message.ends_with("uses $releasever but its value is not known")) {
       return fail(parsed.error().code, parsed.error().message + "; give --releasever");

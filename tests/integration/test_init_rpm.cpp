@@ -251,7 +251,7 @@ TEST_CASE("a node with its own modules tree gets kernel-devel from the repositor
                              Catch::Contains("and copy " + (r.tmp / ("host/usr/lib/modules/" + r.kver)).string()));
 }
 
-TEST_CASE("a repository file that uses $releasever when it is not known is a configuration error saying what to give",
+TEST_CASE("a repository file that uses $releasever when it is not known, or is missing, is a configuration error saying what to give",
           "[e2e][rpm]") {
   RpmRepo r;
   auto run = test::run_init_modules({"--kernel-release", r.kver, "--volume", r.vol.string(), "--host-root",
@@ -260,6 +260,14 @@ TEST_CASE("a repository file that uses $releasever when it is not known is a con
   INFO(run.output);
   CHECK(run.code == 78);
   CHECK_THAT(run.last_line, Catch::Contains((r.tmp / "test.repo").string() + ":3: baseurl: uses $releasever but its value is not known; give --releasever"));
+
+  auto missing = test::run_init_modules({"--kernel-release", r.kver, "--volume", r.vol.string(), "--host-root",
+                                         (r.tmp / "no-host").string(), "--sources", "rpm", "--rpm-repo",
+                                         (r.tmp / "missing.repo").string()});
+  INFO(missing.output);
+  CHECK(missing.code == 78);
+  CHECK_THAT(missing.last_line, Catch::EndsWith("source rpm: repository file " + (r.tmp / "missing.repo").string() +
+                                                ": No such file or directory"));
 }
 
 TEST_CASE("a primary.xml that does not match repomd.xml's checksum, or is truncated, is refused with exit 65",
