@@ -57,6 +57,7 @@ OsInfo read_os_release(const fs::path& root) {
     info.id = unquote(fields["ID"]);
     info.id_like = unquote(fields["ID_LIKE"]);
     info.version_id = unquote(fields["VERSION_ID"]);
+    info.rhel_version = unquote(fields["RHEL_VERSION"]);
     info.origin = (root / rel).string();
     return info;
   }

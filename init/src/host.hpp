@@ -14,6 +14,7 @@ struct OsInfo {
   std::string id;          // "debian", "ubuntu", "rhcos", "rhel", "fedora", "flatcar"; "" unknown
   std::string id_like;     // "rhel fedora"
   std::string version_id;  // "12", "4.14"
+  std::string rhel_version;  // RHCOS's RHEL_VERSION ("9.4"): its VERSION_ID is OpenShift's
   std::string origin;      // the file it was read from
   bool debian_family() const;
   bool rhel_family() const;

@@ -203,13 +203,14 @@ int main(int argc, char** argv) {
       "Examples:\n"
       "  init-modules                                   # in the pod: uname -r, /host, /modules\n"
       "  init-modules --kernel-release 6.1.0-18-amd64 --volume ./vol --sources apt\n"
+      "  init-modules --sources rpm --rpm-repo /etc/yum.repos.d/redhat.repo   # RHCOS, entitled repos\n"
       "  init-modules --sources archive --archive https://example/kernel-devel.rpm --sha256 <hex>\n"
       "  init-modules --sources oci --image registry.example/openshift/driver-toolkit:4.16\n"
       "  init-modules --keep-unused-days 14             # and remove trees no pod used for 14 days\n"
       "  init-modules gc --keep-unused-days 14          # only that (init-modules gc --help)\n"
-      "Exit codes: 0 done, 64 usage, 65 bad data (checksum, malicious archive), 66 no source has the\n"
-      "kernel, 69 network, 73 volume not writable, 75 lock wait ran out, 77 a registry refused the pull,\n"
-      "78 configuration.",
+      "Exit codes: 0 done, 64 usage, 65 bad data (checksum, signature, malicious archive), 66 no source\n"
+      "has the kernel, 69 network, 73 volume not writable, 75 lock wait ran out, 77 a registry refused\n"
+      "the pull, 78 configuration (a bad .repo file, an unreadable gpgkey).",
       {
           {"kernel-release", cli::Kind::value, "", "RELEASE", "kernel release to lay out (default: uname -r)",
            [&](const std::vector<std::string>& v) -> Result<void> {
@@ -246,6 +247,20 @@ int main(int argc, char** argv) {
            ';'},
           {"apt-root", cli::Kind::value, "/", "DIR", "where etc/apt/sources.list(.d) is read from", cli::store(cfg.apt_root)},
           {"arch", cli::Kind::value, default_arch, "ARCH", "Debian architecture of the node", cli::store(cfg.arch)},
+          {"rpm-repo", cli::Kind::list, "", "FILE",
+           "a dnf .repo file (repeatable; the environment variable separates files with ';'); default: the "
+           ".repo files of --rpm-root's etc/yum.repos.d",
+           [&](const std::vector<std::string>& v) -> Result<void> {
+             cfg.rpm_repo_files.assign(v.begin(), v.end());
+             return {};
+           },
+           ';'},
+          {"rpm-root", cli::Kind::value, "/", "DIR",
+           "where etc/yum.repos.d and etc/dnf/dnf.conf (its [main] gpgcheck) are read from", cli::store(cfg.rpm_root)},
+          {"releasever", cli::Kind::value, "", "VERSION",
+           "dnf's $releasever (default: the host's os-release RHEL_VERSION, else VERSION_ID)", cli::store(cfg.releasever)},
+          {"basearch", cli::Kind::value, machine, "ARCH", "dnf's $basearch, and the packages' architecture",
+           cli::store(cfg.basearch)},
           {"archive", cli::Kind::list, "", "PATH|URL",
            "an archive with the tree, paths relative to / (.tar.gz/.xz/.zst, .deb, .rpm); repeatable",
            [&](const std::vector<std::string>& v) -> Result<void> {

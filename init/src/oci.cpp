@@ -457,12 +457,6 @@ namespace {
 
 using json = nlohmann::json;
 
-Answer absent(std::string reason) {
-  Answer a;
-  a.reason = std::move(reason);
-  return a;
-}
-
 // The credentials for `registry`: from --registry-auth, else from the kubelet's pull secret on
 // the node when it is readable. `origin` names the file they came from.
 Result<std::string> registry_credentials(const Config& cfg, const std::string& registry, std::string* origin) {

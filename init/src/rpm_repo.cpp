@@ -219,6 +219,30 @@ std::string Evr::str() const {
   return s;
 }
 
+Result<GpgCheckDefault> parse_main_gpgcheck(std::string_view text, std::string_view origin, GpgCheckDefault fallback) {
+  GpgCheckDefault out = fallback;
+  bool in_main = false;
+  size_t line_no = 0;
+  for (auto line : text::split(text, "\n")) {
+    ++line_no;
+    const auto t = trim(line);
+    if (t.empty() || t.starts_with('#') || t.starts_with(';')) continue;
+    if (t.starts_with('[')) {
+      in_main = t == "[main]";
+      continue;
+    }
+    const auto eq = t.find('=');
+    if (!in_main || eq == std::string_view::npos || lower(trim(t.substr(0, eq))) != "gpgcheck") continue;
+    const auto value = trim(t.substr(eq + 1));
+    auto b = parse_bool(value);
+    if (!b) {
+      return fail(ExitCode::config, where(origin, line_no) + ": gpgcheck must be 0 or 1, not '" + std::string(value) + "'");
+    }
+    out = *b ? GpgCheckDefault::on : GpgCheckDefault::off;
+  }
+  return out;
+}
+
 Result<std::vector<Repo>> parse_repo_file(std::string_view text, std::string_view origin, const RepoVars& vars,
                                           GpgCheckDefault gpgcheck_default) {
   std::vector<RawSection> sections;

@@ -48,6 +48,10 @@ struct Repo {
 Result<std::vector<Repo>> parse_repo_file(std::string_view text, std::string_view origin, const RepoVars& vars,
                                           GpgCheckDefault gpgcheck_default);
 
+// gpgcheck of dnf.conf's [main] section (its text), which repositories inherit; `fallback` when
+// it does not say. Configuration error (78) naming file:line for a value that is not a boolean.
+Result<GpgCheckDefault> parse_main_gpgcheck(std::string_view text, std::string_view origin, GpgCheckDefault fallback);
+
 // A metadata file listed in repomd.xml.
 struct RepomdEntry {
   std::string href;  // relative to the baseurl: "repodata/<sha>-primary.xml.gz"

@@ -19,15 +19,12 @@
 #include "signature.hpp"
 
 namespace kmodkit::init {
-namespace {
 
 Answer absent(std::string reason) {
   Answer a;
   a.reason = std::move(reason);
   return a;
 }
-
-}  // namespace
 
 Result<void> run_parallel(std::vector<std::function<Result<void>()>>& tasks, int jobs) {
   std::vector<Result<void>> results(tasks.size());
@@ -52,12 +49,6 @@ Result<void> run_parallel(std::vector<std::function<Result<void>()>>& tasks, int
   return {};
 }
 
-namespace {
-
-// Streams `location` into `consume` while hashing it, then checks the hash against `expected`
-// (whose origin `says` names, e.g. "the Release file says"). A mismatch is reported before
-// whatever the consumer tripped over: damaged input makes a decompressor fail ("Lzma error"),
-// and the digest says what is really wrong. Data error (65) naming the location.
 Result<void> stream_verified(const std::string& location, const http::Options& options, const std::string& expected,
                              std::string_view says,
                              const std::function<Result<void>(int fd, digest::Sha256& hash)>& consume) {
@@ -81,6 +72,8 @@ Result<void> stream_verified(const std::string& location, const http::Options& o
   return consumed;
 }
 
+namespace {
+
 // Streams one archive (local or remote) into the staging root, checking its SHA-256.
 Result<archive::Stats> fetch_and_extract(const std::string& location, const std::string& name,
                                          const std::string& expected_sha256, archive::Extraction& extraction,
@@ -100,7 +93,8 @@ Result<archive::Stats> fetch_and_extract(const std::string& location, const std:
   return stats;
 }
 
-// The host's modules tree for the release, relative to the host root, if it has one.
+}  // namespace
+
 std::optional<std::string> host_modules_tree(const Config& cfg, std::string_view kver) {
   for (const std::string& rel : {"usr/lib/modules/" + std::string(kver), "lib/modules/" + std::string(kver)}) {
     auto resolved = host::resolve_in_root(cfg.host_root, rel);
@@ -121,14 +115,13 @@ Result<archive::Stats> copy_host_modules(const Config& cfg, const std::string& r
   return extraction.copy_tree(cfg.host_root / rel, volume::modules_dir(kver));
 }
 
-}  // namespace
-
 const std::vector<SourceSpec>& source_table() {
   static const std::vector<SourceSpec> table = {
       {"volume", nullptr, "a complete tree already on the volume (its manifest exists and matches)"},
       {"host", fetch_host, "the node's own headers and modules tree under the host mount"},
       {"kheaders", fetch_kheaders, "the kernel's built-in headers, /sys/kernel/kheaders.tar.xz"},
       {"apt", fetch_apt, "Debian and Ubuntu package repositories"},
+      {"rpm", fetch_rpm, "RHEL, CentOS Stream and Fedora package repositories (dnf .repo files)"},
       {"oci", fetch_oci, "container images given with --image (a driver toolkit of the node's kernel)"},
       {"archive", fetch_archive, "archives given with --archive and --sha256"},
   };

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "apt.hpp"
 #include "host.hpp"
 #include "kmodkit/archive.hpp"
+#include "kmodkit/digest.hpp"
 #include "kmodkit/http.hpp"
 #include "kmodkit/result.hpp"
 #include "kmodkit/volume.hpp"
@@ -36,6 +38,10 @@ struct Config {
   std::vector<apt::Repo> repos;          // from --repo; empty: the image's apt configuration
   fs::path apt_root = "/";
   std::string arch;
+  std::vector<fs::path> rpm_repo_files;  // from --rpm-repo; empty: <rpm_root>/etc/yum.repos.d
+  fs::path rpm_root = "/";
+  std::string releasever;  // empty: the host's os-release (RHEL_VERSION, else VERSION_ID)
+  std::string basearch;
   std::vector<ArchiveInput> archives;
   std::vector<std::string> images;               // --image references, tried in order
   fs::path registry_auth;                        // docker config.json; empty: the kubelet's under host_root
@@ -70,9 +76,6 @@ struct SourceSpec {
   std::string_view help;
 };
 
-// Runs tasks on up to `jobs` threads; returns the first error (by task order).
-Result<void> run_parallel(std::vector<std::function<Result<void>()>>& tasks, int jobs);
-
 // The sources in their default order.
 const std::vector<SourceSpec>& source_table();
 const SourceSpec* find_source(std::string_view name);
@@ -81,8 +84,28 @@ const SourceSpec* find_source(std::string_view name);
 Result<Answer> fetch_host(Context& ctx);
 Result<Answer> fetch_kheaders(Context& ctx);
 Result<Answer> fetch_apt(Context& ctx);
+Result<Answer> fetch_rpm(Context& ctx);  // rpm_source.cpp
 Result<Answer> fetch_archive(Context& ctx);
 // Container images (oci.cpp): a driver-toolkit-like image's kernel tree, laid as it is.
 Result<Answer> fetch_oci(Context& ctx);
+
+// Shared by the sources (sources.cpp).
+
+// An answer that says why a source has nothing for the kernel.
+Answer absent(std::string reason);
+// Runs tasks on up to `jobs` threads; returns the first error (by task order).
+Result<void> run_parallel(std::vector<std::function<Result<void>()>>& tasks, int jobs);
+// Streams `location` into `consume` while hashing it, then checks the hash against `expected`
+// (whose origin `says` names, e.g. "the Release file says"). A mismatch is reported before
+// whatever the consumer tripped over: damaged input makes a decompressor fail ("Lzma error"),
+// and the digest says what is really wrong. Data error (65) naming the location.
+Result<void> stream_verified(const std::string& location, const http::Options& options, const std::string& expected,
+                             std::string_view says,
+                             const std::function<Result<void>(int fd, digest::Sha256& hash)>& consume);
+// The host's modules tree for the release, relative to the host root, if it has one.
+std::optional<std::string> host_modules_tree(const Config& cfg, std::string_view kver);
+// Copies the host's modules tree `rel` into the extraction as the volume's modules tree.
+Result<archive::Stats> copy_host_modules(const Config& cfg, const std::string& rel, std::string_view kver,
+                                         archive::Extraction& extraction);
 
 }  // namespace kmodkit::init

@@ -224,7 +224,7 @@ TEST_CASE("with no source for the kernel, init-modules exits 66 and lists what e
   CHECK_THAT(run.last_line, Catch::Contains("no source has headers for kernel 9.9.9-nothing: volume: no manifest") &&
                                 Catch::Contains("host: no host mount") && Catch::Contains("kheaders:") &&
                                 Catch::Contains("apt: linux-headers-9.9.9-nothing is in none of the indexes") &&
-                                Catch::Contains("archive: no --archive given"));
+                                Catch::Contains("; rpm: no enabled rpm repository in /etc/yum.repos.d; archive: no --archive given"));
   CHECK_THAT(test::read_file(tmp / "termination-log"), Catch::StartsWith("init-modules: no source has headers"));
 }
 
@@ -903,7 +903,8 @@ TEST_CASE("a node that is not Debian or Ubuntu is not looked up in apt repositor
 TEST_CASE("--help lists every option with its environment variable and default", "[e2e]") {
   auto run = test::run_init_modules({"--help"});
   CHECK(run.code == 0);
-  for (const char* text : {"--kernel-release", "KMODKIT_KERNEL_RELEASE", "--sources", "default volume,host,kheaders,apt,oci,archive",
+  for (const char* text : {"--kernel-release", "KMODKIT_KERNEL_RELEASE", "--sources", "default volume,host,kheaders,apt,rpm,oci,archive",
+                           "--rpm-repo", "KMODKIT_RPM_REPO", "--releasever", "--basearch",
                            "--dry-run", "--log-format", "Exit codes:"}) {
     CHECK_THAT(run.output, Catch::Contains(text));
   }

@@ -3,13 +3,17 @@
 and can be told to misbehave so download faults are real ones.
 
   http_server.py ROOT [--port-file F] [--drop PATTERN:BYTES:COUNT] [--no-range]
+                 [--tls-cert PEM --tls-key PEM [--client-ca PEM]]
 
 --drop makes the first COUNT responses for paths containing PATTERN close the connection after
 BYTES bytes of body (COUNT -1: always). The chosen port is written to --port-file once listening.
+--tls-cert/--tls-key serve HTTPS instead; with --client-ca every client must present a certificate
+that CA signed (an entitled repository's client certificate), else the handshake is refused.
 """
 import argparse
 import os
 import re
+import ssl
 import sys
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -87,6 +91,9 @@ def main():
     ap.add_argument("--port-file")
     ap.add_argument("--drop", action="append", default=[])
     ap.add_argument("--no-range", action="store_true")
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
+    ap.add_argument("--client-ca")
     args = ap.parse_args()
     for spec in args.drop:
         pattern, nbytes, count = spec.rsplit(":", 2)
@@ -95,6 +102,15 @@ def main():
     os.chdir(args.root)
     httpd = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     httpd.daemon_threads = True
+    if args.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        if args.client_ca:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(args.client_ca)
+        # The handshake happens on the handler's thread, at its first read, so a client that
+        # fails it does not stop the server from accepting the next one.
+        httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
     if args.port_file:
         tmp = args.port_file + ".tmp"
         with open(tmp, "w") as f:

@@ -105,6 +105,24 @@ TEST_CASE("gpgcheck not set in a repository takes the default the caller gives, 
   CHECK((*on)[0].name == "a");
 }
 
+TEST_CASE("dnf.conf's [main] gpgcheck is the default; other sections do not count; a bad value names file:line",
+          "[unit][rpm]") {
+  const auto fallback = rpm::GpgCheckDefault::off;
+  auto rhel = rpm::parse_main_gpgcheck("# RHEL 9\n[main]\ngpgcheck=1\ninstallonly_limit=3\n", "dnf.conf", fallback);
+  REQUIRE(rhel);
+  CHECK(*rhel == rpm::GpgCheckDefault::on);
+  auto other = rpm::parse_main_gpgcheck("[main]\nbest=True\n[extra]\ngpgcheck=1\n", "dnf.conf", fallback);
+  REQUIRE(other);
+  CHECK(*other == rpm::GpgCheckDefault::off);
+  auto no = rpm::parse_main_gpgcheck("[main]\n gpgcheck = False\n", "dnf.conf", rpm::GpgCheckDefault::on);
+  REQUIRE(no);
+  CHECK(*no == rpm::GpgCheckDefault::off);
+  auto bad = rpm::parse_main_gpgcheck("[main]\ngpgcheck=maybe\n", "/etc/dnf/dnf.conf", fallback);
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().code == ExitCode::config);
+  CHECK(bad.error().message == "/etc/dnf/dnf.conf:2: gpgcheck must be 0 or 1, not 'maybe'");
+}
+
 TEST_CASE("an enabled repository with only a metalink or mirrorlist is refused naming file and repository",
           "[unit][rpm]") {
   auto metalink = rpm::parse_repo_file(

@@ -24,6 +24,10 @@ struct Response {
   std::string header(std::string_view name) const;
 };
 
+// Whether the server's certificate and name are checked. Off only where a repository's own
+// configuration says so (dnf's sslverify=0); the caller warns.
+enum class TlsVerify { on, off };
+
 struct Options {
   std::chrono::milliseconds connect_timeout{15000};  // more than 0 (0 would be libcurl's 300 s)
   long low_speed_limit = 1024;                 // bytes per second ...
@@ -31,6 +35,8 @@ struct Options {
   int retries = 4;                             // attempts after the first one
   std::chrono::milliseconds backoff{500};      // first pause; doubles, capped at 8 s
   std::string ca_file;                         // empty: the system's CA bundle
+  std::string client_cert, client_key;         // PEM files for TLS client authentication; empty: none
+  TlsVerify tls_verify = TlsVerify::on;
   std::string what;                            // name in progress lines; default: the URL
   bool progress = false;                       // report progress for this transfer
   std::vector<std::string> headers;            // extra request headers, "Name: value"
