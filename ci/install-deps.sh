@@ -3,7 +3,9 @@
 # Idempotent: packages already present are not fetched again. Needs root (or sudo).
 #   ci/install-deps.sh            what the build, the tests and the demo need
 #   ci/install-deps.sh --bench    that, and the baselines of the benchmarks (bench/firewall.sh:
-#                                 dpdk-testpmd from dpdk-dev, l3fwd's sources from dpdk-doc)
+#                                 dpdk-testpmd from dpdk-dev, l3fwd's sources from dpdk-doc;
+#                                 bench/init-rpm.sh: dnf with its download plugin;
+#                                 bench/init-oci.sh: umoci)
 set -euo pipefail
 
 packages=(
@@ -38,7 +40,7 @@ packages=(
   clang libclang-rt-14-dev
 )
 if [ "${1:-}" = "--bench" ]; then
-  packages+=(dpdk-dev dpdk-doc)
+  packages+=(dpdk-dev dpdk-doc dnf dnf-plugins-core umoci)
 elif [ -n "${1:-}" ]; then
   echo "install-deps: unknown option '$1' (only --bench)" >&2
   exit 64
