@@ -3,7 +3,6 @@
 #include <fcntl.h>
 
 #include <algorithm>
-#include <mutex>
 
 #include "kmodkit/fetch.hpp"
 #include "kmodkit/files.hpp"
@@ -315,31 +314,21 @@ Result<Answer> fetch_rpm(Context& ctx) {
   const fs::path downloads = ctx.staged_root.parent_path() / "rpms";
   KK_TRY(files::make_dirs(downloads));
   auto extraction = KK_TRY(archive::Extraction::create(layout::policy(ctx.staged_root)));
-  std::mutex mutex;
-  std::vector<std::function<Result<void>()>> tasks;
+  std::vector<ExtractTask> tasks;
   // Largest first, so the cores finish together.
   std::sort(chosen.begin(), chosen.end(), [](auto* a, auto* b) { return a->provider.size > b->provider.size; });
   for (const auto* c : chosen) {
-    tasks.emplace_back([&, c]() -> Result<void> {
+    tasks.emplace_back([&, c]() -> Result<archive::Stats> {
       const fs::path file = downloads / fs::path(c->provider.href).filename();
       KK_TRY(download(*c, file));
       auto stats = KK_TRY(install(*c, file, *extraction));
       std::error_code ec;
       fs::remove(file, ec);
-      std::lock_guard lock(mutex);
-      answer.stats += stats;
-      return {};
+      return stats;
     });
   }
-  if (host_modules) {
-    tasks.emplace_back([&]() -> Result<void> {
-      auto stats = KK_TRY(copy_host_modules(cfg, *host_modules, kver, *extraction));
-      std::lock_guard lock(mutex);
-      answer.stats += stats;
-      return {};
-    });
-  }
-  KK_TRY(run_parallel(tasks, cfg.jobs));
+  if (host_modules) tasks.emplace_back([&] { return copy_host_modules(cfg, *host_modules, kver, *extraction); });
+  answer.stats += KK_TRY(extract_parallel(tasks, cfg.jobs));
   KK_TRY(extraction->finish());
   KK_TRY(files::remove_tree(downloads));
 

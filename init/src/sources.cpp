@@ -49,6 +49,22 @@ Result<void> run_parallel(std::vector<std::function<Result<void>()>>& tasks, int
   return {};
 }
 
+Result<archive::Stats> extract_parallel(const std::vector<ExtractTask>& tasks, int jobs) {
+  archive::Stats total;
+  std::mutex mutex;
+  std::vector<std::function<Result<void>()>> wrapped;
+  for (const auto& task : tasks) {
+    wrapped.emplace_back([&]() -> Result<void> {
+      auto stats = KK_TRY(task());
+      std::lock_guard lock(mutex);
+      total += stats;
+      return {};
+    });
+  }
+  KK_TRY(run_parallel(wrapped, jobs));
+  return total;
+}
+
 Result<void> stream_verified(const std::string& location, const http::Options& options, const std::string& expected,
                              std::string_view says,
                              const std::function<Result<void>(int fd, digest::Sha256& hash)>& consume) {
@@ -467,26 +483,14 @@ Result<Answer> fetch_apt(Context& ctx) {
   auto order = answer.packages;
   std::sort(order.begin(), order.end(), [](auto& a, auto& b) { return a.size > b.size; });
   auto extraction = KK_TRY(archive::Extraction::create(layout::policy(ctx.staged_root)));
-  std::mutex mutex;
-  std::vector<std::function<Result<void>()>> tasks;
+  std::vector<ExtractTask> tasks;
   for (const auto& p : order) {
-    tasks.emplace_back([&, p]() -> Result<void> {
-      auto stats = KK_TRY(fetch_and_extract(p.url, fs::path(p.url).filename().string(), p.sha256,
-                                            *extraction, cfg.http));
-      std::lock_guard lock(mutex);
-      answer.stats += stats;
-      return {};
+    tasks.emplace_back([&, p] {
+      return fetch_and_extract(p.url, fs::path(p.url).filename().string(), p.sha256, *extraction, cfg.http);
     });
   }
-  if (host_modules) {
-    tasks.emplace_back([&]() -> Result<void> {
-      auto stats = KK_TRY(copy_host_modules(cfg, *host_modules, kver, *extraction));
-      std::lock_guard lock(mutex);
-      answer.stats += stats;
-      return {};
-    });
-  }
-  KK_TRY(run_parallel(tasks, cfg.jobs));
+  if (host_modules) tasks.emplace_back([&] { return copy_host_modules(cfg, *host_modules, kver, *extraction); });
+  answer.stats += KK_TRY(extract_parallel(tasks, cfg.jobs));
   KK_TRY(extraction->finish());
 
   answer.headers = layout::find_headers(ctx.staged_root, kver);
@@ -515,18 +519,13 @@ Result<Answer> fetch_archive(Context& ctx) {
     return answer;
   }
   auto extraction = KK_TRY(archive::Extraction::create(layout::policy(ctx.staged_root)));
-  std::mutex mutex;
-  std::vector<std::function<Result<void>()>> tasks;
+  std::vector<ExtractTask> tasks;
   for (const auto& a : cfg.archives) {
-    tasks.emplace_back([&, a]() -> Result<void> {
-      auto stats = KK_TRY(fetch_and_extract(a.location, fs::path(a.location).filename().string(), a.sha256,
-                                            *extraction, cfg.http));
-      std::lock_guard lock(mutex);
-      answer.stats += stats;
-      return {};
+    tasks.emplace_back([&, a] {
+      return fetch_and_extract(a.location, fs::path(a.location).filename().string(), a.sha256, *extraction, cfg.http);
     });
   }
-  KK_TRY(run_parallel(tasks, cfg.jobs));
+  answer.stats += KK_TRY(extract_parallel(tasks, cfg.jobs));
   KK_TRY(extraction->finish());
   answer.headers = layout::find_headers(ctx.staged_root, ctx.kernel_release);
   if (!answer.headers.complete()) {

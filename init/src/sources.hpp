@@ -95,6 +95,10 @@ Result<Answer> fetch_oci(Context& ctx);
 Answer absent(std::string reason);
 // Runs tasks on up to `jobs` threads; returns the first error (by task order).
 Result<void> run_parallel(std::vector<std::function<Result<void>()>>& tasks, int jobs);
+// A task that adds files to an extraction (a package, an archive, a copied tree) and says what.
+using ExtractTask = std::function<Result<archive::Stats>()>;
+// Runs them as run_parallel does; returns the sum of what they wrote.
+Result<archive::Stats> extract_parallel(const std::vector<ExtractTask>& tasks, int jobs);
 // Streams `location` into `consume` while hashing it, then checks the hash against `expected`
 // (whose origin `says` names, e.g. "the Release file says"). A mismatch is reported before
 // whatever the consumer tripped over: damaged input makes a decompressor fail ("Lzma error"),

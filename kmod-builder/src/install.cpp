@@ -392,15 +392,7 @@ Result<void> build_and_install(const Config& cfg) {
   // Held for the whole run, taken before the tree is read: init-modules' gc leaves a tree alone
   // while a process holds its use record (docs/ARCHITECTURE.md, "Kernel upgrades").
   volume::TreeUse use;
-  if (!cfg.dry_run) {
-    if (auto held = volume::ModulesVolume(cfg.volume).use(cfg.kernel_release)) {
-      use = std::move(*held);
-    } else if (held.error().code == ExitCode::usage) {
-      return fail(std::move(held).error());
-    } else {
-      logger->warn("kernel {}: {}; gc may count the tree as unused", cfg.kernel_release, held.error().message);
-    }
-  }
+  if (!cfg.dry_run) use = KK_TRY(hold_tree(cfg.volume, cfg.kernel_release));
   const auto kernel = KK_TRY(KernelTree::open(cfg.volume, cfg.kernel_release));
   auto signing = KK_TRY(Signing::create(cfg));
   const std::string hash = choose_hash(cfg, kernel);

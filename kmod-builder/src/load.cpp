@@ -367,15 +367,7 @@ Result<void> load_modules(const LoadConfig& cfg) {
   // Held while the modules are read from the tree, so init-modules gc leaves it alone meanwhile
   // (docs/ARCHITECTURE.md, "Kernel upgrades"); the pod mounts the volume read-only here.
   volume::TreeUse use;
-  if (!cfg.dry_run) {
-    if (auto held = volume::ModulesVolume(cfg.volume).use(cfg.kernel_release)) {
-      use = std::move(*held);
-    } else if (held.error().code == ExitCode::usage) {
-      return fail(std::move(held).error());
-    } else {
-      logger->warn("kernel {}: {}; gc may count the tree as unused", cfg.kernel_release, held.error().message);
-    }
-  }
+  if (!cfg.dry_run) use = KK_TRY(hold_tree(cfg.volume, cfg.kernel_release));
   auto modules = KK_TRY(installed_modules(cfg));
   // Command-line parameters: "module.key=value", or "key=value" when there is one module.
   for (const auto& p : cfg.params) {

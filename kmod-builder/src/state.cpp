@@ -1,10 +1,18 @@
 #include "state.hpp"
 
+#include "kmodkit/log.hpp"
 #include "kmodkit/volume.hpp"
 
 namespace kmodkit::kmod_builder {
 
 using json = nlohmann::json;
+
+Result<volume::TreeUse> hold_tree(const fs::path& volume, const std::string& kernel_release) {
+  auto held = volume::ModulesVolume(volume).use(kernel_release);
+  if (held || held.error().code == ExitCode::usage) return held;
+  log::get("kmod-builder")->warn("kernel {}: {}; gc may count the tree as unused", kernel_release, held.error().message);
+  return volume::TreeUse();
+}
 
 fs::path state_dir(const fs::path& volume) { return volume::Volume(volume).state_dir(); }
 fs::path cache_dir(const fs::path& volume, const std::string& key) { return state_dir(volume) / "cache" / key; }

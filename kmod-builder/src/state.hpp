@@ -7,6 +7,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "kmodkit/result.hpp"
+#include "kmodkit/volume.hpp"
+
 namespace kmodkit::kmod_builder {
 
 namespace fs = std::filesystem;
@@ -24,6 +27,13 @@ fs::path records_dir(const fs::path& volume);
 fs::path record_path(const fs::path& volume, const std::string& kver, const std::string& recipe);
 // <volume>/.kmodkit/logs/<kver>/<recipe>.log: the log of a failed build.
 fs::path log_path(const fs::path& volume, const std::string& kver, const std::string& recipe);
+
+// Holds the release's use record (core's ModulesVolume::use) for as long as the result lives, so
+// init-modules' gc leaves the tree alone while this run reads it (docs/ARCHITECTURE.md, "Kernel
+// upgrades"). Take it before the tree is read. Usage error (64) for a name that is not a release;
+// any other failure is logged as a warning and an empty hold returned: not being able to record
+// a use must not stop a build or a load.
+Result<volume::TreeUse> hold_tree(const fs::path& volume, const std::string& kernel_release);
 
 // A record, cache entry or status as text: indented, ending in a newline. Never fails: what is
 // not UTF-8 is replaced.
