@@ -224,7 +224,7 @@ TEST_CASE("with no source for the kernel, init-modules exits 66 and lists what e
   CHECK_THAT(run.last_line, Catch::Contains("no source has headers for kernel 9.9.9-nothing: volume: no manifest") &&
                                 Catch::Contains("host: no host mount") && Catch::Contains("kheaders:") &&
                                 Catch::Contains("apt: linux-headers-9.9.9-nothing is in none of the indexes") &&
-                                Catch::Contains("; rpm: no enabled rpm repository in /etc/yum.repos.d; archive: no --archive given"));
+                                Catch::Contains("; rpm: no enabled rpm repository in /etc/yum.repos.d; oci: no --image given; archive: no --archive given"));
   CHECK_THAT(test::read_file(tmp / "termination-log"), Catch::StartsWith("init-modules: no source has headers"));
 }
 
