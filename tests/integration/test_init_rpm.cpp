@@ -511,25 +511,41 @@ TEST_CASE("a repository that requires a client certificate works with sslclientc
   check_nothing_published(r);
 }
 
-TEST_CASE("kmod-builder builds igb_uio against the RHEL tree the rpm source laid out", "[e2e][rpm][kmod-builder]") {
-  RpmRepo r;
+namespace {
+
+// Lays the fixture's signed repository's tree for R with the rpm source, then runs kmod-builder
+// against it with a fresh signing key and `recipe_args`; returns the build.
+Run build_on_rhel_tree(RpmRepo& r, const std::vector<std::string>& recipe_args) {
   HttpServer server(r.root);
   auto laid = r.run(r.repo_file(server.url() + "/signed"));
   INFO(laid.output);
   REQUIRE(laid.code == 0);
   server.stop();
-
   const auto key = test::make_signing_key(r.tmp / "keys", "kmodkit test signing key");
-  auto build = test::run_kmod_builder({"--volume", r.vol.string(), "--kernel-release", r.kver, "--work-dir",
-                                       r.tmp.path.string(), "--signing-key", key.key.string(), "--signing-cert",
-                                       key.cert_pem.string(), "--recipe", "igb_uio"});
+  std::vector<std::string> args = {"--volume", r.vol.string(), "--kernel-release", r.kver, "--work-dir",
+                                   r.tmp.path.string(), "--signing-key", key.key.string(), "--signing-cert",
+                                   key.cert_pem.string()};
+  args.insert(args.end(), recipe_args.begin(), recipe_args.end());
+  return test::run_kmod_builder(args);
+}
+
+// modinfo's value of `field` for the module at `ko`.
+std::string modinfo_field(const fs::path& ko, const std::string& field) {
+  auto out = subprocess::run({"modinfo", "-F", field, ko.string()});
+  REQUIRE((out && out->ok()));
+  return out->output;
+}
+
+}  // namespace
+
+TEST_CASE("kmod-builder builds igb_uio against the RHEL tree the rpm source laid out", "[e2e][rpm][kmod-builder]") {
+  RpmRepo r;
+  auto build = build_on_rhel_tree(r, {"--recipe", "igb_uio"});
   INFO(build.output);
   REQUIRE(build.code == 0);
   const fs::path ko = r.vol / ("usr/lib/modules/" + r.kver + "/extra/igb_uio/igb_uio.ko");
   REQUIRE(fs::is_regular_file(ko));
-  auto vermagic = subprocess::run({"modinfo", "-F", "vermagic", ko.string()});
-  REQUIRE((vermagic && vermagic->ok()));
-  CHECK_THAT(vermagic->output, Catch::StartsWith(r.kver + " SMP"));
+  CHECK_THAT(modinfo_field(ko, "vermagic"), Catch::StartsWith(r.kver + " SMP"));
   CHECK_THAT(test::read_file(r.vol / ("usr/lib/modules/" + r.kver + "/modules.dep")), Catch::Contains("extra/igb_uio/igb_uio.ko:"));
 }
 
@@ -542,27 +558,14 @@ TEST_CASE("kmod-builder builds rte_kni against the RHEL tree the rpm source laid
   INFO("DPDK tree " << src);
   REQUIRE(fs::is_directory(fs::path(src) / "kernel/linux/kni"));
   RpmRepo r;
-  HttpServer server(r.root);
-  auto laid = r.run(r.repo_file(server.url() + "/signed"));
-  INFO(laid.output);
-  REQUIRE(laid.code == 0);
-  server.stop();
-
-  const auto key = test::make_signing_key(r.tmp / "keys", "kmodkit test signing key");
-  auto build = test::run_kmod_builder({"--volume", r.vol.string(), "--kernel-release", r.kver, "--work-dir",
-                                       r.tmp.path.string(), "--signing-key", key.key.string(), "--signing-cert",
-                                       key.cert_pem.string(), "--recipe", "rte_kni", "--source", "rte_kni=" + src});
+  auto build = build_on_rhel_tree(r, {"--recipe", "rte_kni", "--source", "rte_kni=" + src});
   INFO(build.output);
   REQUIRE(build.code == 0);
   CHECK_THAT(build.output, Catch::Contains("probes: HAVE_ARG_TX_QUEUE"));
   const fs::path ko = r.vol / ("usr/lib/modules/" + r.kver + "/extra/rte_kni/rte_kni.ko");
   REQUIRE(fs::is_regular_file(ko));
-  auto vermagic = subprocess::run({"modinfo", "-F", "vermagic", ko.string()});
-  REQUIRE((vermagic && vermagic->ok()));
-  CHECK_THAT(vermagic->output, Catch::StartsWith(r.kver + " SMP"));
-  auto signer = subprocess::run({"modinfo", "-F", "signer", ko.string()});
-  REQUIRE((signer && signer->ok()));
-  CHECK_THAT(signer->output, Catch::StartsWith("kmodkit test signing key"));
+  CHECK_THAT(modinfo_field(ko, "vermagic"), Catch::StartsWith(r.kver + " SMP"));
+  CHECK_THAT(modinfo_field(ko, "signer"), Catch::StartsWith("kmodkit test signing key"));
 }
 
 TEST_CASE("a repository's sslverify=0 is honoured with a warning; without it an unknown CA is refused", "[e2e][rpm][tls]") {
