@@ -11,18 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-5}
-preset=${KMODKIT_PRESET:-default}
-bin=$PWD/build/$preset/init/init-modules
-[ -x "$bin" ] || { echo "bench: build first (ci/build.sh); no $bin" >&2; exit 1; }
-work=$(mktemp -d /var/tmp/kmodkit-bench.XXXXXX)
 . bench/lib.sh
-server=
-cleanup() {
-  [ -n "$server" ] && kill "$server" 2>/dev/null
-  bench_volumes_remove
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_setup init/init-modules
 # Each round writes three trees of about 17,000 files and 60 MB.
 bench_volumes "$work" $((320 * rounds + 512)) $((60000 * rounds + 10000))
 

@@ -14,20 +14,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-5}
-preset=${KMODKIT_PRESET:-default}
-bin=$PWD/build/$preset/init/init-modules
-[ -x "$bin" ] || { echo "bench: build first (ci/build.sh); no $bin" >&2; exit 1; }
-command -v umoci >/dev/null || { echo "bench: umoci is needed for the baseline (ci/install-deps.sh --bench)" >&2; exit 1; }
-fixtures=${KMODKIT_BENCH_FIXTURES:-$PWD/build/$preset/test-fixtures}
-work=$(mktemp -d /var/tmp/kmodkit-bench.XXXXXX)
 . bench/lib.sh
-registry=
-cleanup() {
-  [ -n "$registry" ] && kill "$registry" 2>/dev/null
-  bench_volumes_remove
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_setup init/init-modules
+bench_need umoci
+fixtures=${KMODKIT_BENCH_FIXTURES:-$PWD/build/$preset/test-fixtures}
 # Each round writes three trees of about 17,000 files and 70 MB (umoci adds its mtree manifest).
 bench_volumes "$work" $((400 * rounds + 512)) $((70000 * rounds + 10000))
 
@@ -48,7 +38,7 @@ http:
   secret: kmodkit-bench
 EOF
 docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-registry=$!
+bench_pids+=("$!")
 for _ in $(seq 200); do
   curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break
   sleep 0.05

@@ -16,20 +16,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-5}
 size_mb=${2:-200}
-preset=${KMODKIT_PRESET:-default}
-bin=$PWD/build/$preset/init/init-modules
-[ -x "$bin" ] || { echo "bench: build first (ci/build.sh); no $bin" >&2; exit 1; }
-command -v dnf >/dev/null || { echo "bench: dnf is needed for the baseline (ci/install-deps.sh --bench)" >&2; exit 1; }
-fixtures=${KMODKIT_BENCH_FIXTURES:-$PWD/build/$preset/test-fixtures}
-work=$(mktemp -d /var/tmp/kmodkit-bench.XXXXXX)
 . bench/lib.sh
-server=
-cleanup() {
-  [ -n "$server" ] && kill "$server" 2>/dev/null
-  bench_volumes_remove
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_setup init/init-modules
+bench_need dnf
+fixtures=${KMODKIT_BENCH_FIXTURES:-$PWD/build/$preset/test-fixtures}
 # Each round writes two trees of about 17,000 files and 70 MB, and the large-primary run one more.
 bench_volumes "$work" $((200 * rounds + 512)) $((40000 * rounds + 30000))
 

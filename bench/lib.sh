@@ -1,6 +1,28 @@
 # Shared by the benchmark scripts: `. "$(dirname "$0")/lib.sh"`.
 
 now() { date +%s.%N; }
+
+# bench_setup REL_BINARY: sets `preset`, `bin` (the build's REL_BINARY, e.g. init/init-modules) and
+# `work` (a scratch directory), and on exit ends the processes in `bench_pids` (by PID), removes
+# the volumes (bench_volumes) and the scratch directory.
+bench_pids=()
+bench_setup() {
+  preset=${KMODKIT_PRESET:-default}
+  bin=$PWD/build/$preset/$1
+  [ -x "$bin" ] || { echo "bench: build first (ci/build.sh); no $bin" >&2; exit 1; }
+  work=$(mktemp -d /var/tmp/kmodkit-bench.XXXXXX)
+  trap bench_cleanup EXIT
+}
+bench_cleanup() {
+  local pid
+  for pid in "${bench_pids[@]}"; do kill "$pid" 2>/dev/null; done
+  bench_volumes_remove
+  rm -rf "$work"
+}
+# bench_need TOOL: a baseline's tool, or a sentence saying how to get it.
+bench_need() {
+  command -v "$1" >/dev/null || { echo "bench: $1 is needed for the baseline (ci/install-deps.sh --bench)" >&2; exit 1; }
+}
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 # bench_volumes WORK SIZE_MB INODES: sets `dest` to where the volumes go and `dest_mount` when it
@@ -39,10 +61,11 @@ bench_where() {
 }
 
 # bench_http_server ROOT PORT_FILE: serves ROOT on 127.0.0.1 in the background; sets `server` to its
-# PID (the caller kills it) once the port is in PORT_FILE.
+# PID (also added to bench_pids) once the port is in PORT_FILE.
 bench_http_server() {
   python3 tests/support/http_server.py "$1" --port-file "$2" 2>/dev/null &
   server=$!
+  bench_pids+=("$server")
   for _ in $(seq 200); do [ -s "$2" ] && return 0; sleep 0.05; done
   echo "bench: the HTTP server did not start" >&2
   return 1
