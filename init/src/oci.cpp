@@ -562,17 +562,24 @@ Result<Answer> read_extensions(Context& ctx, const std::string& image, const std
   KK_TRY(extract(scratch));
   const fs::path base = scratch / oci::kExtensions;
   repo.baseurls = {"file://" + base.string()};
-  auto answer = KK_TRY_CTX(fetch_from_rpm_repositories(ctx, {repo}), image);
+  // Packages and messages name the files where they are in the image, not in the scratch directory.
+  const std::string prefix = "file://" + base.string() + "/";
+  const std::string in_image = location + ":/" + std::string(oci::kExtensions) + "/";
+  auto as_in_image = [&](std::string text) {
+    for (size_t at = text.find(prefix); at != std::string::npos; at = text.find(prefix, at + in_image.size())) {
+      text.replace(at, prefix.size(), in_image);
+    }
+    return text;
+  };
+  auto got = fetch_from_rpm_repositories(ctx, {repo});
+  if (!got) return fail(Error{got.error().code, as_in_image(got.error().message)}.context(image));
+  auto answer = std::move(*got);
   KK_TRY(files::remove_tree(scratch));
   if (!answer.found) {
-    answer.reason = image + ": " + answer.reason;
+    answer.reason = image + ": " + as_in_image(answer.reason);
     return answer;
   }
-  // The packages are named where they are in the image, not in the scratch directory.
-  const std::string prefix = "file://" + base.string() + "/";
-  for (auto& p : answer.packages) {
-    if (p.url.starts_with(prefix)) p.url = location + ":/" + std::string(oci::kExtensions) + "/" + p.url.substr(prefix.size());
-  }
+  for (auto& p : answer.packages) p.url = as_in_image(p.url);
   answer.location = location + " (" + answer.packages.front().name + " " + answer.packages.front().version + " from /" +
                     std::string(oci::kExtensions) + ")";
   return answer;

@@ -356,7 +356,12 @@ TEST_CASE("an image that carries an RPM repository under rpm-ostree's extensions
   CHECK(m["source"] == "oci");
   CHECK(m["headers"] == "usr/src/kernels/" + c.kver);
   std::vector<std::string> names;
-  for (const auto& p : m["packages"]) names.push_back(p["name"]);
+  for (const auto& p : m["packages"]) {
+    names.push_back(p["name"]);
+    // Named where they are in the image, not in the scratch directory they were read from.
+    const std::string url = p["url"];
+    CHECK_THAT(url, Catch::Contains("kmodkit/extensions@sha256:") && Catch::Contains(":/usr/share/rpm-ostree/extensions/"));
+  }
   CHECK(std::find(names.begin(), names.end(), "kernel-devel") != names.end());
   CHECK(std::find(names.begin(), names.end(), "kernel-core") != names.end());
   const std::string location = m["location"];
@@ -397,6 +402,9 @@ TEST_CASE("an extensions image whose packages another key signed is refused with
   auto run = c.pull(c.image("kmodkit/extensions:latest"), {"--image-gpgkey", (c.tmp / "other.asc").string()});
   INFO(run.output);
   CHECK(run.code == 65);
-  CHECK_THAT(run.last_line, Catch::Contains("key " + key_id_of(rpm_fixture_key())) && Catch::Contains(".rpm"));
+  // The package is named where it is in the image, not where it was read from.
+  CHECK_THAT(run.last_line, Catch::Contains("key " + key_id_of(rpm_fixture_key())) &&
+                                Catch::Contains("/usr/share/rpm-ostree/extensions/kernel-") && Catch::Contains(".rpm"));
+  CHECK_THAT(run.last_line, !Catch::Contains("staging"));
   c.check_nothing_published();
 }
