@@ -42,6 +42,14 @@ constexpr std::string_view kOciManifest = "application/vnd.oci.image.manifest.v1
 constexpr std::string_view kDockerList = "application/vnd.docker.distribution.manifest.list.v2+json";
 constexpr std::string_view kDockerManifest = "application/vnd.docker.distribution.manifest.v2+json";
 
+// Where RHCOS's extensions image (rhel-coreos-extensions) holds its createrepo'd repository, with
+// kernel-devel pinned to the node's kernel (rpm-ostree reads it as a repository of its own).
+constexpr std::string_view kExtensions = "usr/share/rpm-ostree/extensions";
+
+bool in_extensions(const std::string& path) {
+  return path.starts_with(kExtensions) && path.size() > kExtensions.size() && path[kExtensions.size()] == '/';
+}
+
 // What a kernel tree needs of an image; nothing else is written (image-spec's paths, merged /usr).
 bool needed(std::string_view path) {
   for (std::string_view dir : {"usr/src/kernels", "usr/lib/modules"}) {
@@ -395,6 +403,31 @@ std::string short_type(std::string_view media_type) {
   return "tar";
 }
 
+// Applies the layers in order into `root` (paths relocated as the volume's are), writing only the
+// entries `wanted` takes that the layers above leave visible, and never a whiteout. Returns what
+// was written. Errors: as Extraction's (65 for a malicious entry, naming the layer).
+Result<archive::Stats> apply_layers(const std::vector<fs::path>& blobs, const std::vector<Descriptor>& layers,
+                                    const std::vector<LayerPaths>& paths, const fs::path& root,
+                                    const std::function<bool(const std::string&)>& wanted, const std::string& image) {
+  std::atomic<size_t> current{0};
+  archive::Policy policy{root, layout::relocate_merged_usr, [&](std::string_view p) {
+                           const std::string path(p);
+                           if (!wanted(path) || basename_of(path).starts_with(".wh.")) return false;
+                           const auto& layer = paths[current];
+                           auto it = layer.entries.find(path);
+                           return visible(paths, current, path, it != layer.entries.end() && it->second);
+                         }};
+  auto extraction = KK_TRY(archive::Extraction::create(policy));
+  archive::Stats stats;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    current = i;
+    auto fd = KK_TRY(files::open_file(blobs[i], O_RDONLY | O_CLOEXEC));
+    stats += KK_TRY(extraction->extract_fd(fd.get(), image + ": layer " + layers[i].digest));
+  }
+  KK_TRY_CTX(extraction->finish(), image);
+  return stats;
+}
+
 }  // namespace
 
 Result<Reference> parse_reference(std::string_view text) {
@@ -492,6 +525,64 @@ std::string release_file_kernel(const fs::path& root) {
   json doc = json::parse(*text, nullptr, false);
   if (!doc.is_object() || !doc.contains("KERNEL_VERSION") || !doc["KERNEL_VERSION"].is_string()) return {};
   return doc["KERNEL_VERSION"];
+}
+
+// The keys an extensions image's packages are checked with: --image-gpgkey, else Red Hat's release
+// key on the node, which signs RHCOS's extensions. Configuration error (78) when there is none.
+Result<std::vector<fs::path>> extensions_gpgkeys(const Config& cfg, const std::string& image) {
+  if (!cfg.image_gpgkeys.empty()) return cfg.image_gpgkeys;
+  const fs::path redhat = cfg.host_root / "etc/pki/rpm-gpg/RPM-GPG-KEY-redhat-release";
+  std::error_code ec;
+  if (!fs::exists(redhat, ec)) {
+    return fail(ExitCode::config, image + " carries an RPM repository under " + std::string(oci::kExtensions) +
+                                      " whose packages are checked with Red Hat's release key, but " + redhat.string() +
+                                      " does not exist; give --image-gpgkey FILE with the key that signed them");
+  }
+  return std::vector<fs::path>{redhat};
+}
+
+// An image without a tree but with an RPM repository under usr/share/rpm-ostree/extensions: the
+// repository is extracted (by `extract`, into the directory it is given) beside the staging root,
+// never in it, and read by the rpm source as a repository of its own, gpgcheck=1 with the keys
+// of extensions_gpgkeys. Nothing vouches for its repodata but the manifest's digest, which the
+// pull checked, so repo_gpgcheck is not asked for. The location names the image and the package.
+Result<Answer> read_extensions(Context& ctx, const std::string& image, const std::string& location,
+                               const std::function<Result<archive::Stats>(const fs::path&)>& extract) {
+  const auto keys = KK_TRY(extensions_gpgkeys(ctx.config, image));
+  rpm::Repo repo;
+  repo.id = "extensions";
+  repo.name = image + " " + std::string(oci::kExtensions);
+  repo.origin = image;
+  repo.gpgcheck = true;
+  for (const auto& k : keys) repo.gpgkeys.push_back("file://" + fs::absolute(k).string());
+
+  // Beside the staging root, never in it: the root is what gets published.
+  const fs::path scratch = ctx.staged_root.parent_path() / "image-repository";
+  KK_TRY(files::make_dirs(scratch));
+  KK_TRY(extract(scratch));
+  const fs::path base = scratch / oci::kExtensions;
+  repo.baseurls = {"file://" + base.string()};
+  // Packages and messages name the files where they are in the image, not in the scratch directory.
+  const std::string prefix = "file://" + base.string() + "/";
+  const std::string in_image = location + ":/" + std::string(oci::kExtensions) + "/";
+  auto as_in_image = [&](std::string text) {
+    for (size_t at = text.find(prefix); at != std::string::npos; at = text.find(prefix, at + in_image.size())) {
+      text.replace(at, prefix.size(), in_image);
+    }
+    return text;
+  };
+  auto got = fetch_from_rpm_repositories(ctx, {repo});
+  if (!got) return fail(Error{got.error().code, as_in_image(got.error().message)}.context(image));
+  auto answer = std::move(*got);
+  KK_TRY(files::remove_tree(scratch));
+  if (!answer.found) {
+    answer.reason = image + ": " + as_in_image(answer.reason);
+    return answer;
+  }
+  for (auto& p : answer.packages) p.url = as_in_image(p.url);
+  answer.location = location + " (" + answer.packages.front().name + " " + answer.packages.front().version + " from /" +
+                    std::string(oci::kExtensions) + ")";
+  return answer;
 }
 
 Result<Answer> pull_image(Context& ctx, const oci::Reference& ref) {
@@ -615,13 +706,14 @@ Result<Answer> pull_image(Context& ctx, const oci::Reference& ref) {
         const std::string rest = path.substr(16);
         kernels.insert(rest.substr(0, rest.find('/')));
       }
-      extensions = extensions || path.starts_with("usr/share/rpm-ostree/extensions/");
+      extensions = extensions || oci::in_extensions(path);
     }
   }
   if (kernels.empty()) {
     if (extensions) {
-      return absent(image + " carries an RPM repository under usr/share/rpm-ostree/extensions, which the rpm source "
-                            "is to read; this version does not read it yet");
+      return read_extensions(ctx, image, location, [&](const fs::path& root) {
+        return oci::apply_layers(blobs, layers, paths, root, oci::in_extensions, image);
+      });
     }
     return absent(image + " has no kernel tree under usr/src/kernels");
   }
@@ -631,21 +723,7 @@ Result<Answer> pull_image(Context& ctx, const oci::Reference& ref) {
     return fail(ExitCode::data_err, image + " carries kernel " + have + "; the node runs " + kver);
   }
 
-  std::atomic<size_t> current{0};
-  archive::Policy policy{ctx.staged_root, layout::relocate_merged_usr, [&](std::string_view p) {
-                           const std::string path(p);
-                           if (!oci::needed(path) || oci::basename_of(path).starts_with(".wh.")) return false;
-                           const auto& layer = paths[current];
-                           auto it = layer.entries.find(path);
-                           return oci::visible(paths, current, path, it != layer.entries.end() && it->second);
-                         }};
-  auto extraction = KK_TRY(archive::Extraction::create(policy));
-  for (size_t i = 0; i < layers.size(); ++i) {
-    current = i;
-    auto fd = KK_TRY(files::open_file(blobs[i], O_RDONLY | O_CLOEXEC));
-    answer.stats += KK_TRY(extraction->extract_fd(fd.get(), image + ": layer " + layers[i].digest));
-  }
-  KK_TRY_CTX(extraction->finish(), image);
+  answer.stats += KK_TRY(oci::apply_layers(blobs, layers, paths, ctx.staged_root, oci::needed, image));
 
   if (const std::string named = release_file_kernel(ctx.staged_root); !named.empty() && named != kver) {
     return fail(ExitCode::data_err, image + " carries kernel " + named + "; the node runs " + kver +

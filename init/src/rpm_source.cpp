@@ -252,8 +252,6 @@ Result<archive::Stats> install(const Candidate& c, const fs::path& file, archive
 
 Result<Answer> fetch_rpm(Context& ctx) {
   const auto& cfg = ctx.config;
-  const auto& kver = ctx.kernel_release;
-  auto logger = log::get("init.rpm");
   if (ctx.os.debian_family()) return absent("the node runs " + ctx.os.describe() + ", not RHEL, CentOS or Fedora");
 
   const rpm::RepoVars vars{node_releasever(cfg), cfg.basearch};
@@ -263,6 +261,13 @@ Result<Answer> fetch_rpm(Context& ctx) {
                       ? "no enabled rpm repository in " + (cfg.rpm_root / "etc/yum.repos.d").string()
                       : "no enabled rpm repository in the --rpm-repo files");
   }
+  return fetch_from_rpm_repositories(ctx, repos);
+}
+
+Result<Answer> fetch_from_rpm_repositories(Context& ctx, const std::vector<rpm::Repo>& repos) {
+  const auto& cfg = ctx.config;
+  const auto& kver = ctx.kernel_release;
+  auto logger = log::get("init.rpm");
 
   // The modules come from packages only when the node has no modules tree to copy.
   const auto host_modules = host_modules_tree(cfg, kver);

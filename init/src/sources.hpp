@@ -17,6 +17,7 @@
 #include "kmodkit/result.hpp"
 #include "kmodkit/volume.hpp"
 #include "layout.hpp"
+#include "rpm_repo.hpp"
 
 namespace kmodkit::init {
 
@@ -44,6 +45,7 @@ struct Config {
   std::string basearch;
   std::vector<ArchiveInput> archives;
   std::vector<std::string> images;               // --image references, tried in order
+  std::vector<fs::path> image_gpgkeys;           // keys of an extensions image's packages; empty: Red Hat's on the host
   fs::path registry_auth;                        // docker config.json; empty: the kubelet's under host_root
   std::vector<std::string> insecure_registries;  // HOST:PORT served over plain HTTP
   bool dry_run = false;
@@ -85,6 +87,14 @@ Result<Answer> fetch_host(Context& ctx);
 Result<Answer> fetch_kheaders(Context& ctx);
 Result<Answer> fetch_apt(Context& ctx);
 Result<Answer> fetch_rpm(Context& ctx);  // rpm_source.cpp
+// The rpm source on repositories given by its caller (the oci source's extensions image) instead
+// of .repo files: the newest packages that provide R's kernel-devel (and kernel-core and
+// kernel-modules when the node has no modules tree), downloaded and checked against primary.xml,
+// each checked as rpm checks it (its header signature by the repository's gpgkey URLs with
+// gpgcheck) before it is extracted into ctx.staged_root. Absent when no repository has R's
+// kernel-devel; the errors of the rpm source otherwise (65 for a package that fails a check,
+// 78 for a gpgkey that cannot be read).
+Result<Answer> fetch_from_rpm_repositories(Context& ctx, const std::vector<rpm::Repo>& repos);
 Result<Answer> fetch_archive(Context& ctx);
 // Container images (oci.cpp): a driver-toolkit-like image's kernel tree, laid as it is.
 Result<Answer> fetch_oci(Context& ctx);

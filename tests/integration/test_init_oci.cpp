@@ -4,12 +4,16 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <cctype>
 #include <ctime>
 #include <fstream>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "helpers.hpp"
+#include "kmodkit/subprocess.hpp"
 
 using namespace kmodkit;
 using kmodkit::test::Registry;
@@ -305,11 +309,102 @@ TEST_CASE("bad images are refused with a sentence naming them, and nothing is pu
     CHECK(run.last_line.find("kmodkit/dtk:multi") != std::string::npos);
     c.check_nothing_published();
   }
-  SECTION("an image that carries an RPM repository instead of a tree") {
-    auto run = c.pull(c.image("kmodkit/extensions:latest"));
-    INFO(run.output);
-    CHECK(run.code == 66);
-    CHECK(run.last_line.find("usr/share/rpm-ostree/extensions") != std::string::npos);
-    c.check_nothing_published();
+}
+
+namespace {
+
+// The rpm fixture's signing key, which signed the packages of the extensions image's repository.
+fs::path rpm_fixture_key() { return test::fixtures_dir() / "rpm-repo/RPM-GPG-KEY-kmodkit-test"; }
+
+// The long key id (16 lower-case hex digits) of an armoured public key, as gpg shows it.
+std::string key_id_of(const fs::path& key) {
+  TempDir home;  // gpg lists the key without a keyring, but wants a home of its own
+  fs::permissions(home.path, fs::perms::owner_all, fs::perm_options::replace);
+  auto out = subprocess::run({"gpg", "--batch", "--homedir", home.path.string(), "--with-colons", "--show-keys", key.string()});
+  REQUIRE(out);
+  REQUIRE(out->ok());
+  std::istringstream lines(out->output);
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.starts_with("pub:")) continue;
+    std::vector<std::string> fields;
+    std::istringstream f(line);
+    for (std::string field; std::getline(f, field, ':');) fields.push_back(field);
+    std::string id = fields.at(4);
+    for (auto& ch : id) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    return id;
   }
+  FAIL("no public key in " << key);
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE("an image that carries an RPM repository under rpm-ostree's extensions lays R's packages, checked with the given key",
+          "[oci][rpm]") {
+  Case c;
+  auto run = c.pull(c.image("kmodkit/extensions:latest"), {"--image-gpgkey", rpm_fixture_key().string()});
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  const fs::path headers = c.volume / "usr/src/kernels" / c.kver;
+  CHECK(fs::exists(headers / "Makefile"));
+  CHECK(fs::exists(headers / "scripts/mod/modpost"));
+  CHECK(fs::exists(headers / "Module.symvers"));
+  // Only what the packages hold: nothing else of the image, not its repository.
+  CHECK_FALSE(fs::exists(c.volume / "usr/share/rpm-ostree"));
+  CHECK_FALSE(fs::exists(c.volume / "usr/bin/rpm-ostree-extensions-tool"));
+  auto m = c.manifest();
+  CHECK(m["source"] == "oci");
+  CHECK(m["headers"] == "usr/src/kernels/" + c.kver);
+  std::vector<std::string> names;
+  for (const auto& p : m["packages"]) {
+    names.push_back(p["name"]);
+    // Named where they are in the image, not in the scratch directory they were read from.
+    const std::string url = p["url"];
+    CHECK_THAT(url, Catch::Contains("kmodkit/extensions@sha256:") && Catch::Contains(":/usr/share/rpm-ostree/extensions/"));
+  }
+  CHECK(std::find(names.begin(), names.end(), "kernel-devel") != names.end());
+  CHECK(std::find(names.begin(), names.end(), "kernel-core") != names.end());
+  const std::string location = m["location"];
+  CHECK_THAT(location, Catch::Contains("kmodkit/extensions@sha256:") && Catch::Contains("kernel-devel"));
+  // The repository was read beside the staging root, and is gone.
+  if (fs::exists(c.volume / ".kmodkit/staging")) CHECK(fs::is_empty(c.volume / ".kmodkit/staging"));
+}
+
+TEST_CASE("an extensions image without a key to check its packages is a configuration error that asks for --image-gpgkey",
+          "[oci][rpm]") {
+  Case c;
+  // The node's Red Hat release key is looked for under --host-root, which has none here.
+  auto run = c.pull(c.image("kmodkit/extensions:latest"));
+  INFO(run.output);
+  CHECK(run.code == 78);
+  CHECK_THAT(run.last_line, Catch::Contains("kmodkit/extensions") && Catch::Contains("RPM-GPG-KEY-redhat-release") &&
+                                Catch::Contains("--image-gpgkey"));
+  c.check_nothing_published();
+}
+
+TEST_CASE("an extensions image whose packages another key signed is refused with exit 65 naming the key id", "[oci][rpm]") {
+  Case c;
+  fs::create_directories(c.tmp / "gnupg");
+  fs::permissions(c.tmp / "gnupg", fs::perms::owner_all, fs::perm_options::replace);
+  const subprocess::Options gnupg{.cwd = {}, .env = {{"GNUPGHOME", (c.tmp / "gnupg").string()}}, .timeout = std::chrono::minutes(2)};
+  auto made = subprocess::run({"gpg", "--batch", "--quiet", "--passphrase", "", "--quick-gen-key",
+                               "another key <other@kmodkit.invalid>", "rsa2048", "sign", "never"}, gnupg);
+  REQUIRE(made);
+  auto exported = subprocess::run({"gpg", "--batch", "--armor", "--output", (c.tmp / "other.asc").string(), "--export",
+                                   "other@kmodkit.invalid"}, gnupg);
+  // gpg started an agent for the new key's home; it ends with that home.
+  auto killed = subprocess::run({"gpgconf", "--kill", "gpg-agent"}, gnupg);
+  REQUIRE(exported);
+  INFO(made->output << exported->output);
+  REQUIRE((made->ok() && exported->ok()));
+  (void)killed;
+
+  auto run = c.pull(c.image("kmodkit/extensions:latest"), {"--image-gpgkey", (c.tmp / "other.asc").string()});
+  INFO(run.output);
+  CHECK(run.code == 65);
+  // The package is named where it is in the image, not where it was read from.
+  CHECK_THAT(run.last_line, Catch::Contains("key " + key_id_of(rpm_fixture_key())) &&
+                                Catch::Contains("/usr/share/rpm-ostree/extensions/kernel-") && Catch::Contains(".rpm"));
+  CHECK_THAT(run.last_line, !Catch::Contains("staging"));
+  c.check_nothing_published();
 }

@@ -2,10 +2,11 @@
 """Builds the container images of init-modules' oci source tests and pushes them into the storage
 of a real registry (Debian's docker-registry), with skopeo:
 
-  make-oci-registry.py OUT_DIR [APT_REPO_DIR]
+  make-oci-registry.py OUT_DIR [APT_REPO_DIR [RPM_REPO_DIR]]
 
 APT_REPO_DIR (default: OUT_DIR's sibling apt-repo) is make-apt-repo.sh's output: its kernel-release
-R and the Debian packages of R's headers. Writes:
+R and the Debian packages of R's headers. RPM_REPO_DIR (default: OUT_DIR's sibling rpm-repo) is
+make-rpm-repo.sh's output: its signed/ repository goes into the extensions image. Writes:
   tls/         a test CA (ca.pem), the server certificate for 127.0.0.1 signed by it (server.pem,
                server.key), and the token issuer's self-signed certificate and key (token.pem,
                token.key) that the registry trusts (auth.token.rootcertbundle)
@@ -13,6 +14,7 @@ R and the Debian packages of R's headers. Writes:
   storage/     the registry's filesystem storage, holding every image below
   digests      "NAME MANIFEST-DIGEST" per image, for by-digest references
   kernel-release  R
+  format       the version of this layout (a fixture of an older one is built again)
 Images (repository:tag), each a driver-toolkit-like image unless said otherwise:
   kmodkit/dtk:gzip     OCI manifest, three tar+gzip layers: a lower layer with files the upper
                        ones remove (.wh.name and an opaque .wh..wh..opq directory) and files outside
@@ -29,7 +31,10 @@ Images (repository:tag), each a driver-toolkit-like image unless said otherwise:
   kmodkit/private:latest, kmodkit/refused:latest   dtk:gzip again, for the token server's rules
   kmodkit/evil:dotdot  a layer with an entry '../escape'
   kmodkit/evil:symlink a layer with a symlink to /etc, the next one with a file through it
-  kmodkit/extensions:latest  an RPM repository under usr/share/rpm-ostree/extensions
+  kmodkit/extensions:latest  no kernel tree, but an RPM repository under
+                       usr/share/rpm-ostree/extensions, as RHCOS's rhel-coreos-extensions image holds
+                       one: make-rpm-repo.sh's signed/ (R's kernel-devel and kernel-core, an older
+                       kernel-devel, signed by RPM-GPG-KEY-kmodkit-test; createrepo_c's repodata)
 Idempotent: a complete OUT_DIR is left as it is; it is built in OUT_DIR.partial and renamed when
 complete. The registry started for the push listens on 127.0.0.1 and is stopped by its PID.
 """
@@ -46,6 +51,8 @@ import tarfile
 import time
 
 OLD_KVER = "6.1.0-1-amd64"
+# Raised when the images change, so that an existing fixture is built again.
+FORMAT = "2"
 MTIME = 1700000000
 
 
@@ -252,6 +259,7 @@ def push_all(work, pushes):
 def main():
     out = os.path.realpath(sys.argv[1])
     apt_repo = os.path.realpath(sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(out), "apt-repo"))
+    rpm_repo = os.path.realpath(sys.argv[3] if len(sys.argv) > 3 else os.path.join(os.path.dirname(out), "rpm-repo"))
     with open(os.path.join(apt_repo, "kernel-release")) as f:
         kver = f.read().strip()
 
@@ -261,7 +269,7 @@ def main():
 
     try:
         with open(os.path.join(out, "kernel-release")) as f:
-            if f.read().strip() == kver and "kmodkit/dtk:stale-nolabel" in open(os.path.join(out, "digests")).read():
+            if f.read().strip() == kver and open(os.path.join(out, "format")).read().strip() == FORMAT:
                 summary()
                 return
     except OSError:
@@ -335,8 +343,8 @@ def main():
           {"kernel-version": kver})
 
     def extensions(tar):
-        add_file(tar, "usr/share/rpm-ostree/extensions/repodata/repomd.xml", b"<repomd/>\n")
-        add_file(tar, "usr/share/rpm-ostree/extensions/kernel-devel-%s.rpm" % kver, b"not really\n")
+        add_file(tar, "usr/bin/rpm-ostree-extensions-tool", b"#!/bin/sh\n", 0o755)
+        add_tree(tar, os.path.join(rpm_repo, "signed"), "usr/share/rpm-ostree/extensions")
 
     image(main_layout, "extensions", [tar_bytes(extensions)], "gzip", None)
     main_layout.close()
@@ -369,6 +377,8 @@ def main():
     shutil.rmtree(os.path.join(work, "stage"))
     with open(os.path.join(work, "kernel-release"), "w") as f:
         f.write(kver + "\n")
+    with open(os.path.join(work, "format"), "w") as f:
+        f.write(FORMAT + "\n")
     shutil.rmtree(out, ignore_errors=True)
     os.rename(work, out)
     print("make-oci-registry: built in %.0f s" % (time.time() - start))
