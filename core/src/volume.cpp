@@ -1,8 +1,10 @@
 #include "kmodkit/volume.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -146,9 +148,22 @@ Result<void> ModulesVolume::remove_unused_generations(std::string_view why) cons
     return {};
   }));
   std::error_code ec;
+  const auto now = std::chrono::system_clock::now();
   for (const auto& entry : fs::directory_iterator(trees_dir(), ec)) {
     if (used.contains(entry.path().filename().string())) continue;
-    log::get("volume")->info("removing {} {}", entry.path().string(), why);
+    // A generation a publish replaced stays for a while (ARCHITECTURE.md, "The commit point").
+    struct stat st{};
+    if (::stat((entry.path() / kRetiredMarker).c_str(), &st) == 0) {
+      const auto retired = std::chrono::system_clock::from_time_t(st.st_mtim.tv_sec);
+      if (now - retired < retired_grace) {
+        log::get("volume")->debug("keeping {}: replaced {} s ago", entry.path().string(),
+                                  std::chrono::duration_cast<std::chrono::seconds>(now - retired).count());
+        continue;
+      }
+      log::get("volume")->info("removing {}, replaced more than {} s ago", entry.path().string(), retired_grace.count());
+    } else {
+      log::get("volume")->info("removing {} {}", entry.path().string(), why);
+    }
     KK_TRY(files::remove_tree(entry.path()));
   }
   return {};
@@ -214,6 +229,15 @@ Result<void> ModulesVolume::publish(const fs::path& staged, const Manifest& mani
     KK_TRY(link_public(root(), rel, archive::relative_link(rel, current + "/root/" + rel), staging_dir(), displaced));
   }
 
+  // The generation this one replaces is marked before the commit, so that a kill right after it
+  // does not leave it looking like an unpublished leftover, and again after it with the time it
+  // stopped being current.
+  const std::string replaced = generation(kver);
+  const fs::path marker = replaced.empty() || replaced == name ? fs::path() : trees_dir() / replaced / kRetiredMarker;
+  if (!marker.empty() && fs::is_directory(marker.parent_path(), ec)) {
+    KK_TRY(files::write_file_atomic(marker, "replaced by " + name + "\n"));
+  }
+
   // The commit point: one rename() of the release's link.
   KK_TRY(swap_link(fs::path("../trees") / name, current_link(kver), staging_dir()));
   KK_TRY(files::fsync_path(state_dir() / "kernels"));
@@ -223,7 +247,15 @@ Result<void> ModulesVolume::publish(const fs::path& staged, const Manifest& mani
     logger->info("the tree it replaced held modules kmod-builder installed (extra/); its next run installs them again");
   }
   displaced.clear();
-  return remove_unused_generations("(the tree this one replaced)");
+  // Not removed now: a lookup through the public links that read the commit link before the
+  // rename may still be walking into the replaced generation. The first locked run (or gc) after
+  // retired_grace removes it.
+  if (!marker.empty()) {
+    ::utimensat(AT_FDCWD, marker.c_str(), nullptr, 0);  // if it fails, the time set before the commit stands
+    logger->info("the tree it replaced ({}) stays {} s for readers still on it; a locked run after that removes it", replaced,
+                 retired_grace.count());
+  }
+  return {};
 }
 
 }  // namespace kmodkit::volume

@@ -578,6 +578,23 @@ std::string read_tree(const fs::path& vol, const std::string& kver) {
   return seen;
 }
 
+// The volume's generations: the current one (named by the commit link) and those marked
+// retired by the publish that replaced them; `other` counts any that are neither.
+struct Generations {
+  size_t current = 0, retired = 0, other = 0;
+};
+Generations generations(const fs::path& vol, const std::string& kver) {
+  Generations g;
+  std::error_code ec;
+  const std::string current = fs::read_symlink(vol / ".kmodkit/kernels" / kver, ec).filename().string();
+  for (const auto& e : fs::directory_iterator(vol / ".kmodkit/trees")) {
+    if (e.path().filename() == current) ++g.current;
+    else if (fs::exists(e.path() / "retired")) ++g.retired;
+    else ++g.other;
+  }
+  return g;
+}
+
 }  // namespace
 
 TEST_CASE("a tree on the volume is replaced whole when the sources do not include volume, and the manifest counts what is there", "[e2e][archive][volume]") {
@@ -609,6 +626,46 @@ TEST_CASE("a tree on the volume is replaced whole when the sources do not includ
   CHECK_THAT(reused.last_line, Catch::Contains("already on"));
   CHECK(fs::exists(headers / "only-in-b"));
   CHECK(fs::is_empty(tmp / "vol/.kmodkit/staging"));
+}
+
+TEST_CASE("the tree a publish replaced stays whole and marked for the readers still on it, and a run after the grace removes it", "[e2e][archive][volume]") {
+  TempDir tmp;
+  const std::string kver = "6.99.0-4-test";
+  const auto a = headers_archive(tmp.path, kver, "only-in-a"), b = headers_archive(tmp.path, kver, "only-in-b");
+  const fs::path vol = tmp / "vol";
+  fs::create_directories(vol);
+  const std::vector<std::string> base = {"--kernel-release", kver, "--volume", vol.string(), "--host-root", (tmp / "no-host").string(),
+                                         "--sysfs", (tmp / "no-sys").string(), "--sources", "archive"};
+  REQUIRE(test::run_init_modules(base + archive_args(a)).code == 0);
+  const std::string first = fs::read_symlink(vol / ".kmodkit/kernels" / kver).filename().string();
+  auto second = test::run_init_modules(base + archive_args(b));
+  INFO(second.output);
+  REQUIRE(second.code == 0);
+  CHECK_THAT(second.output, Catch::Contains("the tree it replaced (" + first + ") stays 60 s for readers still on it"));
+  CHECK(read_tree(vol, kver) == "b");
+  const fs::path old = vol / ".kmodkit/trees" / first;
+  CHECK(fs::exists(old / "retired"));
+  CHECK(fs::exists(old / "root/usr/src" / ("linux-headers-" + kver) / "only-in-a"));
+  CHECK(fs::exists(old / "root/usr/src" / ("linux-headers-" + kver) / "Makefile"));
+  CHECK(generations(vol, kver).retired == 1);
+
+  // Within the grace a later run keeps it; replaced longer ago than that, the next run removes it.
+  auto third = test::run_init_modules(base + archive_args(a));
+  INFO(third.output);
+  REQUIRE(third.code == 0);
+  CHECK(fs::exists(old));
+  CHECK(generations(vol, kver).retired == 2);
+  fs::last_write_time(old / "retired", fs::last_write_time(old / "retired") - std::chrono::seconds(61));
+  auto fourth = test::run_init_modules(base + archive_args(b));
+  INFO(fourth.output);
+  REQUIRE(fourth.code == 0);
+  CHECK_THAT(fourth.output, Catch::Contains("removing " + old.string() + ", replaced more than 60 s ago"));
+  CHECK_FALSE(fs::exists(old));
+  const auto g = generations(vol, kver);
+  CHECK(g.current == 1);
+  CHECK(g.retired == 2);
+  CHECK(g.other == 0);
+  CHECK(read_tree(vol, kver) == "b");
 }
 
 TEST_CASE("a reader that reads while trees are published never sees a manifest beside another tree or half a tree", "[e2e][archive][volume][concurrency]") {
@@ -645,7 +702,11 @@ TEST_CASE("a reader that reads while trees are published never sees a manifest b
   }
   CHECK(seen["a"] + seen["b"] > 0);
   CHECK(public_misses == 0);
-  CHECK(std::distance(fs::directory_iterator(tmp / "vol/.kmodkit/trees"), fs::directory_iterator()) == 1);
+  // The replaced generations stay, marked, for lookups that were still walking into them.
+  const auto g = generations(tmp / "vol", kver);
+  CHECK(g.current == 1);
+  CHECK(g.retired == 15);
+  CHECK(g.other == 0);
 }
 
 TEST_CASE("killed with SIGKILL at every rename, link and unlink of a publish, the volume holds the old tree or the new one, whole", "[e2e][archive][volume][faults]") {
@@ -688,7 +749,10 @@ TEST_CASE("killed with SIGKILL at every rename, link and unlink of a publish, th
       REQUIRE(publish(b, 0) == 0);
       CHECK(read_tree(vol, kver) == "b");
       CHECK(fs::is_empty(vol / ".kmodkit/staging"));
-      CHECK(std::distance(fs::directory_iterator(vol / ".kmodkit/trees"), fs::directory_iterator()) == 1);
+      // What the killed run left is gone; what a publish replaced is marked.
+      const auto g = generations(vol, kver);
+      CHECK(g.current == 1);
+      CHECK(g.other == 0);
     }
     CHECK(finished);
   }

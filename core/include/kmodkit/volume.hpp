@@ -112,6 +112,12 @@ struct GcReport {
 class ModulesVolume : public Volume {
  public:
   using Volume::Volume;
+  // A generation a publish replaced is not removed at once: a lookup through the public links
+  // that read the commit link just before the rename may still be walking into it. It holds a
+  // file named kRetiredMarker whose mtime is when it was replaced, and the first locked run
+  // (clear_staging(), gc) after retired_grace removes it.
+  static constexpr const char* kRetiredMarker = "retired";
+  static constexpr std::chrono::seconds retired_grace{60};
   fs::path manifest_path(std::string_view kernel_release) const;
   fs::path trees_dir() const { return state_dir() / "trees"; }
   // .kmodkit/blobs/sha256: the image layers the oci source pulled, each named by its SHA-256 and
@@ -158,14 +164,15 @@ class ModulesVolume : public Volume {
   // the volume is read-only or missing.
   Result<void> prepare() const;
   // Removes what an interrupted run left: staging, and generations no release points at (a
-  // publish killed before its commit, or after it and before removing the tree it replaced).
+  // publish killed before its commit), and generations replaced more than retired_grace ago.
   // Only under the lock.
   Result<void> clear_staging() const;
   // Publishes a finished generation as the release's tree, replacing the tree it had whole:
   // `staged` (a directory in staging holding root/) gets the manifest, is made durable and moved
   // to trees/; the public paths are made links through the release's commit link (a directory an
-  // older layout left there is moved aside); the commit link is renamed over; then the replaced
-  // generation, with what kmod-builder had installed in it, is removed. Killed at any point, the
+  // older layout left there is moved aside); the commit link is renamed over; the replaced
+  // generation, with what kmod-builder had installed in it, is marked retired (removed after
+  // retired_grace by a later run). Killed at any point, the
   // volume holds the old tree or the new one, whole, and what the next clear_staging() removes.
   // Only under the lock. Cannot create (73) naming the path.
   Result<void> publish(const fs::path& staged, const Manifest& manifest) const;
