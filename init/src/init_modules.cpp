@@ -292,12 +292,13 @@ int main(int argc, char** argv) {
            }},
           {"image-gpgkey", cli::Kind::list, "", "FILE",
            "an armoured public key that signed the packages of an image's RPM repository "
-           "(usr/share/rpm-ostree/extensions, as RHCOS's extensions image has); repeatable; default: "
-           "<host-root>/etc/pki/rpm-gpg/RPM-GPG-KEY-redhat-release",
+           "(usr/share/rpm-ostree/extensions, as RHCOS's extensions image has); repeatable, the environment "
+           "variable separates files with ';'; default: <host-root>/etc/pki/rpm-gpg/RPM-GPG-KEY-redhat-release",
            [&](const std::vector<std::string>& v) -> Result<void> {
              cfg.image_gpgkeys.assign(v.begin(), v.end());
              return {};
-           }},
+           },
+           ';'},
           {"registry-auth", cli::Kind::value, "", "FILE",
            "a docker config.json with the registries' credentials (auths.<registry>.auth); default: the "
            "kubelet's, <host-root>/var/lib/kubelet/config.json, when readable",

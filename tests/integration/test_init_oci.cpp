@@ -32,13 +32,13 @@ struct Case {
 
   std::string image(const std::string& name) const { return registry.host() + "/" + name; }
 
-  Run pull(const std::string& ref, std::vector<std::string> extra = {}) const {
+  Run pull(const std::string& ref, std::vector<std::string> extra = {}, const test::Env& env = {}) const {
     std::vector<std::string> args = {"--kernel-release", kver, "--volume", volume.string(), "--host-root",
                                      (tmp / "no-host").string(), "--sysfs", (tmp / "no-sys").string(),
                                      "--sources", "oci", "--image", ref, "--ca-file", registry.ca_file().string(),
                                      "--retry-delay", "0.05"};
     args.insert(args.end(), extra.begin(), extra.end());
-    return test::run_init_modules(args);
+    return test::run_init_modules(args, env);
   }
 
   nlohmann::json manifest() const {
@@ -382,7 +382,7 @@ TEST_CASE("an extensions image without a key to check its packages is a configur
   c.check_nothing_published();
 }
 
-TEST_CASE("an extensions image whose packages another key signed is refused with exit 65 naming the key id", "[oci][rpm]") {
+TEST_CASE("an extensions image whose packages another key signed is refused with exit 65 naming the key id, and laid when the right key is among the given ones", "[oci][rpm]") {
   Case c;
   fs::create_directories(c.tmp / "gnupg");
   fs::permissions(c.tmp / "gnupg", fs::perms::owner_all, fs::perm_options::replace);
@@ -407,4 +407,10 @@ TEST_CASE("an extensions image whose packages another key signed is refused with
                                 Catch::Contains("/usr/share/rpm-ostree/extensions/kernel-") && Catch::Contains(".rpm"));
   CHECK_THAT(run.last_line, !Catch::Contains("staging"));
   c.check_nothing_published();
+
+  // Either key of several will do; the environment separates key files with ';', as it does .repo files.
+  auto both = c.pull(c.image("kmodkit/extensions:latest"), {},
+                     {{"KMODKIT_IMAGE_GPGKEY", (c.tmp / "other.asc").string() + ";" + rpm_fixture_key().string()}});
+  INFO(both.output);
+  CHECK(both.code == 0);
 }
