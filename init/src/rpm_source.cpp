@@ -20,6 +20,8 @@ namespace {
 constexpr std::string_view kDevel = "kernel-devel-uname-r";
 constexpr std::string_view kCore = "kernel-core-uname-r";
 constexpr std::string_view kModules = "kernel-modules-uname-r";
+// RHEL 9.2 and Fedora 38 moved the modules out of kernel-core into kernel-modules-core.
+constexpr std::string_view kModulesCore = "kernel-modules-core-uname-r";
 
 // dnf's $releasever for the node: RHCOS's VERSION_ID is the OpenShift version ("4.14"), its
 // RHEL_VERSION the one the repositories are named by ("9.2").
@@ -272,7 +274,7 @@ Result<Answer> fetch_from_rpm_repositories(Context& ctx, const std::vector<rpm::
   // The modules come from packages only when the node has no modules tree to copy.
   const auto host_modules = host_modules_tree(cfg, kver);
   std::vector<std::string_view> capabilities = {kDevel};
-  if (!host_modules) capabilities.insert(capabilities.end(), {kCore, kModules});
+  if (!host_modules) capabilities.insert(capabilities.end(), {kCore, kModulesCore, kModules});
 
   std::vector<RepoState> states;
   states.reserve(repos.size());
@@ -289,12 +291,12 @@ Result<Answer> fetch_from_rpm_repositories(Context& ctx, const std::vector<rpm::
 
   std::vector<const Candidate*> chosen = {devel};
   if (!host_modules) {
-    for (auto cap : {kCore, kModules}) {
+    for (auto cap : {kCore, kModulesCore, kModules}) {
       if (const auto* c = newest(found, cap)) chosen.push_back(c);
     }
     if (chosen.size() == 1) {
-      logger->warn("the host has no modules tree for {} and no repository has {} or {}: the volume gets headers only",
-                   kver, kCore, kModules);
+      logger->warn("the host has no modules tree for {} and no repository has {}, {} or {}: the volume gets headers only",
+                   kver, kCore, kModulesCore, kModules);
     }
   }
 

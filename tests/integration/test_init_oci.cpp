@@ -364,6 +364,8 @@ TEST_CASE("an image that carries an RPM repository under rpm-ostree's extensions
   }
   CHECK(std::find(names.begin(), names.end(), "kernel-devel") != names.end());
   CHECK(std::find(names.begin(), names.end(), "kernel-core") != names.end());
+  CHECK(std::find(names.begin(), names.end(), "kernel-modules-core") != names.end());
+  CHECK(fs::exists(c.volume / "usr/lib/modules" / c.kver / "modules.networking"));
   const std::string location = m["location"];
   CHECK_THAT(location, Catch::Contains("kmodkit/extensions@sha256:") && Catch::Contains("kernel-devel"));
   // The repository was read beside the staging root, and is gone.

@@ -123,11 +123,15 @@ TEST_CASE("the rpm source lays out RHEL's tree from a signed dnf repository over
   INFO(run.output);
   REQUIRE(run.code == 0);
   CHECK_THAT(run.last_line, Catch::Contains("kernel " + r.kver + " ready in") && Catch::Contains("source rpm (kmodkit-test") &&
-                                Catch::Contains("kernel-devel") && Catch::Contains("kernel-core"));
+                                Catch::Contains("kernel-devel") && Catch::Contains("kernel-core") &&
+                                Catch::Contains("kernel-modules-core"));
   const auto manifest = test::read_file(r.manifest());
   CHECK_THAT(manifest, Catch::Contains("\"source\": \"rpm\"") &&
                            Catch::Contains(test::sha256_of(r.rpm("signed", r.nvr("kernel-devel") + "."))) &&
-                           Catch::Contains(test::sha256_of(r.rpm("signed", r.nvr("kernel-core") + "."))));
+                           Catch::Contains(test::sha256_of(r.rpm("signed", r.nvr("kernel-core") + "."))) &&
+                           Catch::Contains(test::sha256_of(r.rpm("signed", r.nvr("kernel-modules-core") + "."))));
+  // kernel-modules-core's part of the modules tree (RHEL 9.2 moved the modules there).
+  CHECK(fs::exists(r.vol / ("usr/lib/modules/" + r.kver + "/modules.networking")));
   CHECK(fs::is_regular_file(r.vol / ("usr/src/kernels/" + r.kver + "/Makefile")));
   CHECK(fs::read_symlink(r.vol / ("usr/lib/modules/" + r.kver + "/build")) == "../../../src/kernels/" + r.kver);
   CHECK(fs::is_regular_file(r.vol / ("usr/lib/modules/" + r.kver + "/build/scripts/mod/modpost")));

@@ -15,6 +15,8 @@ make-rpm-repo.sh's output: its signed/ repository goes into the extensions image
   digests      "NAME MANIFEST-DIGEST" per image, for by-digest references
   kernel-release  R
   format       the version of this layout (a fixture of an older one is built again)
+  rpm-repomd   the SHA-256 of the rpm repository's signed/repodata/repomd.xml that the extensions
+               image carries (a rebuilt rpm repository makes this fixture be built again)
 Images (repository:tag), each a driver-toolkit-like image unless said otherwise:
   kmodkit/dtk:gzip     OCI manifest, three tar+gzip layers: a lower layer with files the upper
                        ones remove (.wh.name and an opaque .wh..wh..opq directory) and files outside
@@ -33,7 +35,7 @@ Images (repository:tag), each a driver-toolkit-like image unless said otherwise:
   kmodkit/evil:symlink a layer with a symlink to /etc, the next one with a file through it
   kmodkit/extensions:latest  no kernel tree, but an RPM repository under
                        usr/share/rpm-ostree/extensions, as RHCOS's rhel-coreos-extensions image holds
-                       one: make-rpm-repo.sh's signed/ (R's kernel-devel and kernel-core, an older
+                       one: make-rpm-repo.sh's signed/ (R's kernel-devel, kernel-core and kernel-modules-core, an older
                        kernel-devel, signed by RPM-GPG-KEY-kmodkit-test; createrepo_c's repodata)
 Idempotent: a complete OUT_DIR is left as it is; it is built in OUT_DIR.partial and renamed when
 complete. The registry started for the push listens on 127.0.0.1 and is stopped by its PID.
@@ -267,11 +269,17 @@ def main():
         print("make-oci-registry: %s holds driver-toolkit-like images of %s (gzip, zstd, Docker schema 2, an index,"
               " whiteouts), a stale one, malicious ones and an extensions image" % (out, kver))
 
+    with open(os.path.join(rpm_repo, "signed", "repodata", "repomd.xml"), "rb") as f:
+        rpm_repomd = hashlib.sha256(f.read()).hexdigest()
+
+    def recorded(name):
+        with open(os.path.join(out, name)) as f:
+            return f.read().strip()
+
     try:
-        with open(os.path.join(out, "kernel-release")) as f:
-            if f.read().strip() == kver and open(os.path.join(out, "format")).read().strip() == FORMAT:
-                summary()
-                return
+        if recorded("kernel-release") == kver and recorded("format") == FORMAT and recorded("rpm-repomd") == rpm_repomd:
+            summary()
+            return
     except OSError:
         pass
 
@@ -379,6 +387,8 @@ def main():
         f.write(kver + "\n")
     with open(os.path.join(work, "format"), "w") as f:
         f.write(FORMAT + "\n")
+    with open(os.path.join(work, "rpm-repomd"), "w") as f:
+        f.write(rpm_repomd + "\n")
     shutil.rmtree(out, ignore_errors=True)
     os.rename(work, out)
     print("make-oci-registry: built in %.0f s" % (time.time() - start))

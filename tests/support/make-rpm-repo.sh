@@ -8,6 +8,9 @@
 #       kernel-devel (R)       Debian's headers rearranged into RHEL's layout: /usr/src/kernels/R as
 #                              one self-contained tree; Provides: kernel-devel-uname-r = R
 #       kernel-core (R)        /usr/lib/modules/R/modules.* only; Provides: kernel-core-uname-r = R
+#       kernel-modules-core (R) modules.order, modules.block and modules.networking of
+#                              /usr/lib/modules/R (RHEL 9.2's and Fedora 38's split of the
+#                              modules out of kernel-core); Provides: kernel-modules-core-uname-r = R
 #       kernel-devel (R2)      an older kernel, 6.1.0-1-amd64, with only a Makefile
 #   signed/                  those packages signed, repodata/repomd.xml.asc (detached, armoured)
 #   unsigned/                those packages unsigned, no repomd.xml.asc
@@ -16,6 +19,7 @@
 #   RPM-GPG-KEY-kmodkit-test its public key, armoured
 #   kmodkit-test.repo        a dnf .repo file for signed/ (see the comment in it for the port)
 #   kernel-release           R
+#   format                   what this script's output holds, by number: a different one is rebuilt
 # Idempotent: a complete OUT_DIR is left as it is. It is built in OUT_DIR.partial and renamed when
 # complete, so an interrupted run leaves no half-made repository behind.
 set -euo pipefail
@@ -25,10 +29,12 @@ kver=$(cat "$apt_repo/kernel-release")
 old_kver=6.1.0-1-amd64
 
 summary() {
-  echo "make-rpm-repo: $out holds kernel-devel and kernel-core for $kver and kernel-devel for $old_kver" \
-       "(signed/, unsigned/, zstd/)"
+  echo "make-rpm-repo: $out holds kernel-devel, kernel-core and kernel-modules-core for $kver and kernel-devel" \
+       "for $old_kver (signed/, unsigned/, zstd/)"
 }
-if [ "$(cat "$out/kernel-release" 2>/dev/null)" = "$kver" ] && [ -f "$out/zstd/repodata/repomd.xml.asc" ]; then
+format=2
+if [ "$(cat "$out/kernel-release" 2>/dev/null)" = "$kver" ] && [ "$(cat "$out/format" 2>/dev/null)" = "$format" ] &&
+   [ -f "$out/zstd/repodata/repomd.xml.asc" ]; then
   summary
   exit 0
 fi
@@ -91,6 +97,12 @@ mkdir -p "$core"
 ln -s usr/lib "$work/stage/core/lib"
 depmod -b "$work/stage/core" "$kver"
 rm "$work/stage/core/lib"
+# RHEL 9.2 and Fedora 38 moved the modules (and these lists of them) into kernel-modules-core.
+modules_core="$work/stage/modules-core/usr/lib/modules/$kver"
+mkdir -p "$modules_core"
+mv "$core/modules.order" "$modules_core/"
+: > "$modules_core/modules.block"
+: > "$modules_core/modules.networking"
 
 old_devel="$work/stage/old-devel/usr/src/kernels/$old_kver"
 mkdir -p "$old_devel"
@@ -128,9 +140,12 @@ spec kernel-devel "$kver" "$work/stage/devel" "Kernel headers and makefiles for 
   "/usr/src/kernels/$kver" kernel-devel-uname-r > "$work/kernel-devel.spec"
 spec kernel-core "$kver" "$work/stage/core" "The module indexes of kernel $kver" \
   "/usr/lib/modules/$kver" kernel-core-uname-r > "$work/kernel-core.spec"
+spec kernel-modules-core "$kver" "$work/stage/modules-core" "The core modules of kernel $kver" \
+  "$(printf '/usr/lib/modules/%s/%s\n' "$kver" modules.order "$kver" modules.block "$kver" modules.networking)" \
+  kernel-modules-core-uname-r > "$work/kernel-modules-core.spec"
 spec kernel-devel "$old_kver" "$work/stage/old-devel" "Kernel makefile of $old_kver" \
   "/usr/src/kernels/$old_kver" kernel-devel-uname-r > "$work/kernel-devel-old.spec"
-for s in kernel-devel kernel-core kernel-devel-old; do
+for s in kernel-devel kernel-core kernel-modules-core kernel-devel-old; do
   # Debian's R has two '-' (6.1.0-57-amd64), RHEL's one (5.14.0-427.el9.x86_64), and rpmbuild
   # refuses a second one in a Provides' version unless told it is only worth a warning. The
   # provide then carries R verbatim; createrepo_c splits it at the first '-' (ver 6.1.0, rel
@@ -216,6 +231,7 @@ EOF
 # --- 5. Done: the staging trees go, the rest takes OUT_DIR's place ---------------------------------
 rm -rf "$work/stage" "$work/debs" "$work/rpmbuild" "$work"/*.spec
 echo "$kver" > "$work/kernel-release"
+echo "$format" > "$work/format"
 gpgconf --kill gpg-agent 2>/dev/null || true
 rm -rf "$out"
 mv "$work" "$out"
