@@ -8,6 +8,7 @@
 #include <cctype>
 #include <ctime>
 #include <fstream>
+#include <future>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -185,6 +186,30 @@ TEST_CASE("verified blobs are kept on the volume and reused by the next pull", "
   REQUIRE(gzip.code == 0);
   CHECK(gzip.output.find("from the blob cache") != std::string::npos);
   CHECK(test::sha256_of(first) == first.filename().string());
+}
+
+TEST_CASE("three pulls at once on one volume fetch each blob once: the others take them from the blob cache",
+          "[oci][concurrency]") {
+  Case c;
+  std::vector<std::future<Run>> pulls;
+  for (int i = 0; i < 3; ++i) pulls.push_back(std::async(std::launch::async, [&c] { return c.pull(c.image("kmodkit/dtk:gzip")); }));
+  int fetched = 0, from_cache = 0;
+  for (auto& p : pulls) {
+    const Run run = p.get();
+    INFO(run.output);
+    CHECK(run.code == 0);
+    if (run.output.find("3 of them from the blob cache") != std::string::npos) ++from_cache;
+    else if (run.output.find("3 layers (") != std::string::npos) ++fetched;
+  }
+  CHECK(fetched == 1);
+  CHECK(from_cache == 2);
+  size_t blobs = 0;
+  for (const auto& e : fs::directory_iterator(c.volume / ".kmodkit/blobs/sha256")) {
+    CHECK(test::sha256_of(e.path()) == e.path().filename().string());
+    ++blobs;
+  }
+  CHECK(blobs == 3);
+  CHECK(c.manifest()["source"] == "oci");
 }
 
 TEST_CASE("the registry's certificate is verified: without the test CA the pull fails", "[oci]") {
