@@ -595,6 +595,22 @@ Generations generations(const fs::path& vol, const std::string& kver) {
   return g;
 }
 
+// A volume and two archives of one release's headers, told apart by a marker file; `args` runs
+// init-modules on them with the archive source only (archive_args() adds which one).
+struct TwoArchives {
+  TempDir tmp;
+  std::string kver;
+  fs::path a, b, vol;
+  std::vector<std::string> args;
+  explicit TwoArchives(std::string release) : kver(std::move(release)), vol(tmp / "vol") {
+    a = headers_archive(tmp.path, kver, "only-in-a");
+    b = headers_archive(tmp.path, kver, "only-in-b");
+    fs::create_directories(vol);
+    args = {"--kernel-release", kver, "--volume", vol.string(), "--host-root", (tmp / "no-host").string(),
+            "--sysfs", (tmp / "no-sys").string(), "--sources", "archive"};
+  }
+};
+
 }  // namespace
 
 TEST_CASE("a tree on the volume is replaced whole when the sources do not include volume, and the manifest counts what is there", "[e2e][archive][volume]") {
@@ -629,13 +645,8 @@ TEST_CASE("a tree on the volume is replaced whole when the sources do not includ
 }
 
 TEST_CASE("the tree a publish replaced stays whole and marked for the readers still on it, and a run after the grace removes it", "[e2e][archive][volume]") {
-  TempDir tmp;
-  const std::string kver = "6.99.0-4-test";
-  const auto a = headers_archive(tmp.path, kver, "only-in-a"), b = headers_archive(tmp.path, kver, "only-in-b");
-  const fs::path vol = tmp / "vol";
-  fs::create_directories(vol);
-  const std::vector<std::string> base = {"--kernel-release", kver, "--volume", vol.string(), "--host-root", (tmp / "no-host").string(),
-                                         "--sysfs", (tmp / "no-sys").string(), "--sources", "archive"};
+  TwoArchives t("6.99.0-4-test");
+  const auto& [kver, a, b, vol, base] = std::tie(t.kver, t.a, t.b, t.vol, t.args);
   REQUIRE(test::run_init_modules(base + archive_args(a)).code == 0);
   const std::string first = fs::read_symlink(vol / ".kmodkit/kernels" / kver).filename().string();
   auto second = test::run_init_modules(base + archive_args(b));
@@ -669,12 +680,8 @@ TEST_CASE("the tree a publish replaced stays whole and marked for the readers st
 }
 
 TEST_CASE("a reader that reads while trees are published never sees a manifest beside another tree or half a tree", "[e2e][archive][volume][concurrency]") {
-  TempDir tmp;
-  const std::string kver = "6.99.0-2-test";
-  const auto a = headers_archive(tmp.path, kver, "only-in-a"), b = headers_archive(tmp.path, kver, "only-in-b");
-  fs::create_directories(tmp / "vol");
-  const std::vector<std::string> base = {"--kernel-release", kver, "--volume", (tmp / "vol").string(), "--host-root",
-                                         (tmp / "no-host").string(), "--sysfs", (tmp / "no-sys").string(), "--sources", "archive"};
+  TwoArchives t("6.99.0-2-test");
+  const auto& [kver, a, b, vol, base] = std::tie(t.kver, t.a, t.b, t.vol, t.args);
   std::atomic<bool> done{false};
   std::vector<int> codes;
   std::thread publisher([&] {
@@ -684,10 +691,10 @@ TEST_CASE("a reader that reads while trees are published never sees a manifest b
   std::map<std::string, int> seen;
   int public_misses = 0;
   bool published = false;
-  const fs::path manifest = tmp / "vol/.kmodkit/kernels" / (kver + ".json");
-  const fs::path makefile = tmp / "vol/usr/lib/modules" / kver / "build/Makefile";
+  const fs::path manifest = vol / ".kmodkit/kernels" / (kver + ".json");
+  const fs::path makefile = vol / "usr/lib/modules" / kver / "build/Makefile";
   while (!done) {
-    const std::string s = read_tree(tmp / "vol", kver);
+    const std::string s = read_tree(vol, kver);
     if (!s.empty()) ++seen[s];
     // Each public path, looked up on its own, is always there once a tree has been published.
     published = published || s == "a" || s == "b";
@@ -703,21 +710,16 @@ TEST_CASE("a reader that reads while trees are published never sees a manifest b
   CHECK(seen["a"] + seen["b"] > 0);
   CHECK(public_misses == 0);
   // The replaced generations stay, marked, for lookups that were still walking into them.
-  const auto g = generations(tmp / "vol", kver);
+  const auto g = generations(vol, kver);
   CHECK(g.current == 1);
   CHECK(g.retired == 15);
   CHECK(g.other == 0);
 }
 
 TEST_CASE("killed with SIGKILL at every rename, link and unlink of a publish, the volume holds the old tree or the new one, whole", "[e2e][archive][volume][faults]") {
-  TempDir tmp;
-  const std::string kver = "6.99.0-3-test";
-  const auto a = headers_archive(tmp.path, kver, "only-in-a"), b = headers_archive(tmp.path, kver, "only-in-b");
-  const fs::path vol = tmp / "vol";
-  fs::create_directories(vol);
-  const std::vector<std::string> base = {KMODKIT_INIT_MODULES_BIN, "--kernel-release", kver, "--volume", vol.string(), "--host-root",
-                                         (tmp / "no-host").string(), "--sysfs", (tmp / "no-sys").string(), "--sources", "archive",
-                                         "--jobs", "1"};
+  TwoArchives t("6.99.0-3-test");
+  const auto& [kver, a, b, vol] = std::tie(t.kver, t.a, t.b, t.vol);
+  const std::vector<std::string> base = std::vector<std::string>{KMODKIT_INIT_MODULES_BIN} + t.args + std::vector<std::string>{"--jobs", "1"};
   // strace's fault injection kills the process on entry to the Nth such call: a real kill -9 at
   // each step that changes what is on the volume.
   INFO("strace (ci/install-deps.sh installs it) injects the kills");

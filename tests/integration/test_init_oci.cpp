@@ -341,27 +341,6 @@ namespace {
 // The rpm fixture's signing key, which signed the packages of the extensions image's repository.
 fs::path rpm_fixture_key() { return test::fixtures_dir() / "rpm-repo/RPM-GPG-KEY-kmodkit-test"; }
 
-// The long key id (16 lower-case hex digits) of an armoured public key, as gpg shows it.
-std::string key_id_of(const fs::path& key) {
-  TempDir home;  // gpg lists the key without a keyring, but wants a home of its own
-  fs::permissions(home.path, fs::perms::owner_all, fs::perm_options::replace);
-  auto out = subprocess::run({"gpg", "--batch", "--homedir", home.path.string(), "--with-colons", "--show-keys", key.string()});
-  REQUIRE(out);
-  REQUIRE(out->ok());
-  std::istringstream lines(out->output);
-  for (std::string line; std::getline(lines, line);) {
-    if (!line.starts_with("pub:")) continue;
-    std::vector<std::string> fields;
-    std::istringstream f(line);
-    for (std::string field; std::getline(f, field, ':');) fields.push_back(field);
-    std::string id = fields.at(4);
-    for (auto& ch : id) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-    return id;
-  }
-  FAIL("no public key in " << key);
-  return {};
-}
-
 }  // namespace
 
 TEST_CASE("an image that carries an RPM repository under rpm-ostree's extensions lays R's packages, checked with the given key",
@@ -411,26 +390,13 @@ TEST_CASE("an extensions image without a key to check its packages is a configur
 
 TEST_CASE("an extensions image whose packages another key signed is refused with exit 65 naming the key id, and laid when the right key is among the given ones", "[oci][rpm]") {
   Case c;
-  fs::create_directories(c.tmp / "gnupg");
-  fs::permissions(c.tmp / "gnupg", fs::perms::owner_all, fs::perm_options::replace);
-  const subprocess::Options gnupg{.cwd = {}, .env = {{"GNUPGHOME", (c.tmp / "gnupg").string()}}, .timeout = std::chrono::minutes(2)};
-  auto made = subprocess::run({"gpg", "--batch", "--quiet", "--passphrase", "", "--quick-gen-key",
-                               "another key <other@kmodkit.invalid>", "rsa2048", "sign", "never"}, gnupg);
-  REQUIRE(made);
-  auto exported = subprocess::run({"gpg", "--batch", "--armor", "--output", (c.tmp / "other.asc").string(), "--export",
-                                   "other@kmodkit.invalid"}, gnupg);
-  // gpg started an agent for the new key's home; it ends with that home.
-  auto killed = subprocess::run({"gpgconf", "--kill", "gpg-agent"}, gnupg);
-  REQUIRE(exported);
-  INFO(made->output << exported->output);
-  REQUIRE((made->ok() && exported->ok()));
-  (void)killed;
+  test::make_gpg_key(c.tmp / "gnupg", "another key <other@kmodkit.invalid>", c.tmp / "other.asc");
 
   auto run = c.pull(c.image("kmodkit/extensions:latest"), {"--image-gpgkey", (c.tmp / "other.asc").string()});
   INFO(run.output);
   CHECK(run.code == 65);
   // The package is named where it is in the image, not where it was read from.
-  CHECK_THAT(run.last_line, Catch::Contains("key " + key_id_of(rpm_fixture_key())) &&
+  CHECK_THAT(run.last_line, Catch::Contains("key " + test::key_id_of(rpm_fixture_key())) &&
                                 Catch::Contains("/usr/share/rpm-ostree/extensions/kernel-") && Catch::Contains(".rpm"));
   CHECK_THAT(run.last_line, !Catch::Contains("staging"));
   c.check_nothing_published();

@@ -362,14 +362,8 @@ TEST_CASE("packages signed by a key that the repository's gpgkey does not hold a
           "[e2e][rpm][faults][signature]") {
   RpmRepo r;
   HttpServer server(r.root);
-  const fs::path home = r.tmp / "other-gnupg";
-  fs::create_directories(home);
-  fs::permissions(home, fs::perms::owner_all);
-  const std::string gpg = "gpg --batch --quiet --homedir " + home.string() + " ";
   // The repository's key file now holds another key.
-  sh(gpg + "--passphrase '' --quick-gen-key 'someone else <else@example.com>' rsa2048 sign never && " + gpg +
-     "--armor --export > " + (r.tmp / "other.asc").string() + "; status=$?; gpgconf --homedir " + home.string() +
-     " --kill all; exit $status");
+  test::make_gpg_key(r.tmp / "other-gnupg", "someone else <else@example.com>", r.tmp / "other.asc");
   test::write_file(r.key(), test::read_file(r.tmp / "other.asc"));
   auto run = r.run(r.repo_file(server.url() + "/signed", "gpgcheck=1\n"));
   INFO(run.output);

@@ -42,28 +42,6 @@ fs::path kernel_devel(const std::string& flavour) {
   return rpm_repo() / flavour / ("kernel-devel-" + rpm_version_release() + ".x86_64.rpm");
 }
 
-// The long key id (16 hex digits, lower case) of an armoured public key, as gpg lists it.
-std::string key_id_of(const fs::path& key) {
-  TempDir home;  // gpg lists the key without a keyring, but wants a home of its own
-  fs::permissions(home.path, fs::perms::owner_all, fs::perm_options::replace);
-  auto out = subprocess::run({"gpg", "--batch", "--homedir", home.path.string(), "--with-colons", "--show-keys", key.string()});
-  REQUIRE(out);
-  REQUIRE(out->ok());
-  std::istringstream lines(out->output);
-  for (std::string line; std::getline(lines, line);) {
-    if (line.starts_with("pub:")) {
-      std::vector<std::string> fields;
-      std::istringstream f(line);
-      for (std::string field; std::getline(f, field, ':');) fields.push_back(field);
-      std::string id = fields.at(4);
-      for (auto& c : id) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      return id;
-    }
-  }
-  FAIL("no pub line in gpg's listing of " << key);
-  return {};
-}
-
 std::string query(const fs::path& rpm, const std::string& format) {
   auto out = subprocess::run({"rpm", "-qp", "--nosignature", "--nodigest", "--qf", format, rpm.string()});
   REQUIRE(out);
@@ -169,7 +147,7 @@ TEST_CASE("a signed kernel-devel passes with its repository's key and extracts i
   CHECK(info->name == "kernel-devel");
   CHECK(info->arch == "x86_64");
   CHECK(info->evr == rpm_version_release());
-  CHECK(info->signed_by == key_id_of(repo_key()));
+  CHECK(info->signed_by == test::key_id_of(repo_key()));
   CHECK(info->payload_digest == query(rpm, "%{PAYLOADDIGEST}"));
 
   // The key given inline (as a .repo file's gpgkey read into memory) verifies as well.
@@ -204,25 +182,12 @@ TEST_CASE("an unsigned package is refused where signatures are required and acce
 
 TEST_CASE("a package signed by a key the repository does not hold is refused naming the key id", "[integration][rpm_package]") {
   TempDir tmp;
-  fs::create_directories(tmp / "gnupg");
-  fs::permissions(tmp / "gnupg", fs::perms::owner_all, fs::perm_options::replace);
-  const subprocess::Options gnupg{.cwd = {}, .env = {{"GNUPGHOME", (tmp / "gnupg").string()}}, .timeout = std::chrono::minutes(2)};
-  auto made = subprocess::run({"gpg", "--batch", "--quiet", "--passphrase", "", "--quick-gen-key",
-                               "another key <other@kmodkit.invalid>", "rsa2048", "sign", "never"}, gnupg);
-  REQUIRE(made);
-  auto exported = subprocess::run({"gpg", "--batch", "--armor", "--output", (tmp / "other.asc").string(), "--export",
-                                   "other@kmodkit.invalid"}, gnupg);
-  // gpg started an agent for the new key's home; it ends with that home.
-  auto killed = subprocess::run({"gpgconf", "--kill", "gpg-agent"}, gnupg);
-  REQUIRE(exported);
-  INFO(made->output << exported->output);
-  REQUIRE((made->ok() && exported->ok()));
-  (void)killed;
+  test::make_gpg_key(tmp / "gnupg", "another key <other@kmodkit.invalid>", tmp / "other.asc");
 
   auto r = rpm::check_package(kernel_devel("signed"), "signed/kernel-devel", {(tmp / "other.asc").string()},
                               rpm::SignaturePolicy::required);
   check_refused(r, "signed/kernel-devel: ");
-  CHECK_THAT(r.error().message, Catch::Contains("key " + key_id_of(repo_key())));
+  CHECK_THAT(r.error().message, Catch::Contains("key " + test::key_id_of(repo_key())));
 }
 
 TEST_CASE("a byte flipped in the main header is refused by the header digest and by the signature",
@@ -250,7 +215,7 @@ TEST_CASE("a byte flipped in the main header is refused by the header digest and
   REQUIRE(struck);
   test::write_file(tmp / "k.rpm", bytes);
   auto r = rpm::check_package(tmp / "k.rpm", "k.rpm", {repo_key().string()}, rpm::SignaturePolicy::required);
-  check_refused(r, "k.rpm: header signature by key " + key_id_of(repo_key()));
+  check_refused(r, "k.rpm: header signature by key " + test::key_id_of(repo_key()));
   CHECK_THAT(r.error().message, Catch::Contains("BAD signature"));
 }
 
@@ -303,7 +268,7 @@ TEST_CASE("a header signature naming its key only by fingerprint verifies and na
   auto info = rpm::check_package(tmp / "k.rpm", "k.rpm", {repo_key().string()}, rpm::SignaturePolicy::required);
   INFO((info ? "" : info.error().message));
   REQUIRE(info);
-  CHECK(info->signed_by == key_id_of(repo_key()));
+  CHECK(info->signed_by == test::key_id_of(repo_key()));
 
   // Without the fingerprint either, the signature names no key to check it with.
   REQUIRE(fingerprint_at.size() == 1);

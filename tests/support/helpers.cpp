@@ -268,6 +268,36 @@ std::string read_file(const fs::path& path) {
   return s.str();
 }
 
+std::string key_id_of(const fs::path& key) {
+  TempDir home;  // gpg lists the key without a keyring, but wants a home of its own
+  fs::permissions(home.path, fs::perms::owner_all, fs::perm_options::replace);
+  auto out = subprocess::run({"gpg", "--batch", "--homedir", home.path.string(), "--with-colons", "--show-keys", key.string()});
+  if (!out || !out->ok()) throw std::runtime_error("gpg could not list " + key.string() + (out ? ": " + out->output : ""));
+  std::istringstream lines(out->output);
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.starts_with("pub:")) continue;
+    std::vector<std::string> fields;
+    std::istringstream f(line);
+    for (std::string field; std::getline(f, field, ':');) fields.push_back(field);
+    std::string id = fields.at(4);
+    for (auto& c : id) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return id;
+  }
+  throw std::runtime_error("no public key in gpg's listing of " + key.string());
+}
+
+void make_gpg_key(const fs::path& home, const std::string& uid, const fs::path& public_key) {
+  fs::create_directories(home);
+  fs::permissions(home, fs::perms::owner_all, fs::perm_options::replace);
+  const std::string gpg = "gpg --batch --quiet --homedir '" + home.string() + "' ";
+  // The agent gpg starts for the home is ended whatever happened.
+  auto r = subprocess::run({"sh", "-c", gpg + "--passphrase '' --quick-gen-key \"$1\" rsa2048 sign never && " + gpg +
+                                            "--armor --output \"$2\" --export \"$1\"; status=$?; gpgconf --homedir '" +
+                                            home.string() + "' --kill all; exit $status",
+                            "sh", uid, public_key.string()});
+  if (!r || !r->ok()) throw std::runtime_error("gpg could not make the key " + uid + (r ? ": " + r->output : ""));
+}
+
 std::string sha256_of(const fs::path& path) {
   auto r = digest::sha256_file(path);
   if (!r) throw std::runtime_error(r.error().message);

@@ -103,6 +103,13 @@ struct SigningKey {
   std::string serial;  // colon-separated upper-case hex, as modinfo prints sig_key
 };
 SigningKey make_signing_key(const fs::path& dir, const std::string& common_name);
+// The long key id (16 hex digits, lower case) of an armoured OpenPGP public key, as gpg lists it;
+// throws when gpg lists none.
+std::string key_id_of(const fs::path& key);
+// Makes a throwaway OpenPGP signing key (rsa2048, no passphrase) in the gpg home `home` (created)
+// and writes its public key, armoured, to `public_key`; gpg's agent for that home is ended.
+// Throws when gpg fails.
+void make_gpg_key(const fs::path& home, const std::string& uid, const fs::path& public_key);
 
 // Replaces a file (unlinks it first, so a hard-linked copy of a fixture stays unchanged).
 void write_file(const fs::path& path, const std::string& content);
