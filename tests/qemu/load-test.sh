@@ -21,14 +21,9 @@ cache=${KMODKIT_TEST_CACHE:-/var/cache/kmodkit-tests}
 for tool in qemu-system-x86_64 busybox cpio; do
   command -v "$tool" >/dev/null || { echo "load-test: $tool is missing (ci/install-deps.sh installs it)"; exit 1; }
 done
+. "$here/tests/qemu/lib.sh"
 kver=$(cat "$fixtures/apt-repo/kernel-release")
-version=$(dpkg-deb -f "$(ls "$fixtures"/apt-repo/pool/main/linux-headers-"$kver"_*.deb)" Version)
-mkdir -p "$cache/debs"
-image_deb=$(ls "$cache"/debs/linux-image-"$kver"_"$version"_*.deb 2>/dev/null | head -1 || true)
-if [ -z "$image_deb" ]; then
-  (cd "$cache/debs" && apt-get download -q "linux-image-$kver=$version" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
-  image_deb=$(ls "$cache"/debs/linux-image-"$kver"_"$version"_*.deb)
-fi
+image_deb=$(qemu_kernel_deb "$fixtures" "$cache")
 work=$(mktemp -d /var/tmp/kmodkit-qemu.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 out=
@@ -157,9 +152,7 @@ boot() {  # boot EXTRA_CMDLINE OUTPUT
     -kernel "$work/boot/vmlinuz-$kver" -initrd "$work/initrd.gz" \
     -append "console=ttyS0 panic=-1 quiet loglevel=3 $1" \
     -netdev user,id=n0 -device e1000,netdev=n0 </dev/null >"$2" 2>&1 || true
-  # Serial console text without carriage returns and terminal escapes, each marker on a line of
-  # its own (the firmware's last line has no newline).
-  tr -d '\r' < "$2" | sed -e 's/\x1b\[[0-9;?]*[a-zA-Z]//g' -e 's/\x1bc//g' -e 's/\(.\)KMODKIT-/\1\nKMODKIT-/g' > "$2.txt"
+  clean_console "$2" "$2.txt"
   grep -q KMODKIT-END "$2.txt" || { cat "$2.txt"; fail "the guest did not finish (${1:-normal boot})"; }
 }
 # rc STEP: the exit code the guest printed after that step.
