@@ -163,7 +163,9 @@ class Pod:
         self.sts = sets[0]
         self.docs = docs
         self.namespace = self.sts["metadata"].get("namespace", "default")
-        self.name = f"{name}-0"
+        # The first ordinal: 0 unless spec.ordinals.start says otherwise.
+        self.ordinal = int((self.sts["spec"].get("ordinals") or {}).get("start", 0))
+        self.name = f"{name}-{self.ordinal}"
         template = self.sts["spec"]["template"]
         self.spec = template.get("spec") or {}
         meta = template.get("metadata") or {}
@@ -171,7 +173,7 @@ class Pod:
         # this script does not compute, so it is left out).
         self.labels = dict(meta.get("labels") or {})
         self.labels["statefulset.kubernetes.io/pod-name"] = self.name
-        self.labels["apps.kubernetes.io/pod-index"] = "0"
+        self.labels["apps.kubernetes.io/pod-index"] = str(self.ordinal)
         self.annotations = dict(meta.get("annotations") or {})
         self.annotations.update(config.get("annotations") or {})
         self.run_dir = self.need(config, "run_dir", "config")
@@ -324,7 +326,13 @@ class Pod:
             for key in src:
                 if key not in ("name", "items", "defaultMode", "optional"):
                     raise RenderError(f"{where}: configMap.{key} is not implemented")
-            cm = self.config_map(src["name"], where)
+            try:
+                cm = self.config_map(src["name"], where)
+            except RenderError:
+                if not src.get("optional"):
+                    raise
+                # optional: the kubelet mounts an empty volume.
+                cm = {}
             data = cm.get("data") or {}
             binary = cm.get("binaryData") or {}
             items = src.get("items")

@@ -268,6 +268,21 @@ class TheScript(Rendered):
         self.assertIn("'TRICKY=it'\\''s $HOME `id` $(A) \\'", text)
 
 
+    def test_the_pod_is_named_after_the_first_ordinal(self):
+        docs = [d for d in yaml.safe_load_all(self.manifests) if d]
+        self.statefulset(docs)["spec"]["ordinals"] = {"start": 3}
+        self.assertIn("'HOSTNAME=kmodkit-firewall-3'", self.render_ok(yaml.safe_dump_all(docs)).read_text())
+
+    def test_a_missing_configmap_is_an_error_unless_it_is_optional(self):
+        def edit(spec, docs):
+            spec["volumes"].append({"name": "extra", "configMap": {"name": "nowhere"}})
+        self.assertIn("ConfigMap nowhere", self.rejected(self.edited(edit)))
+
+        def optional(spec, docs):
+            spec["volumes"].append({"name": "extra", "configMap": {"name": "nowhere", "optional": True}})
+        self.assertIn("pod_atomic_end '", self.render_ok(self.edited(optional)).read_text())
+
+
 class Expansion(unittest.TestCase):
     def test_dollar_parentheses_expand_defined_variables_and_double_dollar_escapes(self):
         m = {"A": "x", "B": "y"}
@@ -518,6 +533,41 @@ echo "DRV main-rc $?"
         r = self.full_run()
         self.assertIn(["exit", "firewall", "137"], [m[:3] for m in markers(r.stdout)], r.stdout + r.stderr)
         self.assertIn("DRV main-rc 137", r.stdout)
+
+    def test_configmap_items_and_modes_are_honoured_in_the_atomic_writer_layout(self):
+        def edit(spec, docs):
+            rules = next(v for v in spec["volumes"] if v["name"] == "rules")
+            rules["configMap"]["defaultMode"] = 0o640
+            rules["configMap"]["items"] = [{"key": "firewall.rules", "path": "sub/dir/rules.txt"},
+                                           {"key": "firewall.rules", "path": "again", "mode": 0o400}]
+        script = self.render_ok(self.edited(edit))
+        r = run_in_namespace(self.tmp, script, '''
+pod_prepare || exit 91
+cd "$T/run/volumes/rules" && stat -c 'DRV %n %a %g %N' * ..data ..data/sub/dir/rules.txt ..data/again
+''')
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        lines = {line.split()[1]: line.split(" ", 4)[2:] for line in r.stdout.splitlines() if line.startswith("DRV ")}
+        self.assertEqual(sorted(lines), ["..data", "..data/again", "..data/sub/dir/rules.txt", "again", "sub"])
+        self.assertTrue(lines["sub"][2].endswith("-> '..data/sub'"), lines)
+        self.assertTrue(lines["again"][2].endswith("-> '..data/again'"), lines)
+        # defaultMode, or the item's mode; the fsGroup adds group read, as the kubelet does.
+        self.assertEqual(lines["..data/sub/dir/rules.txt"][:2], ["640", "65532"])
+        self.assertEqual(lines["..data/again"][:2], ["440", "65532"])
+
+    def test_fsgroup_on_root_mismatch_leaves_a_volume_whose_root_already_matches(self):
+        script = self.render_ok()
+        r = run_in_namespace(self.tmp, script, '''
+mkdir -p "$T/pv/data/old" "$T/pv/modules/old"
+chgrp 65532 "$T/pv/data" && chmod 2770 "$T/pv/data"
+pod_prepare || exit 91
+stat -c 'DRV %n %a %g' "$T/pv/data/old" "$T/pv/modules/old" "$T/pv/modules"
+''')
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        lines = {Path(line.split()[1]).relative_to(self.pv).as_posix(): line.split()[2:]
+                 for line in r.stdout.splitlines() if line.startswith("DRV ")}
+        self.assertEqual(lines["data/old"][1], "0")
+        self.assertEqual(lines["modules/old"], ["2775", "65532"])
+        self.assertEqual(lines["modules"], ["2775", "65532"])
 
     def test_env_and_args_expand_dollar_parentheses_as_kubernetes_does(self):
         def edit(spec, docs):
