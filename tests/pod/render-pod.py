@@ -576,6 +576,23 @@ pod_dev() {
   [ -e "$2" ] || { pod_err "device $2 does not exist"; return 1; }
   mkdir -p "$1$(dirname "$2")" && touch "$1$2" && mount -o bind "$2" "$1$2"
 }
+# pod_proc_guard ROOT: runc's defaults for a container that is not privileged: /proc's kernel
+# knobs read-only, and the paths that leak the host masked (a file by /dev/null, a directory by
+# an empty read-only tmpfs).
+pod_proc_guard() {
+  for pod_p in /proc/bus /proc/fs /proc/irq /proc/sys /proc/sysrq-trigger; do
+    [ -e "$1$pod_p" ] || continue
+    mount -o bind "$1$pod_p" "$1$pod_p" && mount -o remount,bind,ro "$1$pod_p" || return 1
+  done
+  for pod_p in /proc/acpi /proc/kcore /proc/keys /proc/latency_stats /proc/timer_list \
+      /proc/timer_stats /proc/sched_debug /proc/scsi /sys/firmware /sys/devices/virtual/powercap; do
+    if [ -d "$1$pod_p" ]; then
+      mount -t tmpfs -o ro,size=0 tmpfs "$1$pod_p" || return 1
+    elif [ -e "$1$pod_p" ]; then
+      mount -o bind /dev/null "$1$pod_p" || return 1
+    fi
+  done
+}
 # pod_termination NAME DIR CODE POLICY: prints the container's termination message's first line:
 # the termination log (4096 bytes at most), else with FallbackToLogsOnError after a failure the
 # last 80 lines of its log (2048 bytes at most), as the kubelet does.
@@ -764,6 +781,7 @@ class Script:
                         'ln -s /proc/self/fd/0 "$pod_root/dev/stdin"',
                         'ln -s /proc/self/fd/1 "$pod_root/dev/stdout"',
                         'ln -s /proc/self/fd/2 "$pod_root/dev/stderr"'])
+            self.steps(['pod_proc_guard "$pod_root"'])
             seen = set()
             for d in devices:
                 for path in self.device_paths(name, d):

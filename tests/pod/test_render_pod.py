@@ -51,7 +51,9 @@ while read -r id parent dev root mp opts rest; do
   fstype=${rest#*- }
   say mount "$mp ${fstype%% *} $opts"
 done < /proc/self/mountinfo
-for p in / /data /modules /host /tmp /etc/podinfo /dev/hugepages /var/run/dpdk /etc/kmodkit/defaults; do
+[ -c /proc/keys ] && say masked /proc/keys
+for p in / /data /modules /host /tmp /etc/podinfo /dev/hugepages /var/run/dpdk /etc/kmodkit/defaults \
+    /proc/sys/kernel/hostname; do
   if [ -e "$p" ]; then
     if [ -w "$p" ]; then say writable "$p yes"; else say writable "$p no"; fi
   fi
@@ -454,15 +456,22 @@ echo "DRV main-rc $?"
                 out[mp] = (fstype, opts.split(","))
             return out
 
-        def writable(run):
-            return dict(line.split(" ") for line in field(run, "writable"))
+        def writable(run, under=""):
+            out = dict(line.split(" ") for line in field(run, "writable"))
+            return {k: v for k, v in out.items() if k.startswith("/proc/") == (under == "/proc")}
 
         for run in (init_modules, seed, build, firewall):
             self.assertEqual(writable(run)["/"], "no")
             self.assertIn("ro", mounts(run)["/"][1])
             self.assertIn("ro", mounts(run)["/sys"][1])
             self.assertEqual(mounts(run)["/dev"][0], "tmpfs")
+        # runc's read-only and masked /proc paths, for the containers that are not privileged.
+        for run in (init_modules, seed, build, firewall):
+            self.assertEqual(writable(run, "/proc"), {"/proc/sys/kernel/hostname": "no"})
+            self.assertEqual(field(run, "masked"), ["/proc/keys"])
         for run in (load, bind):
+            self.assertEqual(writable(run, "/proc"), {"/proc/sys/kernel/hostname": "yes"})
+            self.assertEqual(field(run, "masked"), [])
             self.assertEqual(writable(run)["/"], "yes")
             self.assertIn("rw", mounts(run)["/sys"][1])
         self.assertEqual(mounts(init_modules)["/"][0], "overlay")
