@@ -308,6 +308,22 @@ class Pod:
             return str(self.config[key])
         raise RenderError(f"{where}: fieldRef {path} is not implemented")
 
+    def hosts_file(self):
+        """The kubelet's managed /etc/hosts (kubelet_pods.go managedHostsFileContent): the pod's
+        IP with its name, and with its fully qualified name when it has a subdomain (a
+        StatefulSet's pods have the service's name)."""
+        ip = self.need(self.config, "pod_ip", "config")
+        subdomain = self.spec.get("subdomain") or self.sts["spec"].get("serviceName")
+        domain = self.config.get("cluster_domain", "cluster.local")
+        lines = ["# Kubernetes-managed hosts file.", "127.0.0.1\tlocalhost",
+                 "::1\tlocalhost ip6-localhost ip6-loopback", "fe00::0\tip6-localnet",
+                 "fe00::0\tip6-mcastprefix", "fe00::1\tip6-allnodes", "fe00::2\tip6-allrouters"]
+        if subdomain:
+            lines.append(f"{ip}\t{self.name}.{subdomain}.{self.namespace}.svc.{domain}\t{self.name}")
+        else:
+            lines.append(f"{ip}\t{self.name}")
+        return "\n".join(lines) + "\n"
+
     def container_named(self, name, where):
         for c in self.init_containers + self.containers:
             if c["name"] == name:
@@ -571,6 +587,13 @@ pod_bind() {
     mount -o remount,bind,ro "$pod_t" || return 1
   fi
 }
+# pod_bind_file SRC ROOT DIR NAME: a file bound at DIR/NAME inside the root (the kubelet's
+# /etc/hosts and /etc/hostname), its mount point made if the image has none.
+pod_bind_file() {
+  pod_t=$(pod_mkdir "$2" "$3") || return 1
+  [ -e "$pod_t/$4" ] || : > "$pod_t/$4" || return 1
+  mount -o bind "$1" "$pod_t/$4"
+}
 # pod_dev ROOT PATH: a guest device node bound into the container's /dev.
 pod_dev() {
   [ -e "$2" ] || { pod_err "device $2 does not exist"; return 1; }
@@ -684,6 +707,9 @@ class Script:
         self.emit("# Pod-level volumes, made once, as the kubelet does before the first container.")
         self.emit("pod_prepare() {")
         self.steps([f'mkdir -p "$POD_RUN/volumes" "$POD_RUN/containers"'])
+        self.emit("  # The kubelet's /etc/hosts and /etc/hostname for every container.")
+        self.heredoc(pod.hosts_file(), '"$POD_RUN/hosts"')
+        self.heredoc(pod.name + "\n", '"$POD_RUN/hostname"')
         for name, v in pod.volumes.items():
             kind = pod.volume_kind(v)
             d = q(pod.volume_dir(name))
@@ -796,6 +822,8 @@ class Script:
                     ': > "$pod_r/termination-log"',
                     '[ -e "$pod_root/dev/termination-log" ] || touch "$pod_root/dev/termination-log"',
                     'mount -o bind "$pod_r/termination-log" "$pod_root/dev/termination-log"'])
+        self.steps(['pod_bind_file "$POD_RUN/hosts" "$pod_root" /etc hosts',
+                    'pod_bind_file "$POD_RUN/hostname" "$pod_root" /etc hostname'])
         # Shallow mounts first, as containerd orders them, so /a/b lands on the volume at /a.
         mounts = sorted(c.get("volumeMounts") or [], key=lambda m: len([p for p in m["mountPath"].split("/") if p]))
         for m in mounts:

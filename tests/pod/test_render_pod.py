@@ -58,7 +58,7 @@ for p in / /data /modules /host /tmp /etc/podinfo /dev/hugepages /var/run/dpdk /
     if [ -w "$p" ]; then say writable "$p yes"; else say writable "$p no"; fi
   fi
 done
-for f in /etc/podinfo/* /etc/kmodkit/defaults/*; do
+for f in /etc/podinfo/* /etc/kmodkit/defaults/* /etc/hosts /etc/hostname; do
   [ -f "$f" ] && say file "$f $(cat "$f" | tr '\n' '|')"
 done
 for d in /dev/uio0 /dev/uio1 /dev/kmodkit-test-other; do
@@ -500,6 +500,11 @@ echo "DRV main-rc $?"
         self.assertEqual(files["/etc/podinfo/memory-limit"], "1024")
         self.assertEqual(files["/etc/podinfo/hugepages-limit"], "2")
         self.assertEqual(files["/etc/podinfo/network-status"], '[{"name": "kmodkit-outside"}]')
+        # The kubelet's /etc/hosts and /etc/hostname, also on a read-only root.
+        self.assertEqual(files["/etc/hostname"], "kmodkit-firewall-0|")
+        self.assertTrue(files["/etc/hosts"].startswith("# Kubernetes-managed hosts file.|127.0.0.1\tlocalhost|"))
+        self.assertTrue(files["/etc/hosts"].endswith(
+            "|10.0.2.15\tkmodkit-firewall-0.kmodkit-firewall.kmodkit.svc.cluster.local\tkmodkit-firewall-0|"))
         seed_files = dict(line.split(" ", 1) for line in field(runs[1], "file"))
         self.assertTrue(seed_files["/etc/kmodkit/defaults/firewall.rules"].startswith("# Deny new flows"))
         rules = {m.group(1): m.group(2) for m in re.finditer(r"(?m)^DRV rules (\S+) -> (\S*)$", out)}
