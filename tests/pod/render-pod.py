@@ -629,6 +629,15 @@ pod_termination() {
   fi
   return 0
 }
+# pod_reap ROOT: ends every process still running in a container whose main process has ended,
+# as the end of its PID namespace would (the script makes none: the processes are found by
+# their root directory); their output then ends too.
+pod_reap() {
+  for pod_p in /proc/[0-9]*; do
+    [ "$(readlink "$pod_p/root" 2>/dev/null)" = "$1" ] && kill -KILL "${pod_p#/proc/}" 2>/dev/null
+  done
+  return 0
+}
 # pod_logger DIR: the container's output goes to the console and DIR/log, through a fifo so the
 # shell keeps the container's own PID and exit code.
 pod_logger() {
@@ -883,13 +892,18 @@ class Script:
         self.emit("# pod_run_container I NAME POLICY: runs container I to its end; returns its exit code.")
         self.emit("pod_run_container() {")
         self.emit('  pod_r="$POD_RUN/containers/$2"')
-        self.emit('  pod_setup_$1 || { pod_err "$2: setting up the container failed"; return 1; }')
+        self.emit('  if ! pod_setup_$1; then')
+        self.emit('    umount -l "$pod_r/root" 2>/dev/null')
+        self.emit('    pod_err "$2: setting up the container failed"')
+        self.emit('    return 1')
+        self.emit('  fi')
         self.emit('  pod_logger "$pod_r" || return 1')
         self.emit('  pod_say start "$2" "$(pod_uptime)"')
         self.emit('  pod_exec_$1 > "$pod_r/log.fifo" 2>&1 &')
         self.emit('  pod_pid=$!')
         self.emit('  wait "$pod_pid"')
         self.emit('  pod_code=$?')
+        self.emit('  pod_reap "$pod_r/root"')
         self.emit('  wait "$pod_tee"')
         self.emit('  pod_say exit "$2" "$pod_code" "$(pod_uptime)"')
         self.emit('  pod_termination "$2" "$pod_r" "$pod_code" "$3"')
@@ -912,7 +926,11 @@ class Script:
         self.emit("# Starts the main container in the background (its PID in POD_MAIN_PID).")
         self.emit("pod_main_start() {")
         self.emit(f'  pod_r="$POD_RUN/containers/"{mname}')
-        self.emit(f'  pod_setup_{n_init} || {{ pod_err {q(main["name"] + ": setting up the container failed")}; return 1; }}')
+        self.emit(f'  if ! pod_setup_{n_init}; then')
+        self.emit('    umount -l "$pod_r/root" 2>/dev/null')
+        self.emit(f'    pod_err {q(main["name"] + ": setting up the container failed")}')
+        self.emit('    return 1')
+        self.emit('  fi')
         self.emit('  pod_logger "$pod_r" || return 1')
         self.emit("  POD_MAIN_TEE=$pod_tee")
         self.emit(f'  pod_say start {mname} "$(pod_uptime)"')
@@ -925,9 +943,10 @@ class Script:
         self.emit('  [ -n "$POD_MAIN_PID" ] || return 0')
         self.emit('  wait "$POD_MAIN_PID"')
         self.emit("  pod_code=$?")
+        self.emit(f'  pod_r="$POD_RUN/containers/"{mname}')
+        self.emit('  pod_reap "$pod_r/root"')
         self.emit('  wait "$POD_MAIN_TEE"')
         self.emit("  POD_MAIN_PID=")
-        self.emit(f'  pod_r="$POD_RUN/containers/"{mname}')
         self.emit(f'  pod_say exit {mname} "$pod_code" "$(pod_uptime)"')
         self.emit(f'  pod_termination {mname} "$pod_r" "$pod_code" {policy}')
         self.emit('  umount -l "$pod_r/root" 2>/dev/null')

@@ -64,6 +64,10 @@ done
 for d in /dev/uio0 /dev/uio1 /dev/kmodkit-test-other; do
   [ -e "$d" ] && say dev "$d"
 done
+if [ -f /etc/stub/daemon ] && [ "$(cat /etc/stub/daemon)" = "$me ${1:-}" ]; then
+  sleep 1000 &
+  say daemon "$!"
+fi
 if [ -f /etc/stub/fail ] && [ "$(cat /etc/stub/fail)" = "$me ${1:-}" ]; then
   echo "stub $me failed on purpose" > /dev/termination-log
   echo "stub $me: failing"
@@ -537,6 +541,17 @@ echo "DRV main-rc $?"
         # FallbackToLogsOnError: the message is the log's last 80 lines; its first line is shown.
         tail = [m for m in markers(r.stdout) if m[0] == "termination-log"]
         self.assertEqual(tail, [["termination-log", "init-modules", "first", "words"]])
+
+    def test_processes_a_container_leaves_behind_end_with_it(self):
+        (self.stub / "etc/stub/daemon").write_text("kmod-builder load\n")
+        r = self.run_pod(after_init='''
+for p in /proc/[0-9]*; do
+  case $(readlink "$p/root") in "$T"/*) echo "DRV left ${p#/proc/}" ;; esac
+done
+''')
+        self.assertIn("DRV init-rc 0", r.stdout, r.stdout + r.stderr)
+        self.assertIn("STUB kmod-builder daemon", r.stdout)
+        self.assertNotIn("DRV left", r.stdout)
 
     def test_a_main_container_that_ignores_sigterm_is_killed_after_the_grace_period(self):
         (self.stub / "etc/stub/ignore-term").write_text("")
