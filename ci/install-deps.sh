@@ -26,8 +26,9 @@ packages=(
   # module sources kmod-builder's built-in recipes and tests build: igb_uio (dpdk-kmods, under
   # /usr/src) and rte_build_config.h for rte_kni (libdpdk-dev)
   dpdk-kmods-dkms libdpdk-dev
-  # the load test boots Debian's kernel with an initramfs of busybox and kmodkit's binaries
-  qemu-system-x86 busybox-static
+  # the load test boots Debian's kernel with an initramfs of busybox and kmodkit's binaries; the
+  # pod test also makes ext4 disks (e2fsprogs) and sends ping and curl through the guest
+  qemu-system-x86 busybox-static e2fsprogs iputils-ping
   # the firewall's veth test: namespaces, veth pairs, TX checksum offload off
   iproute2 ethtool
   # the deploy validation (tests/deploy/validate.py): YAML and JSON Schema; it renders with

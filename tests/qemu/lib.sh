@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the tests that boot Debian's 6.1 kernel under qemu-system-x86_64 -accel tcg
 # (tests/qemu/load-test.sh, tests/pod/pod-test.sh). Sourced; needs bash.
 
@@ -45,7 +46,7 @@ ext4_disk() {
   mib=$(du -sm "$dir" | cut -f1)
   mib=$((mib + mib / 4 + 64))
   rm -f "$image"
-  mkfs.ext4 -q -F -O ^has_journal -L "$label" -d "$dir" "$image" "${mib}M"
+  mkfs.ext4 -q -F -O ^has_journal -L "$label" -d "$dir" "$image" "${mib}M" >/dev/null
 }
 
 # clean_console RAW TEXT: the serial console's text without carriage returns and terminal

@@ -1,0 +1,333 @@
+#!/usr/bin/env bash
+# The whole pod on a real kernel: the StatefulSet that `kubectl kustomize tests/pod/overlay`
+# renders (deploy/overlays/kubernetes with the test site's values) runs in a QEMU guest (TCG)
+# booted from Debian's 6.1 kernel, each container from its image's root file system, built in
+# the same run (images/build.sh, tag KMODKIT_IMAGE_TAG, default ctest).
+#   pod-test.sh FIXTURES_DIR
+# The guest:
+#   - the node: a busybox initramfs (the boot modules and /etc/os-release of Debian 12), and the
+#     node's full modules tree on a disk of its own, mounted at /usr/lib/modules
+#   - each image's root file system an ext4 disk mounted read-only at /images/<name>; the renderer
+#     (tests/pod/render-pod.py) makes each container's root an overlay of it
+#   - the modules PVC and the data PVC each an ext4 disk that survives the boots
+#   - a management NIC on QEMU's user network, where 10.0.2.100:80 is the test's apt repository
+#     (the fixture's, served on 127.0.0.1), and two e1000 NICs at 0000:00:04.0 and 0000:00:05.0
+#     that the device plugin's variables hand to the pod, as an SR-IOV resource's VFs
+#   - 2 MiB hugepages reserved on the kernel command line
+#   - QEMU's `max` CPU model: Debian's DPDK is built for -march=corei7 (SSE4.2), which the default
+#     qemu64 model lacks (the firewall would die of SIGILL)
+# Boot 1 is a cold start (headers from the repository, igb_uio built, signed, loaded, the NICs
+# bound); boot 2 with the same disks is warm (every step finds its work done). Each boot prints
+# the guest's times: kernel boot, each init container, total.
+set -euo pipefail
+fixtures=$(realpath "${1:?usage: pod-test.sh FIXTURES_DIR}")
+here=$(cd "$(dirname "$0")" && pwd)
+repo_root=$(cd "$here/../.." && pwd)
+tag=${KMODKIT_IMAGE_TAG:-ctest}
+cache=${KMODKIT_TEST_CACHE:-/var/cache/kmodkit-tests}
+. "$repo_root/tests/qemu/lib.sh"
+for tool in qemu-system-x86_64 busybox cpio buildah kubectl mkfs.ext4 depmod python3; do
+  command -v "$tool" >/dev/null || { echo "pod-test: $tool is missing (ci/install-deps.sh installs it)"; exit 1; }
+done
+kver=$(cat "$fixtures/apt-repo/kernel-release")
+work=$(mktemp -d /var/tmp/kmodkit-pod.XXXXXX)
+server_pid=
+containers=()
+cleanup() {
+  [ -z "$server_pid" ] || kill "$server_pid" 2>/dev/null || true
+  for c in "${containers[@]}"; do buildah umount "$c" >/dev/null 2>&1 || true; buildah rm "$c" >/dev/null 2>&1 || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+out=
+fail() {
+  if [ -n "$out" ] && [ -f "$out" ]; then echo "--- guest output ($out)"; cat "$out"; echo "---"; fi
+  echo "pod-test: FAILED: $*"
+  exit 1
+}
+
+# --- The pod, rendered ------------------------------------------------------------------------
+kubectl kustomize "$here/overlay" > "$work/rendered.yaml" || fail "kubectl kustomize $here/overlay"
+
+# --- The node ---------------------------------------------------------------------------------
+image_deb=$(qemu_kernel_deb "$fixtures" "$cache") || fail "no linux-image package for $kver"
+dpkg-deb -x "$image_deb" "$work/kernel"
+# The package holds /lib/modules; the node's tree is /usr/lib/modules (merged /usr), and depmod
+# looks under BASE/lib/modules.
+if [ -d "$work/kernel/lib/modules" ] && [ ! -L "$work/kernel/lib" ]; then
+  mkdir -p "$work/kernel/usr/lib"
+  mv "$work/kernel/lib/modules" "$work/kernel/usr/lib/modules"
+  rm -rf "$work/kernel/lib"
+fi
+ln -sfn usr/lib "$work/kernel/lib"
+depmod -b "$work/kernel" "$kver"
+vmlinuz=$work/kernel/boot/vmlinuz-$kver
+# The node's modules tree, whole, as a node has it.
+ext4_disk "$work/disk-node.ext4" "$work/kernel/usr/lib/modules" node-modules
+
+# --- The images -------------------------------------------------------------------------------
+# Each image the pod names, as the kubelet would pull it: here the one this run built, its root
+# file system on a disk, its entrypoint, user and environment for the renderer.
+images=$(python3 - "$work/rendered.yaml" <<'PY'
+import sys, yaml
+for doc in yaml.safe_load_all(open(sys.argv[1])):
+    if doc and doc.get("kind") == "StatefulSet":
+        spec = doc["spec"]["template"]["spec"]
+        for c in spec.get("initContainers", []) + spec.get("containers", []):
+            print(c["image"])
+PY
+)
+images=$(echo "$images" | sort -u)
+disks=()
+echo '{}' > "$work/images.json"
+for ref in $images; do
+  name=${ref%%:*}; name=${name##*/}
+  local_ref=localhost/${ref%%:*}:$tag
+  c=$(buildah from --quiet --pull=never "$local_ref") || fail "no image $local_ref (images/build.sh with KMODKIT_IMAGE_TAG=$tag)"
+  containers+=("$c")
+  mnt=$(buildah mount "$c")
+  ext4_disk "$work/disk-$name.ext4" "$mnt" "$name"
+  buildah inspect --type image "$local_ref" |
+    python3 -c 'import json, sys
+ref, name, path = sys.argv[1:4]
+config = json.load(sys.stdin)["OCIv1"]["config"]
+images = json.load(open(path))
+images[ref] = {"root": "/images/" + name, "entrypoint": config.get("Entrypoint") or [], "cmd": config.get("Cmd") or [],
+               "user": config.get("User") or "0", "workdir": config.get("WorkingDir") or "/", "env": config.get("Env") or []}
+json.dump(images, open(path, "w"), indent=1)' "$ref" "$name" "$work/images.json"
+  disks+=("$name")
+done
+
+# --- The volumes: empty ext4 disks the boots share ----------------------------------------------
+truncate -s 3G "$work/pv-modules.ext4"; mkfs.ext4 -q -F -L pv-modules "$work/pv-modules.ext4"
+truncate -s 256M "$work/pv-data.ext4"; mkfs.ext4 -q -F -L pv-data "$work/pv-data.ext4"
+
+# --- What the cluster supplies at run time --------------------------------------------------------
+# The device plugin hands the pod the two e1000 NICs as the resource's devices; Multus writes the
+# network-status annotation naming them for the networks the pod asked for.
+python3 - "$work/rendered.yaml" "$work/images.json" > "$work/config.json" <<'PY'
+import json, sys, yaml
+rendered, images = sys.argv[1], json.load(open(sys.argv[2]))
+claims = {}
+for doc in yaml.safe_load_all(open(rendered)):
+    if doc and doc.get("kind") == "StatefulSet":
+        spec = doc["spec"]
+        for v in spec["template"]["spec"]["volumes"]:
+            if "persistentVolumeClaim" in v:
+                claims[v["persistentVolumeClaim"]["claimName"]] = "/pv/modules"
+        for t in spec.get("volumeClaimTemplates", []):
+            claims[t["metadata"]["name"]] = "/pv/data"
+vfs = [{"address": "0000:00:04.0", "info": {"generic": {"deviceID": "100e"}}},
+       {"address": "0000:00:05.0", "info": {"generic": {"deviceID": "100e"}}}]
+status = [{"name": "cni-default", "interface": "eth0", "ips": ["10.0.2.15"], "default": True},
+          {"name": "kmodkit/kmodkit-outside", "interface": "net1", "device-info": {"type": "pci", "version": "1.1.0", "pci": {"pci-address": vfs[0]["address"]}}},
+          {"name": "kmodkit/kmodkit-inside", "interface": "net2", "device-info": {"type": "pci", "version": "1.1.0", "pci": {"pci-address": vfs[1]["address"]}}}]
+json.dump({"statefulset": "kmodkit-firewall", "node_name": "node-0", "pod_ip": "10.0.2.15", "images": images,
+           "claims": claims, "devices": {"intel.com/intel_sriov_dpdk": vfs},
+           "annotations": {"k8s.v1.cni.cncf.io/network-status": json.dumps(status, indent=1)},
+           "hugepages": {"HugePages-2Mi": "2M", "HugePages": "2M"}, "run_dir": "/run/pod"}, sys.stdout, indent=1)
+PY
+python3 "$here/render-pod.py" --manifests "$work/rendered.yaml" --config "$work/config.json" --out "$work/pod.sh" ||
+  fail "render-pod.py"
+
+# --- The initramfs ------------------------------------------------------------------------------
+root=$work/root
+mkdir -p "$root"/{bin,proc,sys,dev,tmp,run,images,pv/modules,pv/data,etc,usr/lib/modules}
+cp "$(command -v busybox)" "$root/bin/busybox"
+boot_modules "$work/kernel" "$kver" "$root/boot-modules" virtio_pci virtio_blk crc32c_generic ext4 overlay e1000
+cp /etc/os-release "$root/etc/os-release"
+echo node-0 > "$root/etc/hostname"
+cp "$work/pod.sh" "$root/pod.sh"
+{
+  # vda: the node's modules; vdb, vdc: the volumes; then the images, in this order.
+  echo "vda /usr/lib/modules ro"
+  echo "vdb /pv/modules rw"
+  echo "vdc /pv/data rw"
+  letters=(d e f g h i j)
+  for i in "${!disks[@]}"; do echo "vd${letters[$i]} /images/${disks[$i]} ro"; done
+} > "$root/disks"
+cat > "$root/init" <<'GUEST'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+up() { cut -d' ' -f1 /proc/uptime; }
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+mkdir -p /dev/pts /dev/shm; mount -t devpts devpts /dev/pts; mount -t tmpfs shm /dev/shm; mount -t tmpfs run /run
+echo "KMODKIT-POD kernel-booted $(up)"
+for m in $(cat /boot-modules/order); do insmod "/boot-modules/$m" || echo "KMODKIT-POD insmod-failed $m"; done
+while read -r dev dir mode; do
+  mkdir -p "$dir"
+  mount -t ext4 -o "$mode" "/dev/$dev" "$dir" || echo "KMODKIT-POD mount-failed $dev $dir"
+done < /disks
+hostname "$(cat /etc/hostname)"
+ip link set lo up
+mgmt=$(ls /sys/bus/pci/devices/0000:00:03.0/net/)
+ip addr add 10.0.2.15/24 dev "$mgmt"; ip link set "$mgmt" up; ip route add default via 10.0.2.2
+echo "KMODKIT-POD node-ready $(up)"
+. /pod.sh
+pod_prepare
+pod_init; rc=$?
+echo "KMODKIT-POD init-done $rc $(up)"
+echo "KMODKIT-POD driver 0000:00:04.0 $(basename "$(readlink /sys/bus/pci/devices/0000:00:04.0/driver)")"
+echo "KMODKIT-POD driver 0000:00:05.0 $(basename "$(readlink /sys/bus/pci/devices/0000:00:05.0/driver)")"
+for m in uio igb_uio; do echo "KMODKIT-POD module $m $(cat /sys/module/$m/initstate 2>/dev/null || echo absent)"; done
+if [ "$rc" = 0 ]; then
+  pod_main_start
+  # The host sends its traffic through, then says so by serving /stop; the pod then stops as the
+  # kubelet stops it (SIGTERM to the main container).
+  n=0
+  until wget -q -O /dev/null http://10.0.2.100/stop 2>/dev/null || ! pod_alive "$POD_MAIN_PID" || [ $n -ge 900 ]; do
+    sleep 1; n=$((n + 1))
+  done
+  echo "KMODKIT-POD stopping $(up)"
+  pod_main_stop
+  echo "KMODKIT-POD dpdk-run-left $(ls -A "$POD_RUN/volumes/run" | wc -l)"
+fi
+sync
+umount /pv/modules /pv/data 2>/dev/null
+echo KMODKIT-END
+poweroff -f
+GUEST
+chmod +x "$root/init"
+(cd "$root" && find . | cpio -o -H newc 2>/dev/null | gzip -1) > "$work/initrd.gz"
+
+# --- The boots ----------------------------------------------------------------------------------
+# What the guest reaches at 10.0.2.100: the repository, and /stop once the host's traffic is done.
+mkdir -p "$work/www"
+ln -s "$fixtures/apt-repo/dists" "$fixtures/apt-repo/pool" "$work/www/"
+python3 "$repo_root/tests/support/http_server.py" "$work/www" --port-file "$work/port" 2>"$work/http.log" &
+server_pid=$!
+for _ in $(seq 100); do [ -s "$work/port" ] && break; sleep 0.1; done
+[ -s "$work/port" ] || fail "the HTTP server did not start: $(cat "$work/http.log")"
+port=$(cat "$work/port")
+
+# The pod's two networks: a network namespace each, with a TAP device that is the other end of one
+# of the guest's virtio NICs (the firewall's ports: outside is port A, inside port B). The TAP
+# devices are made here, opened by QEMU, then moved into their namespaces.
+ns_out=kmodkit-pod-out-$$ ns_in=kmodkit-pod-in-$$
+tap_out=kkpo$$ tap_in=kkpi$$
+netns_made=
+netns_cleanup() {
+  [ -z "$netns_made" ] || { ip netns del "$ns_out" 2>/dev/null || true; ip netns del "$ns_in" 2>/dev/null || true; }
+  ip link del "$tap_out" 2>/dev/null || true; ip link del "$tap_in" 2>/dev/null || true
+}
+ns_pids=()
+qemu_pid=
+cleanup_all() {
+  for p in "${ns_pids[@]}" $qemu_pid; do kill "$p" 2>/dev/null || true; done
+  netns_cleanup
+  cleanup
+}
+trap cleanup_all EXIT
+ip netns add "$ns_out"; ip netns add "$ns_in"; netns_made=1
+
+# boot NAME: boots the guest with the disks, the pod runs; when the firewall forwards, traffic()
+# runs on the host; then the guest is told to stop the pod.
+boot() {
+  local drives=(-drive "file=$work/disk-node.ext4,if=virtio,format=raw,readonly=on"
+                -drive "file=$work/pv-modules.ext4,if=virtio,format=raw"
+                -drive "file=$work/pv-data.ext4,if=virtio,format=raw")
+  for d in "${disks[@]}"; do drives+=(-drive "file=$work/disk-$d.ext4,if=virtio,format=raw,readonly=on"); done
+  rm -f "$work/www/stop"
+  # The TAP devices of a previous boot are in the namespaces still.
+  ip -n "$ns_out" link del "$tap_out" 2>/dev/null || true; ip -n "$ns_in" link del "$tap_in" 2>/dev/null || true
+  ip tuntap add dev "$tap_out" mode tap; ip tuntap add dev "$tap_in" mode tap
+  timeout 1500 qemu-system-x86_64 -accel tcg -cpu max -m 3072 -smp 2 -nographic -no-reboot \
+    -kernel "$vmlinuz" -initrd "$work/initrd.gz" \
+    -append "console=ttyS0 panic=-1 quiet loglevel=3 hugepages=1100" \
+    -netdev "user,id=mgmt,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:busybox nc 127.0.0.1 $port" -device e1000,netdev=mgmt,addr=0x3 \
+    -netdev "tap,id=vf0,ifname=$tap_out,script=no,downscript=no" -device virtio-net-pci,netdev=vf0,addr=0x4 \
+    -netdev "tap,id=vf1,ifname=$tap_in,script=no,downscript=no" -device virtio-net-pci,netdev=vf1,addr=0x5 \
+    "${drives[@]}" </dev/null >"$work/$1.raw" 2>&1 &
+  qemu_pid=$!
+  out=$work/$1.txt
+  local i
+  for i in $(seq 100); do grep -qa KMODKIT-POD "$work/$1.raw" && break; sleep 0.5; done
+  ip link set "$tap_out" netns "$ns_out"; ip link set "$tap_in" netns "$ns_in"
+  ip -n "$ns_out" addr add 192.168.77.1/24 dev "$tap_out"; ip -n "$ns_out" link set "$tap_out" up
+  ip -n "$ns_in" addr add 192.168.77.2/24 dev "$tap_in"; ip -n "$ns_in" link set "$tap_in" up
+  # Until the firewall forwards, the pod fails, the firewall ends, or the guest does (at most 15
+  # minutes: a cold start under TCG on a loaded machine takes a few).
+  local deadline=$((SECONDS + 900))
+  while kill -0 "$qemu_pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ] && ! grep -qa "forwarding: " "$work/$1.raw" &&
+        ! grep -qaE "KMODKIT-POD (init-done [1-9]|exit firewall)" "$work/$1.raw"; do sleep 1; done
+  if grep -qa "forwarding: " "$work/$1.raw"; then traffic "$1"; fi
+  touch "$work/www/stop"
+  wait "$qemu_pid" || true
+  qemu_pid=
+  clean_console "$work/$1.raw" "$out"
+  grep -q KMODKIT-END "$out" || fail "the guest did not finish ($1)"
+}
+
+# traffic NAME: through the firewall, as the site's rules say: web from the outside in passes, another
+# port does not, the inside's ping to the outside is answered (replies pass by state), the
+# outside's ping in is not. Results in $work/NAME.traffic, one "what result" per line.
+traffic() {
+  local t=$work/$1.traffic t0 t1
+  : > "$t"
+  mkdir -p "$work/served"; echo "through the firewall" > "$work/served/index.html"
+  ip netns exec "$ns_in" python3 -m http.server 8080 --bind 192.168.77.2 --directory "$work/served" >/dev/null 2>&1 &
+  ns_pids+=($!)
+  ip netns exec "$ns_in" python3 -m http.server 9090 --bind 192.168.77.2 --directory "$work/served" >/dev/null 2>&1 &
+  ns_pids+=($!)
+  sleep 1
+  t0=$(date +%s.%N)
+  # The first packets under TCG take a while: ARP, then the SYN through a polling guest.
+  if ip netns exec "$ns_out" curl -s --max-time 60 --retry 3 --retry-connrefused http://192.168.77.2:8080/ | grep -q "through the firewall"; then
+    t1=$(date +%s.%N); echo "web-in pass $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}')" >> "$t"
+  else echo "web-in blocked" >> "$t"; fi
+  if ip netns exec "$ns_out" curl -s --max-time 8 http://192.168.77.2:9090/ >/dev/null; then echo "other-port pass" >> "$t"
+  else echo "other-port blocked" >> "$t"; fi
+  if ip netns exec "$ns_in" ping -c 3 -W 5 192.168.77.1 >/dev/null; then echo "ping-out pass" >> "$t"; else echo "ping-out blocked" >> "$t"; fi
+  if ip netns exec "$ns_out" ping -c 2 -W 3 192.168.77.2 >/dev/null; then echo "ping-in pass" >> "$t"; else echo "ping-in blocked" >> "$t"; fi
+  for p in "${ns_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  ns_pids=()
+  sed "s/^/pod-test: $1: traffic: /" "$t"
+}
+marker() { awk -v k="$1" -v a="${2:-}" '$1=="KMODKIT-POD" && $2==k && (a=="" || $3==a)' "$out"; }
+# times NAME: the guest's times of the boot, from its markers.
+times() {
+  awk -v boot="$1" '$1=="KMODKIT-POD" {
+      if ($2=="kernel-booted") k=$3; else if ($2=="node-ready") n=$3;
+      else if ($2=="start") s[$3]=$4; else if ($2=="exit") { printf "pod-test: %s: %-18s %6.1f s (exit %s)\n", boot, $3, $5-s[$3], $4 }
+      else if ($2=="init-done") printf "pod-test: %s: kernel boot %.1f s, node ready %.1f s, init containers %.1f s\n", boot, k, n-k, $4-n }' "$out"
+}
+
+# summary NAME: what each step said it did (the one-line summaries of the binaries' logs).
+summary() {
+  grep -aE "ready in|already on|source [a-z]+: complete|: built|up to date|loaded from|already loaded|bound to|already bound|seeded|merged|nothing to do" "$out" |
+    sed "s/^/pod-test: $1: guest: /" || true
+}
+
+# check_traffic NAME: the verdicts the rules call for, and the pod's orderly stop.
+check_traffic() {
+  local t=$work/$1.traffic
+  [ -f "$t" ] || fail "the firewall never forwarded ($1)"
+  grep -q "^web-in pass" "$t" || fail "$1: web from the outside in did not pass"
+  grep -qx "other-port blocked" "$t" || fail "$1: port 9090 from the outside in passed"
+  grep -qx "ping-out pass" "$t" || fail "$1: the inside's ping out was not answered"
+  grep -qx "ping-in blocked" "$t" || fail "$1: the outside's ping in passed"
+  [ "$(marker exit firewall | awk '{print $4}')" = 0 ] || fail "$1: the firewall did not exit 0 on SIGTERM"
+  [ "$(marker dpdk-run-left | awk '{print $3}')" = 0 ] || fail "$1: the firewall left files in /var/run/dpdk"
+}
+
+boot cold
+times cold
+summary cold
+[ "$(marker init-done | awk '{print $3}')" = 0 ] || fail "an init container failed on the cold boot: $(marker exit | awk '$4!=0')"
+marker driver 0000:00:04.0 | grep -q ' igb_uio$' || fail "0000:00:04.0 is not bound to igb_uio"
+marker driver 0000:00:05.0 | grep -q ' igb_uio$' || fail "0000:00:05.0 is not bound to igb_uio"
+marker module igb_uio | grep -q ' live$' || fail "igb_uio is not loaded"
+check_traffic cold
+echo "pod-test: cold boot passed"
+
+boot warm
+times warm
+summary warm
+[ "$(marker init-done | awk '{print $3}')" = 0 ] || fail "an init container failed on the warm boot"
+grep -q "already on" "$out" || fail "init-modules did not reuse the tree on the warm boot"
+grep -q "seeded /data: added 0, updated 0" "$out" || fail "seed-data changed the data volume on the warm boot"
+grep -q "igb_uio: up to date for $kver" "$out" || fail "kmod-builder did not find igb_uio up to date on the warm boot"
+marker driver 0000:00:04.0 | grep -q ' igb_uio$' || fail "0000:00:04.0 is not bound to igb_uio on the warm boot"
+check_traffic warm
+echo "pod-test: warm boot passed"
