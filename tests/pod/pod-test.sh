@@ -244,6 +244,10 @@ boot() {
   local i
   for i in $(seq 100); do grep -qa KMODKIT-POD "$work/$1.raw" && break; sleep 0.5; done
   ip link set "$tap_out" netns "$ns_out"; ip link set "$tap_in" netns "$ns_in"
+  # No IPv6: its router and neighbour solicitations would come at any time, and the frames each side
+  # sends are counted against the firewall's counters.
+  ip netns exec "$ns_out" sysctl -q -w "net.ipv6.conf.$tap_out.disable_ipv6=1"
+  ip netns exec "$ns_in" sysctl -q -w "net.ipv6.conf.$tap_in.disable_ipv6=1"
   ip -n "$ns_out" addr add 192.168.77.1/24 dev "$tap_out"; ip -n "$ns_out" link set "$tap_out" up
   ip -n "$ns_in" addr add 192.168.77.2/24 dev "$tap_in"; ip -n "$ns_in" link set "$tap_in" up
   # Until the firewall forwards, the pod fails, the firewall ends, or the guest does (at most 15
@@ -262,9 +266,15 @@ boot() {
 # traffic NAME: through the firewall, as the site's rules say: web from the outside in passes, another
 # port does not, the inside's ping to the outside is answered (replies pass by state), the
 # outside's ping in is not. Results in $work/NAME.traffic, one "what result" per line.
+# frames NS DEV: "TX RX" packets of the TAP device (what the host sent into the guest's port, and
+# what the port sent out).
+frames() {
+  ip netns exec "$1" cat "/sys/class/net/$2/statistics/tx_packets" "/sys/class/net/$2/statistics/rx_packets" | paste -sd' '
+}
 traffic() {
   local t=$work/$1.traffic t0 t1
   : > "$t"
+  echo "frames-before out $(frames "$ns_out" "$tap_out") in $(frames "$ns_in" "$tap_in")" >> "$t"
   mkdir -p "$work/served"; echo "through the firewall" > "$work/served/index.html"
   ip netns exec "$ns_in" python3 -m http.server 8080 --bind 192.168.77.2 --directory "$work/served" >/dev/null 2>&1 &
   ns_pids+=($!)
@@ -282,6 +292,9 @@ traffic() {
   if ip netns exec "$ns_out" ping -c 2 -W 3 192.168.77.2 >/dev/null; then echo "ping-in pass" >> "$t"; else echo "ping-in blocked" >> "$t"; fi
   for p in "${ns_pids[@]}"; do kill "$p" 2>/dev/null || true; done
   ns_pids=()
+  # What is still in flight lands, then nothing more is sent until the firewall has stopped.
+  sleep 2
+  echo "frames-after out $(frames "$ns_out" "$tap_out") in $(frames "$ns_in" "$tap_in")" >> "$t"
   sed "s/^/pod-test: $1: traffic: /" "$t"
 }
 marker() { awk -v k="$1" -v a="${2:-}" '$1=="KMODKIT-POD" && $2==k && (a=="" || $3==a)' "$out"; }
@@ -308,6 +321,22 @@ check_traffic() {
   grep -qx "ping-out pass" "$t" || fail "$1: the inside's ping out was not answered"
   grep -qx "ping-in blocked" "$t" || fail "$1: the outside's ping in passed"
   [ "$(marker exit firewall | awk '{print $4}')" = 0 ] || fail "$1: the firewall did not exit 0 on SIGTERM"
+  # The counters it printed when it stopped agree with the frames each side sent and received:
+  # port 0 is the outside's TAP device, port 1 the inside's.
+  local b a counted
+  b=$(grep '^frames-before' "$t"); a=$(grep '^frames-after' "$t")
+  counted=$(awk -v b="$b" -v a="$a" 'BEGIN { split(b, x, " "); split(a, y, " ");
+      printf "port 0 rx %d tx %d, port 1 rx %d tx %d", y[3]-x[3], y[4]-x[4], y[6]-x[6], y[7]-x[7] }')
+  local p0 p1
+  p0=$(grep -a "^port 0 " "$out" | tail -1); p1=$(grep -a "^port 1 " "$out" | tail -1)
+  [ -n "$p0" ] && [ -n "$p1" ] || fail "$1: the firewall printed no counters when it stopped"
+  local fw
+  fw=$(awk -v p0="$p0" -v p1="$p1" 'BEGIN { split(p0, x, " "); split(p1, y, " ");
+      printf "port 0 rx %d tx %d, port 1 rx %d tx %d", x[5]+x[9], x[7], y[5]+y[9], y[7] }')
+  echo "pod-test: $1: frames the host sent and received: $counted; the firewall's counters (rx with missed): $fw"
+  [ "$counted" = "$fw" ] || fail "$1: the firewall's counters ($fw) disagree with the frames on the TAP devices ($counted)"
+  grep -aqE "^rule line 3: [1-9]" "$out" || fail "$1: the rule that allows web in counted no flow"
+  grep -aqE "^drop policy: [1-9]" "$out" || fail "$1: the policy dropped nothing (port 9090 and the ping in)"
   [ "$(marker dpdk-run-left | awk '{print $3}')" = 0 ] || fail "$1: the firewall left files in /var/run/dpdk"
 }
 
