@@ -17,8 +17,10 @@
 #   - QEMU's `max` CPU model: Debian's DPDK is built for -march=corei7 (SSE4.2), which the default
 #     qemu64 model lacks (the firewall would die of SIGILL)
 # Boot 1 is a cold start (headers from the repository, igb_uio built, signed, loaded, the NICs
-# bound); boot 2 with the same disks is warm (every step finds its work done). Each boot prints
-# the guest's times: kernel boot, each init container, total.
+# bound); boot 2 with the same disks is warm (every step finds its work done). Between boots 2 and
+# 3 the operator edits the rules on the data disk, and boot 3 runs the pod of an upgrade whose
+# default rules changed (tests/pod/overlay-upgrade): the edit stays in force, the new default is
+# written beside it. Each boot prints the guest's times: kernel boot, each init container, total.
 set -euo pipefail
 fixtures=$(realpath "${1:?usage: pod-test.sh FIXTURES_DIR}")
 here=$(cd "$(dirname "$0")" && pwd)
@@ -35,6 +37,7 @@ server_pid=
 containers=()
 cleanup() {
   [ -z "$server_pid" ] || kill "$server_pid" 2>/dev/null || true
+  ! mountpoint -q "$work/mnt" 2>/dev/null || umount "$work/mnt"
   for c in "${containers[@]}"; do buildah umount "$c" >/dev/null 2>&1 || true; buildah rm "$c" >/dev/null 2>&1 || true; done
   rm -rf "$work"
 }
@@ -129,6 +132,10 @@ json.dump({"statefulset": "kmodkit-firewall", "node_name": "node-0", "pod_ip": "
 PY
 python3 "$here/render-pod.py" --manifests "$work/rendered.yaml" --config "$work/config.json" --out "$work/pod.sh" ||
   fail "render-pod.py"
+# The same pod after an upgrade of its default rules.
+kubectl kustomize "$here/overlay-upgrade" > "$work/rendered-upgrade.yaml" || fail "kubectl kustomize $here/overlay-upgrade"
+python3 "$here/render-pod.py" --manifests "$work/rendered-upgrade.yaml" --config "$work/config.json" \
+  --out "$work/pod-upgrade.sh" || fail "render-pod.py (upgrade)"
 
 # --- The initramfs ------------------------------------------------------------------------------
 root=$work/root
@@ -137,7 +144,6 @@ cp "$(command -v busybox)" "$root/bin/busybox"
 boot_modules "$work/kernel" "$kver" "$root/boot-modules" virtio_pci virtio_blk crc32c_generic ext4 overlay e1000
 cp /etc/os-release "$root/etc/os-release"
 echo node-0 > "$root/etc/hostname"
-cp "$work/pod.sh" "$root/pod.sh"
 {
   # vda: the node's modules; vdb, vdc: the volumes; then the images, in this order.
   echo "vda /usr/lib/modules ro"
@@ -189,7 +195,11 @@ echo KMODKIT-END
 poweroff -f
 GUEST
 chmod +x "$root/init"
-(cd "$root" && find . | cpio -o -H newc 2>/dev/null | gzip -1) > "$work/initrd.gz"
+# One initramfs per rendering of the pod.
+for v in pod pod-upgrade; do
+  cp "$work/$v.sh" "$root/pod.sh"
+  (cd "$root" && find . | cpio -o -H newc 2>/dev/null | gzip -1) > "$work/initrd-$v.gz"
+done
 
 # --- The boots ----------------------------------------------------------------------------------
 # What the guest reaches at 10.0.2.100: the repository, and /stop once the host's traffic is done.
@@ -221,9 +231,11 @@ cleanup_all() {
 trap cleanup_all EXIT
 ip netns add "$ns_out"; ip netns add "$ns_in"; netns_made=1
 
-# boot NAME: boots the guest with the disks, the pod runs; when the firewall forwards, traffic()
+# boot NAME [POD]: boots the guest with the disks and POD's initramfs (pod or pod-upgrade), the
+# pod runs; when the firewall forwards, traffic()
 # runs on the host; then the guest is told to stop the pod.
 boot() {
+  local initrd=$work/initrd-${2:-pod}.gz
   local drives=(-drive "file=$work/disk-node.ext4,if=virtio,format=raw,readonly=on"
                 -drive "file=$work/pv-modules.ext4,if=virtio,format=raw"
                 -drive "file=$work/pv-data.ext4,if=virtio,format=raw")
@@ -233,7 +245,7 @@ boot() {
   ip -n "$ns_out" link del "$tap_out" 2>/dev/null || true; ip -n "$ns_in" link del "$tap_in" 2>/dev/null || true
   ip tuntap add dev "$tap_out" mode tap; ip tuntap add dev "$tap_in" mode tap
   timeout 1500 qemu-system-x86_64 -accel tcg -cpu max -m 3072 -smp 2 -nographic -no-reboot \
-    -kernel "$vmlinuz" -initrd "$work/initrd.gz" \
+    -kernel "$vmlinuz" -initrd "$initrd" \
     -append "console=ttyS0 panic=-1 quiet loglevel=3 hugepages=1100" \
     -netdev "user,id=mgmt,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:busybox nc 127.0.0.1 $port" -device e1000,netdev=mgmt,addr=0x3 \
     -netdev "tap,id=vf0,ifname=$tap_out,script=no,downscript=no" -device virtio-net-pci,netdev=vf0,addr=0x4 \
@@ -312,12 +324,13 @@ summary() {
     sed "s/^/pod-test: $1: guest: /" || true
 }
 
-# check_traffic NAME: the verdicts the rules call for, and the pod's orderly stop.
+# check_traffic NAME [9090]: the verdicts the rules call for (port 9090 from the outside: blocked,
+# or pass once the operator allowed it), and the pod's orderly stop.
 check_traffic() {
   local t=$work/$1.traffic
   [ -f "$t" ] || fail "the firewall never forwarded ($1)"
   grep -q "^web-in pass" "$t" || fail "$1: web from the outside in did not pass"
-  grep -qx "other-port blocked" "$t" || fail "$1: port 9090 from the outside in passed"
+  grep -qx "other-port ${2:-blocked}" "$t" || fail "$1: port 9090 from the outside in was not ${2:-blocked}"
   grep -qx "ping-out pass" "$t" || fail "$1: the inside's ping out was not answered"
   grep -qx "ping-in blocked" "$t" || fail "$1: the outside's ping in passed"
   [ "$(marker exit firewall | awk '{print $4}')" = 0 ] || fail "$1: the firewall did not exit 0 on SIGTERM"
@@ -360,3 +373,28 @@ grep -q "igb_uio: up to date for $kver" "$out" || fail "kmod-builder did not fin
 marker driver 0000:00:04.0 | grep -q ' igb_uio$' || fail "0000:00:04.0 is not bound to igb_uio on the warm boot"
 check_traffic warm
 echo "pod-test: warm boot passed"
+
+# The operator's edit, on the data disk between two starts of the pod: port 9090 from the outside
+# in is allowed too.
+mkdir "$work/mnt"
+mount -o loop "$work/pv-data.ext4" "$work/mnt"
+rules=$work/mnt/etc/kmodkit/firewall.rules
+# (The ConfigMap's text has no final newline: an editor would add one before the new line.)
+[ -z "$(tail -c 1 "$rules")" ] || echo >> "$rules"
+echo "allow tcp from any to any port 9090 dir a-to-b   # the operator's" >> "$rules"
+umount "$work/mnt"
+
+boot upgrade pod-upgrade
+times upgrade
+summary upgrade
+[ "$(marker init-done | awk '{print $3}')" = 0 ] || fail "an init container failed on the upgrade boot"
+grep -q "conflicts 1" "$out" || fail "seed-data did not report the edited rules as a conflict"
+# The operator's rules stay in force (9090 passes, the new default's ping in does not).
+check_traffic upgrade pass
+mount -o loop,ro "$work/pv-data.ext4" "$work/mnt"
+rules_kept=$(grep -c "the operator's" "$work/mnt/etc/kmodkit/firewall.rules" || true)
+new_default=$(grep -c "allow icmp type 8" "$work/mnt/etc/kmodkit/firewall.rules.kmodkit-new" 2>/dev/null || true)
+umount "$work/mnt"
+[ "$rules_kept" = 1 ] || fail "the operator's edit of the rules was not kept"
+[ "$new_default" = 1 ] || fail "the new default rules were not written beside the edited ones (firewall.rules.kmodkit-new)"
+echo "pod-test: upgrade boot passed"
