@@ -74,25 +74,12 @@ kmodkit() {  # OUT
 }
 export -f baseline tar_baseline layers_of kmodkit
 export work image kver bin port
-fresh() { mkdir -p "$dest/$1"; sync; }
-elapsed() { echo "$2 - $1" | bc -l; }
-
-: > "$work/t_base"; : > "$work/t_tar"; : > "$work/t_kk"; : > "$work/r"; : > "$work/r_tar"
-: > "$work/rss_base"; : > "$work/rss_tar"; : > "$work/rss_kk"
+: > "$work/r"; : > "$work/r_tar"
 for i in $(seq "$rounds"); do
-  fresh "base$i"; t0=$(now)
-  /usr/bin/time -f %M -o "$work/rss.1" bash -c 'baseline "$0"' "$dest/base$i"
-  t1=$(now); t_base=$(elapsed "$t0" "$t1"); cat "$work/rss.1" >> "$work/rss_base"
-
-  fresh "tar$i"; t0=$(now)
-  /usr/bin/time -f %M -o "$work/rss.1" bash -c 'tar_baseline "$0"' "$dest/tar$i"
-  t1=$(now); t_tar=$(elapsed "$t0" "$t1"); cat "$work/rss.1" >> "$work/rss_tar"
-
-  fresh "kk$i"; t0=$(now)
-  /usr/bin/time -f %M -o "$work/rss.1" bash -c 'kmodkit "$0"' "$dest/kk$i"
-  t1=$(now); t_kk=$(elapsed "$t0" "$t1"); cat "$work/rss.1" >> "$work/rss_kk"
-
-  echo "$t_base" >> "$work/t_base"; echo "$t_tar" >> "$work/t_tar"; echo "$t_kk" >> "$work/t_kk"
+  bench_timed base "base$i" baseline
+  bench_timed tar "tar$i" tar_baseline
+  bench_timed kk "kk$i" kmodkit
+  t_base=$(bench_last base); t_tar=$(bench_last tar); t_kk=$(bench_last kk)
   echo "$t_kk / $t_base" | bc -l >> "$work/r"; echo "$t_kk / $t_tar" | bc -l >> "$work/r_tar"
   printf 'round %d: skopeo copy + umoci unpack %.2f s, skopeo copy + tar -x %.2f s, init-modules (oci source) %.2f s\n' \
     "$i" "$t_base" "$t_tar" "$t_kk"

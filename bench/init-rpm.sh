@@ -76,29 +76,17 @@ kmodkit() {  # REPO OUT
 }
 export -f baseline kmodkit
 export work base key kver bin
-fresh() { mkdir -p "$dest/$1"; sync; }
-elapsed() { echo "$2 - $1" | bc -l; }
-
-: > "$work/t_dnf"; : > "$work/t_kk"; : > "$work/r"; : > "$work/rss_dnf"; : > "$work/rss_kk"
+: > "$work/r"
 for i in $(seq "$rounds"); do
-  fresh "dnf$i"; t0=$(now)
-  /usr/bin/time -f %M -o "$work/rss.1" bash -c 'baseline small "$0"' "$dest/dnf$i"
-  t1=$(now); t_dnf=$(elapsed "$t0" "$t1"); cat "$work/rss.1" >> "$work/rss_dnf"
-
-  fresh "kk$i"; t0=$(now)
-  /usr/bin/time -f %M -o "$work/rss.1" bash -c 'kmodkit small "$0"' "$dest/kk$i"
-  t1=$(now); t_kk=$(elapsed "$t0" "$t1"); cat "$work/rss.1" >> "$work/rss_kk"
-
-  echo "$t_dnf" >> "$work/t_dnf"; echo "$t_kk" >> "$work/t_kk"; echo "$t_kk / $t_dnf" | bc -l >> "$work/r"
+  bench_timed dnf "dnf$i" 'baseline small'
+  bench_timed kk "kk$i" 'kmodkit small'
+  t_dnf=$(bench_last dnf); t_kk=$(bench_last kk)
+  echo "$t_kk / $t_dnf" | bc -l >> "$work/r"
   printf 'round %d: dnf download + rpmkeys + rpm2cpio|cpio %.2f s, init-modules (rpm source) %.2f s\n' "$i" "$t_dnf" "$t_kk"
 done
 
-fresh big_kk; t0=$(now)
-/usr/bin/time -f %M -o "$work/rss.big_kk" bash -c 'kmodkit big "$0"' "$dest/big_kk"
-t1=$(now); t_big_kk=$(elapsed "$t0" "$t1")
-fresh big_dnf; t0=$(now)
-/usr/bin/time -f %M -o "$work/rss.big_dnf" bash -c 'baseline big "$0"' "$dest/big_dnf"
-t1=$(now); t_big_dnf=$(elapsed "$t0" "$t1")
+bench_timed big_kk big_kk 'kmodkit big'; t_big_kk=$(bench_last big_kk)
+bench_timed big_dnf big_dnf 'baseline big'; t_big_dnf=$(bench_last big_dnf)
 
 mib() { echo "$1 / 1024" | bc -l; }
 printf '\nresults (median of %d rounds, volumes on %s; %s)\n' "$rounds" "$(bench_where)" \
@@ -108,4 +96,4 @@ printf '  rpm source, cold, 2 packages over local HTTP: init-modules / dnf+rpm =
 printf '  peak memory:                                  init-modules %.1f MiB, dnf+rpm %.1f MiB (largest of its processes)\n' \
   "$(mib "$(sort -g "$work/rss_kk" | tail -1)")" "$(mib "$(sort -g "$work/rss_dnf" | tail -1)")"
 printf '  primary.xml of %d MB, kernel last:            init-modules %.2f s, %.1f MiB (target <= 64 MiB); dnf+rpm %.2f s, %.1f MiB\n' \
-  "$size_mb" "$t_big_kk" "$(mib "$(cat "$work/rss.big_kk")")" "$t_big_dnf" "$(mib "$(cat "$work/rss.big_dnf")")"
+  "$size_mb" "$t_big_kk" "$(mib "$(cat "$work/rss_big_kk")")" "$t_big_dnf" "$(mib "$(cat "$work/rss_big_dnf")")"

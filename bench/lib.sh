@@ -1,6 +1,23 @@
 # Shared by the benchmark scripts: `. "$(dirname "$0")/lib.sh"`.
 
 now() { date +%s.%N; }
+elapsed() { echo "$2 - $1" | bc -l; }
+
+# bench_timed NAME DIR COMMAND: runs COMMAND (an exported function and its first arguments; it
+# gets the empty directory $dest/DIR as its last one) in bash under /usr/bin/time, after a sync;
+# appends its seconds to $work/t_NAME and its peak RSS (KiB) to $work/rss_NAME. bench_last NAME:
+# the seconds of NAME's last run.
+bench_timed() {
+  local t0 t1
+  mkdir -p "$dest/$2"
+  sync
+  t0=$(now)
+  /usr/bin/time -f %M -o "$work/rss.1" bash -c "$3"' "$0"' "$dest/$2"
+  t1=$(now)
+  elapsed "$t0" "$t1" >> "$work/t_$1"
+  cat "$work/rss.1" >> "$work/rss_$1"
+}
+bench_last() { tail -1 "$work/t_$1"; }
 
 # bench_setup REL_BINARY: sets `preset`, `bin` (the build's REL_BINARY, e.g. init/init-modules) and
 # `work` (a scratch directory), and on exit ends the processes in `bench_pids` (by PID), removes
