@@ -30,6 +30,8 @@ int bind_main(int argc, char** argv) {
   if (bind) {
     options.push_back({"driver", cli::Kind::value, "igb_uio", "DRIVER", "igb_uio, vfio-pci or uio_pci_generic",
                        cli::store(bc.driver)});
+    options.push_back(release_option(bc.kernel_release, "the running kernel, whose modules tree on the volume an in-tree "
+                                                        "driver (vfio-pci, uio_pci_generic) is loaded from (default: uname -r)"));
   }
   cli::Program program{"kmod-builder " + sub,
                        bind ? "Binds PCI devices to the data plane's driver through sysfs, remembering their driver."
@@ -39,6 +41,7 @@ int bind_main(int argc, char** argv) {
                        options};
   return cli::run_main(program, argc, argv, [&]() -> Result<void> {
     bc.state_dir = state_dir(volume) / "bind";
+    bc.volume = volume;
     return bind ? bind_devices(bc) : unbind_devices(bc);
   });
 }

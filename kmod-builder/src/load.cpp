@@ -362,6 +362,36 @@ std::string build_id_of_loaded(const fs::path& sysfs, const std::string& name) {
   return hex(reinterpret_cast<const unsigned char*>(raw->data()) + desc, descsz);
 }
 
+Result<void> load_in_tree(const LoadConfig& cfg, const std::string& name) {
+  auto logger = log::get("kmod-builder");
+  std::string key = name;
+  std::replace(key.begin(), key.end(), '-', '_');
+  if (is_live(cfg.sysfs, key)) return {};
+  volume::TreeUse use;
+  if (!cfg.dry_run) use = KK_TRY(hold_tree(cfg.volume, cfg.kernel_release));
+  auto ctx = KK_TRY(open_ctx(cfg));
+  kmod_list* list = nullptr;
+  if (kmod_module_new_from_lookup(ctx.ctx.get(), name.c_str(), &list) < 0 || list == nullptr) {
+    return fail(ExitCode::no_input, name + " is not loaded, and the modules tree of " + cfg.kernel_release + " on " +
+                                        cfg.volume.string() + " does not have it");
+  }
+  ListPtr guard(list, kmod_module_unref_list);
+  ModulePtr mod(kmod_module_get_module(list), kmod_module_unref);
+  if (cfg.dry_run) {
+    logger->info("dry run: would load {} (in-tree) from the modules tree of {}", name, cfg.kernel_release);
+    return {};
+  }
+  const auto policy = read_policy(cfg.sysfs, cfg.securityfs);
+  const int err = kmod_module_probe_insert_module(mod.get(), 0, nullptr, nullptr, nullptr, nullptr);
+  if (err < 0 && err != -EEXIST) {
+    const char* path = kmod_module_get_path(mod.get());
+    Installed m{"", name, path != nullptr ? path : name, "", "", "", "", false, {}, {}};
+    return fail(insert_error(-err, m, policy, cfg.kernel_release));
+  }
+  logger->info("{}: loaded (in-tree) from the modules tree of {}", name, cfg.kernel_release);
+  return {};
+}
+
 Result<void> load_modules(const LoadConfig& cfg) {
   auto logger = log::get("kmod-builder");
   // Held while the modules are read from the tree, so init-modules gc leaves it alone meanwhile

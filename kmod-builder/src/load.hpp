@@ -50,6 +50,13 @@ struct LoadConfig {
 // exit codes: ENOKEY/EKEYREJECTED/EBADMSG and EPERM 77, ENOEXEC 65.
 Result<void> load_modules(const LoadConfig& config);
 
+// Loads an in-tree module by name (vfio-pci, uio_pci_generic: the drivers bind takes that the
+// kernel ships) with what it depends on, soft dependencies included, from the volume's modules
+// tree of config.kernel_release, as modprobe would; nothing when it is loaded already. Uses
+// config's volume, kernel_release, sysfs, securityfs and dry_run. 66 when the tree has no such
+// module; the kernel's refusals as load_modules maps them.
+Result<void> load_in_tree(const LoadConfig& config, const std::string& name);
+
 // Unloads each recipe's modules (not their in-tree dependencies), refusing while a device is
 // bound to one of them unless `force`.
 Result<void> unload_modules(const LoadConfig& config);

@@ -11,6 +11,7 @@
 #include "kmodkit/files.hpp"
 #include "kmodkit/log.hpp"
 #include "kmodkit/text.hpp"
+#include "load.hpp"
 
 extern char** environ;
 
@@ -135,9 +136,18 @@ Result<void> bind_devices(const BindConfig& c) {
   auto logger = log::get("kmod-builder");
   const auto list = KK_TRY(addresses(c));
   std::error_code ec;
-  if (!c.dry_run && !fs::is_directory(c.sysfs / "bus/pci/drivers" / c.driver, ec)) {
-    return fail(ExitCode::unavailable, "driver " + c.driver + " is not loaded (no " +
-                                           (c.sysfs / "bus/pci/drivers" / c.driver).string() + "): kmod-builder load first");
+  if (!fs::is_directory(c.sysfs / "bus/pci/drivers" / c.driver, ec)) {
+    if (c.driver == "vfio-pci" || c.driver == "uio_pci_generic") {
+      LoadConfig lc;
+      lc.volume = c.volume;
+      lc.kernel_release = c.kernel_release;
+      lc.sysfs = c.sysfs;
+      lc.dry_run = c.dry_run;
+      KK_TRY(load_in_tree(lc, c.driver));
+    } else if (!c.dry_run) {
+      return fail(ExitCode::unavailable, "driver " + c.driver + " is not loaded (no " +
+                                             (c.sysfs / "bus/pci/drivers" / c.driver).string() + "): kmod-builder load first");
+    }
   }
   for (const auto& a : list) {
     const std::string was = current_driver(c, a);

@@ -137,9 +137,20 @@ TEST_CASE("bad addresses, missing devices and drivers are named", "[unit][pci]")
   auto missing = bind_devices(c);
   REQUIRE_FALSE(missing);
   CHECK(missing.error().code == ExitCode::no_input);
-  auto no_driver = bind_devices(f.config("uio_pci_generic"));
+  fs::remove_all(f.sys / "bus/pci/drivers/igb_uio");
+  auto no_driver = bind_devices(f.config("igb_uio"));
   REQUIRE_FALSE(no_driver);
-  CHECK_THAT(no_driver.error().message, Catch::Contains("driver uio_pci_generic is not loaded"));
+  CHECK(no_driver.error().code == ExitCode::unavailable);
+  CHECK_THAT(no_driver.error().message, Catch::Contains("driver igb_uio is not loaded") && Catch::Contains("kmod-builder load first"));
+  // An in-tree driver is loaded from the volume's modules tree; this volume has none.
+  auto in_tree = f.config("uio_pci_generic");
+  in_tree.volume = f.tmp / "volume";
+  in_tree.kernel_release = "6.1.0-99-amd64";
+  auto no_tree = bind_devices(in_tree);
+  REQUIRE_FALSE(no_tree);
+  INFO(no_tree.error().message);
+  CHECK(no_tree.error().code == ExitCode::no_input);
+  CHECK_THAT(no_tree.error().message, Catch::Contains("6.1.0-99-amd64"));
 }
 
 TEST_CASE("the SR-IOV device plugin's PCIDEVICE_ variables name the devices", "[unit][pci]") {
