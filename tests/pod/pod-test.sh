@@ -11,16 +11,22 @@
 #     (tests/pod/render-pod.py) makes each container's root an overlay of it
 #   - the modules PVC and the data PVC each an ext4 disk that survives the boots
 #   - a management NIC on QEMU's user network, where 10.0.2.100:80 is the test's apt repository
-#     (the fixture's, served on 127.0.0.1), and two e1000 NICs at 0000:00:04.0 and 0000:00:05.0
-#     that the device plugin's variables hand to the pod, as an SR-IOV resource's VFs
+#     (the fixture's, served on 127.0.0.1), and two virtio-net NICs at 0000:00:04.0 and
+#     0000:00:05.0 that the device plugin's variables hand to the pod, as an SR-IOV resource's VFs
 #   - 2 MiB hugepages reserved on the kernel command line
+#   - a DPDK 22.11 source tree (the fixture.dpdk_src fixture's, or KMODKIT_DPDK_SRC) at
+#     /var/lib/kmodkit/dpdk-22.11, for the fourth boot's rte_kni
 #   - QEMU's `max` CPU model: Debian's DPDK is built for -march=corei7 (SSE4.2), which the default
 #     qemu64 model lacks (the firewall would die of SIGILL)
 # Boot 1 is a cold start (headers from the repository, igb_uio built, signed, loaded, the NICs
 # bound); boot 2 with the same disks is warm (every step finds its work done). Between boots 2 and
 # 3 the operator edits the rules on the data disk, and boot 3 runs the pod of an upgrade whose
 # default rules changed (tests/pod/overlay-upgrade): the edit stays in force, the new default is
-# written beside it. Each boot prints the guest's times: kernel boot, each init container, total.
+# written beside it. Boot 4 is the same node on a q35 machine with an emulated Intel IOMMU
+# (intel-iommu with interrupt remapping; Debian's kernel has no vfio no-IOMMU mode), running the
+# pod as deploy/overlays/kubernetes declares it (tests/pod/overlay-vfio): the VFs on vfio-pci, the
+# firewall unprivileged, and rte_kni built, signed and loaded beside igb_uio. Each boot prints the
+# guest's times: kernel boot, each init container, total.
 set -euo pipefail
 fixtures=$(realpath "${1:?usage: pod-test.sh FIXTURES_DIR}")
 here=$(cd "$(dirname "$0")" && pwd)
@@ -32,6 +38,9 @@ for tool in qemu-system-x86_64 busybox cpio buildah kubectl mkfs.ext4 depmod pyt
   command -v "$tool" >/dev/null || { echo "pod-test: $tool is missing (ci/install-deps.sh installs it)"; exit 1; }
 done
 kver=$(cat "$fixtures/apt-repo/kernel-release")
+dpdk_src=${KMODKIT_DPDK_SRC:-$(cat "$fixtures/dpdk-src" 2>/dev/null || true)}
+[ -d "$dpdk_src/kernel/linux/kni" ] ||
+  { echo "pod-test: no DPDK 22.11 tree for rte_kni: run the fixture.dpdk_src fixture (ctest -R fixture) or set KMODKIT_DPDK_SRC"; exit 1; }
 work=$(mktemp -d /var/tmp/kmodkit-pod.XXXXXX)
 server_pid=
 containers=()
@@ -67,6 +76,8 @@ depmod -b "$work/kernel" "$kver"
 vmlinuz=$work/kernel/boot/vmlinuz-$kver
 # The node's modules tree, whole, as a node has it.
 ext4_disk "$work/disk-node.ext4" "$work/kernel/usr/lib/modules" node-modules
+# The DPDK tree the fourth boot's site builds rte_kni from, kept on the node.
+ext4_disk "$work/disk-dpdk-src.ext4" "$dpdk_src" dpdk-src
 
 # --- The images -------------------------------------------------------------------------------
 # Each image the pod names, as the kubelet would pull it: here the one this run built, its root
@@ -106,11 +117,15 @@ truncate -s 3G "$work/pv-modules.ext4"; mkfs.ext4 -q -F -L pv-modules "$work/pv-
 truncate -s 256M "$work/pv-data.ext4"; mkfs.ext4 -q -F -L pv-data "$work/pv-data.ext4"
 
 # --- What the cluster supplies at run time --------------------------------------------------------
-# The device plugin hands the pod the two e1000 NICs as the resource's devices; Multus writes the
-# network-status annotation naming them for the networks the pod asked for.
-python3 - "$work/rendered.yaml" "$work/images.json" > "$work/config.json" <<'PY'
+# The device plugin hands the pod the two virtio-net NICs as the resource's devices; Multus writes
+# the network-status annotation naming them for the networks the pod asked for. On the q35 machine
+# (vfio) the plugin's device specs add the NICs' VFIO group nodes and the container, /dev/vfio/vfio,
+# as it does for a resource of VFs on vfio-pci; the groups are those the guest's IOMMU gives the
+# NICs at 00:04.0 and 00:05.0 (the guest checks them).
+config() {
+python3 - "$work/rendered.yaml" "$work/images.json" "$1" <<'PY'
 import json, sys, yaml
-rendered, images = sys.argv[1], json.load(open(sys.argv[2]))
+rendered, images, variant = sys.argv[1], json.load(open(sys.argv[2])), sys.argv[3]
 claims = {}
 for doc in yaml.safe_load_all(open(rendered)):
     if doc and doc.get("kind") == "StatefulSet":
@@ -120,8 +135,14 @@ for doc in yaml.safe_load_all(open(rendered)):
                 claims[v["persistentVolumeClaim"]["claimName"]] = "/pv/modules"
         for t in spec.get("volumeClaimTemplates", []):
             claims[t["metadata"]["name"]] = "/pv/data"
-vfs = [{"address": "0000:00:04.0", "info": {"generic": {"deviceID": "100e"}}},
-       {"address": "0000:00:05.0", "info": {"generic": {"deviceID": "100e"}}}]
+if variant == "vfio":
+    # Modern virtio-net (disable-legacy=on): device 1041.
+    vfs = [{"address": "0000:00:04.0", "info": {"generic": {"deviceID": "1041"}, "vfio": {"dev-mount": "/dev/vfio/3", "mount": "/dev/vfio/vfio"}}},
+           {"address": "0000:00:05.0", "info": {"generic": {"deviceID": "1041"}, "vfio": {"dev-mount": "/dev/vfio/4", "mount": "/dev/vfio/vfio"}}}]
+else:
+    # Transitional virtio-net: device 1000.
+    vfs = [{"address": "0000:00:04.0", "info": {"generic": {"deviceID": "1000"}}},
+           {"address": "0000:00:05.0", "info": {"generic": {"deviceID": "1000"}}}]
 status = [{"name": "cni-default", "interface": "eth0", "ips": ["10.0.2.15"], "default": True},
           {"name": "kmodkit/kmodkit-outside", "interface": "net1", "device-info": {"type": "pci", "version": "1.1.0", "pci": {"pci-address": vfs[0]["address"]}}},
           {"name": "kmodkit/kmodkit-inside", "interface": "net2", "device-info": {"type": "pci", "version": "1.1.0", "pci": {"pci-address": vfs[1]["address"]}}}]
@@ -130,26 +151,35 @@ json.dump({"statefulset": "kmodkit-firewall", "node_name": "node-0", "pod_ip": "
            "annotations": {"k8s.v1.cni.cncf.io/network-status": json.dumps(status, indent=1)},
            "hugepages": {"HugePages-2Mi": "2M", "HugePages": "2M"}, "run_dir": "/run/pod"}, sys.stdout, indent=1)
 PY
+}
+config uio > "$work/config.json"
+config vfio > "$work/config-vfio.json"
 python3 "$here/render-pod.py" --manifests "$work/rendered.yaml" --config "$work/config.json" --out "$work/pod.sh" ||
   fail "render-pod.py"
 # The same pod after an upgrade of its default rules.
 kubectl kustomize "$here/overlay-upgrade" > "$work/rendered-upgrade.yaml" || fail "kubectl kustomize $here/overlay-upgrade"
 python3 "$here/render-pod.py" --manifests "$work/rendered-upgrade.yaml" --config "$work/config.json" \
   --out "$work/pod-upgrade.sh" || fail "render-pod.py (upgrade)"
+# The pod as deploy/ declares it, on a node with an IOMMU, with rte_kni.
+kubectl kustomize "$here/overlay-vfio" > "$work/rendered-vfio.yaml" || fail "kubectl kustomize $here/overlay-vfio"
+python3 "$here/render-pod.py" --manifests "$work/rendered-vfio.yaml" --config "$work/config-vfio.json" \
+  --out "$work/pod-vfio.sh" || fail "render-pod.py (vfio)"
 
 # --- The initramfs ------------------------------------------------------------------------------
 root=$work/root
-mkdir -p "$root"/{bin,proc,sys,dev,tmp,run,images,pv/modules,pv/data,etc,usr/lib/modules}
+mkdir -p "$root"/{bin,proc,sys,dev,tmp,run,images,pv/modules,pv/data,etc,usr/lib/modules,var/lib/kmodkit/dpdk-22.11}
 cp "$(command -v busybox)" "$root/bin/busybox"
-boot_modules "$work/kernel" "$kver" "$root/boot-modules" virtio_pci virtio_blk crc32c_generic ext4 overlay e1000
+boot_modules "$work/kernel" "$kver" "$root/boot-modules" virtio_pci virtio_blk virtio_net crc32c_generic ext4 overlay
 cp /etc/os-release "$root/etc/os-release"
 echo node-0 > "$root/etc/hostname"
 {
-  # vda: the node's modules; vdb, vdc: the volumes; then the images, in this order.
+  # vda: the node's modules; vdb, vdc: the volumes; vdd: the DPDK tree; then the images, in this
+  # order (the disks' PCI addresses follow it).
   echo "vda /usr/lib/modules ro"
   echo "vdb /pv/modules rw"
   echo "vdc /pv/data rw"
-  letters=(d e f g h i j)
+  echo "vdd /var/lib/kmodkit/dpdk-22.11 ro"
+  letters=(e f g h i j k)
   for i in "${!disks[@]}"; do echo "vd${letters[$i]} /images/${disks[$i]} ro"; done
 } > "$root/disks"
 cat > "$root/init" <<'GUEST'
@@ -167,18 +197,28 @@ while read -r dev dir mode; do
 done < /disks
 hostname "$(cat /etc/hostname)"
 ip link set lo up
-mgmt=$(ls /sys/bus/pci/devices/0000:00:03.0/net/)
+# (a virtio NIC: its interface is under the virtio device)
+mgmt=$(ls /sys/bus/pci/devices/0000:00:03.0/virtio*/net/)
 ip addr add 10.0.2.15/24 dev "$mgmt"; ip link set "$mgmt" up; ip route add default via 10.0.2.2
 echo "KMODKIT-POD node-ready $(up)"
 . /pod.sh
 pod_prepare
 pod_init; rc=$?
 echo "KMODKIT-POD init-done $rc $(up)"
-echo "KMODKIT-POD driver 0000:00:04.0 $(basename "$(readlink /sys/bus/pci/devices/0000:00:04.0/driver)")"
-echo "KMODKIT-POD driver 0000:00:05.0 $(basename "$(readlink /sys/bus/pci/devices/0000:00:05.0/driver)")"
-for m in uio igb_uio; do echo "KMODKIT-POD module $m $(cat /sys/module/$m/initstate 2>/dev/null || echo absent)"; done
+for a in 0000:00:04.0 0000:00:05.0; do
+  echo "KMODKIT-POD driver $a $(basename "$(readlink /sys/bus/pci/devices/$a/driver)")"
+  echo "KMODKIT-POD iommu-group $a $(basename "$(readlink /sys/bus/pci/devices/$a/iommu_group 2>/dev/null)")"
+done
+for m in uio igb_uio rte_kni vfio vfio_pci vfio_iommu_type1; do
+  echo "KMODKIT-POD module $m $(cat /sys/module/$m/initstate 2>/dev/null || echo absent)"
+done
 if [ "$rc" = 0 ]; then
   pod_main_start
+  # When the firewall says it forwards (its log, as the kubelet keeps it), on the guest's clock.
+  until grep -q '"forwarding: ' "$POD_RUN/containers/firewall/log" 2>/dev/null || ! pod_alive "$POD_MAIN_PID"; do sleep 0.1; done
+  echo "KMODKIT-POD forwarding $(up)"
+  # What the main container's process may do, now that setpriv has become the firewall.
+  echo "KMODKIT-POD firewall-caps $(awk '$1 == "CapEff:" { print $2 }' "/proc/$POD_MAIN_PID/status" 2>/dev/null)"
   # The host sends its traffic through, then says so by serving /stop; the pod then stops as the
   # kubelet stops it (SIGTERM to the main container).
   n=0
@@ -196,7 +236,7 @@ poweroff -f
 GUEST
 chmod +x "$root/init"
 # One initramfs per rendering of the pod.
-for v in pod pod-upgrade; do
+for v in pod pod-upgrade pod-vfio; do
   cp "$work/$v.sh" "$root/pod.sh"
   (cd "$root" && find . | cpio -o -H newc 2>/dev/null | gzip -1) > "$work/initrd-$v.gz"
 done
@@ -236,20 +276,33 @@ ip netns add "$ns_out"; ip netns add "$ns_in"; netns_made=1
 # runs on the host; then the guest is told to stop the pod.
 boot() {
   local initrd=$work/initrd-${2:-pod}.gz
-  local drives=(-drive "file=$work/disk-node.ext4,if=virtio,format=raw,readonly=on"
-                -drive "file=$work/pv-modules.ext4,if=virtio,format=raw"
-                -drive "file=$work/pv-data.ext4,if=virtio,format=raw")
-  for d in "${disks[@]}"; do drives+=(-drive "file=$work/disk-$d.ext4,if=virtio,format=raw,readonly=on"); done
+  # The disks at fixed PCI addresses from 00:10.0 on, in the order of the guest's /disks.
+  local drives=() n=0 f
+  for f in disk-node:ro pv-modules:rw pv-data:rw disk-dpdk-src:ro "${disks[@]/#/disk-}"; do
+    [[ $f == *:* ]] || f=$f:ro
+    drives+=(-drive "file=$work/${f%:*}.ext4,if=none,id=d$n,format=raw$([ "${f##*:}" = ro ] && echo ,readonly=on)"
+             -device "virtio-blk-pci,drive=d$n,addr=0x$(printf %x $((16 + n)))")
+    n=$((n + 1))
+  done
+  # The machine: an i440FX PC, or for vfio-pci a q35 with an emulated Intel IOMMU (interrupt
+  # remapping on, which vfio needs; 48-bit addresses, so DPDK can use virtual addresses as IOVAs)
+  # and modern virtio NICs whose DMA goes through it (iommu_platform).
+  local machine=() nic=virtio-net-pci append=""
+  if [ "${2:-pod}" = pod-vfio ]; then
+    machine=(-machine q35,kernel-irqchip=split -device intel-iommu,intremap=on,aw-bits=48)
+    nic=virtio-net-pci,disable-legacy=on,iommu_platform=on
+    append=" intel_iommu=on"
+  fi
   rm -f "$work/www/stop"
   # The TAP devices of a previous boot are in the namespaces still.
   ip -n "$ns_out" link del "$tap_out" 2>/dev/null || true; ip -n "$ns_in" link del "$tap_in" 2>/dev/null || true
   ip tuntap add dev "$tap_out" mode tap; ip tuntap add dev "$tap_in" mode tap
-  timeout 1500 qemu-system-x86_64 -accel tcg -cpu max -m 3072 -smp 2 -nographic -no-reboot \
+  timeout 1500 qemu-system-x86_64 -accel tcg -cpu max -m 3072 -smp 2 -nographic -no-reboot "${machine[@]}" \
     -kernel "$vmlinuz" -initrd "$initrd" \
-    -append "console=ttyS0 panic=-1 quiet loglevel=3 hugepages=1100" \
-    -netdev "user,id=mgmt,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:busybox nc 127.0.0.1 $port" -device e1000,netdev=mgmt,addr=0x3 \
-    -netdev "tap,id=vf0,ifname=$tap_out,script=no,downscript=no" -device virtio-net-pci,netdev=vf0,addr=0x4 \
-    -netdev "tap,id=vf1,ifname=$tap_in,script=no,downscript=no" -device virtio-net-pci,netdev=vf1,addr=0x5 \
+    -append "console=ttyS0 panic=-1 quiet loglevel=3 hugepages=1100$append" \
+    -netdev "user,id=mgmt,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:busybox nc 127.0.0.1 $port" -device virtio-net-pci,netdev=mgmt,addr=0x3 \
+    -netdev "tap,id=vf0,ifname=$tap_out,script=no,downscript=no" -device "$nic,netdev=vf0,addr=0x4" \
+    -netdev "tap,id=vf1,ifname=$tap_in,script=no,downscript=no" -device "$nic,netdev=vf1,addr=0x5" \
     "${drives[@]}" </dev/null >"$work/$1.raw" 2>&1 &
   qemu_pid=$!
   out=$work/$1.txt
@@ -310,12 +363,23 @@ traffic() {
   sed "s/^/pod-test: $1: traffic: /" "$t"
 }
 marker() { awk -v k="$1" -v a="${2:-}" '$1=="KMODKIT-POD" && $2==k && (a=="" || $3==a)' "$out"; }
-# times NAME: the guest's times of the boot, from its markers.
+# times NAME: the boot's figures. From the guest's markers (its clock): kernel boot, node ready,
+# each container, all init containers, firewall start (its start to its "forwarding" line); from
+# the host: the first web request through the firewall (curl's time, host clock, sent once the
+# console shows "forwarding"); and the pod's start to that request's answer (node ready to
+# forwarding, plus the request: the host's own set-up between them left out).
 times() {
-  awk -v boot="$1" '$1=="KMODKIT-POD" {
-      if ($2=="kernel-booted") k=$3; else if ($2=="node-ready") n=$3;
+  local web
+  web=$(awk '$1 == "web-in" && $2 == "pass" { print $3 }' "$work/$1.traffic" 2>/dev/null || true)
+  awk -v boot="$1" -v web="${web:-}" '$1=="KMODKIT-POD" {
+      if ($2=="kernel-booted") k=$3; else if ($2=="node-ready") n=$3; else if ($2=="forwarding") f=$3;
       else if ($2=="start") s[$3]=$4; else if ($2=="exit") { printf "pod-test: %s: %-18s %6.1f s (exit %s)\n", boot, $3, $5-s[$3], $4 }
-      else if ($2=="init-done") printf "pod-test: %s: kernel boot %.1f s, node ready %.1f s, init containers %.1f s\n", boot, k, n-k, $4-n }' "$out"
+      else if ($2=="init-done") i=$4 }
+    END {
+      printf "pod-test: %s: figures: kernel boot %.1f s, node ready %.1f s, init containers %.1f s", boot, k, n-k, i-n
+      if (f != "" && s["firewall"] != "") printf ", firewall start %.1f s", f-s["firewall"]
+      if (f != "" && web != "") printf ", first web request %.1f s, pod start to first web request %.1f s", web, f-n+web
+      printf "\n" }' "$out"
 }
 
 # summary NAME: what each step said it did (the one-line summaries of the binaries' logs).
@@ -398,3 +462,27 @@ umount "$work/mnt"
 [ "$rules_kept" = 1 ] || fail "the operator's edit of the rules was not kept"
 [ "$new_default" = 1 ] || fail "the new default rules were not written beside the edited ones (firewall.rules.kmodkit-new)"
 echo "pod-test: upgrade boot passed"
+
+# The same node with an IOMMU, the pod as deploy/ declares it: vfio-pci, an unprivileged firewall,
+# and rte_kni built from the node's DPDK tree beside igb_uio (cached from the boots before).
+boot vfio pod-vfio
+times vfio
+summary vfio
+[ "$(marker init-done | awk '{print $3}')" = 0 ] || fail "an init container failed on the vfio boot: $(marker exit | awk '$4!=0')"
+for a in 0000:00:04.0:3 0000:00:05.0:4; do
+  group=$(marker iommu-group "${a%:*}" | awk '{print $4}')
+  [ "$group" = "${a##*:}" ] ||
+    fail "the guest's IOMMU put ${a%:*} in group ${group:-none}, not ${a##*:} as the simulated device plugin hands the pod"
+  marker driver "${a%:*}" | grep -q ' vfio-pci$' || fail "${a%:*} is not bound to vfio-pci"
+done
+for m in igb_uio rte_kni vfio_pci vfio_iommu_type1; do
+  marker module "$m" | grep -q ' live$' || fail "$m is not loaded on the vfio boot"
+done
+grep -q "rte_kni: built" "$out" || fail "kmod-builder did not build rte_kni"
+grep -q "igb_uio: up to date for $kver" "$out" || fail "kmod-builder did not find igb_uio up to date on the vfio boot"
+grep -q "vfio-pci: loaded (in-tree)" "$out" || fail "kmod-builder bind did not load vfio-pci"
+# The firewall holds IPC_LOCK (bit 14) and nothing else.
+caps=$(marker firewall-caps | awk '{print $3}')
+[ "$caps" = 0000000000004000 ] || fail "the firewall's effective capabilities are ${caps:-unknown}, not IPC_LOCK alone"
+check_traffic vfio pass
+echo "pod-test: vfio boot passed"
