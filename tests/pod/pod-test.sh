@@ -4,6 +4,7 @@
 # booted from Debian's 6.1 kernel, each container from its image's root file system, built in
 # the same run (images/build.sh, tag KMODKIT_IMAGE_TAG, default ctest).
 #   pod-test.sh FIXTURES_DIR
+# (KMODKIT_POD_CONSOLES=DIR keeps each boot's console there, as NAME.txt.)
 # The guest:
 #   - the node: a busybox initramfs (the boot modules and /etc/os-release of Debian 12), and the
 #     node's full modules tree on a disk of its own, mounted at /usr/lib/modules
@@ -325,6 +326,7 @@ boot() {
   wait "$qemu_pid" || true
   qemu_pid=
   clean_console "$work/$1.raw" "$out"
+  [ -z "${KMODKIT_POD_CONSOLES:-}" ] || { mkdir -p "$KMODKIT_POD_CONSOLES"; cp "$out" "$KMODKIT_POD_CONSOLES/$1.txt"; }
   grep -q KMODKIT-END "$out" || fail "the guest did not finish ($1)"
 }
 
