@@ -32,7 +32,7 @@ mkdir -p "$work/node/usr/lib"
 dpkg-deb -x "$(qemu_kernel_deb "$fixtures" "${KMODKIT_TEST_CACHE:-/var/cache/kmodkit-tests}")" "$work/kernel"
 mv "$work/kernel/lib/modules" "$work/node/usr/lib/modules"
 rm -rf "$work/kernel"
-cp /etc/os-release "$work/node/os-release"; mkdir -p "$work/node/etc"; mv "$work/node/os-release" "$work/node/etc/"
+mkdir -p "$work/node/etc"; cp /etc/os-release "$work/node/etc/"
 bench_http_server "$fixtures/apt-repo" "$work/port"
 repo="deb [trusted=yes] http://127.0.0.1:$(cat "$work/port") stable main"
 
