@@ -39,6 +39,8 @@ packages=(
   buildah debootstrap
   # libFuzzer for the firewall's packet parser (ci/fuzz.sh)
   clang libclang-rt-14-dev
+  # promtool (from Debian's prometheus) lints the firewall's metrics in the tests
+  prometheus
 )
 if [ "${1:-}" = "--bench" ]; then
   packages+=(dpdk-dev dpdk-doc dnf dnf-plugins-core umoci)
