@@ -13,7 +13,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   # libraries the core and the binaries wrap
   libkmod-dev libarchive-dev libcurl4-openssl-dev libssl-dev libspdlog-dev libfmt-dev
-  libcli11-dev nlohmann-json3-dev catch2 libexpat1-dev
+  libcli11-dev nlohmann-json3-dev catch2 libexpat1-dev libcpp-httplib-dev
   # tools the tests drive for real: apt repositories, archives, an HTTP server, kernel builds
   dpkg-dev apt-utils xz-utils zstd rpm cpio python3 kmod bc flex bison libelf-dev
   gnupg gpgv time openssl curl strace

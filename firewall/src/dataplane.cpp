@@ -11,12 +11,15 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <thread>
 
 #include "flow_table.hpp"
+#include "metrics.hpp"
 #include "kmodkit/files.hpp"
 #include "kmodkit/log.hpp"
 
@@ -394,6 +397,76 @@ struct OpenPorts {
 // What a run has built so far, in the order it is built: members go in reverse order, so the
 // flow tables go before the ports are stopped and closed, and those before the RCU state and
 // the rules. The packet buffer pool stays with EAL, which frees its memory at cleanup.
+MetricsSnapshot snapshot_metrics(const RuleSet& rules, const std::vector<std::vector<Count>>& rule_hits,
+                                 const std::vector<uint64_t>& carried, const std::vector<Counters>& per_lcore,
+                                 const std::vector<std::pair<uint16_t, std::string>>& ports, const std::vector<unsigned>& lcores) {
+  MetricsSnapshot snap;
+  for (const auto& [id, name] : ports) {
+    rte_eth_stats st{};
+    rte_eth_stats_get(id, &st);
+    PortSnapshot p{id, name, st.ipackets, st.opackets, st.ibytes, st.obytes, st.imissed, st.ierrors, st.oerrors, st.rx_nombuf, {}};
+    const int n = rte_eth_xstats_get(id, nullptr, 0);
+    if (n > 0) {
+      std::vector<rte_eth_xstat> values(static_cast<size_t>(n));
+      std::vector<rte_eth_xstat_name> names(static_cast<size_t>(n));
+      if (rte_eth_xstats_get(id, values.data(), static_cast<unsigned>(n)) == n &&
+          rte_eth_xstats_get_names(id, names.data(), static_cast<unsigned>(n)) == n) {
+        for (const auto& v : values) {
+          if (v.id < names.size()) p.xstats.emplace_back(names[v.id].name, v.value);
+        }
+      }
+    }
+    snap.ports.push_back(std::move(p));
+  }
+  using Field = Count Counters::*;
+  const struct {
+    const char* name;
+    const char* help;
+    const char* label;
+    std::vector<std::pair<const char*, Field>> values;
+  } per_worker[] = {
+      {"worker_packets", "Packets each worker lcore received and sent.", "direction",
+       {{"received", &Counters::rx}, {"sent", &Counters::tx}}},
+      {"passed_packets", "Packets passed without a new decision of the rules, by why.", "by",
+       {{"state", &Counters::passed_state}, {"related", &Counters::passed_related},
+        {"untracked", &Counters::passed_untracked}, {"arp_nd", &Counters::arp_nd}}},
+      {"flows_created", "Flows each worker's table took in.", "", {{"", &Counters::new_flows}}},
+      {"flows_expired", "Flows each worker's table let go after their timeout.", "", {{"", &Counters::expired}}},
+  };
+  for (const auto& w : per_worker) {
+    MetricFamily f{w.name, w.help, true, {}};
+    for (size_t l = 0; l < per_lcore.size(); ++l) {
+      for (const auto& [value, field] : w.values) {
+        MetricSample sm{{{"lcore", std::to_string(l < lcores.size() ? lcores[l] : l)}}, static_cast<double>(per_lcore[l].*field)};
+        if (*w.label != '\0') sm.labels.emplace_back(w.label, value);
+        f.samples.push_back(std::move(sm));
+      }
+    }
+    snap.families.push_back(std::move(f));
+  }
+  MetricFamily drops{"dropped_packets", "Packets dropped, by reason (malformed_* for the parser's).", true, {}};
+  for (int d = 0; d < static_cast<int>(Drop::count_); ++d) {
+    uint64_t n = 0;
+    for (const auto& c : per_lcore) n += c.drops[d];
+    drops.samples.push_back({{{"reason", drop_name(static_cast<Drop>(d))}}, static_cast<double>(n)});
+  }
+  for (int m = 1; m < static_cast<int>(Malformed::count_); ++m) {
+    uint64_t n = 0;
+    for (const auto& c : per_lcore) n += c.malformed[m];
+    drops.samples.push_back({{{"reason", std::string("malformed_") + malformed_name(static_cast<Malformed>(m))}}, static_cast<double>(n)});
+  }
+  snap.families.push_back(std::move(drops));
+  MetricFamily hits{"rule_hits", "New flows (or untracked packets) each rule decided, by its line in the rules file.", true, {}};
+  for (size_t r = 0; r < rules.rules.size(); ++r) {
+    uint64_t n = r < carried.size() ? carried[r] : 0;
+    for (const auto& worker_hits : rule_hits) n += r < worker_hits.size() ? static_cast<uint64_t>(worker_hits[r]) : 0;
+    hits.samples.push_back({{{"line", std::to_string(rules.rules[r].line)}, {"rule", rules.rules[r].text}}, static_cast<double>(n)});
+  }
+  snap.families.push_back(std::move(hits));
+  snap.families.push_back({"rules", "Rules in force.", false, {{{}, static_cast<double>(rules.rules.size())}}});
+  return snap;
+}
+
 struct Dataplane::State {
   State(const DataplaneConfig& c, Signals& s) : cfg(c), signals(s) {}
 
@@ -420,6 +493,14 @@ struct Dataplane::State {
   std::vector<FlowTable> tables;
   std::vector<Counters> counters;
   std::vector<Worker> state;
+  // /metrics: a scrape asks (metrics_wanted) and waits; the control loop, the one thread that
+  // reads the rules in force, answers with a fresh text and a new metrics_generation.
+  std::mutex metrics_mutex;
+  std::condition_variable metrics_ready;
+  bool metrics_wanted = false;
+  uint64_t metrics_generation = 0;
+  std::string metrics_text;
+  void answer_metrics();
 };
 
 Dataplane::Dataplane(const DataplaneConfig& config, Signals& signals) : s_(std::make_unique<State>(config, signals)) {}
@@ -547,10 +628,35 @@ Result<void> Dataplane::State::reload() {
   return {};
 }
 
+void Dataplane::State::answer_metrics() {
+  {
+    std::lock_guard lock(metrics_mutex);
+    if (!metrics_wanted) return;
+  }
+  std::string text = format_metrics(snapshot_metrics(current->rules, current->hits, current->carried, counters, named, workers));
+  {
+    std::lock_guard lock(metrics_mutex);
+    metrics_text = std::move(text);
+    metrics_wanted = false;
+    ++metrics_generation;
+  }
+  metrics_ready.notify_all();
+}
+
+std::optional<std::string> Dataplane::metrics(std::chrono::milliseconds timeout) {
+  auto& s = *s_;
+  std::unique_lock lock(s.metrics_mutex);
+  const uint64_t asked_at = s.metrics_generation;
+  s.metrics_wanted = true;
+  if (!s.metrics_ready.wait_for(lock, timeout, [&] { return s.metrics_generation != asked_at; })) return std::nullopt;
+  return s.metrics_text;
+}
+
 void Dataplane::State::control(const std::chrono::steady_clock::time_point& deadline) {
   while (!signals.stop.load()) {
     if (cfg.duration_s > 0 && std::chrono::steady_clock::now() >= deadline) signals.stop.store(true);
     if (signals.print.exchange(false)) print_counters();
+    answer_metrics();
     if (signals.reload.exchange(false)) {
       if (auto r = reload(); !r) logger->error("reload refused, the rules in force stay: {}", r.error().message);
     }

@@ -4,14 +4,17 @@
 // flows are looked up first and only a flow's first packet meets the rules.
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "acl.hpp"
 #include "flow.hpp"
 #include "kmodkit/result.hpp"
+#include "metrics.hpp"
 #include "packet.hpp"
 #include "rules.hpp"
 
@@ -95,6 +98,10 @@ class Dataplane {
   void forward_until_stopped();
   // Prints the counters to stdout.
   void print_counters() const;
+  // The counters in the Prometheus text format (metrics.hpp), fresh: asked of the control loop,
+  // which answers within its next tick (50 ms). Thread-safe; nullopt when no answer came within
+  // `timeout` (the data plane is not forwarding yet, or has stopped).
+  std::optional<std::string> metrics(std::chrono::milliseconds timeout);
 
  private:
   struct State;
@@ -104,6 +111,11 @@ class Dataplane {
 // The counters of all workers as text (per port, per lcore, per rule, per drop reason);
 // hits[worker][rule] counts each rule's matches, carried[rule] its matches under the rule sets
 // that reloads replaced.
+// The same as a snapshot for format_metrics: the ports' stats and xstats, then per worker lcore
+// (`lcores`, in the order of per_lcore), per drop reason and per rule.
+MetricsSnapshot snapshot_metrics(const RuleSet& rules, const std::vector<std::vector<Count>>& hits,
+                                 const std::vector<uint64_t>& carried, const std::vector<Counters>& per_lcore,
+                                 const std::vector<std::pair<uint16_t, std::string>>& ports, const std::vector<unsigned>& lcores);
 std::string format_counters(const RuleSet& rules, const std::vector<std::vector<Count>>& hits,
                             const std::vector<uint64_t>& carried, const std::vector<Counters>& per_lcore,
                             const std::vector<std::pair<uint16_t, std::string>>& ports);

@@ -11,6 +11,7 @@
 
 #include "dataplane.hpp"
 #include "eal_args.hpp"
+#include "metrics_server.hpp"
 #include "kmodkit/cli.hpp"
 #include "kmodkit/files.hpp"
 #include "kmodkit/log.hpp"
@@ -48,6 +49,7 @@ bool stop_requested_after(const char* stage) {
 struct Options {
   EalInput eal;
   std::string network_status;  // Multus's network-status annotation as a file; "" for none
+  std::string metrics;         // HOST:PORT of the metrics endpoint; "" for none
   DataplaneConfig dataplane;
   bool print_eal_args = false;
 };
@@ -92,6 +94,9 @@ cli::Program options_table(Options& opt) {
       {
           {"rules", cli::Kind::value, "/etc/kmodkit/firewall.rules", "FILE", "the rules file (see firewall/README.md)",
            cli::store(opt.dataplane.rules_file)},
+          {"metrics", cli::Kind::value, "", "HOST:PORT",
+           "serve the counters in the Prometheus text format at http://HOST:PORT/metrics (default: off)",
+           cli::store(opt.metrics)},
           {"port", cli::Kind::list, "", "PCI",
            "PCI addresses of the ports (default: the networks of --network-status, else the PCIDEVICE_* variables)",
            [&](const std::vector<std::string>& v) -> Result<void> {
@@ -241,6 +246,7 @@ Result<void> start_and_forward(const Options& opt) {
   if (eal_input.pci.empty() && eal_input.vdevs.empty() && !opt.network_status.empty()) {
     eal_input.pci = KK_TRY(ports_of_networks(opt.network_status));
   }
+  if (!opt.metrics.empty()) KK_TRY(MetricsServer::parse_address(opt.metrics));
   auto args = KK_TRY(eal_arguments(eal_input));
   if (opt.print_eal_args) return print_eal_arguments(args);
   log_rules(rules, rules_file);
@@ -263,8 +269,12 @@ Result<void> start_and_forward(const Options& opt) {
   // Make a flow table per worker.
   KK_TRY(dataplane.make_flow_tables());
   if (stop_requested_after("the flow tables were made")) return {};
+  // The metrics endpoint, from a control thread; it stops before the data plane goes.
+  std::unique_ptr<MetricsServer> metrics;
+  if (!opt.metrics.empty()) metrics = KK_TRY(MetricsServer::start(opt.metrics, dataplane));
   // Start the workers and wait: reload on SIGHUP, counters on SIGUSR1, until SIGTERM/SIGINT or --duration.
   dataplane.forward_until_stopped();
+  metrics.reset();
   // Orderly stop: the workers have returned; print the counters, then ports and EAL close in turn.
   dataplane.print_counters();
   return {};

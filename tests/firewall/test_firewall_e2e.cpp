@@ -19,6 +19,7 @@
 
 #include "helpers.hpp"
 #include "kmodkit/files.hpp"
+#include "kmodkit/subprocess.hpp"
 
 using kmodkit::test::Run;
 using kmodkit::test::TempDir;
@@ -694,4 +695,83 @@ TEST_CASE("a SIGTERM at any moment of start-up ends in order: exit 0, no runtime
     }
     CHECK_FALSE(fs::exists(eal_runtime_dir(prefix)));
   }
+}
+
+namespace {
+
+// A TCP port of 127.0.0.1 that nothing listens on now.
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof sa;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
+  ::close(fd);
+  return ntohs(sa.sin_port);
+}
+
+// GET url with curl: (HTTP status, body); status 0 when nothing answered.
+std::pair<int, std::string> http_get(const std::string& url, const fs::path& body) {
+  auto out = kmodkit::subprocess::run({"curl", "-s", "-o", body.string(), "-w", "%{http_code}", "--max-time", "5", url});
+  if (!out || !out->ok()) return {0, ""};
+  return {std::atoi(out->output.c_str()), fs::exists(body) ? kmodkit::test::read_file(body) : ""};
+}
+
+}  // namespace
+
+TEST_CASE("the metrics endpoint (--metrics) serves the counters in the Prometheus text format while the firewall forwards", "[e2e][firewall]") {
+  TempDir tmp;
+  kmodkit::test::write_file(tmp / "fw.rules", "policy deny\nallow tcp from 10.0.0.0/8 to any port 22  # \"ssh\"\n");
+  write_pcap(tmp / "a.pcap", {frame("10.0.0.1", "192.0.2.1", 6, 40000, 22, 0x02), frame("10.0.0.1", "192.0.2.1", 6, 40001, 23, 0x02),
+                              frame("10.0.0.2", "192.0.2.1", 6, 40002, 22, 0x02)});
+  write_pcap(tmp / "b.pcap", {frame("192.0.2.1", "10.0.0.1", 6, 22, 40000, 0x12)});
+  const std::string listen = "127.0.0.1:" + std::to_string(free_port());
+  std::vector<std::string> argv = {KMODKIT_FIREWALL_BIN, "--log-format", "human", "--duration", "60", "--metrics", listen};
+  for (const auto& a : firewall_args(tmp)) argv.push_back(a);
+  const fs::path log = tmp / "fw.log";
+  const pid_t pid = kmodkit::test::spawn(argv, log);
+  REQUIRE(signal_until(pid, 0, log, "forwarding:"));
+  // The frames are read at once; the scrape that sees all four received is the one to check.
+  std::pair<int, std::string> got;
+  for (int i = 0; i < 50; ++i) {
+    got = http_get("http://" + listen + "/metrics", tmp / "metrics.txt");
+    if (got.second.find("kmodkit_firewall_port_received_packets_total{port=\"1\",device=\"net_pcap1\"} 1\n") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  const auto other = http_get("http://" + listen + "/nothing", tmp / "other.txt");
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  INFO(kmodkit::test::read_file(log));
+  INFO(got.second);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  REQUIRE(got.first == 200);
+  CHECK(other.first == 404);
+  CHECK_THAT(got.second, Catch::Contains("kmodkit_firewall_port_received_packets_total{port=\"0\",device=\"net_pcap0\"} 3\n"));
+  CHECK_THAT(got.second, Catch::Contains("kmodkit_firewall_port_sent_packets_total{port=\"1\",device=\"net_pcap1\"} 2\n"));
+  CHECK_THAT(got.second, Catch::Contains(
+                             "kmodkit_firewall_rule_hits_total{line=\"2\",rule=\"allow tcp from 10.0.0.0/8 to any port 22\"} 2\n"));
+  CHECK_THAT(got.second, Catch::Contains("kmodkit_firewall_dropped_packets_total{reason=\"policy\"} 1\n"));
+  CHECK_THAT(got.second, Catch::Contains("kmodkit_firewall_passed_packets_total{lcore=\"0\",by=\"state\"} 1\n"));
+  // promtool lints what a Prometheus server would scrape.
+  auto lint = kmodkit::subprocess::run({"sh", "-c", "promtool check metrics < " + (tmp / "metrics.txt").string()});
+  REQUIRE(lint);
+  INFO(lint->output);
+  CHECK(lint->ok());
+}
+
+TEST_CASE("the metrics endpoint refuses an address that is not HOST:PORT, or one it cannot listen on", "[e2e][firewall]") {
+  TempDir tmp;
+  kmodkit::test::write_file(tmp / "fw.rules", "policy deny\n");
+  write_pcap(tmp / "a.pcap", {});
+  write_pcap(tmp / "b.pcap", {});
+  auto bad = firewall(tmp, {"--duration", "1", "--metrics", "9100"});
+  CHECK(bad.code == 64);
+  CHECK_THAT(bad.last_line, Catch::Contains("--metrics 9100: not HOST:PORT"));
+  auto elsewhere = firewall(tmp, {"--duration", "1", "--metrics", "192.0.2.1:9100"});
+  CHECK(elsewhere.code == 78);
+  CHECK_THAT(elsewhere.last_line, Catch::Contains("--metrics 192.0.2.1:9100: cannot listen there"));
 }
