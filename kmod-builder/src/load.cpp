@@ -224,6 +224,35 @@ std::string roll_back(kmod_ctx* ctx, const std::vector<std::string>& loaded) {
   return s;
 }
 
+// Loads the in-tree module `name` as modprobe would (what it depends on first, soft dependencies
+// included), from the tree of ctx; what this call loaded is appended to loaded_here, for a
+// roll-back. 66 with `missing` when the tree has no such module; the kernel's refusals as
+// insert_error maps them for `who` (its path, when empty, the module's file). In a dry run, only
+// the lookup.
+Result<void> probe_in_tree(const LoadConfig& cfg, kmod_ctx* ctx, Installed who, const KernelPolicy& policy,
+                           std::vector<std::string>& loaded_here, const std::string& missing) {
+  const std::string& name = who.name;
+  kmod_list* list = nullptr;
+  if (kmod_module_new_from_lookup(ctx, name.c_str(), &list) < 0 || list == nullptr) return fail(ExitCode::no_input, missing);
+  ListPtr guard(list, kmod_module_unref_list);
+  ModulePtr mod(kmod_module_get_module(list), kmod_module_unref);
+  if (cfg.dry_run) return {};
+  // The module and its own dependencies that are not loaded yet are this call's to undo.
+  std::vector<std::string> order;
+  load_order(mod.get(), order);
+  std::erase_if(order, [&](const std::string& n) { return is_live(cfg.sysfs, n); });
+  const int err = kmod_module_probe_insert_module(mod.get(), 0, nullptr, nullptr, nullptr, nullptr);
+  for (const auto& n : order) {
+    if (is_live(cfg.sysfs, n)) loaded_here.push_back(n);
+  }
+  if (err < 0 && err != -EEXIST) {
+    const char* path = kmod_module_get_path(mod.get());
+    if (who.path.empty()) who.path = path != nullptr ? path : name;
+    return fail(insert_error(-err, who, policy, cfg.kernel_release));
+  }
+  return {};
+}
+
 Result<void> load_each(const LoadConfig& cfg, const std::vector<Installed>& modules, const KernelPolicy& policy,
                        kmod_ctx* ctx, std::vector<std::string>& loaded_here) {
   auto logger = log::get("kmod-builder");
@@ -231,25 +260,9 @@ Result<void> load_each(const LoadConfig& cfg, const std::vector<Installed>& modu
   for (const auto& m : modules) {
     for (const auto& dep : m.depends) {
       if (is_live(cfg.sysfs, dep)) continue;
-      kmod_list* list = nullptr;
-      if (kmod_module_new_from_lookup(ctx, dep.c_str(), &list) < 0 || list == nullptr) {
-        return fail(ExitCode::no_input, m.name + " needs " + dep + ", which the modules tree of " + cfg.kernel_release +
-                                            " on the volume does not have");
-      }
-      ListPtr guard(list, kmod_module_unref_list);
-      ModulePtr dm(kmod_module_get_module(list), kmod_module_unref);
-      // The dependency and its own dependencies that are not loaded yet are this run's to undo.
-      std::vector<std::string> order;
-      load_order(dm.get(), order);
-      std::erase_if(order, [&](const std::string& n) { return is_live(cfg.sysfs, n); });
-      const int err = kmod_module_probe_insert_module(dm.get(), 0, nullptr, nullptr, nullptr, nullptr);
-      for (const auto& n : order) {
-        if (is_live(cfg.sysfs, n)) loaded_here.push_back(n);
-      }
-      if (err < 0 && err != -EEXIST) {
-        Installed d{m.recipe, dep, dep, "", "", "", "", false, {}, {}};
-        return fail(insert_error(-err, d, policy, cfg.kernel_release));
-      }
+      KK_TRY(probe_in_tree(cfg, ctx, Installed{m.recipe, dep, dep, "", "", "", "", false, {}, {}}, policy, loaded_here,
+                           m.name + " needs " + dep + ", which the modules tree of " + cfg.kernel_release +
+                               " on the volume does not have"));
       logger->info("{}: loaded {} (in-tree dependency)", m.name, dep);
     }
     const fs::path path = cfg.volume / m.path;
@@ -370,25 +383,13 @@ Result<void> load_in_tree(const LoadConfig& cfg, const std::string& name) {
   volume::TreeUse use;
   if (!cfg.dry_run) use = KK_TRY(hold_tree(cfg.volume, cfg.kernel_release));
   auto ctx = KK_TRY(open_ctx(cfg));
-  kmod_list* list = nullptr;
-  if (kmod_module_new_from_lookup(ctx.ctx.get(), name.c_str(), &list) < 0 || list == nullptr) {
-    return fail(ExitCode::no_input, name + " is not loaded, and the modules tree of " + cfg.kernel_release + " on " +
-                                        cfg.volume.string() + " does not have it");
-  }
-  ListPtr guard(list, kmod_module_unref_list);
-  ModulePtr mod(kmod_module_get_module(list), kmod_module_unref);
-  if (cfg.dry_run) {
-    logger->info("dry run: would load {} (in-tree) from the modules tree of {}", name, cfg.kernel_release);
-    return {};
-  }
-  const auto policy = read_policy(cfg.sysfs, cfg.securityfs);
-  const int err = kmod_module_probe_insert_module(mod.get(), 0, nullptr, nullptr, nullptr, nullptr);
-  if (err < 0 && err != -EEXIST) {
-    const char* path = kmod_module_get_path(mod.get());
-    Installed m{"", name, path != nullptr ? path : name, "", "", "", "", false, {}, {}};
-    return fail(insert_error(-err, m, policy, cfg.kernel_release));
-  }
-  logger->info("{}: loaded (in-tree) from the modules tree of {}", name, cfg.kernel_release);
+  std::vector<std::string> loaded;
+  const Installed who{"", name, "", "", "", "", "", false, {}, {}};
+  KK_TRY(probe_in_tree(cfg, ctx.ctx.get(), who, read_policy(cfg.sysfs, cfg.securityfs), loaded,
+                       name + " is not loaded, and the modules tree of " + cfg.kernel_release + " on " + cfg.volume.string() +
+                           " does not have it"));
+  if (cfg.dry_run) logger->info("dry run: would load {} (in-tree) from the modules tree of {}", name, cfg.kernel_release);
+  else logger->info("{}: loaded (in-tree) from the modules tree of {}", name, cfg.kernel_release);
   return {};
 }
 
