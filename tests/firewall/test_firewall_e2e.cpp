@@ -699,19 +699,6 @@ TEST_CASE("a SIGTERM at any moment of start-up ends in order: exit 0, no runtime
 
 namespace {
 
-// A TCP port of 127.0.0.1 that nothing listens on now.
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof sa;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
-  ::close(fd);
-  return ntohs(sa.sin_port);
-}
-
 // GET url with curl: (HTTP status, body); status 0 when nothing answered.
 std::pair<int, std::string> http_get(const std::string& url, const fs::path& body) {
   auto out = kmodkit::subprocess::run({"curl", "-s", "-o", body.string(), "-w", "%{http_code}", "--max-time", "5", url});
@@ -727,7 +714,7 @@ TEST_CASE("the metrics endpoint (--metrics) serves the counters in the Prometheu
   write_pcap(tmp / "a.pcap", {frame("10.0.0.1", "192.0.2.1", 6, 40000, 22, 0x02), frame("10.0.0.1", "192.0.2.1", 6, 40001, 23, 0x02),
                               frame("10.0.0.2", "192.0.2.1", 6, 40002, 22, 0x02)});
   write_pcap(tmp / "b.pcap", {frame("192.0.2.1", "10.0.0.1", 6, 22, 40000, 0x12)});
-  const std::string listen = "127.0.0.1:" + std::to_string(free_port());
+  const std::string listen = "127.0.0.1:" + std::to_string(kmodkit::test::free_port());
   std::vector<std::string> argv = {KMODKIT_FIREWALL_BIN, "--log-format", "human", "--duration", "60", "--metrics", listen};
   for (const auto& a : firewall_args(tmp)) argv.push_back(a);
   const fs::path log = tmp / "fw.log";

@@ -87,6 +87,9 @@ Run run_binary(const std::string& binary, const std::vector<std::string>& args, 
 Run run_init_modules(const std::vector<std::string>& args, const Env& env = {});
 Run run_kmod_builder(const std::vector<std::string>& args, const Env& env = {});
 
+// A TCP port of 127.0.0.1 that nothing listens on now; throws when none can be found.
+int free_port();
+
 enum class Session { same, own };
 // Starts a program in the background with stdout and stderr going to `output` (a file, or
 // /dev/null), in a session of its own when asked (so a kill of the session takes its children
