@@ -269,6 +269,7 @@ int worker_main(void* arg) {
     w.rules = w.in_force->load(std::memory_order_acquire);
     const uint64_t tsc = rte_get_tsc_cycles();
     const auto now = static_cast<uint32_t>((tsc - start) / hz);
+    bool busy = false;
     for (size_t port_index = 0; port_index < ports.size(); ++port_index) {
       const uint16_t rx = ports[port_index];
       const uint16_t tx = ports[port_index ^ 1];
@@ -276,6 +277,7 @@ int worker_main(void* arg) {
       const Direction dir = port_index % 2 == 0 ? Direction::a_to_b : Direction::b_to_a;
       const uint16_t n = rte_eth_rx_burst(rx, w.queue, in, kBurst);
       if (n == 0) continue;
+      busy = true;
       w.counters->rx += n;
       const uint16_t keep = process_burst(w, in, n, out, pair, dir, now);
       const uint16_t sent = keep == 0 ? 0 : rte_eth_tx_burst(tx, w.queue, out, keep);
@@ -285,6 +287,8 @@ int worker_main(void* arg) {
         rte_pktmbuf_free_bulk(out + sent, keep - sent);
       }
     }
+    if (busy) ++w.counters->busy_polls;
+    else ++w.counters->idle_polls;
     if (tsc - last_sweep > hz / 10) {  // expiry: a 1/50 slice of the table ten times a second
       w.counters->expired += w.flows->expire(now, w.config->timeouts, sweep_budget);
       last_sweep = tsc;
@@ -430,6 +434,8 @@ MetricsSnapshot snapshot_metrics(const RuleSet& rules, const std::vector<std::ve
       {"passed_packets", "Packets passed without a new decision of the rules, by why.", "by",
        {{"state", &Counters::passed_state}, {"related", &Counters::passed_related},
         {"untracked", &Counters::passed_untracked}, {"arp_nd", &Counters::arp_nd}}},
+      {"worker_polls", "Loops of each worker lcore over its ports: busy when a port gave packets, idle when none did.",
+       "result", {{"busy", &Counters::busy_polls}, {"idle", &Counters::idle_polls}}},
       {"flows_created", "Flows each worker's table took in.", "", {{"", &Counters::new_flows}}},
       {"flows_expired", "Flows each worker's table let go after their timeout.", "", {{"", &Counters::expired}}},
   };
@@ -501,6 +507,14 @@ struct Dataplane::State {
   uint64_t metrics_generation = 0;
   std::string metrics_text;
   void answer_metrics();
+  // Health, judged by the control loop each tick (judge_health) and read by any thread.
+  std::vector<uint64_t> polls_seen;
+  std::vector<std::chrono::steady_clock::time_point> polled_at;
+  std::string reload_error;  // the last reload's error; "" once a reload succeeds
+  mutable std::mutex health_mutex;
+  std::string unhealthy = "not forwarding yet", unready = "not forwarding yet";
+  std::chrono::steady_clock::time_point judged_at;
+  void judge_health();
 };
 
 Dataplane::Dataplane(const DataplaneConfig& config, Signals& signals) : s_(std::make_unique<State>(config, signals)) {}
@@ -628,6 +642,50 @@ Result<void> Dataplane::State::reload() {
   return {};
 }
 
+void Dataplane::State::judge_health() {
+  const auto now = std::chrono::steady_clock::now();
+  if (polls_seen.size() != counters.size()) {
+    polls_seen.assign(counters.size(), 0);
+    polled_at.assign(counters.size(), now);
+  }
+  std::string sick, unready_now;
+  for (size_t i = 0; i < counters.size(); ++i) {
+    const uint64_t polls = counters[i].busy_polls + counters[i].idle_polls;
+    if (polls != polls_seen[i]) {
+      polls_seen[i] = polls;
+      polled_at[i] = now;
+    } else if (now - polled_at[i] > std::chrono::seconds(1) && sick.empty()) {
+      sick = "worker lcore " + std::to_string(workers[i]) + " has not polled for " +
+             std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(now - polled_at[i]).count()) + " ms";
+    }
+  }
+  for (const auto& [id, name] : named) {
+    rte_eth_link link{};
+    if (rte_eth_link_get_nowait(id, &link) == 0 && link.link_status == RTE_ETH_LINK_DOWN && unready_now.empty()) {
+      unready_now = "port " + std::to_string(id) + " (" + name + ") has no link";
+    }
+  }
+  if (!reload_error.empty() && unready_now.empty()) unready_now = "the rules file has an error, the previous rules stay in force: " + reload_error;
+  std::lock_guard lock(health_mutex);
+  unhealthy = sick;
+  unready = sick.empty() ? unready_now : sick;
+  judged_at = now;
+}
+
+std::string Dataplane::unhealthy_because() const {
+  std::lock_guard lock(s_->health_mutex);
+  if (!s_->unhealthy.empty()) return s_->unhealthy;
+  if (std::chrono::steady_clock::now() - s_->judged_at > std::chrono::seconds(1)) return "the control loop has not looked for over 1 s";
+  return "";
+}
+
+std::string Dataplane::unready_because() const {
+  const std::string sick = unhealthy_because();
+  if (!sick.empty()) return sick;
+  std::lock_guard lock(s_->health_mutex);
+  return s_->unready;
+}
+
 void Dataplane::State::answer_metrics() {
   {
     std::lock_guard lock(metrics_mutex);
@@ -656,12 +714,20 @@ void Dataplane::State::control(const std::chrono::steady_clock::time_point& dead
   while (!signals.stop.load()) {
     if (cfg.duration_s > 0 && std::chrono::steady_clock::now() >= deadline) signals.stop.store(true);
     if (signals.print.exchange(false)) print_counters();
+    judge_health();
     answer_metrics();
     if (signals.reload.exchange(false)) {
-      if (auto r = reload(); !r) logger->error("reload refused, the rules in force stay: {}", r.error().message);
+      if (auto r = reload(); !r) {
+        logger->error("reload refused, the rules in force stay: {}", r.error().message);
+        reload_error = r.error().message;
+      } else {
+        reload_error.clear();
+      }
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
+  std::lock_guard lock(health_mutex);
+  unhealthy = unready = "stopping";
 }
 
 void Dataplane::forward_until_stopped() {

@@ -45,6 +45,7 @@ class Count {
 struct alignas(64) Counters {
   // passed_untracked: allowed by the rules without a flow (later fragments, ICMP that opens none)
   Count rx, tx, passed_state, passed_related, passed_untracked, new_flows, expired, arp_nd;
+  Count busy_polls, idle_polls;  // loops over the ports that received something, and that did not
   Count drops[static_cast<int>(Drop::count_)];
   Count malformed[static_cast<int>(Malformed::count_)];
 };
@@ -102,6 +103,13 @@ class Dataplane {
   // which answers within its next tick (50 ms). Thread-safe; nullopt when no answer came within
   // `timeout` (the data plane is not forwarding yet, or has stopped).
   std::optional<std::string> metrics(std::chrono::milliseconds timeout);
+  // Liveness and readiness, as the control loop last judged them (every 50 ms): "" when well,
+  // else why not. Healthy: forwarding, and every worker lcore has polled within the last second
+  // (and the control loop itself looked within it). Ready: healthy, every port's link up, and
+  // the rules file as it is now in force (a reload that failed makes it unready until a good
+  // file is reloaded). Thread-safe.
+  std::string unhealthy_because() const;
+  std::string unready_because() const;
 
  private:
   struct State;

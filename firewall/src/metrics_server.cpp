@@ -60,6 +60,17 @@ Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const std::string& l
       res.set_content("the firewall is not forwarding\n", "text/plain");
     }
   });
+  // Probes: 200 "ok", or 503 with the reason on one line (the kubelet logs the body's start).
+  const auto probe = [](httplib::Response& res, const std::string& why) {
+    res.status = why.empty() ? 200 : 503;
+    res.set_content(why.empty() ? "ok\n" : why + "\n", "text/plain; charset=utf-8");
+  };
+  server.Get("/healthz", [&dataplane, probe](const httplib::Request&, httplib::Response& res) {
+    probe(res, dataplane.unhealthy_because());
+  });
+  server.Get("/readyz", [&dataplane, probe](const httplib::Request&, httplib::Response& res) {
+    probe(res, dataplane.unready_because());
+  });
   if (!server.bind_to_port(host, port)) {
     return fail(ExitCode::config, "--metrics " + listen + ": cannot listen there (in use, or not an address of this pod)");
   }

@@ -708,7 +708,7 @@ std::pair<int, std::string> http_get(const std::string& url, const fs::path& bod
 
 }  // namespace
 
-TEST_CASE("the metrics endpoint (--metrics) serves the counters in the Prometheus text format while the firewall forwards", "[e2e][firewall]") {
+TEST_CASE("the metrics endpoint (--metrics) serves the counters in the Prometheus text format, and the probes, while the firewall forwards", "[e2e][firewall]") {
   TempDir tmp;
   kmodkit::test::write_file(tmp / "fw.rules", "policy deny\nallow tcp from 10.0.0.0/8 to any port 22  # \"ssh\"\n");
   write_pcap(tmp / "a.pcap", {frame("10.0.0.1", "192.0.2.1", 6, 40000, 22, 0x02), frame("10.0.0.1", "192.0.2.1", 6, 40001, 23, 0x02),
@@ -728,6 +728,27 @@ TEST_CASE("the metrics endpoint (--metrics) serves the counters in the Prometheu
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   const auto other = http_get("http://" + listen + "/nothing", tmp / "other.txt");
+  // The probes: live and ready while it forwards; a rules file with an error keeps the rules in
+  // force but makes it unready, saying where the error is, until a good file is reloaded.
+  const auto healthz = http_get("http://" + listen + "/healthz", tmp / "healthz.txt");
+  const auto ready = http_get("http://" + listen + "/readyz", tmp / "readyz.txt");
+  // until_readyz CODE: polls /readyz until it answers CODE (at most 3 s).
+  const auto until_readyz = [&](int code) {
+    std::pair<int, std::string> r;
+    for (int i = 0; i < 30; ++i) {
+      r = http_get("http://" + listen + "/readyz", tmp / "readyz.txt");
+      if (r.first == code) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return r;
+  };
+  kmodkit::test::write_file(tmp / "fw.rules", "policy deny\nallow tcp from 10.0.0.0/8 to any port 22\nallow bogus\n");
+  ::kill(pid, SIGHUP);
+  const auto unready = until_readyz(503);
+  const auto still_live = http_get("http://" + listen + "/healthz", tmp / "healthz.txt");
+  kmodkit::test::write_file(tmp / "fw.rules", "policy deny\nallow tcp from 10.0.0.0/8 to any port 22\n");
+  ::kill(pid, SIGHUP);
+  const auto ready_again = until_readyz(200);
   ::kill(pid, SIGTERM);
   int status = 0;
   ::waitpid(pid, &status, 0);
@@ -737,6 +758,12 @@ TEST_CASE("the metrics endpoint (--metrics) serves the counters in the Prometheu
   CHECK(WEXITSTATUS(status) == 0);
   REQUIRE(got.first == 200);
   CHECK(other.first == 404);
+  CHECK(healthz == std::pair<int, std::string>{200, "ok\n"});
+  CHECK(ready == std::pair<int, std::string>{200, "ok\n"});
+  CHECK(unready.first == 503);
+  CHECK_THAT(unready.second, Catch::Contains("the rules file has an error") && Catch::Contains("fw.rules:3:7"));
+  CHECK(still_live.first == 200);
+  CHECK(ready_again.first == 200);
   CHECK_THAT(got.second, Catch::Contains("kmodkit_firewall_port_received_packets_total{port=\"0\",device=\"net_pcap0\"} 3\n"));
   CHECK_THAT(got.second, Catch::Contains("kmodkit_firewall_port_sent_packets_total{port=\"1\",device=\"net_pcap1\"} 2\n"));
   CHECK_THAT(got.second, Catch::Contains(
