@@ -186,14 +186,18 @@ bool decide_new(Worker& w, const Packet& p, const FlowKey& key, bool from_lo, in
     ++c.drops[static_cast<int>(p.proto == 6 ? Drop::not_syn : Drop::unsolicited_reply)];
     return false;
   }
-  Flow* f = w.flows->insert(key);
+  const int proto = static_cast<int>(flow_proto(p.proto));
+  int evicted = -1;
+  Flow* f = w.flows->insert(key, &evicted);
+  if (evicted >= 0) ++c.flows_evicted[static_cast<int>(flow_proto(static_cast<uint8_t>(evicted)))];
   if (f == nullptr) {
+    ++c.flows_refused[proto];
     ++c.drops[static_cast<int>(Drop::table_full)];
     return false;
   }
   f->track = t;
   f->last_seen = now;
-  ++c.new_flows;
+  ++c.flows_created[proto];
   return true;
 }
 
@@ -290,13 +294,20 @@ int worker_main(void* arg) {
     if (busy) ++w.counters->busy_polls;
     else ++w.counters->idle_polls;
     if (tsc - last_sweep > hz / 10) {  // expiry: a 1/50 slice of the table ten times a second
-      w.counters->expired += w.flows->expire(now, w.config->timeouts, sweep_budget);
+      uint32_t expired[kFlowProtos] = {};
+      if (w.flows->expire(now, w.config->timeouts, sweep_budget, expired) > 0) {
+        for (int p = 0; p < kFlowProtos; ++p) w.counters->flows_expired[p] += expired[p];
+      }
       last_sweep = tsc;
     }
   }
   rte_rcu_qsbr_thread_offline(w.rcu, w.queue);
   rte_rcu_qsbr_thread_unregister(w.rcu, w.queue);
   return 0;
+}
+
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 // Compiles a rule set into the state workers read; `generation` alternates the rte_acl context
@@ -309,77 +320,6 @@ Result<std::unique_ptr<RuleState>> compile(RuleSet rules, unsigned generation, s
   state->carried.assign(state->rules.rules.size(), 0);
   return state;
 }
-
-}  // namespace
-
-const char* drop_name(Drop d) {
-  static constexpr const char* names[] = {"rule",     "policy", "invalid_state", "tcp_not_syn", "icmp_unsolicited_reply",
-                                          "table_full", "fragment", "non_ip",      "tx_full"};
-  return names[static_cast<int>(d)];
-}
-
-std::string format_counters(const RuleSet& rules, const std::vector<std::vector<Count>>& rule_hits,
-                            const std::vector<uint64_t>& carried, const std::vector<Counters>& per_lcore,
-                            const std::vector<std::pair<uint16_t, std::string>>& ports) {
-  std::string out;
-  char line[256];
-  for (const auto& [id, name] : ports) {
-    rte_eth_stats s{};
-    rte_eth_stats_get(id, &s);
-    std::snprintf(line, sizeof line, "port %u %s: rx %lu tx %lu missed %lu rx_errors %lu tx_errors %lu\n", id, name.c_str(),
-                  static_cast<unsigned long>(s.ipackets), static_cast<unsigned long>(s.opackets),
-                  static_cast<unsigned long>(s.imissed), static_cast<unsigned long>(s.ierrors), static_cast<unsigned long>(s.oerrors));
-    out += line;
-  }
-  uint64_t rx = 0, tx = 0, by_state = 0, related = 0, untracked = 0, new_flows = 0, expired = 0, arp_nd = 0;
-  uint64_t drops[static_cast<int>(Drop::count_)] = {};
-  uint64_t malformed[static_cast<int>(Malformed::count_)] = {};
-  std::vector<uint64_t> hits(rules.rules.size(), 0);
-  for (size_t r = 0; r < hits.size() && r < carried.size(); ++r) hits[r] = carried[r];
-  for (size_t l = 0; l < per_lcore.size(); ++l) {
-    const auto& c = per_lcore[l];
-    std::snprintf(line, sizeof line, "worker %zu: rx %lu tx %lu by state %lu new flows %lu\n", l,
-                  static_cast<unsigned long>(c.rx), static_cast<unsigned long>(c.tx),
-                  static_cast<unsigned long>(c.passed_state), static_cast<unsigned long>(c.new_flows));
-    out += line;
-    rx += c.rx;
-    tx += c.tx;
-    by_state += c.passed_state;
-    related += c.passed_related;
-    untracked += c.passed_untracked;
-    new_flows += c.new_flows;
-    expired += c.expired;
-    arp_nd += c.arp_nd;
-    for (int d = 0; d < static_cast<int>(Drop::count_); ++d) drops[d] += c.drops[d];
-    for (int m = 0; m < static_cast<int>(Malformed::count_); ++m) malformed[m] += c.malformed[m];
-    if (l < rule_hits.size()) {
-      for (size_t r = 0; r < hits.size() && r < rule_hits[l].size(); ++r) hits[r] += rule_hits[l][r];
-    }
-  }
-  std::snprintf(line, sizeof line,
-                "total: rx %lu tx %lu by state %lu related %lu new flows %lu expired %lu arp/nd %lu untracked %lu\n",
-                static_cast<unsigned long>(rx), static_cast<unsigned long>(tx), static_cast<unsigned long>(by_state),
-                static_cast<unsigned long>(related), static_cast<unsigned long>(new_flows),
-                static_cast<unsigned long>(expired), static_cast<unsigned long>(arp_nd), static_cast<unsigned long>(untracked));
-  out += line;
-  for (int d = 0; d < static_cast<int>(Drop::count_); ++d) {
-    std::snprintf(line, sizeof line, "drop %s: %lu\n", drop_name(static_cast<Drop>(d)), static_cast<unsigned long>(drops[d]));
-    out += line;
-  }
-  for (int m = 1; m < static_cast<int>(Malformed::count_); ++m) {
-    std::snprintf(line, sizeof line, "drop malformed %s: %lu\n", malformed_name(static_cast<Malformed>(m)),
-                  static_cast<unsigned long>(malformed[m]));
-    out += line;
-  }
-  for (size_t r = 0; r < rules.rules.size(); ++r) {
-    std::snprintf(line, sizeof line, "rule line %d: %lu  # %s\n", rules.rules[r].line, static_cast<unsigned long>(hits[r]),
-                  rules.rules[r].text.c_str());
-    out += line;
-  }
-  return out;
-}
-
-namespace {
 
 // Stops and closes the ports a run configured however it leaves: at its end, on an error part
 // way through start-up, or on a stop request before forwarding.
@@ -401,78 +341,6 @@ struct OpenPorts {
 // What a run has built so far, in the order it is built: members go in reverse order, so the
 // flow tables go before the ports are stopped and closed, and those before the RCU state and
 // the rules. The packet buffer pool stays with EAL, which frees its memory at cleanup.
-MetricsSnapshot snapshot_metrics(const RuleSet& rules, const std::vector<std::vector<Count>>& rule_hits,
-                                 const std::vector<uint64_t>& carried, const std::vector<Counters>& per_lcore,
-                                 const std::vector<std::pair<uint16_t, std::string>>& ports, const std::vector<unsigned>& lcores) {
-  MetricsSnapshot snap;
-  for (const auto& [id, name] : ports) {
-    rte_eth_stats st{};
-    rte_eth_stats_get(id, &st);
-    PortSnapshot p{id, name, st.ipackets, st.opackets, st.ibytes, st.obytes, st.imissed, st.ierrors, st.oerrors, st.rx_nombuf, {}};
-    const int n = rte_eth_xstats_get(id, nullptr, 0);
-    if (n > 0) {
-      std::vector<rte_eth_xstat> values(static_cast<size_t>(n));
-      std::vector<rte_eth_xstat_name> names(static_cast<size_t>(n));
-      if (rte_eth_xstats_get(id, values.data(), static_cast<unsigned>(n)) == n &&
-          rte_eth_xstats_get_names(id, names.data(), static_cast<unsigned>(n)) == n) {
-        for (const auto& v : values) {
-          if (v.id < names.size()) p.xstats.emplace_back(names[v.id].name, v.value);
-        }
-      }
-    }
-    snap.ports.push_back(std::move(p));
-  }
-  using Field = Count Counters::*;
-  const struct {
-    const char* name;
-    const char* help;
-    const char* label;
-    std::vector<std::pair<const char*, Field>> values;
-  } per_worker[] = {
-      {"worker_packets", "Packets each worker lcore received and sent.", "direction",
-       {{"received", &Counters::rx}, {"sent", &Counters::tx}}},
-      {"passed_packets", "Packets passed without a new decision of the rules, by why.", "by",
-       {{"state", &Counters::passed_state}, {"related", &Counters::passed_related},
-        {"untracked", &Counters::passed_untracked}, {"arp_nd", &Counters::arp_nd}}},
-      {"worker_polls", "Loops of each worker lcore over its ports: busy when a port gave packets, idle when none did.",
-       "result", {{"busy", &Counters::busy_polls}, {"idle", &Counters::idle_polls}}},
-      {"flows_created", "Flows each worker's table took in.", "", {{"", &Counters::new_flows}}},
-      {"flows_expired", "Flows each worker's table let go after their timeout.", "", {{"", &Counters::expired}}},
-  };
-  for (const auto& w : per_worker) {
-    MetricFamily f{w.name, w.help, true, {}};
-    for (size_t l = 0; l < per_lcore.size(); ++l) {
-      for (const auto& [value, field] : w.values) {
-        MetricSample sm{{{"lcore", std::to_string(l < lcores.size() ? lcores[l] : l)}}, static_cast<double>(per_lcore[l].*field)};
-        if (*w.label != '\0') sm.labels.emplace_back(w.label, value);
-        f.samples.push_back(std::move(sm));
-      }
-    }
-    snap.families.push_back(std::move(f));
-  }
-  MetricFamily drops{"dropped_packets", "Packets dropped, by reason (malformed_* for the parser's).", true, {}};
-  for (int d = 0; d < static_cast<int>(Drop::count_); ++d) {
-    uint64_t n = 0;
-    for (const auto& c : per_lcore) n += c.drops[d];
-    drops.samples.push_back({{{"reason", drop_name(static_cast<Drop>(d))}}, static_cast<double>(n)});
-  }
-  for (int m = 1; m < static_cast<int>(Malformed::count_); ++m) {
-    uint64_t n = 0;
-    for (const auto& c : per_lcore) n += c.malformed[m];
-    drops.samples.push_back({{{"reason", std::string("malformed_") + malformed_name(static_cast<Malformed>(m))}}, static_cast<double>(n)});
-  }
-  snap.families.push_back(std::move(drops));
-  MetricFamily hits{"rule_hits", "New flows (or untracked packets) each rule decided, by its line in the rules file.", true, {}};
-  for (size_t r = 0; r < rules.rules.size(); ++r) {
-    uint64_t n = r < carried.size() ? carried[r] : 0;
-    for (const auto& worker_hits : rule_hits) n += r < worker_hits.size() ? static_cast<uint64_t>(worker_hits[r]) : 0;
-    hits.samples.push_back({{{"line", std::to_string(rules.rules[r].line)}, {"rule", rules.rules[r].text}}, static_cast<double>(n)});
-  }
-  snap.families.push_back(std::move(hits));
-  snap.families.push_back({"rules", "Rules in force.", false, {{{}, static_cast<double>(rules.rules.size())}}});
-  return snap;
-}
-
 struct Dataplane::State {
   State(const DataplaneConfig& c, Signals& s) : cfg(c), signals(s) {}
 
@@ -481,6 +349,11 @@ struct Dataplane::State {
   // The deadline, printing and reloads, until a stop request.
   void control(const std::chrono::steady_clock::time_point& deadline);
   void print_counters() const;
+  // What the counters are read from (the control thread only: it owns the rules in force).
+  CounterView view() const {
+    return {current->rules, current->hits, current->carried, counters, named, workers,
+            tables.empty() ? 0 : tables.front().capacity(), reloads};
+  }
 
   const DataplaneConfig& cfg;
   Signals& signals;
@@ -511,6 +384,7 @@ struct Dataplane::State {
   std::vector<uint64_t> polls_seen;
   std::vector<std::chrono::steady_clock::time_point> polled_at;
   std::string reload_error;  // the last reload's error; "" once a reload succeeds
+  ReloadStats reloads;
   mutable std::mutex health_mutex;
   std::string unhealthy = "not forwarding yet", unready = "not forwarding yet";
   std::chrono::steady_clock::time_point judged_at;
@@ -546,6 +420,7 @@ Result<void> Dataplane::load_rules(RuleSet rules) {
   auto& s = *s_;
   s.current = KK_TRY(compile(std::move(rules), s.generation, s.workers.size(), s.socket));
   s.in_force.store(s.current.get());
+  s.reloads.last_success_unix = unix_now();
   const size_t rcu_size = rte_rcu_qsbr_get_memsize(static_cast<uint32_t>(s.workers.size()));
   s.rcu.reset(static_cast<rte_rcu_qsbr*>(rte_zmalloc_socket("fw_rcu", rcu_size, RTE_CACHE_LINE_SIZE, s.socket)));
   if (!s.rcu || rte_rcu_qsbr_init(s.rcu.get(), static_cast<uint32_t>(s.workers.size())) != 0) {
@@ -612,7 +487,7 @@ Result<void> Dataplane::make_flow_tables() {
 void Dataplane::print_counters() const { s_->print_counters(); }
 
 void Dataplane::State::print_counters() const {
-  std::fputs(format_counters(current->rules, current->hits, current->carried, counters, named).c_str(), stdout);
+  std::fputs(format_counters(view()).c_str(), stdout);
   std::fflush(stdout);
 }
 
@@ -691,7 +566,7 @@ void Dataplane::State::answer_metrics() {
     std::lock_guard lock(metrics_mutex);
     if (!metrics_wanted) return;
   }
-  std::string text = format_metrics(snapshot_metrics(current->rules, current->hits, current->carried, counters, named, workers));
+  std::string text = format_metrics(snapshot_metrics(view()));
   {
     std::lock_guard lock(metrics_mutex);
     metrics_text = std::move(text);
@@ -720,8 +595,13 @@ void Dataplane::State::control(const std::chrono::steady_clock::time_point& dead
       if (auto r = reload(); !r) {
         logger->error("reload refused, the rules in force stay: {}", r.error().message);
         reload_error = r.error().message;
+        ++reloads.failed;
+        reloads.last_ok = false;
       } else {
         reload_error.clear();
+        ++reloads.ok;
+        reloads.last_ok = true;
+        reloads.last_success_unix = unix_now();
       }
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));

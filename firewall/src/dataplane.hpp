@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "acl.hpp"
+#include "counters.hpp"
 #include "flow.hpp"
 #include "kmodkit/result.hpp"
 #include "metrics.hpp"
@@ -19,36 +20,6 @@
 #include "rules.hpp"
 
 namespace kmodkit::firewall {
-
-// Why a packet was dropped; one counter each (plus one per Malformed reason).
-// not_syn: a TCP packet of no flow that is not a SYN; unsolicited_reply: an ICMP reply of no flow.
-enum class Drop : uint8_t { rule, policy, invalid_state, not_syn, unsolicited_reply, table_full, fragment, non_ip, tx_full, count_ };
-const char* drop_name(Drop d);
-
-// A counter one worker writes and another thread reads for printing: relaxed atomic loads and
-// stores (plain moves on x86), no locked read-modify-write on the packet path.
-class Count {
- public:
-  Count() = default;
-  Count(Count&& o) noexcept : v_(o.v_.load(std::memory_order_relaxed)) {}
-  Count& operator++() { return *this += 1; }
-  Count& operator+=(uint64_t n) {
-    v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-    return *this;
-  }
-  operator uint64_t() const { return v_.load(std::memory_order_relaxed); }
-
- private:
-  std::atomic<uint64_t> v_{0};
-};
-
-struct alignas(64) Counters {
-  // passed_untracked: allowed by the rules without a flow (later fragments, ICMP that opens none)
-  Count rx, tx, passed_state, passed_related, passed_untracked, new_flows, expired, arp_nd;
-  Count busy_polls, idle_polls;  // loops over the ports that received something, and that did not
-  Count drops[static_cast<int>(Drop::count_)];
-  Count malformed[static_cast<int>(Malformed::count_)];
-};
 
 struct DataplaneConfig {
   std::string rules_file;    // read again on a reload
@@ -115,17 +86,5 @@ class Dataplane {
   struct State;
   std::unique_ptr<State> s_;
 };
-
-// The counters of all workers as text (per port, per lcore, per rule, per drop reason);
-// hits[worker][rule] counts each rule's matches, carried[rule] its matches under the rule sets
-// that reloads replaced.
-// The same as a snapshot for format_metrics: the ports' stats and xstats, then per worker lcore
-// (`lcores`, in the order of per_lcore), per drop reason and per rule.
-MetricsSnapshot snapshot_metrics(const RuleSet& rules, const std::vector<std::vector<Count>>& hits,
-                                 const std::vector<uint64_t>& carried, const std::vector<Counters>& per_lcore,
-                                 const std::vector<std::pair<uint16_t, std::string>>& ports, const std::vector<unsigned>& lcores);
-std::string format_counters(const RuleSet& rules, const std::vector<std::vector<Count>>& hits,
-                            const std::vector<uint64_t>& carried, const std::vector<Counters>& per_lcore,
-                            const std::vector<std::pair<uint16_t, std::string>>& ports);
 
 }  // namespace kmodkit::firewall

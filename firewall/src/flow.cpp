@@ -126,6 +126,21 @@ const char* state_name(FlowState s) {
   return names[static_cast<int>(s)];
 }
 
+const char* flow_proto_name(FlowProto p) {
+  static constexpr const char* names[] = {"tcp", "udp", "icmp", "icmpv6", "other"};
+  return names[static_cast<int>(p)];
+}
+
+bool evictable(const FlowTrack& t) {
+  switch (t.state) {
+    case FlowState::syn_sent:
+    case FlowState::syn_received:
+    case FlowState::closed:
+    case FlowState::new_flow: return true;
+    default: return false;
+  }
+}
+
 bool start_flow(const Packet& p, bool from_lo, FlowTrack* t) {
   *t = FlowTrack{};
   t->proto = p.proto;

@@ -107,4 +107,24 @@ Verdict track(FlowTrack& t, const Packet& p, bool from_lo);
 // How long the flow may stay idle in its state.
 uint32_t idle_timeout(const FlowTrack& t, const Timeouts& to);
 
+// Whether a full table may evict the flow to make room for a new one, as conntrack's early drop
+// takes only flows that are not ASSURED: a TCP flow before its handshake completed or after it
+// closed, a UDP or ICMP flow the other end never answered. Established flows are never evicted.
+bool evictable(const FlowTrack& t);
+
+// The protocols the flow counters are kept by.
+enum class FlowProto : uint8_t { tcp, udp, icmp, icmpv6, other, count_ };
+constexpr int kFlowProtos = static_cast<int>(FlowProto::count_);
+inline FlowProto flow_proto(uint8_t ip_proto) {
+  switch (ip_proto) {
+    case 6: return FlowProto::tcp;
+    case 17: return FlowProto::udp;
+    case 1: return FlowProto::icmp;
+    case 58: return FlowProto::icmpv6;
+    default: return FlowProto::other;
+  }
+}
+// "tcp", "udp", "icmp", "icmpv6", "other": the metrics' proto label.
+const char* flow_proto_name(FlowProto p);
+
 }  // namespace kmodkit::firewall

@@ -110,9 +110,15 @@ void FlowTable::lookup(Family& f, const Key* keys, Flow** flows, uint32_t n) {
 void FlowTable::find_bulk(const FlowKey4* keys, Flow** flows, uint32_t n) { lookup(v4_, keys, flows, n); }
 void FlowTable::find_bulk(const FlowKey* keys, Flow** flows, uint32_t n) { lookup(v6_, keys, flows, n); }
 
-Flow* FlowTable::insert(const FlowKey& key) {
-  if (size() >= capacity_) return nullptr;
+Flow* FlowTable::insert(const FlowKey& key, int* evicted) {
   Family& f = key.family == 4 ? v4_ : v6_;
+  if (size() >= capacity_) {
+    // Either family's flows count against the capacity: the key's own first, then the other's.
+    int proto = evict_one(f);
+    if (proto < 0) proto = evict_one(key.family == 4 ? v6_ : v4_);
+    if (proto < 0) return nullptr;
+    if (evicted != nullptr) *evicted = proto;
+  }
   int32_t pos;
   if (key.family == 4) {
     const FlowKey4 k = narrow(key);
@@ -126,27 +132,50 @@ Flow* FlowTable::insert(const FlowKey& key) {
   return &f.flows[pos];
 }
 
-uint32_t FlowTable::expire(Family& f, uint32_t now, const Timeouts& timeouts, uint32_t budget) {
+bool FlowTable::remove_at(Family& f, uint32_t pos) {
+  void* key = nullptr;
+  bool removed = false;
+  if (rte_hash_get_key_with_position(f.hash, static_cast<int32_t>(pos), &key) == 0) {
+    alignas(16) unsigned char copy[sizeof(FlowKey)];  // not a pointer into the table being changed
+    std::memcpy(copy, key, f.key_len);
+    removed = rte_hash_del_key(f.hash, copy) >= 0;
+  }
+  f.flows[pos].used = false;
+  return removed;
+}
+
+int FlowTable::evict_one(Family& f) {
+  const uint32_t slots = capacity_ + 1;
+  for (uint32_t seen = 0; seen < kEvictWindow; ++seen) {
+    const uint32_t pos = f.evict_at;
+    f.evict_at = f.evict_at + 1 == slots ? 0 : f.evict_at + 1;
+    const Flow& flow = f.flows[pos];
+    if (!flow.used || !evictable(flow.track)) continue;
+    const uint8_t proto = flow.track.proto;
+    if (remove_at(f, pos)) return proto;
+  }
+  return -1;
+}
+
+uint32_t FlowTable::expire(Family& f, uint32_t now, const Timeouts& timeouts, uint32_t budget, uint32_t* by_proto) {
   uint32_t removed = 0;
   const uint32_t slots = capacity_ + 1;
   for (uint32_t seen = 0; seen < budget && seen < slots; ++seen) {
     const uint32_t pos = f.cursor;
     f.cursor = f.cursor + 1 == slots ? 0 : f.cursor + 1;
-    Flow& flow = f.flows[pos];
+    const Flow& flow = f.flows[pos];
     if (!flow.used || now - flow.last_seen <= idle_timeout(flow.track, timeouts)) continue;
-    void* key = nullptr;
-    if (rte_hash_get_key_with_position(f.hash, static_cast<int32_t>(pos), &key) == 0) {
-      alignas(16) unsigned char copy[sizeof(FlowKey)];  // not a pointer into the table being changed
-      std::memcpy(copy, key, f.key_len);
-      if (rte_hash_del_key(f.hash, copy) >= 0) ++removed;
+    const uint8_t proto = flow.track.proto;
+    if (remove_at(f, pos)) {
+      ++removed;
+      if (by_proto != nullptr) ++by_proto[static_cast<int>(flow_proto(proto))];
     }
-    flow.used = false;
   }
   return removed;
 }
 
-uint32_t FlowTable::expire(uint32_t now, const Timeouts& timeouts, uint32_t budget) {
-  return expire(v4_, now, timeouts, budget) + expire(v6_, now, timeouts, budget);
+uint32_t FlowTable::expire(uint32_t now, const Timeouts& timeouts, uint32_t budget, uint32_t* by_proto) {
+  return expire(v4_, now, timeouts, budget, by_proto) + expire(v6_, now, timeouts, budget, by_proto);
 }
 
 uint32_t FlowTable::size() const {

@@ -4,8 +4,10 @@
 // and compares it in a few instructions), IPv6 flows in one with the 48-byte FlowKey; together
 // they hold at most `capacity` flows. Each worker owns its table (symmetric RSS sends both
 // directions of a flow to the same worker), so there is one writer and no lock; nothing is
-// allocated after create(). A full table refuses new flows (the caller counts and drops them):
-// established flows are never evicted to make room.
+// allocated after create(). A full table makes room as conntrack's early drop does, by evicting
+// a flow nobody answered (evictable() in flow.hpp) among a few slots it looks at; when it finds
+// none it refuses the new flow (the caller counts and drops it): established flows are never
+// evicted to make room.
 
 #include <rte_hash.h>
 
@@ -36,12 +38,17 @@ class FlowTable {
   // Looks up a burst at once: flows[i] is the flow of keys[i] or nullptr. n <= 64.
   void find_bulk(const FlowKey4* keys, Flow** flows, uint32_t n);
   void find_bulk(const FlowKey* keys, Flow** flows, uint32_t n);
-  // A new flow for the key (its fields zeroed), or nullptr when the table is full.
-  Flow* insert(const FlowKey& key);
+  // The flows a full table looks at for one to evict (a window that moves on each time).
+  static constexpr uint32_t kEvictWindow = 8;
+  // A new flow for the key (its fields zeroed), or nullptr when the table is full and none of
+  // the kEvictWindow flows it looked at was evictable. When it evicted a flow to make room,
+  // *evicted (when given) gets that flow's IP protocol; else it is left as it was.
+  Flow* insert(const FlowKey& key, int* evicted = nullptr);
   // Removes flows idle past their state's timeout, looking at `budget` slots of each family's
   // flow array from where the last call stopped (a sweep spread over the polling loop: a full
-  // pass takes capacity / budget calls). Returns how many it removed.
-  uint32_t expire(uint32_t now, const Timeouts& timeouts, uint32_t budget);
+  // pass takes capacity / budget calls). Returns how many it removed; by_proto (when given,
+  // kFlowProtos entries) gets each removal added by flow_proto.
+  uint32_t expire(uint32_t now, const Timeouts& timeouts, uint32_t budget, uint32_t* by_proto = nullptr);
 
   uint32_t size() const;
   uint32_t capacity() const { return capacity_; }
@@ -52,12 +59,17 @@ class FlowTable {
     Flow* flows = nullptr;  // indexed by rte_hash's key position
     uint32_t key_len = 0;   // sizeof FlowKey4 or FlowKey
     uint32_t cursor = 0;    // where the expiry sweep goes on
+    uint32_t evict_at = 0;  // where the next look for a flow to evict starts
   };
   FlowTable() = default;
   static void release(Family& f);
   template <typename Key>
   void lookup(Family& f, const Key* keys, Flow** flows, uint32_t n);
-  uint32_t expire(Family& f, uint32_t now, const Timeouts& timeouts, uint32_t budget);
+  uint32_t expire(Family& f, uint32_t now, const Timeouts& timeouts, uint32_t budget, uint32_t* by_proto);
+  // Removes the flow at a position; false when rte_hash has no key there.
+  bool remove_at(Family& f, uint32_t pos);
+  // Evicts one evictable flow among kEvictWindow of the family's slots; its protocol, or -1.
+  int evict_one(Family& f);
   Family v4_, v6_;
   uint32_t capacity_ = 0;
 };

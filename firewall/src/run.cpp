@@ -123,7 +123,7 @@ cli::Program options_table(Options& opt) {
           {"lcore-map", cli::Kind::value, "", "MAP",
            "EAL's --lcores map instead of --lcores, e.g. '(0-2)@(0-1)': more workers than CPUs (tests)",
            cli::store(opt.eal.lcore_map)},
-          {"flows", cli::Kind::value, "1048576", "N", "flow table size over all workers; a full table drops new flows",
+          {"flows", cli::Kind::value, "1048576", "N", "flow table size over all workers; a full table evicts an unanswered flow, else drops the new one",
            cli::store_integer("flows", opt.dataplane.flows, 64, 1LL << 28)},
           {"mbufs", cli::Kind::value, "0", "N", "packet buffers in the pool (0: what the rings need; more for "
            "devices that hold packets, such as net_pcap's infinite_rx)",

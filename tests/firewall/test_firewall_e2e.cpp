@@ -749,6 +749,7 @@ TEST_CASE("the metrics endpoint (--metrics) serves the counters in the Prometheu
   kmodkit::test::write_file(tmp / "fw.rules", "policy deny\nallow tcp from 10.0.0.0/8 to any port 22\n");
   ::kill(pid, SIGHUP);
   const auto ready_again = until_readyz(200);
+  const auto after = http_get("http://" + listen + "/metrics", tmp / "after.txt");
   ::kill(pid, SIGTERM);
   int status = 0;
   ::waitpid(pid, &status, 0);
@@ -770,6 +771,26 @@ TEST_CASE("the metrics endpoint (--metrics) serves the counters in the Prometheu
                              "kmodkit_firewall_rule_hits_total{line=\"2\",rule=\"allow tcp from 10.0.0.0/8 to any port 22\"} 2\n"));
   CHECK_THAT(got.second, Catch::Contains("kmodkit_firewall_dropped_packets_total{reason=\"policy\"} 1\n"));
   CHECK_THAT(got.second, Catch::Contains("kmodkit_firewall_passed_packets_total{lcore=\"0\",by=\"state\"} 1\n"));
+  // The flow table's figures by protocol: two SSH flows came in and stay.
+  CHECK_THAT(got.second, Catch::Contains("kmodkit_firewall_flows_created_total{lcore=\"0\",proto=\"tcp\"} 2\n"));
+  CHECK_THAT(got.second, Catch::Contains("kmodkit_firewall_flows_created_total{lcore=\"0\",proto=\"udp\"} 0\n"));
+  CHECK_THAT(got.second, Catch::Contains("kmodkit_firewall_flow_table_entries{lcore=\"0\",proto=\"tcp\"} 2\n"));
+  CHECK_THAT(got.second, Catch::Contains("kmodkit_firewall_flows_evicted_total{lcore=\"0\",proto=\"tcp\"} 0\n"));
+  CHECK_THAT(got.second, Catch::Contains("kmodkit_firewall_flow_insert_failures_total{lcore=\"0\",proto=\"tcp\"} 0\n"));
+  CHECK_THAT(got.second, Catch::Contains("kmodkit_firewall_flow_table_capacity{lcore=\"0\"} 1048576\n"));
+  CHECK_THAT(got.second, Catch::Contains("kmodkit_firewall_rule_reloads_total{result=\"ok\"} 0\n"));
+  // The reloads: one refused, one good; the last one succeeded, at a time after the start's.
+  INFO(after.second);
+  CHECK_THAT(after.second, Catch::Contains("kmodkit_firewall_rule_reloads_total{result=\"ok\"} 1\n"));
+  CHECK_THAT(after.second, Catch::Contains("kmodkit_firewall_rule_reloads_total{result=\"failed\"} 1\n"));
+  CHECK_THAT(after.second, Catch::Contains("kmodkit_firewall_rules_last_reload_successful 1\n"));
+  const auto stamp = [](const std::string& text) {
+    const std::string name = "\nkmodkit_firewall_rules_last_reload_success_timestamp_seconds ";
+    const auto at = text.find(name);
+    return at == std::string::npos ? 0.0 : std::atof(text.c_str() + at + name.size());
+  };
+  CHECK(stamp(got.second) > 1.7e9);
+  CHECK(stamp(after.second) > stamp(got.second));
   // promtool lints what a Prometheus server would scrape.
   auto lint = kmodkit::subprocess::run({"sh", "-c", "promtool check metrics < " + (tmp / "metrics.txt").string()});
   REQUIRE(lint);

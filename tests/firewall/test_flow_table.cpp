@@ -1,4 +1,5 @@
-// One worker's flow table on rte_hash: insert, find (one and bulk), a full table, expiry sweeps.
+// One worker's flow table on rte_hash: insert, find (one and bulk), a full table (eviction of
+// unanswered flows, else refusal), expiry sweeps.
 #include <catch2/catch.hpp>
 
 #include "flow_table.hpp"
@@ -19,6 +20,16 @@ FlowKey key(uint32_t n) {
   return k;
 }
 
+// Inserts an established flow (one a full table never evicts); nullptr when refused.
+Flow* insert_established(FlowTable& t, const FlowKey& k) {
+  Flow* f = t.insert(k);
+  if (f != nullptr) {
+    f->track.proto = k.proto;
+    f->track.state = FlowState::established;
+  }
+  return f;
+}
+
 FlowKey key6(uint32_t n) {
   FlowKey k = key(n);
   k.family = 6;
@@ -32,8 +43,8 @@ FlowKey key6(uint32_t n) {
 TEST_CASE("IPv4 and IPv6 flows share the capacity; bulk lookups use each family's key", "[unit][flowtable]") {
   auto t = FlowTable::create("ft_families", 64, 0);
   REQUIRE(t);
-  for (uint32_t i = 0; i < 40; ++i) REQUIRE(t->insert(key(i)) != nullptr);
-  for (uint32_t i = 0; i < 24; ++i) REQUIRE(t->insert(key6(i)) != nullptr);
+  for (uint32_t i = 0; i < 40; ++i) REQUIRE(insert_established(*t, key(i)) != nullptr);
+  for (uint32_t i = 0; i < 24; ++i) REQUIRE(insert_established(*t, key6(i)) != nullptr);
   CHECK(t->size() == 64);
   CHECK(t->insert(key6(100)) == nullptr);  // full over both families
   CHECK(t->insert(key(100)) == nullptr);
@@ -102,12 +113,51 @@ TEST_CASE("a full table refuses new flows and keeps the established ones", "[uni
   REQUIRE(t);
   uint32_t inserted = 0;
   for (uint32_t i = 0; i < 100; ++i) {
-    if (t->insert(key(i)) != nullptr) ++inserted;
+    if (insert_established(*t, key(i)) != nullptr) ++inserted;
   }
   CHECK(inserted == 64);
   CHECK(t->size() == 64);
   CHECK(t->find(key(0)) != nullptr);
-  CHECK(t->insert(key(200)) == nullptr);
+  int evicted = -1;
+  CHECK(t->insert(key(200), &evicted) == nullptr);
+  CHECK(evicted == -1);
+  for (uint32_t i = 0; i < 64; ++i) CHECK(t->find(key(i)) != nullptr);
+}
+
+TEST_CASE("a full table evicts a flow nobody answered to make room, as conntrack's early drop does", "[unit][flowtable]") {
+  auto t = FlowTable::create("ft_evict", 64, 0);
+  REQUIRE(t);
+  // 63 established flows and one half-open TCP flow (a SYN without an answer), somewhere.
+  FlowKey half_open = key(1000);
+  half_open.proto = 6;
+  for (uint32_t i = 0; i < 63; ++i) REQUIRE(insert_established(*t, key(i)) != nullptr);
+  Flow* syn = t->insert(half_open);
+  REQUIRE(syn != nullptr);
+  syn->track.proto = 6;
+  syn->track.state = FlowState::syn_sent;
+  REQUIRE(t->size() == 64);
+  // A new flow finds the half-open one within the few slots each try looks at; the window moves
+  // on with each try, so the tries reach it.
+  FlowKey newcomer = key6(7);
+  int evicted = -1;
+  Flow* f = nullptr;
+  for (uint32_t tries = 0; f == nullptr && tries <= 65 / FlowTable::kEvictWindow + 1; ++tries) f = t->insert(newcomer, &evicted);
+  REQUIRE(f != nullptr);
+  CHECK(evicted == 6);
+  CHECK(t->size() == 64);
+  CHECK(t->find(half_open) == nullptr);
+  CHECK(t->find(newcomer) == f);
+  for (uint32_t i = 0; i < 63; ++i) CHECK(t->find(key(i)) != nullptr);
+  // The newcomer itself, unanswered (new_flow), is the next one to go; a closed TCP flow too.
+  f->track.proto = 17;
+  evicted = -1;
+  f = nullptr;
+  for (uint32_t tries = 0; f == nullptr && tries <= 2 * (65 / FlowTable::kEvictWindow + 1); ++tries) f = t->insert(key(2000), &evicted);
+  REQUIRE(f != nullptr);
+  CHECK(evicted == 17);
+  CHECK(t->find(newcomer) == nullptr);
+  CHECK(evictable(FlowTrack{FlowState::closed, 6, true, 3}));
+  CHECK_FALSE(evictable(FlowTrack{FlowState::fin_wait, 6, true, 1}));
 }
 
 TEST_CASE("idle flows expire per their state's timeout, swept a slice of the table at a time", "[unit][flowtable]") {
@@ -131,6 +181,11 @@ TEST_CASE("idle flows expire per their state's timeout, swept a slice of the tab
   CHECK(t->size() == 500);
   CHECK(t->find(key(1)) != nullptr);
   CHECK(t->find(key(2)) == nullptr);
+  // Removals are counted by protocol when asked.
+  uint32_t by_proto[kFlowProtos] = {};
+  CHECK(t->expire(100 + to.udp_established + 1, to, 200, by_proto) == by_proto[static_cast<int>(FlowProto::udp)]);
+  CHECK(by_proto[static_cast<int>(FlowProto::udp)] > 0);
+  CHECK(by_proto[static_cast<int>(FlowProto::tcp)] == 0);
   for (int sweep = 0; sweep < 33; ++sweep) removed += t->expire(100 + to.udp_established + 1, to, 128);
   CHECK(t->size() == 0);
 }
@@ -147,7 +202,7 @@ TEST_CASE("a million flows fit in one table, and the million-and-first is refuse
   uint32_t inserted = 0;
   for (uint32_t i = 0; i < kMillion; ++i) {
     k.lo_addr = {10, static_cast<uint8_t>(i >> 16), static_cast<uint8_t>(i >> 8), static_cast<uint8_t>(i)};
-    Flow* f = t->insert(k);
+    Flow* f = insert_established(*t, k);
     if (f == nullptr) break;
     f->last_seen = i;
     ++inserted;
