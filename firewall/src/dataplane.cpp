@@ -344,8 +344,13 @@ struct OpenPorts {
 struct Dataplane::State {
   State(const DataplaneConfig& c, Signals& s) : cfg(c), signals(s) {}
 
-  // Compiles a reloaded rules file and puts it in force; see forward_until_stopped.
-  Result<void> reload();
+  // What asked for a reload: SIGHUP always reloads, a change the watch saw only when the text
+  // differs from the last one read.
+  enum class Trigger { signal, file_changed };
+  // Reads, compiles and puts in force the rules file (see forward_until_stopped); false when
+  // the file had not changed. Counts the reload in `reloads`.
+  Result<bool> reload(Trigger trigger);
+  void reload_and_count(Trigger trigger);
   // The deadline, printing and reloads, until a stop request.
   void control(const std::chrono::steady_clock::time_point& deadline);
   void print_counters() const;
@@ -385,6 +390,8 @@ struct Dataplane::State {
   std::vector<std::chrono::steady_clock::time_point> polled_at;
   std::string reload_error;  // the last reload's error; "" once a reload succeeds
   ReloadStats reloads;
+  std::optional<FileWatch> watch;  // the rules file's directory, when followed
+  std::string rules_text;          // the rules file's text as last read
   mutable std::mutex health_mutex;
   std::string unhealthy = "not forwarding yet", unready = "not forwarding yet";
   std::chrono::steady_clock::time_point judged_at;
@@ -491,8 +498,19 @@ void Dataplane::State::print_counters() const {
   std::fflush(stdout);
 }
 
-Result<void> Dataplane::State::reload() {
+void Dataplane::follow_rules_file(FileWatch watch, std::string text) {
+  s_->watch.emplace(std::move(watch));
+  s_->rules_text = std::move(text);
+}
+
+Result<bool> Dataplane::State::reload(Trigger trigger) {
   auto text = KK_TRY_CTX(files::read_file(cfg.rules_file, 64 << 20), "rules file");
+  if (trigger == Trigger::file_changed && text == rules_text) {
+    logger->debug("{}: touched, its text unchanged: nothing to reload", cfg.rules_file);
+    return false;
+  }
+  rules_text = text;
+  if (trigger == Trigger::file_changed) logger->info("{}: changed, reloading", cfg.rules_file);
   auto parsed = KK_TRY(parse_rules(text, cfg.rules_file));
   auto next = KK_TRY(compile(std::move(parsed), generation + 1, workers.size(), socket));
   ++generation;
@@ -514,7 +532,22 @@ Result<void> Dataplane::State::reload() {
   logger->info("{}: reloaded, {} rules in force (were {}): {} added, {} removed, {} kept with their counters; "
                "open flows stay open", cfg.rules_file, current->rules.rules.size(), before, diff.added, diff.removed, diff.kept);
   if (const auto warning = no_rules_warning(current->rules, cfg.rules_file); !warning.empty()) logger->warn("{}", warning);
-  return {};
+  return true;
+}
+
+void Dataplane::State::reload_and_count(Trigger trigger) {
+  auto r = reload(trigger);
+  if (!r) {
+    logger->error("reload refused, the rules in force stay: {}", r.error().message);
+    reload_error = r.error().message;
+    ++reloads.failed;
+    reloads.last_ok = false;
+  } else if (*r) {
+    reload_error.clear();
+    ++reloads.ok;
+    reloads.last_ok = true;
+    reloads.last_success_unix = unix_now();
+  }
 }
 
 void Dataplane::State::judge_health() {
@@ -592,17 +625,10 @@ void Dataplane::State::control(const std::chrono::steady_clock::time_point& dead
     judge_health();
     answer_metrics();
     if (signals.reload.exchange(false)) {
-      if (auto r = reload(); !r) {
-        logger->error("reload refused, the rules in force stay: {}", r.error().message);
-        reload_error = r.error().message;
-        ++reloads.failed;
-        reloads.last_ok = false;
-      } else {
-        reload_error.clear();
-        ++reloads.ok;
-        reloads.last_ok = true;
-        reloads.last_success_unix = unix_now();
-      }
+      if (watch) watch->changed();  // what it saw is read now
+      reload_and_count(Trigger::signal);
+    } else if (watch && watch->changed()) {
+      reload_and_count(Trigger::file_changed);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }

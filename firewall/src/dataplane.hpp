@@ -13,6 +13,7 @@
 
 #include "acl.hpp"
 #include "counters.hpp"
+#include "file_watch.hpp"
 #include "flow.hpp"
 #include "kmodkit/result.hpp"
 #include "metrics.hpp"
@@ -68,6 +69,10 @@ class Dataplane {
   // the new rules; a file that does not parse or compile leaves the rules in force and is logged.
   // Returns once every worker has returned.
   void forward_until_stopped();
+  // Makes the control loop follow the rules file: when `watch` sees it change, it is reloaded as
+  // on SIGHUP, unless its text is `text` (the one in force) still: the kubelet swaps a ConfigMap
+  // volume's files when any key of the ConfigMap changes.
+  void follow_rules_file(FileWatch watch, std::string text);
   // Prints the counters to stdout.
   void print_counters() const;
   // The counters in the Prometheus text format (metrics.hpp), fresh: asked of the control loop,

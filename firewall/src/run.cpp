@@ -8,6 +8,8 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <optional>
+#include <utility>
 
 #include "dataplane.hpp"
 #include "eal_args.hpp"
@@ -86,9 +88,10 @@ cli::Program options_table(Options& opt) {
       "  firewall --rules /etc/fw/fw.rules                                   # in the pod: PCIDEVICE_*, cpuset\n"
       "  firewall --rules fw.rules --vdev 'net_pcap0,rx_pcap=a.pcap,tx_pcap=a-out.pcap' \\\n"
       "           --vdev 'net_pcap1,rx_pcap=b.pcap,tx_pcap=b-out.pcap' --no-huge-mb 512 --duration 2\n"
-      "Ports pair up in order: 0<->1, 2<->3, ... Counters print on SIGUSR1 and at exit; SIGHUP reloads the\n"
-      "rules (open flows stay open; a bad file keeps the rules in force); SIGTERM or SIGINT stops, at any\n"
-      "moment of start-up too, cleaning up as it goes (exit 0).\n"
+      "Ports pair up in order: 0<->1, 2<->3, ... Counters print on SIGUSR1 and at exit; SIGHUP, or the rules\n"
+      "file changing (a ConfigMap update too), reloads the rules (open flows stay open; a bad file keeps the\n"
+      "rules in force); SIGTERM or SIGINT stops, at any moment of start-up too, cleaning up as it goes\n"
+      "(exit 0).\n"
       "Exit codes: 0 done or stopped, 64 usage, 65 invalid rules or network-status file, 66 rules or\n"
       "network-status file missing or empty, 69 a port does not start, 78 ports, lcores or memory missing.",
       {
@@ -150,10 +153,23 @@ cli::Program options_table(Options& opt) {
       }};
 }
 
-// The rules file, read and parsed. Errors: 66 missing or unreadable, 65 invalid.
-Result<RuleSet> read_rules(const std::string& file) {
+// The rules file, read and parsed, and its text. Errors: 66 missing or unreadable, 65 invalid.
+Result<std::pair<RuleSet, std::string>> read_rules(const std::string& file) {
   auto text = KK_TRY_CTX(files::read_file(file, 64 << 20), "rules file");
-  return parse_rules(text, file);
+  auto rules = KK_TRY(parse_rules(text, file));
+  return std::pair{std::move(rules), std::move(text)};
+}
+
+// A watch on the rules file's directory, set before the file is read so that no change after
+// the read is missed; nullopt (with a warning: SIGHUP still reloads) when inotify cannot.
+std::optional<FileWatch> watch_rules(const std::string& file) {
+  auto watch = FileWatch::open(file);
+  if (!watch) {
+    // A missing directory: the read that follows says so.
+    if (watch.error().code != ExitCode::no_input) log::get("firewall")->warn("{}; the rules reload on SIGHUP only", watch.error().message);
+    return std::nullopt;
+  }
+  return std::move(*watch);
 }
 
 // The PCI addresses of the pod's networks, in their order, from the network-status file `file`;
@@ -238,7 +254,8 @@ class Eal {
 Result<void> start_and_forward(const Options& opt) {
   const std::string& rules_file = opt.dataplane.rules_file;
   // Read and parse the rules first: a bad file fails before EAL touches a device.
-  RuleSet rules = KK_TRY(read_rules(rules_file));
+  std::optional<FileWatch> watch = watch_rules(rules_file);
+  auto [rules, rules_text] = KK_TRY(read_rules(rules_file));
   // Build EAL's arguments from the options and the pod's resources (its networks' order,
   // PCIDEVICE_*, cpuset). The device plugin lists the VFs of one resource in no set order; the
   // network-status annotation says which network (outside, inside) each one is.
@@ -272,7 +289,9 @@ Result<void> start_and_forward(const Options& opt) {
   // The metrics endpoint, from a control thread; it stops before the data plane goes.
   std::unique_ptr<MetricsServer> metrics;
   if (!opt.metrics.empty()) metrics = KK_TRY(MetricsServer::start(opt.metrics, dataplane));
-  // Start the workers and wait: reload on SIGHUP, counters on SIGUSR1, until SIGTERM/SIGINT or --duration.
+  if (watch) dataplane.follow_rules_file(std::move(*watch), std::move(rules_text));
+  // Start the workers and wait: reload on SIGHUP or a change of the file, counters on SIGUSR1,
+  // until SIGTERM/SIGINT or --duration.
   dataplane.forward_until_stopped();
   metrics.reset();
   // Orderly stop: the workers have returned; print the counters, then ports and EAL close in turn.

@@ -362,6 +362,65 @@ TEST_CASE("a reload keeps the counters of the rules it did not change and logs w
                          Catch::Contains("rule line 3: 3  # allow  tcp from 10.0.0.0/8 to any port 22"));
 }
 
+namespace {
+
+// One version of a ConfigMap volume holding fw.rules, laid out and swapped in as the kubelet's
+// atomic writer does: the files in ..VERSION/, ..data_tmp -> ..VERSION renamed over ..data, the
+// old version removed; fw.rules -> ..data/fw.rules.
+void configmap_update(const fs::path& dir, int version, const std::string& rules) {
+  const std::string name = "..2026_12_05_08_00_0" + std::to_string(version);
+  fs::create_directory(dir / name);
+  kmodkit::test::write_file(dir / name / "fw.rules", rules);
+  fs::create_directory_symlink(name, dir / "..data_tmp");
+  std::error_code ec;
+  const fs::path old = fs::exists(fs::symlink_status(dir / "..data")) ? dir / fs::read_symlink(dir / "..data") : fs::path();
+  fs::rename(dir / "..data_tmp", dir / "..data");
+  if (!old.empty()) fs::remove_all(old);
+  if (!fs::exists(fs::symlink_status(dir / "fw.rules"))) fs::create_symlink("..data/fw.rules", dir / "fw.rules");
+}
+
+}  // namespace
+
+TEST_CASE("the rules follow a ConfigMap update (the kubelet's ..data swap) as SIGHUP would, and an unchanged file is not reloaded", "[e2e][firewall]") {
+  TempDir tmp;
+  const fs::path cm = tmp / "configmap";
+  fs::create_directory(cm);
+  configmap_update(cm, 1, "policy deny\nallow tcp from 10.0.0.0/8 to any port 22\n");
+  write_pcap(tmp / "a.pcap", {frame("10.0.0.1", "192.0.2.1", 6, 40000, 22, 0x02)});
+  write_pcap(tmp / "b.pcap", {});
+  std::vector<std::string> argv = {KMODKIT_FIREWALL_BIN, "--log-format", "human", "--duration", "60"};
+  for (const auto& a : firewall_args(tmp)) argv.push_back(a);
+  *(std::find(argv.begin(), argv.end(), "--rules") + 1) = (cm / "fw.rules").string();
+  const fs::path log = tmp / "fw.log";
+  const pid_t pid = kmodkit::test::spawn(argv, log);
+  REQUIRE(signal_until(pid, 0, log, "forwarding:"));
+  configmap_update(cm, 2, "policy deny\nallow tcp from 10.0.0.0/8 to any port 22\nallow udp from any to any port 53\n");
+  const bool reloaded = signal_until(pid, 0, log, "reloaded, 2 rules in force");
+  // Another key of the ConfigMap changed: the same fw.rules swapped in again (in its own ticks).
+  configmap_update(cm, 3, "policy deny\nallow tcp from 10.0.0.0/8 to any port 22\nallow udp from any to any port 53\n");
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  configmap_update(cm, 4, "policy deny\nallow nonsense\n");
+  const bool refused = signal_until(pid, 0, log, "reload refused");
+  configmap_update(cm, 5, "policy allow\n");
+  const bool reloaded_again = signal_until(pid, 0, log, "reloaded, 0 rules in force");
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  const std::string output = kmodkit::test::read_file(log);
+  INFO(output);
+  CHECK(reloaded);
+  CHECK(refused);
+  CHECK(reloaded_again);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK_THAT(output, Catch::Contains(": changed, reloading") &&
+                         Catch::Contains("reloaded, 2 rules in force (were 1): 1 added, 0 removed, 1 kept with their counters"));
+  CHECK_THAT(output, Catch::Contains("reload refused, the rules in force stay: " + (cm / "fw.rules").string() + ":2:7"));
+  size_t changes = 0;
+  for (size_t at = output.find("changed, reloading"); at != std::string::npos; at = output.find("changed, reloading", at + 1)) ++changes;
+  CHECK(changes == 3);  // versions 2, 4 and 5; not 3
+}
+
 TEST_CASE("the firewall refuses to start on a bad rules file, missing ports or an odd port count", "[e2e][firewall]") {
   TempDir tmp;
   kmodkit::test::write_file(tmp / "fw.rules", "policy deny\nallow tcp from 10.0.0.0/33 to any\n");
@@ -742,12 +801,11 @@ TEST_CASE("the metrics endpoint (--metrics) serves the counters in the Prometheu
     }
     return r;
   };
+  // (The firewall follows its rules file: a write is reloaded as SIGHUP would.)
   kmodkit::test::write_file(tmp / "fw.rules", "policy deny\nallow tcp from 10.0.0.0/8 to any port 22\nallow bogus\n");
-  ::kill(pid, SIGHUP);
   const auto unready = until_readyz(503);
   const auto still_live = http_get("http://" + listen + "/healthz", tmp / "healthz.txt");
   kmodkit::test::write_file(tmp / "fw.rules", "policy deny\nallow tcp from 10.0.0.0/8 to any port 22\n");
-  ::kill(pid, SIGHUP);
   const auto ready_again = until_readyz(200);
   const auto after = http_get("http://" + listen + "/metrics", tmp / "after.txt");
   ::kill(pid, SIGTERM);

@@ -220,6 +220,8 @@ if [ "$rc" = 0 ]; then
   echo "KMODKIT-POD forwarding $(up)"
   # What the main container's process may do, now that setpriv has become the firewall.
   echo "KMODKIT-POD firewall-caps $(awk '$1 == "CapEff:" { print $2 }' "/proc/$POD_MAIN_PID/status" 2>/dev/null)"
+  # The kubelet's probes as the pod declares them (render-pod.py's pod_main_probe_*).
+  for p in startup readiness liveness; do pod_main_probe_$p; echo "KMODKIT-POD probe $p $?"; done
   # The host sends its traffic through, then says so by serving /stop; the pod then stops as the
   # kubelet stops it (SIGTERM to the main container).
   n=0
@@ -417,6 +419,10 @@ check_traffic() {
   grep -aqE "^rule line 3: [1-9]" "$out" || fail "$1: the rule that allows web in counted no flow"
   grep -aqE "^drop policy: [1-9]" "$out" || fail "$1: the policy dropped nothing (port 9090 and the ping in)"
   [ "$(marker dpdk-run-left | awk '{print $3}')" = 0 ] || fail "$1: the firewall left files in /var/run/dpdk"
+  local p
+  for p in startup readiness liveness; do
+    [ "$(marker probe $p | awk '{print $4}')" = 0 ] || fail "$1: the firewall's $p probe failed"
+  done
 }
 
 boot cold

@@ -56,14 +56,19 @@ POD_SECURITY_IMPLEMENTED = {"fsGroup", "fsGroupChangePolicy", "runAsUser", "runA
                             "runAsNonRoot", "supplementalGroups"}
 CONTAINER_IMPLEMENTED = {"name", "image", "command", "args", "env", "workingDir", "volumeMounts",
                          "resources", "securityContext", "terminationMessagePath",
-                         "terminationMessagePolicy"}
+                         "terminationMessagePolicy", "ports", "startupProbe", "livenessProbe",
+                         "readinessProbe"}
 CONTAINER_IGNORED = {
     "imagePullPolicy": "images are given as root filesystems",
-    "ports": "no network namespace, nothing to publish",
-    "livenessProbe": "no prober (a failing probe would restart the container)",
-    "readinessProbe": "no prober (readiness does not change what runs)",
     "resizePolicy": "no cgroups",
 }
+# The main container's probes become pod_main_probe_KIND functions: the caller runs them (a
+# failing liveness probe restarts nothing here). httpGet only, as the kubelet runs it.
+PROBES = {"startupProbe": "startup", "livenessProbe": "liveness", "readinessProbe": "readiness"}
+PROBE_IMPLEMENTED = {"httpGet", "initialDelaySeconds", "periodSeconds", "timeoutSeconds",
+                     "failureThreshold", "successThreshold"}
+HTTP_GET_IMPLEMENTED = {"path", "port", "scheme", "host"}
+PORT_IMPLEMENTED = {"name", "containerPort", "protocol"}
 CONTAINER_SECURITY_IMPLEMENTED = {"privileged", "allowPrivilegeEscalation", "capabilities",
                                   "readOnlyRootFilesystem", "runAsUser", "runAsGroup",
                                   "runAsNonRoot"}
@@ -221,6 +226,25 @@ class Pod:
                 for key in m:
                     if key not in MOUNT_IMPLEMENTED:
                         raise RenderError(f"container {c['name']}: volumeMounts[{m.get('name')}].{key} is not implemented")
+            for port in c.get("ports") or []:
+                for key in port:
+                    if key not in PORT_IMPLEMENTED:
+                        raise RenderError(f"container {c['name']}: ports[{port.get('name')}].{key} is not implemented")
+            for field in PROBES:
+                if field not in c:
+                    continue
+                if c not in (self.spec.get("containers") or []):
+                    raise RenderError(f"container {c['name']}: an init container's {field} is not implemented")
+                for key in c[field]:
+                    if key not in PROBE_IMPLEMENTED:
+                        raise RenderError(f"container {c['name']}: {field}.{key} is not implemented (httpGet only)")
+                if "httpGet" not in c[field]:
+                    raise RenderError(f"container {c['name']}: {field} without httpGet is not implemented")
+                for key in c[field]["httpGet"]:
+                    if key not in HTTP_GET_IMPLEMENTED:
+                        raise RenderError(f"container {c['name']}: {field}.httpGet.{key} is not implemented")
+                if c[field]["httpGet"].get("scheme", "HTTP") != "HTTP":
+                    raise RenderError(f"container {c['name']}: {field}.httpGet.scheme HTTPS is not implemented")
             for key in c.get("resources") or {}:
                 if key not in ("limits", "requests"):
                     raise RenderError(f"container {c['name']}: field resources.{key} is not implemented")
@@ -704,6 +728,7 @@ class Script:
         for i, (c, image, env, argv, sec, devices) in enumerate(self.containers):
             self.render_container(i, c, image, env, argv, sec, devices)
         self.render_runners()
+        self.render_probes()
         return "\n".join(self.lines) + "\n"
 
     def render_prepare(self):
@@ -867,6 +892,54 @@ class Script:
         words += [q(a) for a in argv]
         self.emit("  " + " \\\n    ".join(words))
         self.emit("}")
+        self.emit()
+
+    def probe_url(self, c, field):
+        get = c[field]["httpGet"]
+        port = get["port"]
+        if isinstance(port, str) and not port.isdigit():
+            named = [p for p in c.get("ports") or [] if p.get("name") == port]
+            if not named:
+                raise RenderError(f"container {c['name']}: {field}.httpGet.port {port} names no port of the container")
+            port = named[0]["containerPort"]
+        host = get.get("host") or self.pod.need(self.pod.config, "pod_ip", "config")
+        path = get.get("path", "/")
+        if not path.startswith("/"):
+            path = "/" + path
+        return f"http://{host}:{int(port)}{path}"
+
+    def render_probes(self):
+        # The kubelet's way (pkg/probe/http, pkg/kubelet/prober): initialDelaySeconds, then a GET
+        # every periodSeconds; a 2xx or 3xx answer within timeoutSeconds is a success; the
+        # probe fails after failureThreshold failures in a row, succeeds after successThreshold
+        # successes in a row. Defaults as the API's: period 10, timeout 1, failure 3, success 1.
+        main = self.pod.containers[0]
+        for field, kind in PROBES.items():
+            self.emit(f"# pod_main_probe_{kind}: the main container's {field}; 0 once it succeeds, 1 once it fails.")
+            self.emit(f"pod_main_probe_{kind}() {{")
+            if field not in main:
+                self.emit(f"  pod_err {q(main['name'] + ': no ' + field)}")
+                self.emit("  return 1")
+                self.emit("}")
+                continue
+            pr = main[field]
+            url = self.probe_url(main, field)
+            delay = int(pr.get("initialDelaySeconds", 0))
+            period = int(pr.get("periodSeconds", 10))
+            timeout = int(pr.get("timeoutSeconds", 1))
+            failures = int(pr.get("failureThreshold", 3))
+            successes = int(pr.get("successThreshold", 1))
+            self.emit(f"  sleep {delay}")
+            self.emit("  pod_ok=0; pod_bad=0")
+            self.emit("  while :; do")
+            self.emit(f"    if wget -q -T {timeout} -O /dev/null {q(url)} 2>/dev/null; then")
+            self.emit(f"      pod_ok=$((pod_ok + 1)); pod_bad=0; [ \"$pod_ok\" -ge {successes} ] && return 0")
+            self.emit("    else")
+            self.emit(f"      pod_bad=$((pod_bad + 1)); pod_ok=0; [ \"$pod_bad\" -ge {failures} ] && return 1")
+            self.emit("    fi")
+            self.emit(f"    sleep {period}")
+            self.emit("  done")
+            self.emit("}")
         self.emit()
 
     def device_paths(self, container, device):

@@ -343,6 +343,27 @@ class Errors(Rendered):
             with self.subTest(field=name):
                 self.assertIn(name, self.rejected(self.edited(edit)))
 
+    def test_the_main_containers_http_probes_become_functions_that_get_its_named_port_on_the_pod_ip(self):
+        text = self.render_ok().read_text()
+        ip = self.config["pod_ip"]
+        for kind, path in (("startup", "/healthz"), ("liveness", "/healthz"), ("readiness", "/readyz")):
+            with self.subTest(probe=kind):
+                body = text.split(f"pod_main_probe_{kind}() {{", 1)[1].split("\n}", 1)[0]
+                self.assertIn(f"'http://{ip}:9100{path}'", body)
+        startup = text.split("pod_main_probe_startup() {", 1)[1].split("\n}", 1)[0]
+        self.assertIn("wget -q -T 1 ", startup)  # the API's default timeout
+        self.assertIn('[ "$pod_bad" -ge 90 ] && return 1', startup)
+        self.assertIn("sleep 2\n", startup + "\n")
+
+    def test_a_probe_that_is_not_http_or_names_no_port_of_the_container_is_refused(self):
+        def unnamed(spec, docs):
+            spec["containers"][0]["readinessProbe"] = {"httpGet": {"path": "/readyz", "port": "admin"}}
+
+        def tcp(spec, docs):
+            spec["containers"][0]["livenessProbe"] = {"tcpSocket": {"port": 9100}}
+        self.assertIn("readinessProbe.httpGet.port admin names no port of the container", self.rejected(self.edited(unnamed)))
+        self.assertIn("livenessProbe.tcpSocket is not implemented", self.rejected(self.edited(tcp)))
+
     def test_a_non_root_container_that_would_run_as_root_is_refused(self):
         def edit(spec, docs):
             spec["initContainers"][1]["securityContext"].pop("runAsUser")
