@@ -39,11 +39,12 @@ packages=(
   buildah debootstrap
   # libFuzzer for the firewall's packet parser (ci/fuzz.sh)
   clang libclang-rt-14-dev
-  # promtool (from Debian's prometheus) lints the firewall's metrics in the tests
-  prometheus
+  # promtool (from Debian's prometheus) lints the firewall's metrics in the tests;
+  # dpdk-telemetry.py (dpdk-dev) queries its telemetry commands
+  prometheus dpdk-dev
 )
 if [ "${1:-}" = "--bench" ]; then
-  packages+=(dpdk-dev dpdk-doc dnf dnf-plugins-core umoci)
+  packages+=(dpdk-doc dnf dnf-plugins-core umoci)
 elif [ -n "${1:-}" ]; then
   echo "install-deps: unknown option '$1' (only --bench)" >&2
   exit 64

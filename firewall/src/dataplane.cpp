@@ -383,7 +383,7 @@ struct Dataplane::State {
   std::condition_variable metrics_ready;
   bool metrics_wanted = false;
   uint64_t metrics_generation = 0;
-  std::string metrics_text;
+  MetricsSnapshot metrics_snapshot;
   void answer_metrics();
   // Health, judged by the control loop each tick (judge_health) and read by any thread.
   std::vector<uint64_t> polls_seen;
@@ -599,23 +599,23 @@ void Dataplane::State::answer_metrics() {
     std::lock_guard lock(metrics_mutex);
     if (!metrics_wanted) return;
   }
-  std::string text = format_metrics(snapshot_metrics(view()));
+  MetricsSnapshot snap = snapshot_metrics(view());
   {
     std::lock_guard lock(metrics_mutex);
-    metrics_text = std::move(text);
+    metrics_snapshot = std::move(snap);
     metrics_wanted = false;
     ++metrics_generation;
   }
   metrics_ready.notify_all();
 }
 
-std::optional<std::string> Dataplane::metrics(std::chrono::milliseconds timeout) {
+std::optional<MetricsSnapshot> Dataplane::snapshot(std::chrono::milliseconds timeout) {
   auto& s = *s_;
   std::unique_lock lock(s.metrics_mutex);
   const uint64_t asked_at = s.metrics_generation;
   s.metrics_wanted = true;
   if (!s.metrics_ready.wait_for(lock, timeout, [&] { return s.metrics_generation != asked_at; })) return std::nullopt;
-  return s.metrics_text;
+  return s.metrics_snapshot;
 }
 
 void Dataplane::State::control(const std::chrono::steady_clock::time_point& deadline) {

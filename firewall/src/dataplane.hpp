@@ -75,10 +75,10 @@ class Dataplane {
   void follow_rules_file(FileWatch watch, std::string text);
   // Prints the counters to stdout.
   void print_counters() const;
-  // The counters in the Prometheus text format (metrics.hpp), fresh: asked of the control loop,
-  // which answers within its next tick (50 ms). Thread-safe; nullopt when no answer came within
-  // `timeout` (the data plane is not forwarding yet, or has stopped).
-  std::optional<std::string> metrics(std::chrono::milliseconds timeout);
+  // A fresh snapshot of the counters (counters.hpp), for /metrics and telemetry: asked of the
+  // control loop, which answers within its next tick (50 ms). Thread-safe; nullopt when no
+  // answer came within `timeout` (the data plane is not forwarding yet, or has stopped).
+  std::optional<MetricsSnapshot> snapshot(std::chrono::milliseconds timeout);
   // Liveness and readiness, as the control loop last judged them (every 50 ms): "" when well,
   // else why not. Healthy: forwarding, and every worker lcore has polled within the last second
   // (and the control loop itself looked within it). Ready: healthy, every port's link up, and

@@ -53,8 +53,8 @@ Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const std::string& l
   // Two threads are enough for a scraper and a person with curl.
   server.new_task_queue = [] { return new httplib::ThreadPool(2); };
   server.Get("/metrics", [&dataplane](const httplib::Request&, httplib::Response& res) {
-    if (auto text = dataplane.metrics(std::chrono::seconds(1))) {
-      res.set_content(*text, "text/plain; version=0.0.4; charset=utf-8");
+    if (auto snap = dataplane.snapshot(std::chrono::seconds(1))) {
+      res.set_content(format_metrics(*snap), "text/plain; version=0.0.4; charset=utf-8");
     } else {
       res.status = 503;
       res.set_content("the firewall is not forwarding\n", "text/plain");

@@ -1,6 +1,6 @@
 #pragma once
 // The firewall's HTTP endpoint (--metrics HOST:PORT): GET /metrics answers with
-// Dataplane::metrics(), the Prometheus text. Served by cpp-httplib from a DPDK control thread
+// Dataplane::snapshot() in the Prometheus text format. Served by cpp-httplib from a DPDK control thread
 // (rte_ctrl_thread_create: on the CPUs no lcore polls) and the two threads of its pool, which
 // inherit that thread's CPUs; never from a worker lcore.
 

@@ -14,6 +14,7 @@
 #include "dataplane.hpp"
 #include "eal_args.hpp"
 #include "metrics_server.hpp"
+#include "telemetry.hpp"
 #include "kmodkit/cli.hpp"
 #include "kmodkit/files.hpp"
 #include "kmodkit/log.hpp"
@@ -286,6 +287,8 @@ Result<void> start_and_forward(const Options& opt) {
   // Make a flow table per worker.
   KK_TRY(dataplane.make_flow_tables());
   if (stop_requested_after("the flow tables were made")) return {};
+  // The project's commands in DPDK telemetry (telemetry.hpp), answered while `telemetry` lives.
+  Telemetry telemetry(dataplane);
   // The metrics endpoint, from a control thread; it stops before the data plane goes.
   std::unique_ptr<MetricsServer> metrics;
   if (!opt.metrics.empty()) metrics = KK_TRY(MetricsServer::start(opt.metrics, dataplane));

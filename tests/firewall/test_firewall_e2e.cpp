@@ -856,6 +856,56 @@ TEST_CASE("the metrics endpoint (--metrics) serves the counters in the Prometheu
   CHECK(lint->ok());
 }
 
+TEST_CASE("DPDK telemetry answers the firewall's own commands: flows by protocol, rules by page with their hits, health", "[e2e][firewall]") {
+  INFO("dpdk-telemetry.py comes with dpdk-dev (ci/install-deps.sh)");
+  REQUIRE(kmodkit::subprocess::run({"sh", "-c", "command -v dpdk-telemetry.py"})->ok());
+  TempDir tmp;
+  // 150 rules: two pages. The SSH rule is the file's line 2.
+  std::string rules = "policy deny\nallow tcp from 10.0.0.0/8 to any port 22\n";
+  for (int i = 0; i < 149; ++i) rules += "allow udp from any to any port " + std::to_string(1000 + i) + "\n";
+  kmodkit::test::write_file(tmp / "fw.rules", rules);
+  write_pcap(tmp / "a.pcap", {frame("10.0.0.1", "192.0.2.1", 6, 40000, 22, 0x02), frame("10.0.0.2", "192.0.2.1", 6, 40002, 22, 0x02),
+                              frame("10.0.0.3", "192.0.2.1", 17, 5000, 1005, 0)});
+  write_pcap(tmp / "b.pcap", {});
+  std::vector<std::string> argv = {KMODKIT_FIREWALL_BIN, "--log-format", "human", "--duration", "60"};
+  for (const auto& a : firewall_args(tmp)) argv.push_back(a);
+  const std::string prefix = *(std::find(argv.begin(), argv.end(), "--file-prefix") + 1);
+  const fs::path log = tmp / "fw.log";
+  const pid_t pid = kmodkit::test::spawn(argv, log);
+  REQUIRE(signal_until(pid, 0, log, "forwarding:"));
+  REQUIRE(signal_until(pid, SIGUSR1, log, "total: rx 3 "));
+  // dpdk-telemetry.py reads commands from its standard input and prints one JSON line each.
+  const auto ask = [&](const std::string& commands) {
+    auto r = kmodkit::subprocess::run({"sh", "-c", "printf '" + commands + "' | dpdk-telemetry.py -f " + prefix});
+    return r ? r->output : std::string();
+  };
+  const std::string flows = ask("/kmodkit/flows\\n/kmodkit/flows,9\\n");
+  const std::string page1 = ask("/kmodkit/rules\\n");
+  const std::string page2 = ask("/kmodkit/rules,100\\n");
+  const std::string health = ask("/kmodkit/health\\n/help,/kmodkit/flows\\n");
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  INFO(kmodkit::test::read_file(log));
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  INFO(flows);
+  CHECK_THAT(flows, Catch::Contains(R"({"/kmodkit/flows": {"tcp": {"entries": 2, "created": 2, "expired": 0, "evicted": 0, "insert_failures": 0}, "udp": {"entries": 1, "created": 1,)"));
+  CHECK_THAT(flows, Catch::Contains(R"("capacity": 1048576}})"));
+  CHECK_THAT(flows, Catch::Contains(R"({"/kmodkit/flows": null})"));  // no worker on lcore 9
+  INFO(page1);
+  CHECK_THAT(page1, Catch::Contains(R"("in_force": 150, "reloads_ok": 0, "reloads_failed": 0, "last_reload_successful": 1,)"));
+  CHECK_THAT(page1, Catch::Contains(R"("first": 0, "line_2": {"rule": "allow tcp from 10.0.0.0/8 to any port 22", "hits": 2}, "line_3": {)"));
+  CHECK_THAT(page1, Catch::Contains(R"("line_101": {"rule": "allow udp from any to any port 1098", "hits": 0}, "next": 100}})"));
+  INFO(page2);
+  CHECK_THAT(page2, Catch::Contains(R"("first": 100, "line_102": {)"));
+  CHECK_THAT(page2, Catch::Contains(R"("line_151": {"rule": "allow udp from any to any port 1148", "hits": 0}}})"));
+  CHECK_THAT(page1 + page2, Catch::Contains(R"("line_8": {"rule": "allow udp from any to any port 1005", "hits": 1})"));
+  INFO(health);
+  CHECK_THAT(health, Catch::Contains(R"({"/kmodkit/health": {"live": "ok", "ready": "ok"}})"));
+  CHECK_THAT(health, Catch::Contains(R"({"/help": {"/kmodkit/flows": "The flow tables by protocol)"));
+}
+
 TEST_CASE("the metrics endpoint refuses an address that is not HOST:PORT, or one it cannot listen on", "[e2e][firewall]") {
   TempDir tmp;
   kmodkit::test::write_file(tmp / "fw.rules", "policy deny\n");

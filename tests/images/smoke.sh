@@ -140,10 +140,19 @@ firewall)
   python3 "$repo_root/bench/firewall-inputs.py" "$work/io" 1000 >/dev/null
   cp "$repo_root/firewall/examples/demo.rules" "$work/io/"
   container firewall
-  run -v "$work/io:/io" "$c" -- firewall --rules /io/demo.rules \
+  # While it forwards, the image's dpdk-telemetry.py asks it for its flows (from the same
+  # container: the telemetry socket is in its /var/run/dpdk).
+  run -v "$work/io:/io" "$c" -- sh -c 'firewall --rules /io/demo.rules \
     --vdev "net_pcap0,rx_pcap=/io/flows.pcap,tx_pcap=/io/out-a.pcap" --vdev "net_pcap1,tx_pcap=/io/out-b.pcap" \
-    --no-huge-mb 512 --lcores 0 --duration 2 --log-format human > "$work/fw.log" 2>&1 ||
+    --no-huge-mb 512 --lcores 0 --duration 4 --file-prefix smoke --log-format human & fw=$!
+    n=0; until [ $n -ge 30 ]; do
+      echo /kmodkit/flows | dpdk-telemetry.py -f smoke > /io/telemetry.json 2>&1
+      grep -q "\"entries\": [1-9]" /io/telemetry.json && break
+      sleep 0.1; n=$((n + 1)); done
+    wait $fw' > "$work/fw.log" 2>&1 ||
     fail "the firewall in its image failed: $(tail -3 "$work/fw.log")"
+  grep -q '"/kmodkit/flows": {"tcp": {"entries": [1-9]' "$work/io/telemetry.json" ||
+    fail "dpdk-telemetry.py in the image got no flows from the firewall: $(cat "$work/io/telemetry.json")"
   # The demo's rules let the flows' TCP port 443 and UDP port 53 traffic through from A to B.
   packets=$(python3 - "$work/io/out-b.pcap" <<'PY'
 import struct, sys
