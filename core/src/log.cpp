@@ -43,6 +43,7 @@ std::mutex g_mutex;
 spdlog::sink_ptr g_sink;
 std::string g_root = "kmodkit";
 spdlog::level::level_enum g_level = spdlog::level::info;
+bool g_json = false;
 
 spdlog::sink_ptr sink_locked() {
   if (!g_sink) {
@@ -73,6 +74,11 @@ Result<spdlog::level::level_enum> parse_level(std::string_view text) {
 
 bool stderr_is_tty() { return ::isatty(STDERR_FILENO) == 1; }
 
+bool json_lines() {
+  std::lock_guard lock(g_mutex);
+  return g_json;
+}
+
 void init(std::string_view binary, Format format, spdlog::level::level_enum level) {
   std::lock_guard lock(g_mutex);
   auto sink = sink_locked();
@@ -84,6 +90,7 @@ void init(std::string_view binary, Format format, spdlog::level::level_enum leve
   }
   g_root = std::string(binary);
   g_level = level;
+  g_json = json;
   spdlog::drop_all();
   auto root = std::make_shared<spdlog::logger>(g_root, sink);
   root->set_level(level);

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "flow_table.hpp"
+#include "sizing.hpp"
 #include "metrics.hpp"
 #include "kmodkit/files.hpp"
 #include "kmodkit/log.hpp"
@@ -441,8 +442,7 @@ Result<void> Dataplane::open_ports() {
   const auto& cfg = s.cfg;
   const uint16_t queues = s.queues;
   const int socket = s.socket;
-  const uint32_t needed = static_cast<uint32_t>(s.ports.size()) * queues * (cfg.ring_size * 2u + kBurst) + 4096;
-  const uint32_t mbufs = std::max(needed, cfg.mbufs);
+  const uint32_t mbufs = std::max(mbufs_needed(s.ports.size(), queues, cfg.ring_size), cfg.mbufs);
   rte_mempool* pool = rte_pktmbuf_pool_create("fw_mbufs", mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE, socket);
   if (pool == nullptr) {
     return fail(ExitCode::config, "cannot allocate " + std::to_string(mbufs) + " packet buffers: " + rte_strerror(rte_errno) +

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <utility>
 
+#include "sizing.hpp"
+
 namespace kmodkit::firewall {
 namespace {
 
@@ -49,9 +51,9 @@ Result<FlowTable> FlowTable::create(const std::string& name, uint32_t capacity, 
           rte_zmalloc_socket(table.c_str(), sizeof(Flow) * (capacity + 1ULL), RTE_CACHE_LINE_SIZE, socket_id));
     }
     if (family.hash == nullptr || family.flows == nullptr) {
-      // Both families' tables and flow arrays: about 190 bytes a flow.
+      // Both families' tables and flow arrays: about kFlowBytes a flow.
       return fail(ExitCode::config, "a flow table of " + std::to_string(capacity) + " flows needs about " +
-                                        std::to_string((capacity * 190ULL >> 20) + 1) +
+                                        std::to_string((capacity * kFlowBytes >> 20) + 1) +
                                         " MB of hugepages that EAL could not give: reserve more hugepages or lower --flows");
     }
     return {};

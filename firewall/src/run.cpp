@@ -9,11 +9,13 @@
 #include <csignal>
 #include <cstdio>
 #include <optional>
+#include <string_view>
 #include <utility>
 
 #include "dataplane.hpp"
 #include "eal_args.hpp"
 #include "metrics_server.hpp"
+#include "preflight.hpp"
 #include "telemetry.hpp"
 #include "kmodkit/cli.hpp"
 #include "kmodkit/files.hpp"
@@ -93,6 +95,7 @@ cli::Program options_table(Options& opt) {
       "file changing (a ConfigMap update too), reloads the rules (open flows stay open; a bad file keeps the\n"
       "rules in force); SIGTERM or SIGINT stops, at any moment of start-up too, cleaning up as it goes\n"
       "(exit 0).\n"
+      "Before it starts, `firewall preflight` checks the node and the pod (firewall preflight --help).\n"
       "Exit codes: 0 done or stopped, 64 usage, 65 invalid rules or network-status file, 66 rules or\n"
       "network-status file missing or empty, 69 a port does not start, 78 ports, lcores or memory missing.",
       {
@@ -305,6 +308,8 @@ Result<void> start_and_forward(const Options& opt) {
 }  // namespace
 
 int run(int argc, char** argv) {
+  // The subcommand: checks of the node, run as the pod's last init container.
+  if (argc > 1 && std::string_view(argv[1]) == "preflight") return preflight_main(argc - 1, argv + 1);
   // Take the signals before anything else (see take_signals).
   take_signals();
   // Parse the options, set up logging, run; an error becomes one sentence and an exit code.

@@ -2,6 +2,8 @@
 // pair, pcaps out, counters printed; and its refusals.
 #include <catch2/catch.hpp>
 
+#include <nlohmann/json.hpp>
+
 #include <arpa/inet.h>
 #include <signal.h>
 #include <fcntl.h>
@@ -917,4 +919,32 @@ TEST_CASE("the metrics endpoint refuses an address that is not HOST:PORT, or one
   auto elsewhere = firewall(tmp, {"--duration", "1", "--metrics", "192.0.2.1:9100"});
   CHECK(elsewhere.code == 78);
   CHECK_THAT(elsewhere.last_line, Catch::Contains("--metrics 192.0.2.1:9100: cannot listen there"));
+}
+
+TEST_CASE("firewall preflight on this machine: a failed check stops with 78 naming it, unless --on-fail continue; JSON when asked", "[e2e][firewall]") {
+  TempDir tmp;
+  const std::string termination = (tmp / "termination-log").string();
+  kmodkit::test::write_file(tmp / "termination-log", "");
+  // A port that is on no bus of this machine fails its device check.
+  const std::vector<std::string> args = {"preflight", "--port", "0000:ff:1f.7", "--flows", "65536"};
+  auto stop = kmodkit::test::run_binary(KMODKIT_FIREWALL_BIN, args, {{"KMODKIT_TERMINATION_LOG", termination}});
+  INFO(stop.output);
+  CHECK(stop.code == 78);
+  CHECK_THAT(stop.output, Catch::Contains("fail  device 0000:ff:1f.7: 0000:ff:1f.7 is not on the node's PCI bus"));
+  CHECK_THAT(stop.output, Catch::Contains("\npreflight: "));
+  CHECK_THAT(stop.last_line, Catch::Contains("the node fails the checks ") && Catch::Contains("device 0000:ff:1f.7"));
+  CHECK_THAT(kmodkit::test::read_file(tmp / "termination-log"), Catch::Contains("device 0000:ff:1f.7"));
+  auto go_on = kmodkit::test::run_binary(KMODKIT_FIREWALL_BIN, {"preflight", "--port", "0000:ff:1f.7", "--on-fail", "continue"});
+  CHECK(go_on.code == 0);
+  CHECK_THAT(go_on.output, Catch::Contains("going on (--on-fail continue)"));
+  // JSON on stdout, the log lines on stderr.
+  auto out = kmodkit::subprocess::run({"sh", "-c", std::string(KMODKIT_FIREWALL_BIN) + " preflight --port 0000:ff:1f.7 --log-format json 2>/dev/null"});
+  REQUIRE(out);
+  INFO(out->output);
+  const auto doc = nlohmann::json::parse(out->output);
+  CHECK(doc["verdict"] == "fail");
+  CHECK(doc["checks"][0]["check"] == "cpus");
+  auto usage = kmodkit::test::run_binary(KMODKIT_FIREWALL_BIN, {"preflight", "--driver", "e1000"});
+  CHECK(usage.code == 64);
+  CHECK_THAT(usage.last_line, Catch::Contains("--driver e1000: not vfio-pci, igb_uio or uio_pci_generic"));
 }

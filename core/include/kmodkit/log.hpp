@@ -22,6 +22,10 @@ Result<spdlog::level::level_enum> parse_level(std::string_view text);
 // Sets up the binary's root logger (named after the binary) writing to stderr.
 void init(std::string_view binary, Format format, spdlog::level::level_enum level);
 
+// Whether init() chose JSON lines (json, or auto without a terminal): reports a binary prints
+// on stdout follow the same choice.
+bool json_lines();
+
 // The child logger for an area, e.g. get("init.fetch"); created on first use with the root's sinks.
 std::shared_ptr<spdlog::logger> get(const std::string& area);
 
