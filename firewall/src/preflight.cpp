@@ -290,6 +290,8 @@ Check check_hugepages(const Node& n, const Demand& d) {
   return c;
 }
 
+bool dpdk_driver(const std::string& driver);
+
 Check check_device(const Node& n, const Demand& d, const std::string& port) {
   Check c{"device " + port, Outcome::pass, "", ""};
   const fs::path dev = n.sys("bus/pci/devices/" + port);
@@ -302,6 +304,10 @@ Check check_device(const Node& n, const Demand& d, const std::string& port) {
   if (!d.driver.empty() && driver != d.driver) {
     return {c.name, Outcome::fail, port + " is bound to " + driver + ", the firewall needs " + d.driver,
             "run kmod-builder bind with KMODKIT_DRIVER=" + d.driver + " before the firewall"};
+  }
+  if (d.driver.empty() && !dpdk_driver(driver)) {
+    return {c.name, Outcome::fail, port + " is bound to " + driver + ", a kernel network driver DPDK cannot share",
+            "run kmod-builder bind (vfio-pci, or igb_uio without an IOMMU) before the firewall"};
   }
   c.evidence = port + " on " + driver;
   if (driver == "vfio-pci") {
@@ -342,6 +348,23 @@ Check check_device(const Node& n, const Demand& d, const std::string& port) {
   return c;
 }
 
+// Drivers DPDK drives a port through: user-space I/O, or a bifurcated kernel driver (Mellanox:
+// DPDK's mlx5 and mlx4 drivers work beside the kernel's).
+bool dpdk_driver(const std::string& driver) {
+  return driver == "vfio-pci" || driver == "igb_uio" || driver == "uio_pci_generic" || driver == "mlx5_core" || driver == "mlx4_core";
+}
+
+// The drivers the checks of the IOMMU and lockdown are about: --driver, else those the ports
+// are bound to.
+std::set<std::string> drivers_in_use(const Node& n, const Demand& d) {
+  if (!d.driver.empty()) return {d.driver};
+  std::set<std::string> out;
+  for (const auto& port : d.ports) {
+    if (auto drv = link_name(n.sys("bus/pci/devices/" + port + "/driver")); !drv.empty()) out.insert(drv);
+  }
+  return out;
+}
+
 // Whether the IOMMU translates the addresses of this group's devices (default domain DMA, not
 // identity = passthrough); nullopt when the kernel does not say.
 std::optional<bool> translated(const Node& n, const std::string& port) {
@@ -352,7 +375,7 @@ std::optional<bool> translated(const Node& n, const std::string& port) {
   return *type != "identity";
 }
 
-Check check_iommu(const Node& n, const Demand& d) {
+Check check_iommu(const Node& n, const Demand& d, const std::set<std::string>& drivers) {
   Check c{"iommu", Outcome::pass, "", ""};
   std::vector<std::string> units;
   std::error_code ec;
@@ -366,14 +389,14 @@ Check check_iommu(const Node& n, const Demand& d) {
   const bool passthrough = n.param("iommu") == "pt" || n.param("iommu.passthrough") == "1";
   if (units.empty()) {
     c.evidence = "no IOMMU (none in /sys/class/iommu); " + cmdline;
-    if (d.driver == "vfio-pci") {
+    if (drivers.contains("vfio-pci")) {
       c.outcome = Outcome::fail;
       c.fix = "boot the node with intel_iommu=on (AMD: on by default) and VT-d/AMD-Vi in the firmware, or use igb_uio";
     }
     return c;
   }
   c.evidence = "IOMMU on (" + units.front() + (units.size() > 1 ? " and " + std::to_string(units.size() - 1) + " more" : "") + "); " + cmdline;
-  if (d.driver == "igb_uio") {
+  if (drivers.contains("igb_uio") || drivers.contains("uio_pci_generic")) {
     for (const auto& port : d.ports) {
       const auto t = translated(n, port);
       if ((t && *t) || (!t && !passthrough)) {
@@ -387,7 +410,8 @@ Check check_iommu(const Node& n, const Demand& d) {
   return c;
 }
 
-Check check_signatures(const Node& n, const Demand& d) {
+Check check_signatures(const Node& n, const std::set<std::string>& drivers) {
+  const bool uio = drivers.contains("igb_uio") || drivers.contains("uio_pci_generic");
   Check c{"module-signatures", Outcome::pass, "", ""};
   const auto enforce = read(n.sys("module/module/parameters/sig_enforce"));
   const auto lockdown_text = read(n.sys("kernel/security/lockdown"));
@@ -405,13 +429,13 @@ Check check_signatures(const Node& n, const Demand& d) {
   }
   if (lockdown.empty()) {
     c.evidence += "; lockdown " + std::string(lockdown_text ? "unknown" : "unreadable (no securityfs)");
-    if (d.driver == "igb_uio") {
+    if (uio) {
       c.outcome = Outcome::warn;
       c.fix = "check /sys/kernel/security/lockdown on the node: a locked-down kernel refuses igb_uio's BAR mappings";
     }
   } else {
     c.evidence += "; lockdown=" + lockdown;
-    if (lockdown != "none" && d.driver == "igb_uio") {
+    if (lockdown != "none" && uio) {
       c.outcome = Outcome::fail;
       c.fix = "a locked-down kernel refuses mapping PCI BARs through sysfs, which DPDK does with igb_uio: use vfio-pci";
     } else if (lockdown != "none" && enforce && *enforce != "Y") {
@@ -429,8 +453,9 @@ std::vector<Check> run_preflight(const std::string& root, const Demand& d) {
   const uint64_t page_kb = page_size_kb(n, d.huge_dir, ignored);
   std::vector<Check> checks = {check_cpus(n, d), check_numa(n, d, page_kb), check_hugepages(n, d)};
   for (const auto& port : d.ports) checks.push_back(check_device(n, d, port));
-  checks.push_back(check_iommu(n, d));
-  checks.push_back(check_signatures(n, d));
+  const auto drivers = drivers_in_use(n, d);
+  checks.push_back(check_iommu(n, d, drivers));
+  checks.push_back(check_signatures(n, drivers));
   return checks;
 }
 

@@ -612,9 +612,12 @@ def binary_options(binary, subcommand):
 # kmod-builder build write nothing (no volume prepared, no lock taken); kmod-builder load and bind
 # only read sysfs, /proc and the volume (policy, loaded modules, drivers, IOMMU groups) and write
 # nothing; the firewall reads the rules, builds EAL's arguments, prints them and exits before EAL
-# starts. A step without such a flag (kmod-builder unload, unbind, status) is not run.
+# starts; firewall preflight only reads, and with --on-fail=continue reports a node that fails
+# its checks (this machine) without failing. A step without such a flag (kmod-builder unload,
+# unbind, status) is not run.
 DRY_RUN = {"init-modules": "--dry-run", "seed-data": "--dry-run", "kmod-builder build": "--dry-run",
-           "kmod-builder load": "--dry-run", "kmod-builder bind": "--dry-run", "firewall": "--print-eal-args"}
+           "kmod-builder load": "--dry-run", "kmod-builder bind": "--dry-run", "firewall": "--print-eal-args",
+           "firewall preflight": "--on-fail=continue"}
 DRY_RUN_TIMEOUT = 60  # seconds; a dry run takes well under one
 # The last stderr line of a run that failed for another reason (66: /modules does not exist
 # here) but whose message still says a value was refused.
@@ -711,7 +714,7 @@ def check_binaries(obj, objects, path, spec):
             continue
         command = [str(a) for a in (c.get("command") or [])]
         args = command[1:] + [str(a) for a in (c.get("args") or [])]
-        sub = args[0] if name == "kmod-builder" and args and not args[0].startswith("-") else None
+        sub = args[0] if name in ("kmod-builder", "firewall") and args and not args[0].startswith("-") else None
         who = f"{name}{' ' + sub if sub else ''}"
         known = binary_options(BINARIES[name], sub)
         if isinstance(known, str):
@@ -727,10 +730,10 @@ def check_binaries(obj, objects, path, spec):
             var = e.get("name", "")
             if var.startswith("KMODKIT_") and var not in variables | {"KMODKIT_TERMINATION_LOG"}:
                 out.append((f"{cpath}.env[{i}].name", f"{who} reads no {var}"))
-        step_name = f"kmod-builder {sub or 'build'}" if name == "kmod-builder" else name
+        step_name = f"kmod-builder {sub or 'build'}" if name == "kmod-builder" else f"{name}{' ' + sub if sub else ''}"
         flag = DRY_RUN.get(step_name)
         # A name --help does not list is reported once, above; its run would only repeat it.
-        if len(out) == bad and flag in flags:
+        if len(out) == bad and flag and flag.split("=")[0] in flags:
             refused = dry_run(BINARIES[name], args + ([flag] if flag not in args else []), c, objects)
             if refused:
                 out.append((cpath, f"{who} {flag} with the container's args and env {refused}"))

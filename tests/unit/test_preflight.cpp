@@ -242,6 +242,23 @@ TEST_CASE("a VF on the wrong driver, without its vfio group node or sharing its 
   }
 }
 
+TEST_CASE("without --driver, a port must be on a driver DPDK drives, and the IOMMU checks follow the drivers bound", "[unit][preflight]") {
+  FakeNode n;
+  Demand d = n.demand();
+  d.driver = "";
+  CHECK(worst(run_preflight(n.root, d)) == Outcome::pass);
+  n.vf("0000:af:06.0", 0, "iavf", -1);
+  auto c = named(run_preflight(n.root, d), "device 0000:af:06.0");
+  CHECK(c.outcome == Outcome::fail);
+  CHECK(c.evidence == "0000:af:06.0 is bound to iavf, a kernel network driver DPDK cannot share");
+  n.vf("0000:af:06.0", 0, "mlx5_core", -1);  // bifurcated: DPDK's mlx5 driver works beside it
+  CHECK(named(run_preflight(n.root, d), "device 0000:af:06.0").outcome == Outcome::pass);
+  // Both on igb_uio, behind the IOMMU that translates: the iommu check fails as for --driver igb_uio.
+  n.vf("0000:af:06.0", 0, "igb_uio", 61);
+  n.vf("0000:af:06.1", 0, "igb_uio", 62);
+  CHECK(named(run_preflight(n.root, d), "iommu").outcome == Outcome::fail);
+}
+
 TEST_CASE("the IOMMU must be on for vfio-pci and pass addresses through for igb_uio", "[unit][preflight]") {
   FakeNode n;
   SECTION("vfio-pci without an IOMMU") {
