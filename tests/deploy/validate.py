@@ -277,6 +277,15 @@ def check_hugepages(obj, objects, path, spec):
         elif size is not None and size not in sizes:
             out.append((f"{path}.volumes[{i}].emptyDir.medium",
                         f"{medium} but the pod requests no hugepages-{size} (it requests {sorted(sizes) or 'none'})"))
+        # A container that mounts the pages may use only what it requests itself (its hugetlb
+        # cgroup limit): the size of the medium must be among them.
+        for cpath, _, c in containers(path, spec):
+            if size is None or size not in sizes or not any(m.get("name") == v.get("name") for m in c.get("volumeMounts") or []):
+                continue
+            own = {r for r in ((c.get("resources") or {}).get("limits") or {}) if r.startswith("hugepages-")}
+            if f"hugepages-{size}" not in own:
+                out.append((f"{cpath}.resources", f"mounts {v.get('name')} ({medium}) but requests no hugepages-{size} "
+                            f"(it requests {sorted(own) or 'none'}): its hugetlb limit for those pages is 0"))
     return out
 
 
@@ -451,7 +460,7 @@ def check_images(obj, objects, path, spec):
 
 # The pipeline's steps in the order they must run (docs/ARCHITECTURE.md, "The pipeline"):
 # each reads what the one before wrote, and bind needs the module load loaded.
-PIPELINE = ["init-modules", "seed-data", "kmod-builder build", "kmod-builder load", "kmod-builder bind"]
+PIPELINE = ["init-modules", "seed-data", "kmod-builder build", "kmod-builder load", "kmod-builder bind", "firewall preflight"]
 
 
 def step(c):
@@ -460,6 +469,8 @@ def step(c):
         args = c.get("args") or c.get("command") or []
         sub = args[0] if args and not str(args[0]).startswith("-") else "build"
         return f"kmod-builder {sub}"
+    if name == "firewall" and is_subcommand(c):
+        return f"firewall {(c.get('args') or c.get('command')[1:])[0]}"
     return name
 
 
@@ -569,7 +580,7 @@ def check_seeded_paths(obj, objects, path, spec):
     volumes = {v.get("name"): v for v in spec.get("volumes") or []}
     configmaps = {(o.get("metadata") or {}).get("name"): o.get("data") or {} for o in objects if o.get("kind") == "ConfigMap"}
     for cpath, _, c in containers(path, spec):
-        if image_name(c.get("image") or "") != "firewall" or not has_trees:
+        if image_name(c.get("image") or "") != "firewall" or not has_trees or is_subcommand(c):
             continue
         rules = option_value(c, "rules", FIREWALL_RULES_DEFAULT)
         where = f"{cpath}.env"
@@ -591,6 +602,13 @@ def check_seeded_paths(obj, objects, path, spec):
 
 BINARIES = {}  # image name -> path of the binary built from the same sources (--binary)
 _help_cache = {}
+
+
+def is_subcommand(c):
+    """Whether a container runs a subcommand of its image's binary (firewall preflight), not the
+    binary's main job."""
+    args = [str(a) for a in (c.get("command") or [])[1:] + (c.get("args") or [])]
+    return bool(args) and not args[0].startswith("-")
 
 
 def binary_options(binary, subcommand):

@@ -239,6 +239,10 @@ TEST_CASE("a VF on the wrong driver, without its vfio group node or sharing its 
     const auto c = named(run_preflight(n.root, d), "device 0000:af:06.0");
     CHECK(c.outcome == Outcome::pass);
     CHECK(c.evidence == "0000:af:06.0 on igb_uio, /dev/uio0 present");
+    fs::remove(n.tmp.path / "dev/uio0");
+    const auto without = named(run_preflight(n.root, d), "device 0000:af:06.0");
+    CHECK(without.outcome == Outcome::warn);
+    CHECK(without.evidence == "0000:af:06.0 on igb_uio, no /dev/uio0 in this container");
   }
 }
 
