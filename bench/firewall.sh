@@ -9,6 +9,9 @@
 #   l3fwd     DPDK's l3fwd --lookup acl, built here from dpdk-doc's sources, with the same rule set
 #             (1,000 and 10,000 rules; targets: the firewall >= 1.0x and >= 1.3x)
 #   firewall  kmodkit's firewall with the same rules, tracking the state of every flow
+#   firewall with metrics  the same, serving --metrics while a scraper (curl, on CPU 0) GETs
+#             /metrics once a second, as Prometheus would: the ratio to the firewall without
+#             shows what reading the counters costs the data path (target: 1.00 within noise)
 # Rates come from each application's EAL telemetry socket (bench/dpdk-rate.py): packets forwarded
 # over SECONDS after a warm-up. Cycles per packet = TSC frequency / rate (one busy lcore).
 # Rounds alternate the applications; medians are reported.
@@ -119,6 +122,33 @@ fw() {
   if grep -E '^drop [a-z_ ]+: [1-9]' "$work/firewall-$1.log"; then die "firewall-$1 dropped packets"; fi
 }
 
+# fw_scraped N: the firewall with N rules serving --metrics, scraped once a second (from CPU 0,
+# the main lcore's, never the worker's) for as long as it runs.
+fw_scraped() {
+  local port
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  rm -f "$work/scrapes-$1"
+  (
+    # Until the firewall's runtime directory is gone again (it has stopped): one GET a second.
+    for _ in $(seq 600); do [ -S /var/run/dpdk/kmodkit-bench-fw/dpdk_telemetry.v2 ] && break; sleep 0.1; done
+    while [ -S /var/run/dpdk/kmodkit-bench-fw/dpdk_telemetry.v2 ]; do
+      taskset -c 0 curl -s -o /dev/null -w '%{http_code}\n' --max-time 2 "http://127.0.0.1:$port/metrics" >> "$work/scrapes-$1" || true
+      sleep 1
+    done
+  ) &
+  local scraper=$!
+  run "firewall-metrics-$1" kmodkit-bench-fw "$firewall" --rules "$work/fw-$1.rules" --lcores 0,1 --file-prefix kmodkit-bench-fw \
+    --huge-dir "$huge_dir" --vdev "$rx_dev" --vdev "$tx_dev" --mbufs $mbufs --log-format json --metrics "127.0.0.1:$port"
+  wait "$scraper" 2>/dev/null || true
+  # Before the firewall forwards and once it stops, /metrics answers 503 or nothing: from the
+  # first 200 to the last, every scrape must be a 200, and there must be one a second.
+  local verdict
+  verdict=$(awk '{c[NR] = $1} $1 == 200 {if (!f) f = NR; l = NR}
+                 END {bad = 0; for (i = f; i <= l; i++) if (c[i] != 200) bad++; print (f ? l - f + 1 : 0), bad}' "$work/scrapes-$1")
+  [ "${verdict% *}" -ge "$seconds" ] && [ "${verdict#* }" -eq 0 ] ||
+    die "firewall-metrics-$1: scrapes while forwarding (count, failed): $verdict; all answers: $(sort "$work/scrapes-$1" | uniq -c | tr '\n' ' ')"
+}
+
 . bench/lib.sh
 col() { awk -v c="$2" '{print $c}' "$work/$1"; }
 
@@ -127,11 +157,14 @@ for i in $(seq "$rounds"); do
   printf 'round %d: testpmd %s' "$i" "$(testpmd | cut -d' ' -f2)"
   for n in "${rule_sets[@]}"; do
     printf ', l3fwd-acl %d rules %s, firewall %s' "$n" "$(l3fwd "$n" | cut -d' ' -f2)" "$(fw "$n" | cut -d' ' -f2)"
+    fw_scraped "$n" > /dev/null
+    printf ', with metrics %s' "$(tail -1 "$work/firewall-metrics-$n" | cut -d' ' -f2)"
   done
   echo " Mpps"
   for n in "${rule_sets[@]}"; do
     paste "$work/firewall-$n" "$work/l3fwd-$n" | tail -1 | awk '{print $2 / $7}' >> "$work/r_l3fwd_$n"
     paste "$work/firewall-$n" "$work/testpmd" | tail -1 | awk '{print $2 / $7}' >> "$work/r_testpmd_$n"
+    paste "$work/firewall-metrics-$n" "$work/firewall-$n" | tail -1 | awk '{print $2 / $7}' >> "$work/r_metrics_$n"
   done
 done
 
@@ -145,10 +178,13 @@ for n in "${rule_sets[@]}"; do
   l=$(col "l3fwd-$n" 2 | median); f=$(col "firewall-$n" 2 | median)
   printf '  %-34s %8.2f %14s\n' "l3fwd --lookup acl, $n rules" "$l" "$(cpp "$l")"
   printf '  %-34s %8.2f %14s\n' "firewall, $n rules, stateful" "$f" "$(cpp "$f")"
+  m=$(col "firewall-metrics-$n" 2 | median)
+  printf '  %-34s %8.2f %14s\n' "  the same, /metrics scraped at 1 Hz" "$m" "$(cpp "$m")"
 done
 printf '\n  %-44s %8s %8s\n' ratio median target
 for n in "${rule_sets[@]}"; do
   target=$([ "$n" -ge 10000 ] && echo 1.3 || echo 1.0)
   printf '  %-44s %8.2f %8s\n' "firewall / l3fwd-acl, $n rules" "$(median < "$work/r_l3fwd_$n")" ">= $target"
   printf '  %-44s %8.2f %8s\n' "firewall / testpmd io, $n rules" "$(median < "$work/r_testpmd_$n")" ">= 0.5"
+  printf '  %-44s %8.2f %8s\n' "scraped at 1 Hz / not, $n rules" "$(median < "$work/r_metrics_$n")" "1.00"
 done

@@ -327,6 +327,29 @@ bool signal_until(pid_t pid, int sig, const fs::path& log, const std::string& te
   return false;
 }
 
+// A firewall forwarding in the background between tmp's pcap ports (firewall_args), with its log
+// in tmp/fw.log, human-readable; `rules` replaces tmp/fw.rules when given.
+struct Forwarding {
+  pid_t pid = -1;
+  fs::path log;
+  // Stops it with SIGTERM and waits: its exit status, and its log.
+  std::pair<int, std::string> stop() {
+    ::kill(pid, SIGTERM);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return {status, kmodkit::test::read_file(log)};
+  }
+};
+Forwarding start_forwarding(const TempDir& tmp, const std::vector<std::string>& extra = {}, const fs::path& rules = {}) {
+  std::vector<std::string> argv = {KMODKIT_FIREWALL_BIN, "--log-format", "human", "--duration", "60"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  for (const auto& a : firewall_args(tmp)) argv.push_back(a);
+  if (!rules.empty()) *(std::find(argv.begin(), argv.end(), "--rules") + 1) = rules.string();
+  Forwarding f{-1, tmp / "fw.log"};
+  f.pid = kmodkit::test::spawn(argv, f.log);
+  return f;
+}
+
 TEST_CASE("a reload keeps the counters of the rules it did not change and logs what it added, removed and kept", "[e2e][firewall]") {
   TempDir tmp;
   kmodkit::test::write_file(tmp / "fw.rules",
@@ -336,10 +359,9 @@ TEST_CASE("a reload keeps the counters of the rules it did not change and logs w
   write_pcap(tmp / "a.pcap", {frame("10.0.0.1", "192.0.2.1", 6, 40000, 22, 0x02), frame("10.0.0.2", "192.0.2.1", 6, 40001, 22, 0x02),
                               frame("10.0.0.3", "192.0.2.1", 6, 40002, 22, 0x02), frame("10.0.0.1", "192.0.2.1", 17, 5000, 53, 0)});
   write_pcap(tmp / "b.pcap", {});
-  std::vector<std::string> argv = {KMODKIT_FIREWALL_BIN, "--log-format", "human", "--duration", "60"};
-  for (const auto& a : firewall_args(tmp)) argv.push_back(a);
-  const fs::path log = tmp / "fw.log";
-  const pid_t pid = kmodkit::test::spawn(argv, log);
+  auto fw = start_forwarding(tmp);
+  const pid_t pid = fw.pid;
+  const fs::path log = fw.log;
   // The firewall's own word that it forwards, then its counters once it has seen the 4 frames.
   REQUIRE(signal_until(pid, 0, log, "forwarding:"));
   REQUIRE(signal_until(pid, SIGUSR1, log, "total: rx 4 "));
@@ -351,10 +373,7 @@ TEST_CASE("a reload keeps the counters of the rules it did not change and logs w
   fs::rename(tmp / "fw.rules.new", tmp / "fw.rules");
   ::kill(pid, SIGHUP);
   const bool reloaded = signal_until(pid, 0, log, "reloaded");
-  ::kill(pid, SIGTERM);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  const std::string output = kmodkit::test::read_file(log);
+  const auto [status, output] = fw.stop();
   INFO(output);
   CHECK(reloaded);
   CHECK(WIFEXITED(status));
@@ -390,11 +409,9 @@ TEST_CASE("the rules follow a ConfigMap update (the kubelet's ..data swap) as SI
   configmap_update(cm, 1, "policy deny\nallow tcp from 10.0.0.0/8 to any port 22\n");
   write_pcap(tmp / "a.pcap", {frame("10.0.0.1", "192.0.2.1", 6, 40000, 22, 0x02)});
   write_pcap(tmp / "b.pcap", {});
-  std::vector<std::string> argv = {KMODKIT_FIREWALL_BIN, "--log-format", "human", "--duration", "60"};
-  for (const auto& a : firewall_args(tmp)) argv.push_back(a);
-  *(std::find(argv.begin(), argv.end(), "--rules") + 1) = (cm / "fw.rules").string();
-  const fs::path log = tmp / "fw.log";
-  const pid_t pid = kmodkit::test::spawn(argv, log);
+  auto fw = start_forwarding(tmp, {}, cm / "fw.rules");
+  const pid_t pid = fw.pid;
+  const fs::path log = fw.log;
   REQUIRE(signal_until(pid, 0, log, "forwarding:"));
   configmap_update(cm, 2, "policy deny\nallow tcp from 10.0.0.0/8 to any port 22\nallow udp from any to any port 53\n");
   const bool reloaded = signal_until(pid, 0, log, "reloaded, 2 rules in force");
@@ -405,10 +422,7 @@ TEST_CASE("the rules follow a ConfigMap update (the kubelet's ..data swap) as SI
   const bool refused = signal_until(pid, 0, log, "reload refused");
   configmap_update(cm, 5, "policy allow\n");
   const bool reloaded_again = signal_until(pid, 0, log, "reloaded, 0 rules in force");
-  ::kill(pid, SIGTERM);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  const std::string output = kmodkit::test::read_file(log);
+  const auto [status, output] = fw.stop();
   INFO(output);
   CHECK(reloaded);
   CHECK(refused);
@@ -776,10 +790,9 @@ TEST_CASE("the metrics endpoint (--metrics) serves the counters in the Prometheu
                               frame("10.0.0.2", "192.0.2.1", 6, 40002, 22, 0x02)});
   write_pcap(tmp / "b.pcap", {frame("192.0.2.1", "10.0.0.1", 6, 22, 40000, 0x12)});
   const std::string listen = "127.0.0.1:" + std::to_string(kmodkit::test::free_port());
-  std::vector<std::string> argv = {KMODKIT_FIREWALL_BIN, "--log-format", "human", "--duration", "60", "--metrics", listen};
-  for (const auto& a : firewall_args(tmp)) argv.push_back(a);
-  const fs::path log = tmp / "fw.log";
-  const pid_t pid = kmodkit::test::spawn(argv, log);
+  auto fw = start_forwarding(tmp, {"--metrics", listen});
+  const pid_t pid = fw.pid;
+  const fs::path log = fw.log;
   REQUIRE(signal_until(pid, 0, log, "forwarding:"));
   // The frames are read at once; the scrape that sees all four received is the one to check.
   std::pair<int, std::string> got;
@@ -810,10 +823,8 @@ TEST_CASE("the metrics endpoint (--metrics) serves the counters in the Prometheu
   kmodkit::test::write_file(tmp / "fw.rules", "policy deny\nallow tcp from 10.0.0.0/8 to any port 22\n");
   const auto ready_again = until_readyz(200);
   const auto after = http_get("http://" + listen + "/metrics", tmp / "after.txt");
-  ::kill(pid, SIGTERM);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  INFO(kmodkit::test::read_file(log));
+  const auto [status, output] = fw.stop();
+  INFO(output);
   INFO(got.second);
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
@@ -869,11 +880,11 @@ TEST_CASE("DPDK telemetry answers the firewall's own commands: flows by protocol
   write_pcap(tmp / "a.pcap", {frame("10.0.0.1", "192.0.2.1", 6, 40000, 22, 0x02), frame("10.0.0.2", "192.0.2.1", 6, 40002, 22, 0x02),
                               frame("10.0.0.3", "192.0.2.1", 17, 5000, 1005, 0)});
   write_pcap(tmp / "b.pcap", {});
-  std::vector<std::string> argv = {KMODKIT_FIREWALL_BIN, "--log-format", "human", "--duration", "60"};
-  for (const auto& a : firewall_args(tmp)) argv.push_back(a);
-  const std::string prefix = *(std::find(argv.begin(), argv.end(), "--file-prefix") + 1);
-  const fs::path log = tmp / "fw.log";
-  const pid_t pid = kmodkit::test::spawn(argv, log);
+  const auto args = firewall_args(tmp);
+  const std::string prefix = *(std::find(args.begin(), args.end(), "--file-prefix") + 1);
+  auto fw = start_forwarding(tmp);
+  const pid_t pid = fw.pid;
+  const fs::path log = fw.log;
   REQUIRE(signal_until(pid, 0, log, "forwarding:"));
   REQUIRE(signal_until(pid, SIGUSR1, log, "total: rx 3 "));
   // dpdk-telemetry.py reads commands from its standard input and prints one JSON line each.
@@ -885,10 +896,8 @@ TEST_CASE("DPDK telemetry answers the firewall's own commands: flows by protocol
   const std::string page1 = ask("/kmodkit/rules\\n");
   const std::string page2 = ask("/kmodkit/rules,100\\n");
   const std::string health = ask("/kmodkit/health\\n/help,/kmodkit/flows\\n");
-  ::kill(pid, SIGTERM);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  INFO(kmodkit::test::read_file(log));
+  const auto [status, output] = fw.stop();
+  INFO(output);
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
   INFO(flows);

@@ -113,32 +113,24 @@ TEST_CASE("a well-tuned node passes every check, each with its evidence", "[unit
 }
 
 TEST_CASE("CPUs that are shared, split across cores, too many or not isolated are warnings with a fix", "[unit][preflight]") {
-  FakeNode n;
-  SECTION("the shared pool: every CPU of the node") {
-    n.cpuset("0-15");
+  const struct {
+    const char* cpuset;
+    const char* evidence;
+    const char* fix;
+  } cases[] = {
+      {"0-15", "not pinned: the container may run on every CPU of the node", "cpuManagerPolicy: static"},  // the shared pool
+      {"2-7", "the container asks for 4 CPUs, its cpuset has 6", "requests = limits"},
+      {"3-6", "not whole cores: CPU 3's sibling 2 and 1 more are outside the cpuset", "full-pcpus-only"},  // half a core
+      {"0-3", "CPUs 0-1 are not among the isolated CPUs 2-7,10-15", "reservedSystemCPUs"},
+  };
+  for (const auto& k : cases) {
+    FakeNode n;
+    n.cpuset(k.cpuset);
     const auto c = named(run_preflight(n.root, n.demand()), "cpus");
+    INFO("cpuset " << k.cpuset << ": " << c.evidence);
     CHECK(c.outcome == Outcome::warn);
-    CHECK_THAT(c.evidence, Catch::Contains("not pinned: the container may run on every CPU of the node"));
-    CHECK_THAT(c.fix, Catch::Contains("cpuManagerPolicy: static"));
-  }
-  SECTION("a cpuset larger than the request") {
-    n.cpuset("2-7");
-    const auto c = named(run_preflight(n.root, n.demand()), "cpus");
-    CHECK(c.outcome == Outcome::warn);
-    CHECK_THAT(c.evidence, Catch::Contains("the container asks for 4 CPUs, its cpuset has 6"));
-  }
-  SECTION("half a core") {
-    n.cpuset("3-6");
-    const auto c = named(run_preflight(n.root, n.demand()), "cpus");
-    CHECK(c.outcome == Outcome::warn);
-    CHECK_THAT(c.evidence, Catch::Contains("not whole cores: CPU 3's sibling 2 and 1 more are outside the cpuset"));
-    CHECK_THAT(c.fix, Catch::Contains("full-pcpus-only"));
-  }
-  SECTION("CPUs the kernel does not isolate") {
-    n.cpuset("0-3");
-    const auto c = named(run_preflight(n.root, n.demand()), "cpus");
-    CHECK(c.outcome == Outcome::warn);
-    CHECK_THAT(c.evidence, Catch::Contains("CPUs 0-1 are not among the isolated CPUs 2-7,10-15"));
+    CHECK_THAT(c.evidence, Catch::Contains(k.evidence));
+    CHECK_THAT(c.fix, Catch::Contains(k.fix));
   }
 }
 
