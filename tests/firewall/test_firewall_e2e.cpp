@@ -869,6 +869,40 @@ TEST_CASE("the metrics endpoint (--metrics) serves the counters in the Prometheu
   CHECK(lint->ok());
 }
 
+TEST_CASE("a full flow table evicts unanswered flows for new ones and counts them by protocol", "[e2e][firewall]") {
+  TempDir tmp;
+  kmodkit::test::write_file(tmp / "fw.rules", "policy deny\nallow tcp from 10.0.0.0/8 to any port 22\n");
+  // 64 flows fit (--flows 64, one worker); 71 SYNs nobody answers: the last 7 find no room, and
+  // each evicts an unanswered one (the flow table's unit cases show established ones stay).
+  std::vector<Bytes> a = {frame("10.0.1.1", "192.0.2.1", 6, 40000, 22, 0x02)};
+  std::vector<Bytes> b;
+  for (int i = 0; i < 70; ++i) {
+    const std::string src = "10.0.0." + std::to_string(i + 1);
+    a.push_back(frame(src.c_str(), "192.0.2.1", 6, 40000, 22, 0x02));
+  }
+  write_pcap(tmp / "a.pcap", a);
+  write_pcap(tmp / "b.pcap", b);
+  const std::string listen = "127.0.0.1:" + std::to_string(kmodkit::test::free_port());
+  auto fw = start_forwarding(tmp, {"--metrics", listen, "--flows", "64"});
+  REQUIRE(signal_until(fw.pid, 0, fw.log, "forwarding:"));
+  std::pair<int, std::string> got;
+  for (int i = 0; i < 50; ++i) {
+    got = http_get("http://" + listen + "/metrics", tmp / "metrics.txt");
+    if (got.second.find("kmodkit_firewall_flows_created_total{lcore=\"0\",proto=\"tcp\"} 71\n") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  const auto [status, output] = fw.stop();
+  INFO(output);
+  INFO(got.second);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK_THAT(got.second, Catch::Contains("kmodkit_firewall_flows_created_total{lcore=\"0\",proto=\"tcp\"} 71\n"));
+  CHECK_THAT(got.second, Catch::Contains("kmodkit_firewall_flows_evicted_total{lcore=\"0\",proto=\"tcp\"} 7\n"));
+  CHECK_THAT(got.second, Catch::Contains("kmodkit_firewall_flow_insert_failures_total{lcore=\"0\",proto=\"tcp\"} 0\n"));
+  CHECK_THAT(got.second, Catch::Contains("kmodkit_firewall_flow_table_entries{lcore=\"0\",proto=\"tcp\"} 64\n"));
+  CHECK_THAT(got.second, Catch::Contains("kmodkit_firewall_dropped_packets_total{reason=\"table_full\"} 0\n"));
+}
+
 TEST_CASE("DPDK telemetry answers the firewall's own commands: flows by protocol, rules by page with their hits, health", "[e2e][firewall]") {
   INFO("dpdk-telemetry.py comes with dpdk-dev (ci/install-deps.sh)");
   REQUIRE(kmodkit::subprocess::run({"sh", "-c", "command -v dpdk-telemetry.py"})->ok());
