@@ -12,9 +12,11 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 from pathlib import Path
 
@@ -31,11 +33,12 @@ render_pod = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(render_pod)
 
 IMAGES = {"init-modules": "0", "seed-data": "65532:65532", "kmod-builder": "0", "firewall": "0"}
-INIT_ORDER = ["init-modules", "seed-data", "kmod-builder", "kmod-builder-load", "kmod-builder-bind"]
+INIT_ORDER = ["init-modules", "seed-data", "kmod-builder", "kmod-builder-load", "kmod-builder-bind", "preflight"]
 
 # The stub binary: reports what the container's process sees, one "STUB <what> ..." line each;
 # fails when /etc/stub/fail names "<binary> <first arg>" (termination message written first);
-# the firewall waits for SIGTERM (or ignores it when /etc/stub/ignore-term exists).
+# the firewall (not its preflight subcommand) waits for SIGTERM (or ignores it when
+# /etc/stub/ignore-term exists).
 STUB = r'''#!/bin/sh
 me=${0##*/}
 say() { echo "STUB $me${1:+ $1} $2"; }
@@ -73,7 +76,7 @@ if [ -f /etc/stub/fail ] && [ "$(cat /etc/stub/fail)" = "$me ${1:-}" ]; then
   echo "stub $me: failing"
   exit 3
 fi
-if [ "$me" = firewall ]; then
+if [ "$me" = firewall ] && [ "${1:-}" != preflight ]; then
   if [ -e /etc/stub/ignore-term ]; then trap '' TERM; else trap 'say term ""; exit 0' TERM; fi
   say ready ""
   while :; do sleep 0.1; done
@@ -351,9 +354,46 @@ class Errors(Rendered):
                 body = text.split(f"pod_main_probe_{kind}() {{", 1)[1].split("\n}", 1)[0]
                 self.assertIn(f"'http://{ip}:9100{path}'", body)
         startup = text.split("pod_main_probe_startup() {", 1)[1].split("\n}", 1)[0]
-        self.assertIn("wget -q -T 1 ", startup)  # the API's default timeout
+        self.assertIn("timeout 1 wget -q ", startup)  # the API's default timeout
         self.assertIn('[ "$pod_bad" -ge 90 ] && return 1', startup)
         self.assertIn("sleep 2\n", startup + "\n")
+
+    def test_the_probe_functions_succeed_on_a_2xx_answer_and_fail_on_an_error_or_no_server_under_busybox(self):
+        # A real HTTP server on a free port of 127.0.0.1, the pod's IP here; /healthz answers, /readyz is 404.
+        served = self.tmp / "served"
+        served.mkdir()
+        (served / "healthz").write_text("ok\n")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+
+        def edit(spec, docs):
+            main = spec["containers"][0]
+            main["ports"] = [{"name": "metrics", "containerPort": port}]
+            main["startupProbe"] = {"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": 1, "failureThreshold": 3}
+            main["readinessProbe"] = {"httpGet": {"path": "/readyz", "port": port}, "periodSeconds": 1, "failureThreshold": 2}
+        self.config["pod_ip"] = "127.0.0.1"
+        script = self.render_ok(self.edited(edit))
+        bb = self.tmp / "bb"
+        bb.mkdir()
+        subprocess.run(["busybox", "--install", "-s", str(bb)], check=True)
+        probe = ("PATH=" + str(bb) + "; . " + str(script) + "; pod_main_probe_startup; echo startup=$?; "
+                 "pod_main_probe_readiness; echo readiness=$?")
+        server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(served)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(100):
+                with socket.socket() as c:
+                    if c.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                time.sleep(0.05)
+            up = subprocess.run(["busybox", "sh", "-c", probe], capture_output=True, text=True, timeout=60)
+        finally:
+            server.terminate()
+            server.wait()
+        down = subprocess.run(["busybox", "sh", "-c", probe], capture_output=True, text=True, timeout=60)
+        self.assertIn("startup=0\nreadiness=1\n", up.stdout, up.stdout + up.stderr)
+        self.assertIn("startup=1\nreadiness=1\n", down.stdout, down.stdout + down.stderr)
 
     def test_a_probe_that_is_not_http_or_names_no_port_of_the_container_is_refused(self):
         def unnamed(spec, docs):
@@ -419,18 +459,19 @@ echo "DRV main-rc $?"
         self.assertIn("DRV main-rc 0", out)
         runs = reports(out)
         self.assertEqual([run[0].split()[1] for run in runs],
-                         ["init-modules", "seed-data", "kmod-builder", "kmod-builder", "kmod-builder", "firewall"])
+                         ["init-modules", "seed-data", "kmod-builder", "kmod-builder", "kmod-builder", "firewall", "firewall"])
         self.check_args_and_env(runs)
         self.check_users_and_capabilities(runs)
         self.check_mounts(runs)
         self.check_volumes(out, runs)
 
     def check_args_and_env(self, runs):
-        init_modules, seed, build, load, bind, firewall = runs
+        init_modules, seed, build, load, bind, preflight, firewall = runs
         self.assertEqual(field(init_modules, "arg"), [])
         self.assertEqual(field(build, "arg"), ["build"])
         self.assertEqual(field(load, "arg"), ["load"])
         self.assertEqual(field(bind, "arg"), ["bind"])
+        self.assertEqual(field(preflight, "arg"), ["preflight"])
         self.assertEqual(field(firewall, "arg"), [])
         # env -i: exactly the container's variables, PATH and HOSTNAME (dash adds PWD).
         env = dict(line.split("=", 1) for line in field(init_modules, "env"))
@@ -439,7 +480,7 @@ echo "DRV main-rc $?"
                                "KMODKIT_VOLUME": "/modules", "KMODKIT_HOST_ROOT": "/host"})
         env = dict(line.split("=", 1) for line in field(seed, "env"))
         self.assertEqual(env["KMODKIT_TREE"], "/etc/kmodkit/defaults/..data=etc/kmodkit")
-        for run in (bind, firewall):
+        for run in (bind, preflight, firewall):
             env = dict(line.split("=", 1) for line in field(run, "env"))
             self.assertEqual(env["PCIDEVICE_INTEL_COM_INTEL_SRIOV_DPDK"], "0000:00:04.0,0000:00:05.0")
             self.assertEqual(json.loads(env["PCIDEVICE_INTEL_COM_INTEL_SRIOV_DPDK_INFO"]),
@@ -449,9 +490,13 @@ echo "DRV main-rc $?"
             self.assertFalse([l for l in field(run, "env") if l.startswith("PCIDEVICE_")])
         env = dict(line.split("=", 1) for line in field(firewall, "env"))
         self.assertEqual(env["KMODKIT_RULES"], "/data/etc/kmodkit/firewall.rules")
+        # preflight: the firewall's CPU limit through the downward API, its own view of the pod.
+        env = dict(line.split("=", 1) for line in field(preflight, "env"))
+        self.assertEqual(env["KMODKIT_CPUS"], "4")
+        self.assertEqual(env["KMODKIT_NETWORK_STATUS"], "/etc/podinfo/network-status")
 
     def check_users_and_capabilities(self, runs):
-        init_modules, seed, build, load, bind, firewall = runs
+        init_modules, seed, build, load, bind, preflight, firewall = runs
         host_bounding = subprocess.run(["grep", "CapBnd", "/proc/self/status"], capture_output=True,
                                        text=True).stdout.split()[1]
         self.assertEqual(field(init_modules, "id"), ["0 0 0 65532"])
@@ -465,14 +510,15 @@ echo "DRV main-rc $?"
         self.assertEqual(field(load, "CapBnd:"), [host_bounding])
         self.assertEqual(field(bind, "CapEff:"), [host_bounding])
         self.assertEqual(field(firewall, "CapBnd:"), ["0000000000004000"])
-        for run in (init_modules, seed, build, firewall):
+        self.assertEqual(field(preflight, "CapBnd:"), ["0000000000000000"])
+        for run in (init_modules, seed, build, preflight, firewall):
             self.assertEqual(field(run, "NoNewPrivs:"), ["1"])
         for run in (load, bind):
             self.assertEqual(field(run, "NoNewPrivs:"), ["0"])
             self.assertEqual(field(run, "cwd"), ["/"])
 
     def check_mounts(self, runs):
-        init_modules, seed, build, load, bind, firewall = runs
+        init_modules, seed, build, load, bind, preflight, firewall = runs
 
         def mounts(run):
             out = {}
@@ -513,13 +559,15 @@ echo "DRV main-rc $?"
         self.assertIn("/dev/termination-log", fw)
         self.assertEqual(writable(firewall), {"/": "no", "/data": "no", "/tmp": "no", "/etc/podinfo": "no",
                                               "/dev/hugepages": "yes", "/var/run/dpdk": "yes"})
-        # Devices: the firewall's VFs only; a privileged container sees the guest's /dev.
+        # Devices: the firewall's VFs only (and preflight's, the same); a privileged container
+        # sees the guest's /dev.
         self.assertEqual(field(firewall, "dev"), ["/dev/uio0", "/dev/uio1"])
+        self.assertEqual(field(preflight, "dev"), ["/dev/uio0", "/dev/uio1"])
         self.assertEqual(field(seed, "dev"), [])
         self.assertEqual(field(bind, "dev"), ["/dev/uio0", "/dev/uio1", "/dev/kmodkit-test-other"])
 
     def check_volumes(self, out, runs):
-        firewall = runs[5]
+        firewall = runs[6]
         files = dict(line.split(" ", 1) for line in field(firewall, "file"))
         self.assertEqual(files["/etc/podinfo/cpu-limit"], "4")
         self.assertEqual(files["/etc/podinfo/memory-limit"], "1024")
