@@ -209,6 +209,8 @@ ip link set lo up
 mgmt=$(ls /sys/bus/pci/devices/0000:00:03.0/virtio*/net/)
 ip addr add 10.0.2.15/24 dev "$mgmt"; ip link set "$mgmt" up; ip route add default via 10.0.2.2
 echo "KMODKIT-POD node-ready $(up)"
+# The pod's CPUs, where the node has more than the pod gets (the kubelet's cpuset): a mask.
+[ -s /pod-cpus ] && taskset -p "$(cat /pod-cpus)" $$ > /dev/null
 . /pod.sh
 pod_prepare
 pod_init; rc=$?
@@ -249,6 +251,7 @@ chmod +x "$root/init"
 for v in pod pod-upgrade pod-vfio pod-numa; do
   cp "$work/$v.sh" "$root/pod.sh"
   if [ "$v" = pod-numa ]; then echo "0000:00:04.0 0000:21:00.0"; else echo "0000:00:04.0 0000:00:05.0"; fi > "$root/ports"
+  if [ "$v" = pod-numa ]; then echo 3; else echo -n; fi > "$root/pod-cpus"
   (cd "$root" && find . | cpio -o -H newc 2>/dev/null | gzip -1) > "$work/initrd-$v.gz"
 done
 
@@ -304,14 +307,17 @@ boot() {
     nic=virtio-net-pci,disable-legacy=on,iommu_platform=on
     append=" intel_iommu=on"
   fi
-  # Two NUMA nodes: both CPUs and most memory on node 0, node 1 memory only (as a CPU-less node
-  # or a socket whose CPUs the pod did not get); the inside NIC behind a PCI expander bridge of
-  # node 1 (pxb: its _PXM gives the NIC numa_node 1, at 0000:21:00.0 behind the bridge's own
-  # 0000:20:00.0). Last on the command line: a device without bus= after it would go behind it.
+  # Two NUMA nodes: CPUs 0-1, the pod's (the guest pins the pod to them, as a cpuset would), on
+  # node 0, CPU 2 on node 1; the inside NIC behind a PCI expander bridge of node 1 (pxb: its _PXM
+  # gives the NIC numa_node 1, at 0000:21:00.0 behind the bridge's own 0000:20:00.0). Node 1 has
+  # a CPU of its own: EAL gives memory only on sockets it finds CPUs of, and the NIC's queues
+  # are allocated on its node. Last on the command line: a device without bus= after the bridge
+  # would go behind it.
+  local cpus=2
   if [ "${2:-pod}" = pod-numa ]; then
-    memory=3584
+    memory=3584 cpus=3
     machine=(-object memory-backend-ram,id=m0,size=2048M -numa node,nodeid=0,cpus=0-1,memdev=m0
-             -object memory-backend-ram,id=m1,size=1536M -numa node,nodeid=1,memdev=m1)
+             -object memory-backend-ram,id=m1,size=1536M -numa node,nodeid=1,cpus=2,memdev=m1)
     expander=(-device pxb,id=pxb1,bus_nr=32,numa_node=1,bus=pci.0,addr=0x9)
     inside=(bus=pxb1,addr=0x0)
   fi
@@ -319,7 +325,7 @@ boot() {
   # The TAP devices of a previous boot are in the namespaces still.
   ip -n "$ns_out" link del "$tap_out" 2>/dev/null || true; ip -n "$ns_in" link del "$tap_in" 2>/dev/null || true
   ip tuntap add dev "$tap_out" mode tap; ip tuntap add dev "$tap_in" mode tap
-  timeout 1500 qemu-system-x86_64 -accel tcg -cpu max -m "$memory" -smp 2 -nographic -no-reboot "${machine[@]}" \
+  timeout 1500 qemu-system-x86_64 -accel tcg -cpu max -m "$memory" -smp "$cpus" -nographic -no-reboot "${machine[@]}" \
     -kernel "$vmlinuz" -initrd "$initrd" \
     -append "console=ttyS0 panic=-1 quiet loglevel=3 hugepages=1100$append" \
     -netdev "user,id=mgmt,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:busybox nc 127.0.0.1 $port" -device virtio-net-pci,netdev=mgmt,addr=0x3 \
