@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The pod's start on a real kernel: tests/pod/pod-test.sh (the StatefulSet deploy/ renders, each
-# container from its image, in a QEMU guest under TCG; boots cold, warm, upgrade, vfio) run ROUNDS
+# container from its image, in a QEMU guest under TCG; boots cold, warm, upgrade, vfio, numa) run ROUNDS
 # times; the medians of each boot's figures, on the guest's clock. Goal: a cold pod start (headers
 # from a local repository, build, sign, load, bind, forward) <= 20 s excluding the kernel's boot.
 # What dominates is measured beside it: the phases of the cold boot's init containers, from the
@@ -85,7 +85,7 @@ done
 cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 printf '\nresults: median of %d rounds (guest: QEMU TCG, 2 vCPUs, 3 GiB; host CPU: %s)\n' "$rounds" "$cpu"
 printf '%-8s %12s %11s %16s %15s %18s %14s\n' boot "kernel boot" "node ready" "init containers" "firewall start" "first web request" "pod start*"
-for boot in cold warm upgrade vfio; do
+for boot in cold warm upgrade vfio numa; do
   row=()
   for m in kernel_boot node_ready init_containers firewall_start first_web_request pod_start_to_first_web_request; do
     if [ -s "$work/f_${boot}_$m" ]; then row+=("$(median < "$work/f_${boot}_$m")"); else row+=(-); fi
@@ -96,7 +96,7 @@ echo "* node ready to the firewall forwarding, plus the first web request throug
 printf '\ninit containers, median seconds\n%-8s' boot
 containers=(init-modules seed-data kmod-builder kmod-builder-load kmod-builder-bind)
 for c in "${containers[@]}"; do printf ' %17s' "$c"; done; echo
-for boot in cold warm upgrade vfio; do
+for boot in cold warm upgrade vfio numa; do
   printf '%-8s' "$boot"
   for c in "${containers[@]}"; do
     if [ -s "$work/c_${boot}_$c" ]; then printf ' %17s' "$(median < "$work/c_${boot}_$c")"; else printf ' %17s' -; fi
