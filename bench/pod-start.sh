@@ -94,7 +94,7 @@ for boot in cold warm upgrade vfio numa; do
 done
 echo "* node ready to the firewall forwarding, plus the first web request through it (the kernel's boot excluded)"
 printf '\ninit containers, median seconds\n%-8s' boot
-containers=(init-modules seed-data kmod-builder kmod-builder-load kmod-builder-bind)
+containers=(init-modules seed-data kmod-builder kmod-builder-load kmod-builder-bind preflight)
 for c in "${containers[@]}"; do printf ' %17s' "$c"; done; echo
 for boot in cold warm upgrade vfio numa; do
   printf '%-8s' "$boot"
