@@ -39,6 +39,9 @@ packages=(
   buildah debootstrap
   # libFuzzer for the firewall's packet parser (ci/fuzz.sh)
   clang libclang-rt-14-dev
+  # signing with a key in a PKCS#11 token: OpenSSL's pkcs11 engine, and SoftHSM2 as the token in
+  # the tests
+  libengine-pkcs11-openssl softhsm2
   # promtool (from Debian's prometheus) lints the firewall's metrics in the tests;
   # dpdk-telemetry.py (dpdk-dev) queries its telemetry commands
   prometheus dpdk-dev

@@ -50,9 +50,14 @@ int build_main(int argc, char** argv) {
              }
              return {};
            }},
-          {"signing-key", cli::Kind::value, "", "FILE", "private key to sign with, PEM or DER (a mounted Secret)",
+          {"signing-key", cli::Kind::value, "", "FILE|URI",
+           "private key to sign with, PEM or DER (a mounted Secret), or a PKCS#11 URI (pkcs11:token=...;object=...): "
+           "the key stays in its token (an HSM, a cloud KMS's PKCS#11 module, SoftHSM)",
            cli::store(cfg.signing_key)},
           {"signing-cert", cli::Kind::value, "", "FILE", "the key's X.509 certificate, PEM or DER", cli::store(cfg.signing_cert)},
+          {"signing-pin-file", cli::Kind::value, "", "FILE",
+           "the PKCS#11 token's PIN (a mounted Secret; default: the variable KMODKIT_SIGNING_PIN; never an argument)",
+           cli::store(cfg.signing_pin_file)},
           {"hash", cli::Kind::value, "", "ALGO", "sha256, sha384 or sha512 (default: the kernel's CONFIG_MODULE_SIG_HASH)",
            cli::store(cfg.hash)},
           {"cc", cli::Kind::value, "", "COMPILER", "compiler kbuild uses (default: kbuild's, gcc)", cli::store(cfg.cc)},

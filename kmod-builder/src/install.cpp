@@ -58,7 +58,18 @@ Result<std::string> write_certificate(const fs::path& volume, const signing::Sig
   return stem + ".der";
 }
 
-// The signing key in use: loaded from files, or generated when first needed.
+// A PKCS#11 token's PIN: the first line of --signing-pin-file, else KMODKIT_SIGNING_PIN, else
+// none. Never logged. Errors: the file's (66 missing).
+Result<std::string> token_pin(const Config& cfg) {
+  if (!cfg.signing_pin_file.empty()) {
+    auto text = KK_TRY_CTX(files::read_file(cfg.signing_pin_file, 4096), "--signing-pin-file");
+    return text.substr(0, text.find_first_of("\r\n"));
+  }
+  const char* env = std::getenv("KMODKIT_SIGNING_PIN");
+  return std::string(env == nullptr ? "" : env);
+}
+
+// The signing key in use: loaded from files or a token, or generated when first needed.
 class Signing {
  public:
   static Result<Signing> create(const Config& cfg) {
@@ -67,7 +78,7 @@ class Signing {
       return fail(ExitCode::usage, "give both --signing-key and --signing-cert, or neither (an ephemeral key is then used)");
     }
     if (!cfg.signing_key.empty()) {
-      s.signer_ = KK_TRY(signing::Signer::load(cfg.signing_key, cfg.signing_cert));
+      s.signer_ = KK_TRY(signing::Signer::load(cfg.signing_key, cfg.signing_cert, KK_TRY(token_pin(cfg))));
       s.cert_digest_ = digest::sha256_hex(s.signer_->certificate_der());
     }
     return s;

@@ -18,7 +18,8 @@ struct Config {
   std::string kernel_release;
   std::vector<std::string> recipes;         // built-in names, recipe files or directories
   std::map<std::string, std::string> sources;  // recipe name -> source tree override
-  fs::path signing_key, signing_cert;       // both or neither
+  fs::path signing_key, signing_cert;       // both or neither; the key may be a PKCS#11 URI
+  fs::path signing_pin_file;                // a token's PIN; else KMODKIT_SIGNING_PIN
   std::string hash;                         // "" = the kernel's CONFIG_MODULE_SIG_HASH
   std::string cc;                           // "" = kbuild's default, gcc
   bool allow_compiler_mismatch = false;

@@ -1,5 +1,10 @@
 #include "signing.hpp"
 
+// The pkcs11 engine (libengine-pkcs11-openssl) signs with keys in tokens: OpenSSL 3 marks the
+// ENGINE API deprecated, and Debian 12 packages no PKCS#11 provider to use instead. (Before
+// the first OpenSSL header.)
+#define OPENSSL_SUPPRESS_DEPRECATED
+
 #include <arpa/inet.h>
 #include <openssl/bio.h>
 #include <openssl/cms.h>
@@ -10,6 +15,7 @@
 #include <openssl/x509v3.h>
 #include <openssl/rsa.h>
 #include <openssl/bn.h>
+#include <openssl/engine.h>
 
 #include <cstring>
 
@@ -72,20 +78,73 @@ Result<X509*> read_certificate(const fs::path& cert_file) {
 struct Signer::Keys {
   EVP_PKEY* key = nullptr;
   X509* cert = nullptr;
+  ENGINE* engine = nullptr;  // a token's key signs through it while it is initialised
   bool ephemeral = false;
   ~Keys() {
     EVP_PKEY_free(key);
     X509_free(cert);
+    if (engine != nullptr) {
+      ENGINE_finish(engine);
+      ENGINE_free(engine);
+    }
   }
 };
+
+namespace {
+
+// A private key in a PKCS#11 token, named by an RFC 7512 URI, through OpenSSL's pkcs11 engine:
+// the token's module is the URI's module-path, else p11-kit's proxy, which loads the modules
+// p11-kit is configured with (softhsm2, opensc, a cloud KMS's). The PIN is `pin`; a URI that
+// carries one is refused, as it would show in arguments and logs.
+// The key and the engine it needs go to `key` and `engine` (the caller frees them, the key first).
+Result<void> load_token_key(EVP_PKEY*& key, ENGINE*& engine, const std::string& uri, const std::string& pin) {
+  if (uri.find("pin-value=") != std::string::npos || uri.find("pin-source=") != std::string::npos) {
+    return fail(ExitCode::usage, "--signing-key: the PKCS#11 URI carries a PIN, which would show in arguments and logs: "
+                                 "give it in --signing-pin-file or KMODKIT_SIGNING_PIN");
+  }
+  ERR_clear_error();
+  ENGINE* e = ENGINE_by_id("pkcs11");
+  if (e == nullptr) {
+    return fail(ExitCode::config, "--signing-key " + uri + ": OpenSSL has no pkcs11 engine (Debian: libengine-pkcs11-openssl): " +
+                                      openssl_error());
+  }
+  if (!pin.empty() && ENGINE_ctrl_cmd_string(e, "PIN", pin.c_str(), 0) != 1) {
+    ENGINE_free(e);
+    return fail(ExitCode::config, "--signing-key " + uri + ": the pkcs11 engine takes no PIN: " + openssl_error());
+  }
+  if (ENGINE_init(e) != 1) {
+    ENGINE_free(e);
+    return fail(ExitCode::config, "--signing-key " + uri + ": the pkcs11 engine does not start: " + openssl_error());
+  }
+  engine = e;
+  key = ENGINE_load_private_key(e, uri.c_str(), nullptr, nullptr);
+  if (key == nullptr) {
+    return fail(ExitCode::config, "--signing-key " + uri + ": no such private key in a token" +
+                                      (pin.empty() ? " (no PIN given: --signing-pin-file or KMODKIT_SIGNING_PIN)" : "") + ": " +
+                                      openssl_error());
+  }
+  return {};
+}
+
+}  // namespace
 
 Signer::Signer(std::unique_ptr<Keys> keys) : keys_(std::move(keys)) {}
 Signer::Signer(Signer&&) noexcept = default;
 Signer& Signer::operator=(Signer&&) noexcept = default;
 Signer::~Signer() = default;
 
-Result<Signer> Signer::load(const fs::path& key_file, const fs::path& cert_file) {
+Result<Signer> Signer::load(const fs::path& key_file, const fs::path& cert_file, const std::string& pin) {
   auto keys = std::make_unique<Keys>();
+  if (key_file.string().starts_with("pkcs11:")) {
+    KK_TRY(load_token_key(keys->key, keys->engine, key_file.string(), pin));
+    keys->cert = KK_TRY(read_certificate(cert_file));
+    ERR_clear_error();
+    if (X509_check_private_key(keys->cert, keys->key) != 1) {
+      ERR_clear_error();
+      return fail(ExitCode::config, key_file.string() + " is not the private key of the certificate " + cert_file.string());
+    }
+    return Signer(std::move(keys));
+  }
   auto key_text = KK_TRY(files::read_file(key_file, 1 << 20));
   ERR_clear_error();
   {

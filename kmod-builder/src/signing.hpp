@@ -20,8 +20,11 @@ inline constexpr std::string_view kMagic = "~Module signature appended~\n";
 class Signer {
  public:
   // Loads both; a key that does not match the certificate is a configuration error (78), an
-  // unreadable or malformed file a data error (65) naming it.
-  static Result<Signer> load(const fs::path& key_file, const fs::path& cert_file);
+  // unreadable or malformed file a data error (65) naming it. `key_file` may instead be a
+  // PKCS#11 URI (RFC 7512, "pkcs11:token=...;object=..."): the key stays in its token and signs
+  // there, logged in with `pin`; no pkcs11 engine, no such key or a wrong PIN is 78, a URI that
+  // carries a PIN 64.
+  static Result<Signer> load(const fs::path& key_file, const fs::path& cert_file, const std::string& pin = "");
   // A fresh RSA-2048 key and a self-signed certificate for it, in memory only. Modules signed
   // with it load only on kernels that do not enforce signatures.
   static Result<Signer> ephemeral();
