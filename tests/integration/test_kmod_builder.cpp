@@ -13,6 +13,7 @@
 #include "kmodkit/subprocess.hpp"
 #include "kmodkit/text.hpp"
 #include "modinfo.hpp"
+#include "signing.hpp"
 #include "recipe.hpp"
 #include "signing.hpp"
 
@@ -295,6 +296,30 @@ TEST_CASE("signing keys: a key that is not the certificate's is refused, without
   auto info = kmod_builder::read_module_info(s.installed("kmodkit_hello", "kmodkit_hello"));
   REQUIRE(info);
   CHECK(info->signer == "kmodkit ephemeral module signing key");
+}
+
+TEST_CASE("a key in a PKCS#11 token signs the built modules; the PIN comes from a file, and without one the token refuses",
+          "[e2e][kmod-builder][signing][pkcs11]") {
+  Setup s;
+  const auto token = test::make_soft_token(s.tmp / "token", s.key.key);
+  const test::Env env = {{"SOFTHSM2_CONF", token.conf.string()}};
+  test::write_file(s.tmp / "pin", "1234\n");
+  const std::vector<std::string> base = {"--volume", s.vol.string(), "--kernel-release", s.kver, "--work-dir", s.tmp.path.string(),
+                                         "--recipe", s.hello.string(), "--signing-key", token.uri, "--signing-cert", s.key.cert_pem.string()};
+  auto no_pin = test::run_kmod_builder(base, env);
+  CHECK(no_pin.code == 78);
+  CHECK_THAT(no_pin.last_line, Catch::Contains("no PIN given"));
+  CHECK_FALSE(fs::exists(s.installed("kmodkit_hello", "kmodkit_hello")));
+  auto with_pin = base;
+  with_pin.insert(with_pin.end(), {"--signing-pin-file", (s.tmp / "pin").string()});
+  auto run = test::run_kmod_builder(with_pin, env);
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  CHECK(run.output.find("1234") == std::string::npos);  // the PIN is never logged
+  const fs::path ko = s.installed("kmodkit_hello", "kmodkit_hello");
+  CHECK(modinfo_field(ko, "signer") == "kmodkit test signing key");
+  CHECK(modinfo_field(ko, "sig_key") == s.key.serial);
+  CHECK(kmod_builder::signing::verify(test::read_file(ko), s.key.cert_der));
 }
 
 TEST_CASE("a depmod that cannot write its index fails the run, and the next run installs and indexes again",

@@ -90,23 +90,10 @@ TEST_CASE("a module changed after signing is detected", "[integration][signing]"
 TEST_CASE("a key in a PKCS#11 token (SoftHSM2) signs byte for byte as sign-file does with the same key as PEM", "[integration][signing][pkcs11]") {
   REQUIRE(fs::exists("/usr/lib/softhsm/libsofthsm2.so"));  // softhsm2 (ci/install-deps.sh)
   Keys keys;
-  // A token of its own, holding the test key (as PKCS#8) under the label modsign.
-  fs::create_directories(keys.dir / "tokens");
-  test::write_file(keys.dir / "softhsm2.conf", "directories.tokendir = " + (keys.dir / "tokens").string() +
-                                                  "\nobjectstore.backend = file\nlog.level = ERROR\n");
-  ::setenv("SOFTHSM2_CONF", (keys.dir / "softhsm2.conf").c_str(), 1);
-  const std::string token = "kmodkit-test-" + std::to_string(::getpid());
-  for (const auto& argv : std::vector<std::vector<std::string>>{
-           {"softhsm2-util", "--init-token", "--free", "--label", token, "--so-pin", "5678", "--pin", "1234"},
-           {"openssl", "pkcs8", "-topk8", "-nocrypt", "-in", keys.key.string(), "-out", (keys.dir / "key.p8").string()},
-           {"softhsm2-util", "--import", (keys.dir / "key.p8").string(), "--token", token, "--label", "modsign", "--id", "01",
-            "--pin", "1234"}}) {
-    auto r = subprocess::run(argv);
-    REQUIRE(r);
-    INFO(argv[0] << " " << argv[1] << ": " << r->output);
-    REQUIRE(r->ok());
-  }
-  const std::string uri = "pkcs11:token=" + token + ";object=modsign;type=private";
+  // A token of its own, holding the test key under the label modsign.
+  const auto token = test::make_soft_token(keys.dir / "token", keys.key);
+  ::setenv("SOFTHSM2_CONF", token.conf.c_str(), 1);
+  const std::string uri = token.uri;
   test::write_file(keys.dir / "m.ko", module_bytes());
   auto ref = subprocess::run({keys.sign_file.string(), "sha256", keys.key.string(), keys.cert_der.string(),
                               (keys.dir / "m.ko").string(), (keys.dir / "ref.ko").string()});
@@ -116,7 +103,7 @@ TEST_CASE("a key in a PKCS#11 token (SoftHSM2) signs byte for byte as sign-file 
   auto wrong_pin = signing::Signer::load(uri, keys.cert_pem, "0000");
   REQUIRE_FALSE(wrong_pin);
   CHECK(wrong_pin.error().code == ExitCode::config);
-  auto missing = signing::Signer::load("pkcs11:token=" + token + ";object=nothing;type=private", keys.cert_pem, "1234");
+  auto missing = signing::Signer::load(uri.substr(0, uri.find(";object=")) + ";object=nothing;type=private", keys.cert_pem, "1234");
   REQUIRE_FALSE(missing);
   CHECK_THAT(missing.error().message, Catch::Contains("no such private key in a token"));
   auto in_uri = signing::Signer::load(uri + ";pin-value=1234", keys.cert_pem, "");

@@ -234,6 +234,26 @@ std::string copy_kernel_volume(const fs::path& dest) {
   return fixture_kernel_release();
 }
 
+SoftToken make_soft_token(const fs::path& dir, const fs::path& key) {
+  fs::create_directories(dir / "tokens");
+  SoftToken t{dir / "softhsm2.conf", ""};
+  write_file(t.conf, "directories.tokendir = " + (dir / "tokens").string() + "\nobjectstore.backend = file\nlog.level = ERROR\n");
+  // Labels are unique across this process's tokens (p11-kit sees every token of the conf).
+  static int made = 0;
+  const std::string label = "kmodkit-" + std::to_string(::getpid()) + "-" + std::to_string(++made);
+  const std::string env = "SOFTHSM2_CONF=" + t.conf.string();
+  for (const auto& argv : std::vector<std::vector<std::string>>{
+           {"env", env, "softhsm2-util", "--init-token", "--free", "--label", label, "--so-pin", "5678", "--pin", "1234"},
+           {"openssl", "pkcs8", "-topk8", "-nocrypt", "-in", key.string(), "-out", (dir / "key.p8").string()},
+           {"env", env, "softhsm2-util", "--import", (dir / "key.p8").string(), "--token", label, "--label", "modsign", "--id",
+            "01", "--pin", "1234"}}) {
+    auto r = subprocess::run(argv);
+    if (!r || !r->ok()) throw std::runtime_error(argv[2] + ": " + (r ? r->output : r.error().message));
+  }
+  t.uri = "pkcs11:token=" + label + ";object=modsign;type=private";
+  return t;
+}
+
 SigningKey make_signing_key(const fs::path& dir, const std::string& common_name) {
   fs::create_directories(dir);
   SigningKey k{dir / "key.pem", dir / "cert.pem", dir / "cert.der", ""};

@@ -106,6 +106,15 @@ struct SigningKey {
   std::string serial;  // colon-separated upper-case hex, as modinfo prints sig_key
 };
 SigningKey make_signing_key(const fs::path& dir, const std::string& common_name);
+
+// A SoftHSM2 token of its own under `dir` holding `key` (a PEM private key) as the private key
+// "modsign", user PIN 1234: `conf` is its SOFTHSM2_CONF (set it for the processes that use the
+// token), `uri` the key's PKCS#11 URI. Throws when softhsm2-util or openssl fails.
+struct SoftToken {
+  fs::path conf;
+  std::string uri;
+};
+SoftToken make_soft_token(const fs::path& dir, const fs::path& key);
 // The long key id (16 hex digits, lower case) of an armoured OpenPGP public key, as gpg lists it;
 // throws when gpg lists none.
 std::string key_id_of(const fs::path& key);
