@@ -137,26 +137,18 @@ Result<Signer> Signer::load(const fs::path& key_file, const fs::path& cert_file,
   auto keys = std::make_unique<Keys>();
   if (key_file.string().starts_with("pkcs11:")) {
     KK_TRY(load_token_key(keys->key, keys->engine, key_file.string(), pin));
-    keys->cert = KK_TRY(read_certificate(cert_file));
+  } else {
+    auto key_text = KK_TRY(files::read_file(key_file, 1 << 20));
     ERR_clear_error();
-    if (X509_check_private_key(keys->cert, keys->key) != 1) {
-      ERR_clear_error();
-      return fail(ExitCode::config, key_file.string() + " is not the private key of the certificate " + cert_file.string());
-    }
-    return Signer(std::move(keys));
-  }
-  auto key_text = KK_TRY(files::read_file(key_file, 1 << 20));
-  ERR_clear_error();
-  {
     BioPtr bio(BIO_new_mem_buf(key_text.data(), static_cast<int>(key_text.size())));
     keys->key = PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr);
     if (keys->key == nullptr) {
       const auto* p = reinterpret_cast<const unsigned char*>(key_text.data());
       keys->key = d2i_AutoPrivateKey(nullptr, &p, static_cast<long>(key_text.size()));
     }
-  }
-  if (keys->key == nullptr) {
-    return fail(ExitCode::data_err, key_file.string() + ": not a PEM or DER private key: " + openssl_error());
+    if (keys->key == nullptr) {
+      return fail(ExitCode::data_err, key_file.string() + ": not a PEM or DER private key: " + openssl_error());
+    }
   }
   keys->cert = KK_TRY(read_certificate(cert_file));
   ERR_clear_error();
