@@ -4,13 +4,12 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <optional>
 #include <set>
-#include <sstream>
 
 #include "eal_args.hpp"
+#include "kmodkit/files.hpp"
 #include "kmodkit/text.hpp"
 
 namespace kmodkit::firewall {
@@ -28,11 +27,9 @@ namespace {
 
 // A file's content without its trailing newline; nullopt when it cannot be read.
 std::optional<std::string> read(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) return std::nullopt;
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string s = ss.str();
+  auto text = files::read_file(path, 1 << 20);
+  if (!text) return std::nullopt;
+  std::string s = std::move(*text);
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
   return s;
 }
