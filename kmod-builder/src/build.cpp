@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -160,21 +161,22 @@ Result<BuildResult> build(const Recipe& recipe, const KernelTree& kernel, const 
   for (const auto& d : request.defines) add_flag("-D" + d);
   for (const auto& f : recipe.force_includes) add_flag("-include " + (dir / f).lexically_normal().string());
   for (const auto& i : recipe.include_dirs) add_flag("-I" + (dir / i).lexically_normal().string());
+  // Reproducible builds: the paths the compiler writes into the module (debug info, __FILE__)
+  // name the private build directory as "." and the headers as the node has them, so the same
+  // sources, headers and compiler give the same bytes in any directory and on any volume, and a
+  // module can be signed where its key is (`kmod-builder sign-detached`). KCFLAGS reaches every
+  // compile of the build, the .mod.c files' too.
+  std::string prefix_maps = "-ffile-prefix-map=" + dir.lexically_normal().string() + "=.";
+  for (const auto& [from, to] : request.prefix_maps) prefix_maps += " -ffile-prefix-map=" + from.string() + "=" + to;
 
   BuildResult result;
   auto& argv = result.make_argv;
   argv = {"make", "-C", kernel.build.string(), "M=" + m_dir.string(), "-j" + std::to_string(request.jobs)};
   if (!request.cc.empty()) argv.push_back("CC=" + request.cc);
-  bool flags_placed = flags.empty();
-  for (const auto& [k, v] : recipe.make_vars) {
-    if (k == recipe.cflags_var && !flags_placed) {
-      argv.push_back(k + "=" + v + " " + flags);
-      flags_placed = true;
-    } else {
-      argv.push_back(k + "=" + v);
-    }
-  }
-  if (!flags_placed) argv.push_back(recipe.cflags_var + "=" + flags);
+  std::map<std::string, std::string> vars(recipe.make_vars.begin(), recipe.make_vars.end());
+  if (!flags.empty()) vars[recipe.cflags_var] += (vars[recipe.cflags_var].empty() ? "" : " ") + flags;
+  vars["KCFLAGS"] += (vars["KCFLAGS"].empty() ? "" : " ") + prefix_maps;
+  for (const auto& [k, v] : vars) argv.push_back(k + "=" + v);
   argv.push_back("modules");
 
   subprocess::Options opts;

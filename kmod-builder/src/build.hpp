@@ -37,6 +37,9 @@ struct BuildRequest {
   fs::path work_parent;  // the private build directory is made under it
   std::vector<std::string> defines;  // from run_probes
   std::chrono::seconds timeout{1800};
+  // Path prefixes the compiler writes as another (-ffile-prefix-map), e.g. the volume's root
+  // as "/"; the build directory is always written as ".".
+  std::vector<std::pair<fs::path, std::string>> prefix_maps;
 };
 
 struct BuildResult {

@@ -27,7 +27,8 @@ int build_main(int argc, char** argv) {
           "  kmod-builder --recipe ./mydriver/dkms.conf --kernel-release 6.1.0-18-amd64 --volume ./vol\n"
           "Exit codes: 0 done, 64 usage, 65 build failed on a compiler error or a module does not fit the\n"
           "kernel, 66 headers or sources missing, 70 make failed otherwise, 73 volume not writable,\n"
-          "75 lock wait ran out, 78 recipe, key or compiler configuration.",
+          "75 lock wait ran out, 78 recipe, key or compiler configuration; 65 also a module whose digest is not the one\n"
+          "its --signatures entry signed, 66 also no compiler here and nothing prebuilt fits.",
       {
           release_option(cfg.kernel_release, "kernel to build for (default: uname -r)"),
           {"volume", cli::Kind::value, "/modules", "DIR", "the modules volume", cli::store(cfg.volume)},
@@ -58,6 +59,15 @@ int build_main(int argc, char** argv) {
           {"signing-pin-file", cli::Kind::value, "", "FILE",
            "the PKCS#11 token's PIN (a mounted Secret; default: the variable KMODKIT_SIGNING_PIN; never an argument)",
            cli::store(cfg.signing_pin_file)},
+          {"signatures", cli::Kind::value, "", "FILE",
+           "detached signatures made by kmod-builder sign-detached (a ConfigMap or Secret) instead of a key: each module "
+           "built here must have the digest that was signed",
+           cli::store(cfg.signatures)},
+          {"no-sign", cli::Kind::flag, "", "", "install the modules unsigned, for kmod-builder export-unsigned",
+           cli::store_flag(cfg.no_sign)},
+          {"prebuilt", cli::Kind::value, "", "DIR",
+           "prebuilt entries (kmod-builder export --image-dir) to install when one's cache key matches, instead of compiling",
+           cli::store(cfg.prebuilt)},
           {"hash", cli::Kind::value, "", "ALGO", "sha256, sha384 or sha512 (default: the kernel's CONFIG_MODULE_SIG_HASH)",
            cli::store(cfg.hash)},
           {"cc", cli::Kind::value, "", "COMPILER", "compiler kbuild uses (default: kbuild's, gcc)", cli::store(cfg.cc)},

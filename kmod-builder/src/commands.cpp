@@ -26,6 +26,10 @@ constexpr Command kCommands[] = {
     {"unload", "", "load the installed modules into the running kernel, or unload them", load_main},
     {"bind", "", "bind PCI devices to igb_uio/vfio-pci, or give them back", bind_main},
     {"unbind", "", "bind PCI devices to igb_uio/vfio-pci, or give them back", bind_main},
+    {"export", "--image-dir DIR", "copy the installed signed modules into DIR for an image (build --prebuilt)", export_main},
+    {"export-unsigned", "--out DIR", "write the installed modules unsigned, for sign-detached", export_unsigned_main},
+    {"sign-detached", "--unsigned DIR", "sign them where the key is; write only the signatures (build --signatures)",
+     sign_detached_main},
 };
 
 // Where the help text of a line of the command list starts (after the two-space indent).

@@ -23,6 +23,9 @@ int build_main(int argc, char** argv);   // cmd_build.cpp
 int status_main(int argc, char** argv);  // cmd_status.cpp
 int load_main(int argc, char** argv);    // cmd_load.cpp: load and unload
 int bind_main(int argc, char** argv);    // cmd_bind.cpp: bind and unbind
+int export_main(int argc, char** argv);           // cmd_export.cpp
+int export_unsigned_main(int argc, char** argv);  // cmd_export.cpp
+int sign_detached_main(int argc, char** argv);    // cmd_export.cpp
 
 // The --kernel-release option of build, load and unload: stores the value given, or the running
 // kernel's release (uname -r) when none is; `help` is its help text. Never fails.

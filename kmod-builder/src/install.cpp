@@ -10,6 +10,9 @@
 #include <optional>
 
 #include "build.hpp"
+#include "cache_key.hpp"
+#include "detached.hpp"
+#include "prebuilt.hpp"
 #include "kernel.hpp"
 #include "kmodkit/digest.hpp"
 #include "kmodkit/files.hpp"
@@ -29,6 +32,9 @@ using json = nlohmann::json;
 
 using clock = std::chrono::steady_clock;
 
+// The cache key's "cert" part of modules built with --no-sign.
+constexpr std::string_view kUnsigned = "unsigned";
+
 double seconds_since(clock::time_point start) { return std::chrono::duration<double>(clock::now() - start).count(); }
 
 fs::path install_dir(const KernelTree& kernel, const std::string& recipe) { return kernel.modules_dir / "extra" / recipe; }
@@ -40,36 +46,9 @@ std::string machine() {
   return uts.machine;
 }
 
-// Puts the signing certificate on the volume for whoever enrolls it in the node's firmware
-// (mokutil --import reads DER only): .kmodkit/certs/<first 16 hex digits of the DER's SHA-256>.der
-// and the same certificate in PEM beside it, each written atomically. Named by content, so a
-// file there is never replaced by another certificate. Returns the DER's path relative to the volume.
-Result<std::string> write_certificate(const fs::path& volume, const signing::Signer& signer) {
-  const std::string der = signer.certificate_der();
-  const std::string pem = signer.certificate_pem();
-  if (der.empty() || pem.empty()) return fail(ExitCode::software, "OpenSSL could not encode the signing certificate");
-  const fs::path certs = state_dir(volume) / "certs";
-  const std::string stem = (certs / digest::sha256_hex(der).substr(0, 16)).lexically_relative(volume).string();
-  KK_TRY(files::make_dirs(certs));
-  for (const auto& [file, content] : {std::pair{stem + ".pem", &pem}, std::pair{stem + ".der", &der}}) {
-    if (auto have = files::read_file(volume / file, 1 << 20); have && *have == *content) continue;
-    KK_TRY(files::write_file_atomic(volume / file, *content));
-  }
-  return stem + ".der";
-}
-
-// A PKCS#11 token's PIN: the first line of --signing-pin-file, else KMODKIT_SIGNING_PIN, else
-// none. Never logged. Errors: the file's (66 missing).
-Result<std::string> token_pin(const Config& cfg) {
-  if (!cfg.signing_pin_file.empty()) {
-    auto text = KK_TRY_CTX(files::read_file(cfg.signing_pin_file, 4096), "--signing-pin-file");
-    return text.substr(0, text.find_first_of("\r\n"));
-  }
-  const char* env = std::getenv("KMODKIT_SIGNING_PIN");
-  return std::string(env == nullptr ? "" : env);
-}
-
-// The signing key in use: loaded from files or a token, or generated when first needed.
+// How the modules of this run are signed: with a key (a file or a token), with detached
+// signatures made elsewhere (--signatures), with an ephemeral key made when first needed, or not
+// at all (--no-sign).
 class Signing {
  public:
   static Result<Signing> create(const Config& cfg) {
@@ -77,28 +56,65 @@ class Signing {
     if (cfg.signing_key.empty() != cfg.signing_cert.empty()) {
       return fail(ExitCode::usage, "give both --signing-key and --signing-cert, or neither (an ephemeral key is then used)");
     }
+    const int ways = (cfg.signing_key.empty() ? 0 : 1) + (cfg.signatures.empty() ? 0 : 1) + (cfg.no_sign ? 1 : 0);
+    if (ways > 1) return fail(ExitCode::usage, "give one of --signing-key, --signatures and --no-sign");
     if (!cfg.signing_key.empty()) {
-      s.signer_ = KK_TRY(signing::Signer::load(cfg.signing_key, cfg.signing_cert, KK_TRY(token_pin(cfg))));
-      s.cert_digest_ = digest::sha256_hex(s.signer_->certificate_der());
+      s.signer_ = KK_TRY(signing::Signer::load(cfg.signing_key, cfg.signing_cert, KK_TRY(signing::read_pin(cfg.signing_pin_file))));
+      s.cert_ = s.signer_->certificate();
+      s.mode_ = Mode::key;
+    } else if (!cfg.signatures.empty()) {
+      s.signatures_ = KK_TRY(Signatures::read(cfg.signatures));
+      s.cert_ = s.signatures_->certificate();
+      s.mode_ = Mode::detached;
+    } else if (cfg.no_sign) {
+      s.mode_ = Mode::none;
     }
     return s;
   }
-  // "ephemeral" or the SHA-256 of the certificate: the cache key's part. Modules signed by an
-  // earlier ephemeral key are reused: they load only where signatures are not enforced anyway.
-  std::string key_part() const { return cert_digest_.empty() ? "ephemeral" : cert_digest_; }
-  Result<const signing::Signer*> signer() {
-    if (!signer_) {
+  // The cache key's "cert" part: the SHA-256 of the certificate, or "ephemeral" (modules signed
+  // by an earlier ephemeral key are reused: they load only where signatures are not enforced
+  // anyway), or "unsigned".
+  std::string key_part() const {
+    if (mode_ == Mode::none) return std::string(kUnsigned);
+    return cert_ ? digest::sha256_hex(cert_->der) : "ephemeral";
+  }
+  // The certificate the modules are signed with (made now for an ephemeral key); nullptr when
+  // they are not signed.
+  Result<const signing::Certificate*> certificate() {
+    if (mode_ == Mode::none) return nullptr;
+    if (!cert_) {
       log::get("kmod-builder")
           ->warn("no --signing-key given: signing with an ephemeral key; these modules load only on kernels that do "
                  "not enforce module signatures (module.sig_enforce=0, no lockdown)");
       signer_ = KK_TRY(signing::Signer::ephemeral());
+      cert_ = signer_->certificate();
     }
-    return &*signer_;
+    return &*cert_;
+  }
+  bool ephemeral() const { return mode_ == Mode::ephemeral; }
+  // `module` (recipe `recipe`'s `file`, built for `kernel_release`) as it is installed: signed,
+  // or as built with --no-sign. Errors: signing's, or Signatures::attach's.
+  Result<std::string> apply(std::string module, const std::string& kernel_release, const std::string& recipe,
+                            const std::string& file, const std::string& hash) {
+    switch (mode_) {
+      case Mode::none:
+        return module;
+      case Mode::detached:
+        return signatures_->attach(module, kernel_release, recipe, file, hash);
+      case Mode::key:
+      case Mode::ephemeral:
+        KK_TRY(certificate());
+        return signer_->sign(module, hash);
+    }
+    return module;
   }
 
  private:
+  enum class Mode { key, detached, ephemeral, none };
+  Mode mode_ = Mode::ephemeral;
   std::optional<signing::Signer> signer_;
-  std::string cert_digest_;
+  std::optional<Signatures> signatures_;
+  std::optional<signing::Certificate> cert_;
 };
 
 // One recipe's work on one kernel.
@@ -106,8 +122,9 @@ struct Job {
   Recipe recipe;
   std::vector<SourceEntry> sources;
   std::vector<std::string> defines;
-  std::string key;
-  std::string sources_digest;
+  KeyInputs inputs;          // the key's parts; "compiler" is "" while no compiler is known
+  std::string key;           // inputs.key(); "" until known when there is no compiler
+  std::string unsigned_key;  // the key of the same modules unsigned (what sign-detached signs)
 };
 
 Result<std::string> compiler_version_line(const std::string& cc) {
@@ -124,9 +141,10 @@ Result<std::string> file_digest_or(const fs::path& p, const std::string& absent)
   return digest::sha256_file(p);
 }
 
-// The cache key: every input that changes the output.
-Result<std::string> cache_key(const Job& job, const KernelTree& kernel, const std::string& compiler,
-                              const Config& cfg, const std::string& hash, const std::string& cert, std::string* sources_digest) {
+// The cache key's inputs: every input that changes the output. `compiler` is the compiler's
+// --version line, "" when there is none here.
+Result<KeyInputs> key_inputs(const Job& job, const KernelTree& kernel, const std::string& compiler, const Config& cfg,
+                             const std::string& hash, const std::string& cert) {
   digest::Sha256 src;
   for (const auto& e : job.sources) {
     if (e.type == SourceEntry::symlink) {
@@ -135,22 +153,20 @@ Result<std::string> cache_key(const Job& job, const KernelTree& kernel, const st
       src.update("file " + e.rel + (e.executable ? " x " : " - ") + KK_TRY(digest::sha256_file(e.from)) + "\n");
     }
   }
-  *sources_digest = src.hex();
-  digest::Sha256 k;
-  k.update("kmodkit cache v1\n");
-  k.update("kernel " + kernel.release + "\n");
-  k.update("config " + KK_TRY(digest::sha256_file(kernel.build / ".config")) + "\n");
-  k.update("symvers " + KK_TRY(file_digest_or(kernel.build / "Module.symvers", "none")) + "\n");
-  k.update("recipe " + job.recipe.canonical() + "\n");
   std::string defines;
   for (const auto& d : job.defines) defines += d + " ";
-  k.update("probes " + defines + "\n");
-  k.update("sources " + *sources_digest + "\n");
-  k.update("compiler " + compiler + "\n");
-  k.update("cc " + cfg.cc + "\n");
-  k.update("hash " + hash + "\n");
-  k.update("cert " + cert + "\n");
-  return k.hex();
+  KeyInputs k;
+  k.add("kernel", kernel.release);
+  k.add("config", KK_TRY(digest::sha256_file(kernel.build / ".config")));
+  k.add("symvers", KK_TRY(file_digest_or(kernel.build / "Module.symvers", "none")));
+  k.add("recipe", job.recipe.canonical());
+  k.add("probes", defines);
+  k.add("sources", src.hex());
+  k.add("compiler", compiler);
+  k.add("cc", cfg.cc);
+  k.add("hash", hash);
+  k.add("cert", cert);
+  return k;
 }
 
 // Whether a parsed record is for `job` and its modules are intact. Throws json::exception for a
@@ -234,6 +250,8 @@ Result<json> build_into_cache(const Job& job, const KernelTree& kernel, const Co
   req.jobs = cfg.jobs;
   req.defines = job.defines;
   req.timeout = std::chrono::seconds(static_cast<long long>(cfg.build_timeout_s));
+  // The headers as the node has them (/usr/src/...), wherever the volume is mounted.
+  req.prefix_maps.emplace_back(fs::absolute(cfg.volume).lexically_normal() / "", "/");
   std::string probes;
   for (const auto& d : job.defines) probes += (probes.empty() ? ", probes: " : " ") + d;
   logger->info("{}: building against {} (make -j{}{})", job.recipe.name, kernel.build.string(), cfg.jobs, probes);
@@ -252,26 +270,29 @@ Result<json> build_into_cache(const Job& job, const KernelTree& kernel, const Co
   logger->info("{}: built in {:.1f} s", job.recipe.name, seconds_since(start));
 
   const auto vermagic = kernel.expected_vermagic();
-  const auto* signer = KK_TRY(signing.signer());
+  const auto* cert = KK_TRY(signing.certificate());
   auto staging = KK_TRY(files::StagingDir::create(volume::Volume(cfg.volume).staging_dir(), "cache." + job.key.substr(0, 16)));
   json entry;
   entry["format"] = kRecordFormat;
   entry["key"] = job.key;
+  entry["unsigned_key"] = job.unsigned_key;
+  entry["inputs"] = job.inputs.summary();
   entry["recipe"] = job.recipe.name;
   entry["version"] = job.recipe.version;
   entry["recipe_origin"] = job.recipe.origin;
   entry["source"] = job.recipe.source.string();
-  entry["sources_sha256"] = job.sources_digest;
+  entry["sources_sha256"] = job.inputs.value("sources");
   entry["kernel_release"] = kernel.release;
   entry["compiler"] = compiler;
   entry["make"] = built->make_argv;
   entry["probes"] = job.defines;
   entry["vermagic_checked_against"] = vermagic.origin;
   entry["hash"] = hash;
-  entry["signer"] = signer->signer_name();
-  entry["sig_key"] = signer->key_id();
-  entry["ephemeral_key"] = signer->is_ephemeral();
-  entry["certificate"] = KK_TRY(write_certificate(cfg.volume, *signer));
+  entry["signer"] = cert == nullptr ? "" : cert->signer;
+  entry["sig_key"] = cert == nullptr ? "" : cert->key_id;
+  entry["ephemeral_key"] = signing.ephemeral();
+  entry["certificate"] = cert == nullptr ? "" : KK_TRY(write_certificate(cfg.volume, cert->der, cert->pem));
+  if (!cfg.signatures.empty()) entry["signatures"] = cfg.signatures.string();
   entry["built"] = text::utc_now_rfc3339();
   entry["build_seconds"] = seconds_since(start);
   entry["load"] = {{"depends", job.recipe.load_depends}, {"params", json::object()}};
@@ -282,13 +303,14 @@ Result<json> build_into_cache(const Job& job, const KernelTree& kernel, const Co
     if (auto why = vermagic_mismatch(info.vermagic, vermagic); !why.empty()) {
       return fail(ExitCode::data_err, job.recipe.name + ": " + ko.filename().string() + " " + why + "; nothing installed");
     }
-    auto content = KK_TRY(files::read_file(ko, 256 << 20));
-    auto signed_module = KK_TRY_CTX(signer->sign(content, hash), job.recipe.name + ": signing " + ko.filename().string());
     const std::string file = ko.filename().string();
-    KK_TRY(files::write_file_atomic(staging.path() / file, signed_module));
+    auto content = KK_TRY(files::read_file(ko, 256 << 20));
+    auto module = KK_TRY_CTX(signing.apply(std::move(content), kernel.release, job.recipe.name, file, hash),
+                             job.recipe.name + ": signing " + file);
+    KK_TRY(files::write_file_atomic(staging.path() / file, module));
     modules.push_back({{"file", file},
                        {"name", info.name},
-                       {"sha256", digest::sha256_hex(signed_module)},
+                       {"sha256", digest::sha256_hex(module)},
                        {"vermagic", info.vermagic},
                        {"srcversion", info.srcversion}});
   }
@@ -300,8 +322,12 @@ Result<json> build_into_cache(const Job& job, const KernelTree& kernel, const Co
   KK_TRY(files::remove_tree(dest));  // an incomplete entry (no entry.json) left by a kill
   KK_TRY(files::rename_durable(staging.path(), dest));
   staging.keep();
-  logger->info("{}: signed with {} by \"{}\" (key id {}), cached as {}", job.recipe.name, hash, signer->signer_name(),
-               signer->key_id(), job.key.substr(0, 16));
+  if (cert == nullptr) {
+    logger->info("{}: not signed (--no-sign), cached as {}", job.recipe.name, job.key.substr(0, 16));
+  } else {
+    logger->info("{}: signed with {} by \"{}\" (key id {}{}), cached as {}", job.recipe.name, hash, cert->signer, cert->key_id,
+                 cfg.signatures.empty() ? "" : ", signatures from " + cfg.signatures.string(), job.key.substr(0, 16));
+  }
   return entry;
 }
 
@@ -389,6 +415,40 @@ Result<void> run_depmod(const KernelTree& kernel, const Config& cfg, const std::
   return {};
 }
 
+// Key parts this run cannot know, taken from a build made elsewhere that matches in every other
+// input: "compiler" with no compiler here, "cert" when no key, certificate or signatures were
+// given (the modules then keep the signature they were made with; the kernel decides whether it
+// trusts it). The installed record is tried first, then the entries under --prebuilt; sets
+// job.inputs' open parts. Input missing (66) when the compiler is unknown and neither fits,
+// saying why; with only the certificate open, the run signs with an ephemeral key as before.
+Result<void> resolve_open_parts(Job& job, const KernelTree& kernel, const Config& cfg, const std::vector<std::string>& open_parts,
+                                const std::optional<Error>& no_compiler) {
+  if (open_parts.empty()) return {};
+  if (auto text = files::read_file(record_path(cfg.volume, kernel.release, job.recipe.name))) {
+    json r = json::parse(*text, nullptr, false);
+    if (r.is_object() && r.contains("inputs") && r.contains("key") && r["key"].is_string()) {
+      auto inputs = job.inputs.with_parts_of(r["inputs"], open_parts);
+      if (inputs.key() == r["key"].get<std::string>()) {
+        job.inputs = std::move(inputs);
+        return {};
+      }
+    }
+  }
+  std::string why = "no --prebuilt directory was given";
+  if (!cfg.prebuilt.empty()) {
+    auto m = find_prebuilt(cfg.prebuilt, job.recipe.name, job.inputs, open_parts);
+    if (m.entry) {
+      job.inputs = job.inputs.with_parts_of((*m.entry)["inputs"], open_parts);
+      return {};
+    }
+    why = m.why_not;
+  }
+  if (no_compiler) {
+    return fail(ExitCode::no_input, job.recipe.name + ": " + no_compiler->message + ", and no build made elsewhere fits (" + why + ")");
+  }
+  return {};
+}
+
 std::string choose_hash(const Config& cfg, const KernelTree& kernel) {
   if (!cfg.hash.empty()) return cfg.hash;
   const auto h = kernel.config_value("CONFIG_MODULE_SIG_HASH");
@@ -410,8 +470,21 @@ Result<void> build_and_install(const Config& cfg) {
   if (hash != "sha256" && hash != "sha384" && hash != "sha512") {
     return fail(ExitCode::usage, "--hash: '" + hash + "' is not one of sha256, sha384, sha512");
   }
-  const std::string compiler = KK_TRY(compiler_version_line(cfg.cc.empty() ? "gcc" : cfg.cc));
+  // Without a compiler only what was built elsewhere can be installed (resolve_open_parts).
+  std::string compiler;
+  std::optional<Error> no_compiler;
+  if (auto found = compiler_version_line(cfg.cc.empty() ? "gcc" : cfg.cc)) {
+    compiler = *found;
+  } else if (found.error().code == ExitCode::no_input) {
+    no_compiler = found.error();
+    logger->info("{}: only an installed or prebuilt build can be used", found.error().message);
+  } else {
+    return fail(found.error());
+  }
 
+  std::vector<std::string> open_parts;
+  if (no_compiler) open_parts.push_back("compiler");
+  if (signing.ephemeral()) open_parts.push_back("cert");
   std::vector<Job> jobs;
   for (const auto& spec : cfg.recipes) {
     Job job;
@@ -429,7 +502,10 @@ Result<void> build_and_install(const Config& cfg) {
     }
     job.sources = KK_TRY(list_sources(job.recipe));
     job.defines = KK_TRY(run_probes(job.recipe, kernel));
-    job.key = KK_TRY(cache_key(job, kernel, compiler, cfg, hash, signing.key_part(), &job.sources_digest));
+    job.inputs = KK_TRY(key_inputs(job, kernel, compiler, cfg, hash, signing.key_part()));
+    KK_TRY(resolve_open_parts(job, kernel, cfg, open_parts, no_compiler));
+    job.key = job.inputs.key();
+    job.unsigned_key = job.inputs.with("cert", std::string(kUnsigned)).key();
     jobs.push_back(std::move(job));
   }
 
@@ -453,7 +529,11 @@ Result<void> build_and_install(const Config& cfg) {
     for (const auto* job : todo) {
       if (cache_entry(cfg.volume, job->key)) {
         logger->info("dry run: {} would be installed from the cache ({})", job->recipe.name, job->key.substr(0, 16));
+      } else if (auto m = cfg.prebuilt.empty() ? PrebuiltMatch{} : find_prebuilt(cfg.prebuilt, job->recipe.name, job->inputs);
+                 m.entry) {
+        logger->info("dry run: {} would be installed from the prebuilt {}", job->recipe.name, m.dir.string());
       } else {
+        if (!m.why_not.empty()) logger->info("dry run: {}: no prebuilt fits: {}", job->recipe.name, m.why_not);
         logger->info("dry run: {} would be built from {} ({} files{}), signed ({}), cached and installed in {}",
                      job->recipe.name, job->recipe.source.string(), job->sources.size(),
                      job->defines.empty() ? "" : ", defines " + job->defines.front(), hash,
@@ -480,7 +560,7 @@ Result<void> build_and_install(const Config& cfg) {
       logger->info("{}: removed {} build directories left by killed builders", job->recipe.name, n);
     }
   }
-  int built = 0, from_cache = 0, waited_for = 0;
+  int built = 0, from_cache = 0, prebuilt = 0, waited_for = 0;
   std::vector<json> records;
   for (auto* job : todo) {
     std::string why;
@@ -494,7 +574,14 @@ Result<void> build_and_install(const Config& cfg) {
     if (entry) {
       logger->info("{}: in the cache ({}), installing without a build", job->recipe.name, job->key.substr(0, 16));
       ++from_cache;
+    } else if (auto m = cfg.prebuilt.empty() ? PrebuiltMatch{} : find_prebuilt(cfg.prebuilt, job->recipe.name, job->inputs);
+               m.entry) {
+      entry = KK_TRY(adopt_prebuilt(cfg.volume, m));
+      logger->info("{}: prebuilt in {} (built {} with {}), installing without a build", job->recipe.name, m.dir.string(),
+                   entry->value("built", "?"), entry->value("compiler", "?"));
+      ++prebuilt;
     } else {
+      if (!m.why_not.empty()) logger->info("{}: no prebuilt module fits: {}; building", job->recipe.name, m.why_not);
       entry = KK_TRY(build_into_cache(*job, kernel, cfg, signing, compiler, hash));
       ++built;
     }
@@ -504,9 +591,9 @@ Result<void> build_and_install(const Config& cfg) {
     KK_TRY(run_depmod(kernel, cfg, records));
     for (const auto& record : records) KK_TRY(write_record(record, kernel, cfg));
   }
-  logger->info("kernel {}: {} built, {} from the cache, {} up to date; modules in {} ({:.1f} s)", kernel.release, built,
-               from_cache, jobs.size() - static_cast<size_t>(built + from_cache), (kernel.modules_dir / "extra").string(),
-               seconds_since(start));
+  logger->info("kernel {}: {} built, {} from the cache, {} prebuilt, {} up to date; modules in {} ({:.1f} s)", kernel.release,
+               built, from_cache, prebuilt, jobs.size() - static_cast<size_t>(built + from_cache + prebuilt),
+               (kernel.modules_dir / "extra").string(), seconds_since(start));
   (void)waited_for;
   return {};
 }

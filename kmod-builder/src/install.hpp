@@ -20,6 +20,9 @@ struct Config {
   std::map<std::string, std::string> sources;  // recipe name -> source tree override
   fs::path signing_key, signing_cert;       // both or neither; the key may be a PKCS#11 URI
   fs::path signing_pin_file;                // a token's PIN; else KMODKIT_SIGNING_PIN
+  fs::path signatures;                      // detached signatures (sign-detached) instead of a key
+  bool no_sign = false;                     // install the modules unsigned (for export-unsigned)
+  fs::path prebuilt;                        // a directory of prebuilt entries (export --image-dir)
   std::string hash;                         // "" = the kernel's CONFIG_MODULE_SIG_HASH
   std::string cc;                           // "" = kbuild's default, gcc
   bool allow_compiler_mismatch = false;

@@ -17,6 +17,7 @@
 #include <openssl/bn.h>
 #include <openssl/engine.h>
 
+#include <cstdlib>
 #include <cstring>
 
 #include "kmodkit/files.hpp"
@@ -58,8 +59,10 @@ using BioPtr = std::unique_ptr<BIO, BioFree>;
 
 namespace {
 
-Result<X509*> read_certificate(const fs::path& cert_file) {
-  auto text = KK_TRY(files::read_file(cert_file, 1 << 20));
+using X509Ptr = std::unique_ptr<X509, void (*)(X509*)>;
+
+// A certificate in PEM or DER; `what` names it in the error (65).
+Result<X509Ptr> parse_x509(std::string_view text, const std::string& what) {
   ERR_clear_error();
   BioPtr bio(BIO_new_mem_buf(text.data(), static_cast<int>(text.size())));
   X509* cert = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr);
@@ -67,11 +70,54 @@ Result<X509*> read_certificate(const fs::path& cert_file) {
     const auto* p = reinterpret_cast<const unsigned char*>(text.data());
     cert = d2i_X509(nullptr, &p, static_cast<long>(text.size()));
   }
-  if (cert == nullptr) {
-    return fail(ExitCode::data_err, cert_file.string() + ": not a PEM or DER X.509 certificate: " + openssl_error());
-  }
-  return cert;
+  if (cert == nullptr) return fail(ExitCode::data_err, what + ": not a PEM or DER X.509 certificate: " + openssl_error());
+  return X509Ptr(cert, X509_free);
 }
+
+Result<X509*> read_certificate(const fs::path& cert_file) {
+  auto text = KK_TRY(files::read_file(cert_file, 1 << 20));
+  return KK_TRY(parse_x509(text, cert_file.string())).release();
+}
+
+std::string der_of(const X509* cert) {
+  unsigned char* der = nullptr;
+  const int len = i2d_X509(cert, &der);
+  std::string out = len > 0 ? std::string(reinterpret_cast<char*>(der), static_cast<size_t>(len)) : "";
+  OPENSSL_free(der);
+  return out;
+}
+
+std::string pem_of(X509* cert) {
+  BioPtr out(BIO_new(BIO_s_mem()));
+  if (!out || PEM_write_bio_X509(out.get(), cert) != 1) return "";
+  char* data = nullptr;
+  const long len = BIO_get_mem_data(out.get(), &data);
+  return len > 0 ? std::string(data, static_cast<size_t>(len)) : "";
+}
+
+std::string signer_of(const X509* cert) {
+  const X509_NAME* issuer = X509_get_issuer_name(cert);
+  const int i = X509_NAME_get_index_by_NID(issuer, NID_commonName, -1);
+  if (i < 0) return "";
+  const ASN1_STRING* cn = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(issuer, i));
+  return std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(cn)), static_cast<size_t>(ASN1_STRING_length(cn)));
+}
+
+std::string key_id_of(const X509* cert) {
+  std::unique_ptr<BIGNUM, void (*)(BIGNUM*)> bn(ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr), BN_free);
+  std::string bytes(static_cast<size_t>(BN_num_bytes(bn.get())), '\0');
+  BN_bn2bin(bn.get(), reinterpret_cast<unsigned char*>(bytes.data()));
+  static constexpr char hex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : bytes) {
+    if (!out.empty()) out += ':';
+    out += hex[c >> 4];
+    out += hex[c & 15];
+  }
+  return out;
+}
+
+Certificate describe(X509* cert) { return {der_of(cert), pem_of(cert), signer_of(cert), key_id_of(cert)}; }
 
 }  // namespace
 
@@ -127,6 +173,15 @@ Result<void> load_token_key(EVP_PKEY*& key, ENGINE*& engine, const std::string& 
 }
 
 }  // namespace
+
+Result<std::string> read_pin(const fs::path& pin_file) {
+  if (!pin_file.empty()) {
+    auto text = KK_TRY_CTX(files::read_file(pin_file, 4096), "--signing-pin-file");
+    return text.substr(0, text.find_first_of("\r\n"));
+  }
+  const char* env = std::getenv("KMODKIT_SIGNING_PIN");
+  return std::string(env == nullptr ? "" : env);
+}
 
 Signer::Signer(std::unique_ptr<Keys> keys) : keys_(std::move(keys)) {}
 Signer::Signer(Signer&&) noexcept = default;
@@ -202,43 +257,7 @@ Result<Signer> Signer::ephemeral() {
 
 bool Signer::is_ephemeral() const { return keys_->ephemeral; }
 
-std::string Signer::certificate_der() const {
-  unsigned char* der = nullptr;
-  const int len = i2d_X509(keys_->cert, &der);
-  std::string out = len > 0 ? std::string(reinterpret_cast<char*>(der), static_cast<size_t>(len)) : "";
-  OPENSSL_free(der);
-  return out;
-}
-
-std::string Signer::certificate_pem() const {
-  BioPtr out(BIO_new(BIO_s_mem()));
-  if (!out || PEM_write_bio_X509(out.get(), keys_->cert) != 1) return "";
-  char* data = nullptr;
-  const long len = BIO_get_mem_data(out.get(), &data);
-  return len > 0 ? std::string(data, static_cast<size_t>(len)) : "";
-}
-
-std::string Signer::signer_name() const {
-  const X509_NAME* issuer = X509_get_issuer_name(keys_->cert);
-  const int i = X509_NAME_get_index_by_NID(issuer, NID_commonName, -1);
-  if (i < 0) return "";
-  const ASN1_STRING* cn = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(issuer, i));
-  return std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(cn)), static_cast<size_t>(ASN1_STRING_length(cn)));
-}
-
-std::string Signer::key_id() const {
-  std::unique_ptr<BIGNUM, void (*)(BIGNUM*)> bn(ASN1_INTEGER_to_BN(X509_get0_serialNumber(keys_->cert), nullptr), BN_free);
-  std::string bytes(static_cast<size_t>(BN_num_bytes(bn.get())), '\0');
-  BN_bn2bin(bn.get(), reinterpret_cast<unsigned char*>(bytes.data()));
-  static constexpr char hex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : bytes) {
-    if (!out.empty()) out += ':';
-    out += hex[c >> 4];
-    out += hex[c & 15];
-  }
-  return out;
-}
+Certificate Signer::certificate() const { return describe(keys_->cert); }
 
 Result<std::string_view> strip_signature(std::string_view module) {
   if (!module.ends_with(kMagic)) return module;
@@ -256,11 +275,16 @@ Result<std::string_view> strip_signature(std::string_view module) {
   return module.substr(0, module.size() - trailer);
 }
 
-Result<void> verify(std::string_view module, const fs::path& cert_file) {
+Result<Certificate> parse_certificate(std::string_view data, const std::string& what) {
+  auto cert = KK_TRY(parse_x509(data, what));
+  return describe(cert.get());
+}
+
+Result<void> verify(std::string_view module, std::string_view certificate, const std::string& what) {
   if (!module.ends_with(kMagic)) return fail(ExitCode::data_err, "module is not signed");
   const auto content = KK_TRY(strip_signature(module));
   const size_t sig_len = module.size() - content.size() - kMagic.size() - sizeof(ModuleSignature);
-  std::unique_ptr<X509, void (*)(X509*)> cert(KK_TRY(read_certificate(cert_file)), X509_free);
+  auto cert = KK_TRY(parse_x509(certificate, what));
   ERR_clear_error();
   BioPtr sig(BIO_new_mem_buf(module.data() + content.size(), static_cast<int>(sig_len)));
   std::unique_ptr<CMS_ContentInfo, void (*)(CMS_ContentInfo*)> cms(d2i_CMS_bio(sig.get(), nullptr), CMS_ContentInfo_free);
@@ -269,13 +293,17 @@ Result<void> verify(std::string_view module, const fs::path& cert_file) {
   sk_X509_push(certs.get(), cert.get());
   BioPtr data(BIO_new_mem_buf(content.data(), static_cast<int>(content.size())));
   if (CMS_verify(cms.get(), certs.get(), nullptr, data.get(), nullptr, CMS_BINARY | CMS_NO_SIGNER_CERT_VERIFY) != 1) {
-    return fail(ExitCode::data_err, "module signature does not match its content or the certificate " +
-                                        cert_file.string() + ": " + openssl_error());
+    return fail(ExitCode::data_err, "module signature does not match its content or the certificate " + what + ": " +
+                                        openssl_error());
   }
   return {};
 }
 
-Result<std::string> Signer::sign(std::string_view module_in, std::string_view hash) const {
+Result<void> verify(std::string_view module, const fs::path& cert_file) {
+  return verify(module, KK_TRY(files::read_file(cert_file, 1 << 20)), cert_file.string());
+}
+
+Result<std::string> Signer::signature(std::string_view module_in, std::string_view hash) const {
   const auto module = KK_TRY(strip_signature(module_in));
   const EVP_MD* md = hash == "sha256" ? EVP_sha256() : hash == "sha384" ? EVP_sha384() : hash == "sha512" ? EVP_sha512() : nullptr;
   if (md == nullptr) {
@@ -302,17 +330,43 @@ Result<std::string> Signer::sign(std::string_view module_in, std::string_view ha
   }
   char* sig = nullptr;
   const long sig_len = BIO_get_mem_data(out.get(), &sig);
+  return std::string(sig, static_cast<size_t>(sig_len));
+}
 
+Result<std::string> attach(std::string_view module_in, std::string_view signature) {
+  const auto module = KK_TRY(strip_signature(module_in));
   ModuleSignature info{};
   info.id_type = kPkeyIdPkcs7;
-  info.sig_len = htonl(static_cast<uint32_t>(sig_len));
+  info.sig_len = htonl(static_cast<uint32_t>(signature.size()));
   std::string signed_module;
-  signed_module.reserve(module.size() + static_cast<size_t>(sig_len) + sizeof info + kMagic.size());
+  signed_module.reserve(module.size() + signature.size() + sizeof info + kMagic.size());
   signed_module.append(module);
-  signed_module.append(sig, static_cast<size_t>(sig_len));
+  signed_module.append(signature);
   signed_module.append(reinterpret_cast<const char*>(&info), sizeof info);
   signed_module.append(kMagic);
   return signed_module;
+}
+
+Result<std::string> Signer::sign(std::string_view module, std::string_view hash) const {
+  return attach(module, KK_TRY(signature(module, hash)));
+}
+
+Result<std::string> signature_hash(std::string_view signature) {
+  ERR_clear_error();
+  BioPtr sig(BIO_new_mem_buf(signature.data(), static_cast<int>(signature.size())));
+  std::unique_ptr<CMS_ContentInfo, void (*)(CMS_ContentInfo*)> cms(d2i_CMS_bio(sig.get(), nullptr), CMS_ContentInfo_free);
+  if (!cms) return fail(ExitCode::data_err, "not a CMS signature: " + openssl_error());
+  STACK_OF(CMS_SignerInfo)* infos = CMS_get0_SignerInfos(cms.get());
+  if (infos == nullptr || sk_CMS_SignerInfo_num(infos) != 1) return fail(ExitCode::data_err, "a module signature has exactly one signer");
+  X509_ALGOR* digest = nullptr;
+  CMS_SignerInfo_get0_algs(sk_CMS_SignerInfo_value(infos, 0), nullptr, nullptr, &digest, nullptr);
+  const ASN1_OBJECT* obj = nullptr;
+  X509_ALGOR_get0(&obj, nullptr, nullptr, digest);
+  const int nid = OBJ_obj2nid(obj);
+  if (nid == NID_sha256) return std::string("sha256");
+  if (nid == NID_sha384) return std::string("sha384");
+  if (nid == NID_sha512) return std::string("sha512");
+  return fail(ExitCode::data_err, std::string("the signature's digest is ") + OBJ_nid2sn(nid) + ", not sha256, sha384 or sha512");
 }
 
 }  // namespace kmodkit::kmod_builder::signing

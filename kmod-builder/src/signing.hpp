@@ -16,6 +16,22 @@ namespace fs = std::filesystem;
 
 inline constexpr std::string_view kMagic = "~Module signature appended~\n";
 
+// A signing certificate and what the kernel reports for a module it signed.
+struct Certificate {
+  std::string der;     // i2d_X509: the cache key's part, and what mokutil --import reads
+  std::string pem;
+  std::string signer;  // the issuer's common name (modinfo's "signer")
+  std::string key_id;  // the serial number as colon-separated upper-case hex (modinfo's "sig_key";
+                       // sign-file identifies the signer by issuer and serial)
+};
+
+// A certificate from PEM or DER bytes; data error (65) naming `what` when it is neither.
+Result<Certificate> parse_certificate(std::string_view data, const std::string& what);
+
+// A PKCS#11 token's PIN: the first line of `pin_file` when one is given, else the variable
+// KMODKIT_SIGNING_PIN, else "" (none). Never logged. Errors: reading the file (66 missing).
+Result<std::string> read_pin(const fs::path& pin_file);
+
 // A private key and the certificate it belongs to, loaded from PEM or DER files.
 class Signer {
  public:
@@ -33,20 +49,14 @@ class Signer {
   ~Signer();
 
   // Returns `module` with any existing signature removed and a new one appended, signed with
-  // `hash` ("sha256", "sha384" or "sha512").
+  // `hash` ("sha256", "sha384" or "sha512"): attach(module, signature(module, hash)).
   Result<std::string> sign(std::string_view module, std::string_view hash) const;
+  // The detached CMS signature (DER) sign-file makes for `module` (any existing signature
+  // removed): what `kmod-builder sign-detached` hands over instead of the signed module.
+  Result<std::string> signature(std::string_view module, std::string_view hash) const;
 
   bool is_ephemeral() const;
-  // The certificate in DER (i2d_X509), for the cache key and for mokutil --import, which reads
-  // DER only.
-  std::string certificate_der() const;
-  // The certificate in PEM.
-  std::string certificate_pem() const;
-  // What the kernel and libkmod report for a module signed by this key: the certificate
-  // issuer's common name ("signer") and its serial number as colon-separated upper-case hex
-  // ("sig_key"; sign-file identifies the signer by issuer and serial).
-  std::string signer_name() const;
-  std::string key_id() const;
+  Certificate certificate() const;
 
  private:
   struct Keys;
@@ -58,6 +68,17 @@ class Signer {
 // Data error (65) when the module is unsigned, its trailer is malformed, or the signature does
 // not match the content (a module changed after signing).
 Result<void> verify(std::string_view module, const fs::path& cert_file);
+// The same with the certificate's bytes, `what` naming it in the error.
+Result<void> verify(std::string_view module, std::string_view certificate, const std::string& what);
+
+// `module` (any existing signature removed) with `signature` (a CMS signature in DER) appended
+// as sign-file appends it: the signature, struct module_signature, the magic. Data error as
+// strip_signature's.
+Result<std::string> attach(std::string_view module, std::string_view signature);
+
+// The digest algorithm of a CMS module signature ("sha256", "sha384", "sha512"). Data error
+// (65) for bytes that are not a CMS signature with one signer, or another digest.
+Result<std::string> signature_hash(std::string_view signature);
 
 // The module without its appended signature (unchanged when it has none). A trailer that
 // claims more bytes than the file has is a data error.

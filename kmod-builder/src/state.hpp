@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -34,6 +35,24 @@ fs::path log_path(const fs::path& volume, const std::string& kver, const std::st
 // any other failure is logged as a warning and an empty hold returned: not being able to record
 // a use must not stop a build or a load.
 Result<volume::TreeUse> hold_tree(const fs::path& volume, const std::string& kernel_release);
+
+// An installed recipe's record, read.
+struct Record {
+  fs::path path;
+  nlohmann::json json;
+};
+// The records of `kernel_release` ("" = every kernel on the volume), only `recipes` when not
+// empty, sorted by kernel and recipe. Errors: 66 nothing installed (or a recipe given is not),
+// 65 a file there that is not a record.
+Result<std::vector<Record>> read_records(const fs::path& volume, const std::string& kernel_release,
+                                        const std::vector<std::string>& recipes);
+
+// Puts a signing certificate on the volume for whoever enrolls it in the node's firmware
+// (mokutil --import reads DER only): .kmodkit/certs/<first 16 hex digits of the DER's SHA-256>.der
+// and the same certificate in PEM beside it, each written atomically. Named by content, so a
+// file there is never replaced by another certificate. Returns the DER's path relative to the
+// volume; errors are the writes'.
+Result<std::string> write_certificate(const fs::path& volume, const std::string& der, const std::string& pem);
 
 // A record, cache entry or status as text: indented, ending in a newline. Never fails: what is
 // not UTF-8 is replaced.

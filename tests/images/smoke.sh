@@ -10,6 +10,14 @@
 #   seed-data  seed-data seeds a tree onto a data volume as its non-root user, then a restart
 #              does nothing
 #   firewall   the firewall forwards a capture of 1,000 flows between two net_pcap ports
+#   prebuilt   images/kmod-builder-prebuilt.Containerfile: init-modules lays the fixture's header
+#              packages (archives in the build context) in one stage, kmod-builder builds igb_uio
+#              signed with a key given as a build secret and exports it; the modules image has no
+#              compiler and no key, and on a fresh volume of that kernel installs igb_uio with
+#              no key, no compiler and no build, signed by the key; a volume of no matching input
+#              gets exit 66 naming why
+#   pkcs11     the kmod-builder image's OpenSSL finds the pkcs11 engine and p11-kit: a token URI
+#              that names no token fails on the key, not on the engine
 #   portable   images/kmod-builder-driver-toolkit.Containerfile built on bases that are not
 #              Debian 12, as OpenShift's driver toolkit (RHEL 9) is not: busybox-static alone on
 #              scratch (no library at all), then Debian 11 with gcc 10 (an older glibc); the
@@ -166,6 +174,64 @@ PY
   [ "$packets" -gt 0 ] || fail "nothing came out of port B: $(tail -5 "$work/fw.log")"
   echo "smoke: the firewall forwarded $packets packets from port A to port B"
   ;;
+prebuilt)
+  repo=$fixtures/apt-repo
+  kver=$(cat "$repo/kernel-release")
+  mkdir -p "$work/context"
+  cp "$repo"/pool/main/*.deb "$work/context/"
+  (cd "$work" && openssl req -new -nodes -utf8 -sha256 -days 2 -batch -x509 -newkey rsa:2048 \
+    -subj '/CN=kmodkit prebuilt test key' -keyout key.pem -out context/cert.pem 2>/dev/null)
+  init_args="--sources archive"
+  for deb in "$work"/context/*.deb; do
+    init_args="$init_args --archive /context/$(basename "$deb") --sha256 $(sha256sum "$deb" | cut -d' ' -f1)"
+  done
+  img=localhost/kmodkit/kmod-builder-prebuilt:$tag
+  buildah bud --isolation chroot --layers --force-rm --quiet --secret "id=signing_key,src=$work/key.pem" \
+    --build-arg "INIT_MODULES=localhost/kmodkit/init-modules:$tag" --build-arg "KMOD_BUILDER=localhost/kmodkit/kmod-builder:$tag" \
+    --build-arg "KERNEL_RELEASE=$kver" --build-arg SIGNING_CERT=cert.pem --build-arg "INIT_ARGS=$init_args" \
+    -f "$repo_root/images/kmod-builder-prebuilt.Containerfile" -t "$img" "$work/context" > "$work/bud.log" 2>&1 ||
+    fail "images/kmod-builder-prebuilt.Containerfile does not build: $(tail -5 "$work/bud.log")"
+  made_images+=("$img")
+  container kmod-builder-prebuilt
+  tools=$(run "$c" -- sh -c 'for t in gcc cc make ld; do command -v $t >/dev/null && echo $t; done; true' | tr '\n' ' ')
+  [ -z "$tools" ] || fail "the modules image has build tools: $tools"
+  # The key was a build secret: no file of the image holds it.
+  needle=$(sed -n 2p "$work/key.pem")
+  run "$c" -- sh -c "grep -rlF '$needle' / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev 2>/dev/null; true" > "$work/leak"
+  [ ! -s "$work/leak" ] || fail "the signing key is in the modules image: $(cat "$work/leak")"
+  cp -a "$fixtures/kernel-volume" "$work/vol"
+  run -v "$work/vol:/modules" "$c" -- kmod-builder --kernel-release "$kver" --recipe igb_uio --log-format human \
+    > "$work/start.log" 2>&1 || fail "the modules image did not install igb_uio: $(tail -3 "$work/start.log")"
+  grep -q '0 built, 0 from the cache, 1 prebuilt' "$work/start.log" || fail "igb_uio was not installed from the prebuilt entry: $(cat "$work/start.log")"
+  ko=$work/vol/usr/lib/modules/$kver/extra/igb_uio/igb_uio.ko
+  [ "$(modinfo -F signer "$ko")" = "kmodkit prebuilt test key" ] || fail "$ko is not signed by the build's key"
+  run -v "$work/vol:/modules" "$c" -- kmod-builder --kernel-release "$kver" --recipe igb_uio --log-format human > "$work/warm.log" 2>&1 ||
+    fail "the second start failed: $(tail -1 "$work/warm.log")"
+  grep -q 'up to date' "$work/warm.log" || fail "the second start was not up to date: $(cat "$work/warm.log")"
+  # Other headers (.config changed): nothing fits, and there is no compiler to build with.
+  cp -a "$fixtures/kernel-volume" "$work/vol-other"
+  config=$(readlink -f "$work/vol-other/usr/lib/modules/$kver/build")/.config
+  rm -f "$config" && cp "$(readlink -f "$work/vol/usr/lib/modules/$kver/build")/.config" "$config" && echo "# changed" >> "$config"
+  rc=0
+  run -v "$work/vol-other:/modules" "$c" -- kmod-builder --kernel-release "$kver" --recipe igb_uio --log-format human \
+    > "$work/other.log" 2>&1 || rc=$?
+  [ "$rc" = 66 ] || fail "a kernel no entry fits exits $rc, expected 66: $(tail -1 "$work/other.log")"
+  grep -q 'differs in config' "$work/other.log" || fail "the refusal does not say the config differs: $(tail -1 "$work/other.log")"
+  echo "smoke: the modules image installed igb_uio prebuilt and signed, with no compiler and no key in it; other headers get 66"
+  ;;
+pkcs11)
+  mkdir -p "$work/keys"
+  (cd "$work/keys" && openssl req -new -nodes -batch -x509 -newkey rsa:2048 -subj '/CN=t' -keyout key.pem -out cert.pem 2>/dev/null)
+  echo '{"format": "kmodkit-unsigned/1", "modules": []}' > "$work/keys/unsigned.json"
+  container kmod-builder
+  rc=0
+  run -v "$work/keys:/keys:ro" "$c" -- kmod-builder sign-detached --unsigned /keys --signing-key 'pkcs11:token=none;object=none' \
+    --signing-cert /keys/cert.pem --out /tmp/s.json --log-format human > "$work/p11.log" 2>&1 || rc=$?
+  [ "$rc" = 78 ] || fail "a token key that does not exist exits $rc, expected 78: $(tail -1 "$work/p11.log")"
+  grep -q 'no such private key in a token' "$work/p11.log" ||
+    fail "the image's OpenSSL did not get as far as the token: $(tail -1 "$work/p11.log")"
+  echo "smoke: the kmod-builder image's OpenSSL loads the pkcs11 engine and p11-kit"
+  ;;
 portable)
   vol=$fixtures/kernel-volume
   kver=$(cat "$fixtures/apt-repo/kernel-release")
@@ -238,5 +304,5 @@ PY
   run "$c" -- ldd --version > "$work/glibc"
   echo "smoke: the bundle ran on Debian 11 (glibc $(awk 'NR == 1 {print $NF}' "$work/glibc")) and ran its gcc 10"
   ;;
-*) echo "smoke: unknown case '$case_' (contents, pipeline, seed-data, firewall, portable)" >&2; exit 64 ;;
+*) echo "smoke: unknown case '$case_' (contents, pipeline, seed-data, firewall, prebuilt, pkcs11, portable)" >&2; exit 64 ;;
 esac

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "helpers.hpp"
+#include "kmod_builder_setup.hpp"
 #include "kmodkit/subprocess.hpp"
 #include "kmodkit/text.hpp"
 #include "modinfo.hpp"
@@ -22,57 +23,14 @@ using kmodkit::test::Run;
 using kmodkit::test::TempDir;
 namespace fs = std::filesystem;
 
-namespace {
-
-// A private modules volume with the fixture kernel's headers, a signing key, and the test
-// module's sources in a writable copy.
-struct Setup {
-  TempDir tmp;
-  fs::path vol = tmp / "vol";
-  std::string kver = test::copy_kernel_volume(vol);
-  test::SigningKey key = test::make_signing_key(tmp / "keys", "kmodkit test signing key");
-  fs::path hello = tmp / "kmod-hello";
-  Setup() { test::copy_tree(test::support_dir() / "kmod-hello", hello); }
-
-  std::vector<std::string> args(std::vector<std::string> extra = {}) const {
-    std::vector<std::string> a = {"--volume", vol.string(), "--kernel-release", kver, "--work-dir", tmp.path.string(),
-                                  "--signing-key", key.key.string(), "--signing-cert", key.cert_pem.string()};
-    a.insert(a.end(), extra.begin(), extra.end());
-    return a;
-  }
-  Run build(std::vector<std::string> extra = {}, const test::Env& env = {}) const {
-    return test::run_kmod_builder(args(std::move(extra)), env);
-  }
-  fs::path installed(const std::string& recipe, const std::string& module) const {
-    return vol / "usr/lib/modules" / kver / "extra" / recipe / (module + ".ko");
-  }
-  fs::path record(const std::string& recipe) const { return vol / ".kmodkit/modules" / kver / (recipe + ".json"); }
-};
-
-int count(const std::string& text, const std::string& what) {
-  int n = 0;
-  for (size_t pos = text.find(what); pos != std::string::npos; pos = text.find(what, pos + 1)) ++n;
-  return n;
-}
-
-std::string modinfo_field(const fs::path& ko, const std::string& field) {
-  auto r = subprocess::run({"modinfo", "-F", field, ko.string()});
-  REQUIRE((r && r->ok()));
-  std::string v = r->output;
-  while (!v.empty() && v.back() == '\n') v.pop_back();
-  return v;
-}
-
-size_t cache_entries(const fs::path& vol) {
-  if (!fs::exists(vol / ".kmodkit/cache")) return 0;
-  return static_cast<size_t>(std::distance(fs::directory_iterator(vol / ".kmodkit/cache"), fs::directory_iterator()));
-}
-
-}  // namespace
+using kmodkit::test::KmodBuilderSetup;
+using kmodkit::test::cache_entries;
+using kmodkit::test::count;
+using kmodkit::test::modinfo_field;
 
 TEST_CASE("igb_uio and the test module build against the real headers, are signed, installed and depmod'ed",
           "[e2e][kmod-builder]") {
-  Setup s;
+  KmodBuilderSetup s;
   auto run = s.build({"--recipe", "igb_uio," + s.hello.string()});
   INFO(run.output);
   REQUIRE(run.code == 0);
@@ -132,7 +90,7 @@ TEST_CASE("igb_uio and the test module build against the real headers, are signe
 }
 
 TEST_CASE("the cache: a rebuild of nothing is a hit, a change in any input builds again", "[e2e][kmod-builder][cache]") {
-  Setup s;
+  KmodBuilderSetup s;
   const std::vector<std::string> hello = {"--recipe", s.hello.string()};
   REQUIRE(s.build(hello).code == 0);
   REQUIRE(cache_entries(s.vol) == 1);
@@ -188,7 +146,7 @@ TEST_CASE("the cache: a rebuild of nothing is a hit, a change in any input build
 
 TEST_CASE("a source in a directory whose name is not UTF-8 builds, and its record shows a replacement character",
           "[e2e][kmod-builder]") {
-  Setup s;
+  KmodBuilderSetup s;
   const fs::path latin1 = s.tmp / "caf\xe9";
   fs::copy(s.hello, latin1, fs::copy_options::recursive);
   auto run = s.build({"--recipe", latin1.string()});
@@ -201,7 +159,7 @@ TEST_CASE("a source in a directory whose name is not UTF-8 builds, and its recor
 
 TEST_CASE("a hand-edited record: a build reinstalls from the cache, status and load name the record with exit 65",
           "[e2e][kmod-builder][faults]") {
-  Setup s;
+  KmodBuilderSetup s;
   const std::vector<std::string> hello = {"--recipe", s.hello.string()};
   REQUIRE(s.build(hello).code == 0);
   const fs::path record = s.vol / ".kmodkit/modules" / s.kver / "kmodkit_hello.json";
@@ -225,7 +183,7 @@ TEST_CASE("a hand-edited record: a build reinstalls from the cache, status and l
 
 TEST_CASE("a broken source gives exit 65 with the compiler's error, the log on the volume, nothing installed",
           "[e2e][kmod-builder][faults]") {
-  Setup s;
+  KmodBuilderSetup s;
   test::write_file(s.hello / "kmodkit_hello.c", test::read_file(s.hello / "kmodkit_hello.c") + "\nstatic int broken(void) { return 1 }\n");
   auto run = s.build({"--recipe", s.hello.string()});
   INFO(run.output);
@@ -240,7 +198,7 @@ TEST_CASE("a broken source gives exit 65 with the compiler's error, the log on t
 }
 
 TEST_CASE("headers built by another compiler major version are refused unless allowed", "[e2e][kmod-builder][faults]") {
-  Setup s;
+  KmodBuilderSetup s;
   const fs::path config = s.vol / ("usr/src/linux-headers-" + s.kver) / ".config";
   auto text = test::read_file(config);
   text = std::regex_replace(text, std::regex("CONFIG_CC_VERSION_TEXT=\"[^\"]*\""),
@@ -260,7 +218,7 @@ TEST_CASE("headers built by another compiler major version are refused unless al
 }
 
 TEST_CASE("a module built against headers of another release is refused before signing", "[e2e][kmod-builder][faults]") {
-  Setup s;
+  KmodBuilderSetup s;
   // A tree that claims release X but whose build link leads to the headers of another release.
   const std::string other = s.kver.substr(0, s.kver.find('-')) + "-999-amd64";
   auto manifest = test::read_file(s.vol / ".kmodkit/kernels" / (s.kver + ".json"));
@@ -278,7 +236,7 @@ TEST_CASE("a module built against headers of another release is refused before s
 
 TEST_CASE("signing keys: a key that is not the certificate's is refused, without one an ephemeral key warns",
           "[e2e][kmod-builder][signing]") {
-  Setup s;
+  KmodBuilderSetup s;
   const auto other = test::make_signing_key(s.tmp / "other", "other");
   auto mismatch = test::run_kmod_builder({"--volume", s.vol.string(), "--kernel-release", s.kver, "--recipe", s.hello.string(),
                                           "--signing-key", other.key.string(), "--signing-cert", s.key.cert_pem.string()});
@@ -300,7 +258,7 @@ TEST_CASE("signing keys: a key that is not the certificate's is refused, without
 
 TEST_CASE("a key in a PKCS#11 token signs the built modules; the PIN comes from a file, and without one the token refuses",
           "[e2e][kmod-builder][signing][pkcs11]") {
-  Setup s;
+  KmodBuilderSetup s;
   const auto token = test::make_soft_token(s.tmp / "token", s.key.key);
   const test::Env env = {{"SOFTHSM2_CONF", token.conf.string()}};
   test::write_file(s.tmp / "pin", "1234\n");
@@ -324,7 +282,7 @@ TEST_CASE("a key in a PKCS#11 token signs the built modules; the PIN comes from 
 
 TEST_CASE("a depmod that cannot write its index fails the run, and the next run installs and indexes again",
           "[e2e][kmod-builder][faults]") {
-  Setup s;
+  KmodBuilderSetup s;
   // The kernel's modules directory read-only, its extra/ writable: the modules install, and
   // depmod cannot write modules.dep (it says ERROR and still exits 0).
   const fs::path k = s.vol / "usr/lib/modules" / s.kver;
@@ -370,7 +328,7 @@ std::string openssl_fingerprint(const fs::path& cert, const std::string& form) {
 
 TEST_CASE("a recipe's kernel regex is searched in the release as DKMS does: the README's ^6\\. builds on Debian 12's kernel",
           "[e2e][kmod-builder][recipe]") {
-  Setup s;
+  KmodBuilderSetup s;
   const fs::path recipe = s.hello / "kmodkit-recipe.json";
   const std::string original = test::read_file(recipe);
   // The recipe's "kernel" field replaced by {"regex": REGEX} (REGEX as JSON text).
@@ -418,7 +376,7 @@ TEST_CASE("Debian's r8168-dkms dkms.conf reads as a recipe whose BUILD_EXCLUSIVE
 
 TEST_CASE("the signing certificate is on the volume in DER, the form mokutil --import takes, and load's hint names it",
           "[e2e][kmod-builder][signing]") {
-  Setup s;
+  KmodBuilderSetup s;
   auto run = s.build({"--recipe", s.hello.string()});
   INFO(run.output);
   REQUIRE(run.code == 0);
@@ -445,7 +403,7 @@ TEST_CASE("the signing certificate is on the volume in DER, the form mokutil --i
 }
 
 TEST_CASE("a dry run says what it would build and writes nothing", "[e2e][kmod-builder]") {
-  Setup s;
+  KmodBuilderSetup s;
   auto run = s.build({"--recipe", "igb_uio," + s.hello.string(), "--dry-run"});
   INFO(run.output);
   CHECK(run.code == 0);
@@ -456,7 +414,7 @@ TEST_CASE("a dry run says what it would build and writes nothing", "[e2e][kmod-b
 }
 
 TEST_CASE("missing headers, recipes and sources are named with exit 66", "[e2e][kmod-builder][faults]") {
-  Setup s;
+  KmodBuilderSetup s;
   auto no_kernel = test::run_kmod_builder({"--volume", s.vol.string(), "--kernel-release", "6.1.0-0-none"});
   CHECK(no_kernel.code == 66);
   CHECK_THAT(no_kernel.last_line, Catch::Contains("no complete tree for kernel 6.1.0-0-none") && Catch::Contains("run init-modules first"));
@@ -472,7 +430,7 @@ TEST_CASE("missing headers, recipes and sources are named with exit 66", "[e2e][
 }
 
 TEST_CASE("three builders at once on one volume: one builds, the others wait and reuse it", "[e2e][kmod-builder][concurrency]") {
-  Setup s;
+  KmodBuilderSetup s;
   std::vector<pid_t> pids;
   std::vector<fs::path> logs;
   for (int i = 0; i < 3; ++i) {
@@ -505,7 +463,7 @@ TEST_CASE("rte_kni builds from a DPDK 22.11 tree with DPDK's own probe", "[.rte_
                                                           : std::string(text::trim(test::read_file(test::fixtures_dir() / "dpdk-src")));
   INFO("DPDK tree " << src);
   REQUIRE(fs::is_directory(fs::path(src) / "kernel/linux/kni"));
-  Setup s;
+  KmodBuilderSetup s;
   // Read-only sources are copied into a private directory first.
   auto run = s.build({"--recipe", "rte_kni", "--source", std::string("rte_kni=") + src});
   INFO(run.output);
@@ -523,7 +481,7 @@ TEST_CASE("rte_kni builds from a DPDK 22.11 tree with DPDK's own probe", "[.rte_
 }
 
 TEST_CASE("killed with SIGKILL mid-build, a rerun ends in the same state as an uninterrupted run", "[e2e][kmod-builder][faults]") {
-  Setup s;
+  KmodBuilderSetup s;
   std::vector<std::string> argv = {KMODKIT_KMOD_BUILDER_BIN};
   for (const auto& a : s.args({"--recipe", "igb_uio," + s.hello.string(), "--log-format", "json"})) argv.push_back(a);
   // Its own session, so the kill takes make and the compilers with it, as a pod kill does.

@@ -1,6 +1,8 @@
 // Module signatures: byte for byte what the kernel's sign-file (from Debian's linux-kbuild) makes.
 #include <catch2/catch.hpp>
 
+#include <nlohmann/json.hpp>
+
 #include "helpers.hpp"
 #include "kmodkit/subprocess.hpp"
 #include "signing.hpp"
@@ -116,5 +118,52 @@ TEST_CASE("a key in a PKCS#11 token (SoftHSM2) signs byte for byte as sign-file 
   REQUIRE(ours);
   CHECK(*ours == test::read_file(keys.dir / "ref.ko"));
   CHECK(signing::verify(*ours, keys.cert_der));
-  CHECK(signer->signer_name() == signing::Signer::load(keys.key, keys.cert_pem)->signer_name());
+  CHECK(signer->certificate().signer == signing::Signer::load(keys.key, keys.cert_pem)->certificate().signer);
+}
+
+TEST_CASE("an ECDSA P-256 key in a PKCS#11 token signs modules that verify with its certificate, as sign-file's do",
+          "[integration][signing][pkcs11]") {
+  Keys keys;
+  const fs::path ec = keys.dir / "ec";
+  fs::create_directories(ec);
+  auto made = subprocess::run({"sh", "-c", "cd '" + ec.string() +
+                                               "' && openssl req -new -nodes -batch -x509 -days 2 -newkey ec -pkeyopt "
+                                               "ec_paramgen_curve:prime256v1 -subj '/CN=kmodkit ecdsa' -keyout key.pem -out cert.pem "
+                                               "2>/dev/null && openssl x509 -in cert.pem -outform DER -out cert.der"});
+  REQUIRE((made && made->ok()));
+  // Signed by kmod-builder sign-detached in a process of its own: this process's pkcs11 engine
+  // keeps the token configuration of the first case that used one.
+  const auto token = test::make_soft_token(ec / "token", ec / "key.pem");
+  test::write_file(keys.dir / "unsigned/m.ko", module_bytes());
+  test::write_file(keys.dir / "unsigned/unsigned.json",
+                   nlohmann::json{{"format", "kmodkit-unsigned/1"},
+                                  {"modules", {{{"kernel_release", "6.1.0-57-amd64"}, {"recipe", "m"}, {"file", "m.ko"},
+                                                {"path", "m.ko"}, {"sha256", test::sha256_of(keys.dir / "unsigned/m.ko")},
+                                                {"hash", "sha256"}}}}}
+                       .dump());
+  test::write_file(keys.dir / "pin", "1234\n");
+  auto run = test::run_kmod_builder({"sign-detached", "--unsigned", (keys.dir / "unsigned").string(), "--signing-key", token.uri,
+                                     "--signing-cert", (ec / "cert.pem").string(), "--signing-pin-file", (keys.dir / "pin").string(),
+                                     "--out", (keys.dir / "sigs.json").string()},
+                                    {{"SOFTHSM2_CONF", token.conf.string()}});
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  const auto sigs = nlohmann::json::parse(test::read_file(keys.dir / "sigs.json"));
+  auto decoded = subprocess::run({"sh", "-c", "printf %s '" + sigs["modules"][0]["signature"].get<std::string>() + "' | base64 -d > '" +
+                                                  (keys.dir / "sig.der").string() + "'"});
+  REQUIRE((decoded && decoded->ok()));
+  const std::string sig = test::read_file(keys.dir / "sig.der");
+  auto ours = signing::attach(module_bytes(), sig);
+  REQUIRE(ours);
+  CHECK(signing::verify(*ours, ec / "cert.der"));
+  CHECK_FALSE(signing::verify(*ours, keys.cert_der));  // not with another certificate
+  CHECK(signing::signature_hash(sig).value_or("") == "sha256");
+  // ECDSA signatures are not deterministic: sign-file's with the same key as PEM verifies too,
+  // and has the same form.
+  test::write_file(keys.dir / "m.ko", module_bytes());
+  auto ref = subprocess::run({keys.sign_file.string(), "sha256", (ec / "key.pem").string(), (ec / "cert.der").string(),
+                              (keys.dir / "m.ko").string(), (keys.dir / "ref.ko").string()});
+  REQUIRE((ref && ref->ok()));
+  CHECK(signing::verify(test::read_file(keys.dir / "ref.ko"), ec / "cert.der"));
+  CHECK(test::read_file(keys.dir / "ref.ko") != *ours);
 }

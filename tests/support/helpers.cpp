@@ -324,6 +324,14 @@ std::string sha256_of(const fs::path& path) {
   return *r;
 }
 
+std::string base64(const std::string& bytes) {
+  TempDir dir;
+  write_file(dir / "in", bytes);
+  auto r = subprocess::run({"base64", "-w0", (dir / "in").string()});
+  if (!r || !r->ok()) throw std::runtime_error("base64 failed");
+  return r->output;
+}
+
 size_t count_entries(const fs::path& dir) {
   size_t n = 0;
   for (const auto& e : fs::recursive_directory_iterator(dir)) {

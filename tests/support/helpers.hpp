@@ -127,6 +127,8 @@ void make_gpg_key(const fs::path& home, const std::string& uid, const fs::path& 
 void write_file(const fs::path& path, const std::string& content);
 std::string read_file(const fs::path& path);
 std::string sha256_of(const fs::path& path);
+// `bytes` in base64 without line breaks (the base64 tool's -w0).
+std::string base64(const std::string& bytes);
 // Counts regular files and symlinks below a directory.
 size_t count_entries(const fs::path& dir);
 
