@@ -6,6 +6,11 @@
 #      modules` of the same sources with the same flags (target: <= 1.15)
 #   2. warm run (everything installed from the same inputs): wall time of the whole process
 #      (target: <= 100 ms and <= 1/20 of the cold build)
+#   3. pod start on a volume with nothing installed, from a prebuilt entry (export --image-dir,
+#      then --prebuilt) vs from the volume's own cache vs the cold build: what the prebuilt path
+#      adds over the cache path (target: <= 100 ms; it needs no compiler)
+#   4. signing: sign-detached of the two modules with the key in a PKCS#11 token (SoftHSM2)
+#      vs the same key as a PEM file, per run and per module
 # Rounds alternate between kmod-builder and the baseline; the medians are reported.
 #   bench/kmod-builder.sh [ROUNDS]      (default 5; needs a build: ci/build.sh)
 set -euo pipefail
@@ -59,8 +64,55 @@ done
 cold_ms=$(echo "$(median < "$work/t_cold") * 1000" | bc -l)
 warm_ms=$(median < "$work/t_warm")
 
+# 3. Nothing installed: from the cache, and from a prebuilt entry (the cache emptied too).
+"$bin" export --volume "$work/vol" --image-dir "$work/prebuilt" --log-format json >/dev/null 2>&1
+: > "$work/t_cache"; : > "$work/t_prebuilt"
+for i in $(seq 10); do
+  rm -rf "$work/vol/.kmodkit/modules" "$work/vol/usr/lib/modules/$kver/extra"
+  t0=$(now); "$bin" "${args[@]}" >/dev/null 2>&1; t1=$(now)
+  echo "($t1 - $t0) * 1000" | bc -l >> "$work/t_cache"
+  rm -rf "$work/vol/.kmodkit/modules" "$work/vol/usr/lib/modules/$kver/extra" "$work/vol/.kmodkit/cache"
+  t0=$(now); "$bin" "${args[@]}" --prebuilt "$work/prebuilt" > "$work/prebuilt.log" 2>&1; t1=$(now)
+  grep -q '0 built, 0 from the cache, 2 prebuilt' "$work/prebuilt.log" ||
+    { echo "bench: the prebuilt run did not install from prebuilt" >&2; cat "$work/prebuilt.log" >&2; exit 1; }
+  echo "($t1 - $t0) * 1000" | bc -l >> "$work/t_prebuilt"
+done
+cache_ms=$(median < "$work/t_cache")
+prebuilt_ms=$(median < "$work/t_prebuilt")
+
+# 4. Signing the two modules: PEM key vs the same key in a SoftHSM2 token.
+"$bin" --volume "$work/vol" --kernel-release "$kver" --work-dir "$work" --recipe "igb_uio,$PWD/tests/support/kmod-hello" \
+  --no-sign --log-format json >/dev/null 2>&1
+"$bin" export-unsigned --volume "$work/vol" --out "$work/unsigned" --log-format json >/dev/null 2>&1
+export SOFTHSM2_CONF=$work/softhsm2.conf
+mkdir -p "$work/tokens"; echo "directories.tokendir = $work/tokens" > "$SOFTHSM2_CONF"
+softhsm2-util --init-token --free --label kmodkit-bench --so-pin 5678 --pin 1234 >/dev/null
+openssl pkcs8 -topk8 -nocrypt -in "$work/key.pem" -out "$work/key.p8"
+softhsm2-util --import "$work/key.p8" --token kmodkit-bench --label modsign --id 01 --pin 1234 >/dev/null
+echo 1234 > "$work/pin"
+modules=$(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["modules"]))' "$work/unsigned/unsigned.json")
+: > "$work/t_pem"; : > "$work/t_token"
+for i in $(seq 10); do
+  t0=$(now); "$bin" sign-detached --unsigned "$work/unsigned" --signing-key "$work/key.pem" --signing-cert "$work/cert.pem" \
+    --out "$work/s-pem.json" --log-format json >/dev/null 2>&1; t1=$(now)
+  echo "($t1 - $t0) * 1000" | bc -l >> "$work/t_pem"
+  t0=$(now); "$bin" sign-detached --unsigned "$work/unsigned" --signing-key "pkcs11:token=kmodkit-bench;object=modsign;type=private" \
+    --signing-cert "$work/cert.pem" --signing-pin-file "$work/pin" --out "$work/s-token.json" --log-format json >/dev/null 2>&1; t1=$(now)
+  echo "($t1 - $t0) * 1000" | bc -l >> "$work/t_token"
+done
+cmp -s <(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["modules"])' "$work/s-pem.json") \
+       <(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["modules"])' "$work/s-token.json") ||
+  { echo "bench: the token's signatures differ from the PEM key's" >&2; exit 1; }
+pem_ms=$(median < "$work/t_pem")
+token_ms=$(median < "$work/t_token")
+
 printf '\nresults (median of %d rounds, make -j%d)\n' "$rounds" "$jobs"
 printf '  cold build, igb_uio + test module:  kmod-builder / plain make = %.2f   (target <= 1.15; %.2f s vs %.2f s)\n' \
   "$(median < "$work/r_cold")" "$(median < "$work/t_cold")" "$(median < "$work/t_make")"
 printf '  warm run, whole process:            %.1f ms (target <= 100 ms), warm / cold = 1/%.0f (target <= 1/20)\n' \
   "$warm_ms" "$(echo "$cold_ms / $warm_ms" | bc -l)"
+printf '  nothing installed, from prebuilt:   %.1f ms; from the cache %.1f ms: prebuilt adds %.1f ms (target <= 100 ms);\n' \
+  "$prebuilt_ms" "$cache_ms" "$(echo "$prebuilt_ms - $cache_ms" | bc -l)"
+printf '                                      prebuilt / cold build = 1/%.0f\n' "$(echo "$cold_ms / $prebuilt_ms" | bc -l)"
+printf '  sign-detached, %d modules:           PEM key %.1f ms, PKCS#11 token (SoftHSM2) %.1f ms; per module %.1f vs %.1f ms\n' \
+  "$modules" "$pem_ms" "$token_ms" "$(echo "$pem_ms / $modules" | bc -l)" "$(echo "$token_ms / $modules" | bc -l)"
