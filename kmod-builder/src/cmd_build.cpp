@@ -61,7 +61,7 @@ int build_main(int argc, char** argv) {
            cli::store(cfg.signing_pin_file)},
           {"signatures", cli::Kind::value, "", "FILE",
            "detached signatures made by kmod-builder sign-detached (a ConfigMap or Secret) instead of a key: each module "
-           "built here must have the digest that was signed",
+           "built here must have the digest that was signed; with --signing-cert alone, only signatures by that certificate",
            cli::store(cfg.signatures)},
           {"no-sign", cli::Kind::flag, "", "", "install the modules unsigned, for kmod-builder export-unsigned",
            cli::store_flag(cfg.no_sign)},

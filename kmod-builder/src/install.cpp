@@ -53,7 +53,8 @@ class Signing {
  public:
   static Result<Signing> create(const Config& cfg) {
     Signing s;
-    if (cfg.signing_key.empty() != cfg.signing_cert.empty()) {
+    // With --signatures, --signing-cert alone pins the signer: signatures by another key are refused.
+    if (cfg.signing_key.empty() != cfg.signing_cert.empty() && (cfg.signatures.empty() || !cfg.signing_key.empty())) {
       return fail(ExitCode::usage, "give both --signing-key and --signing-cert, or neither (an ephemeral key is then used)");
     }
     const int ways = (cfg.signing_key.empty() ? 0 : 1) + (cfg.signatures.empty() ? 0 : 1) + (cfg.no_sign ? 1 : 0);
@@ -65,6 +66,15 @@ class Signing {
     } else if (!cfg.signatures.empty()) {
       s.signatures_ = KK_TRY(Signatures::read(cfg.signatures));
       s.cert_ = s.signatures_->certificate();
+      if (!cfg.signing_cert.empty()) {
+        const auto pinned = KK_TRY(signing::parse_certificate(KK_TRY(files::read_file(cfg.signing_cert, 1 << 20)),
+                                                              "--signing-cert " + cfg.signing_cert.string()));
+        if (pinned.der != s.cert_->der) {
+          return fail(ExitCode::config, "--signatures " + cfg.signatures.string() + " is signed by '" + s.cert_->signer + "' (key " +
+                                            s.cert_->key_id + "), not by the certificate --signing-cert " +
+                                            cfg.signing_cert.string() + " ('" + pinned.signer + "', key " + pinned.key_id + ")");
+        }
+      }
       s.mode_ = Mode::detached;
     } else if (cfg.no_sign) {
       s.mode_ = Mode::none;

@@ -165,6 +165,16 @@ TEST_CASE("detached signing: modules built unsigned are signed elsewhere, and th
     auto both = test::run_kmod_builder(v.args(s, {"--recipe", s.hello.string(), "--signatures", sigs.string(), "--signing-key",
                                                   s.key.key.string(), "--signing-cert", s.key.cert_pem.string()}));
     CHECK(both.code == 64);
+    // --signing-cert alone pins the signer: signatures by another certificate are refused.
+    const auto other = test::make_signing_key(s.tmp / "other-key", "another key");
+    auto pinned = test::run_kmod_builder(v.args(s, {"--recipe", s.hello.string(), "--signatures", sigs.string(), "--signing-cert",
+                                                    other.cert_pem.string()}));
+    CHECK(pinned.code == 78);
+    CHECK_THAT(pinned.last_line, Catch::Contains("is signed by 'kmodkit test signing key'") && Catch::Contains("'another key'"));
+    CHECK_FALSE(fs::exists(v.installed(s)));
+    auto pinned_ok = test::run_kmod_builder(v.args(s, {"--recipe", s.hello.string(), "--signatures", sigs.string(), "--signing-cert",
+                                                       s.key.cert_pem.string()}));
+    CHECK(pinned_ok.code == 0);
   }
   SECTION("a module changed after export is refused by sign-detached") {
     const fs::path ko = out / m["path"].get<std::string>();
