@@ -47,8 +47,14 @@ Result<void> print_status(const StatusOptions& opt) {
         out += "    vermagic " + m.value("vermagic", "") + "(checked against " + r.value("vermagic_checked_against", "?") + ")\n";
         if (!m.value("srcversion", "").empty()) out += "    srcversion " + m.value("srcversion", "") + "\n";
       }
-      out += "  signed " + r.value("hash", "") + " by '" + r.value("signer", "") + "' key " + r.value("sig_key", "") +
-             (r.value("ephemeral_key", false) ? " (ephemeral key)" : "") + "\n";
+      if (r.value("signer", "").empty()) {
+        out += "  not signed (built with --no-sign)\n";
+      } else {
+        out += "  signed " + r.value("hash", "") + " by '" + r.value("signer", "") + "' key " + r.value("sig_key", "") +
+               (r.value("ephemeral_key", false) ? " (ephemeral key)" : "") +
+               (r.value("signatures", "").empty() ? "" : " (detached signatures from " + r.value("signatures", "") + ")") + "\n";
+      }
+      if (!r.value("prebuilt_from", "").empty()) out += "  prebuilt, from " + r.value("prebuilt_from", "") + "\n";
       if (!r.value("certificate", "").empty()) {
         out += "  certificate " + (opt.volume / r.value("certificate", "")).string() + " (DER, for mokutil --import)\n";
       }

@@ -62,6 +62,7 @@ TEST_CASE("builds are reproducible: other volumes and build directories give the
   REQUIRE(b.code == 0);
   const auto ko_a = test::read_file(s.installed(kHello, kHello));
   CHECK_FALSE(ko_a.ends_with(signing::kMagic));  // --no-sign leaves it unsigned
+  CHECK_THAT(test::run_kmod_builder({"status", "--volume", s.vol.string()}).output, Catch::Contains("not signed (built with --no-sign)"));
   CHECK(ko_a == test::read_file(other.installed(s)));
   // Neither build's directory nor the volume's path is in the module; the headers are named as the node has them.
   CHECK(ko_a.find(s.tmp.path.string()) == std::string::npos);
@@ -116,6 +117,8 @@ TEST_CASE("detached signing: modules built unsigned are signed elsewhere, and th
   INFO(run.output);
   REQUIRE(run.code == 0);
   CHECK_THAT(run.output, Catch::Contains("signatures from " + sigs.string()));
+  CHECK_THAT(test::run_kmod_builder({"status", "--volume", pod.vol.string()}).output,
+             Catch::Contains("(detached signatures from " + sigs.string() + ")"));
   const auto installed = test::read_file(pod.installed(s));
   auto signer = signing::Signer::load(s.key.key, s.key.cert_pem);
   REQUIRE(signer);
@@ -214,6 +217,7 @@ TEST_CASE("prebuilt modules: an exported entry installs without compiling, also 
   CHECK_THAT(run.output, Catch::Contains("0 built, 0 from the cache, 1 prebuilt"));
   CHECK(run.output.find("building against") == std::string::npos);
   CHECK(test::read_file(pod.installed(s)) == test::read_file(s.installed(kHello, kHello)));
+  CHECK_THAT(test::run_kmod_builder({"status", "--volume", pod.vol.string()}).output, Catch::Contains("prebuilt, from " + entry.string()));
 
   SECTION("with no compiler on PATH and no key, the prebuilt entry fits by every other input (a modules image)") {
     OtherVolume bare(s, "bare");
