@@ -33,7 +33,7 @@ constexpr Command kCommands[] = {
 };
 
 // Where the help text of a line of the command list starts (after the two-space indent).
-constexpr size_t kHelpColumn = 33;
+constexpr size_t kHelpColumn = 43;
 
 std::string running_release() {
   struct utsname uts{};
