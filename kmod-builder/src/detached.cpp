@@ -110,7 +110,8 @@ Result<void> sign_detached(const SignDetachedOptions& opt) {
   }
   const fs::path manifest_path = opt.unsigned_dir / "unsigned.json";
   json manifest = json::parse(KK_TRY(files::read_file(manifest_path)), nullptr, false);
-  if (manifest.is_discarded() || !manifest.is_object() || manifest.value("format", "") != kUnsignedFormat ||
+  const auto format = manifest.is_object() ? manifest.find("format") : manifest.end();
+  if (manifest.is_discarded() || !manifest.is_object() || format == manifest.end() || *format != kUnsignedFormat ||
       !manifest.contains("modules") || !manifest["modules"].is_array()) {
     return fail(ExitCode::data_err, manifest_path.string() + " is not what kmod-builder export-unsigned writes (format " +
                                         std::string(kUnsignedFormat) + ")");
@@ -155,11 +156,16 @@ Result<void> sign_detached(const SignDetachedOptions& opt) {
 }
 
 Result<Signatures> Signatures::read(const fs::path& file) {
+  return parse(KK_TRY_CTX(files::read_file(file, 16 << 20), "--signatures"), file);
+}
+
+Result<Signatures> Signatures::parse(std::string_view text, const fs::path& file) {
   Signatures s;
   s.origin_ = file;
   const std::string what = "--signatures " + file.string();
-  json j = json::parse(KK_TRY_CTX(files::read_file(file, 16 << 20), "--signatures"), nullptr, false);
-  if (j.is_discarded() || !j.is_object() || j.value("format", "") != kSignaturesFormat) {
+  json j = json::parse(text, nullptr, false);
+  const auto format = j.is_object() ? j.find("format") : j.end();
+  if (j.is_discarded() || !j.is_object() || format == j.end() || *format != kSignaturesFormat) {
     return fail(ExitCode::data_err, what + " is not a signatures file (format " + std::string(kSignaturesFormat) +
                                         ", as kmod-builder sign-detached writes)");
   }

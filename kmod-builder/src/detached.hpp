@@ -64,6 +64,8 @@ class Signatures {
  public:
   // Data error (65) naming the file and what is wrong; 66 when it is missing.
   static Result<Signatures> read(const fs::path& file);
+  // The same from the file's text; `origin` names it in errors.
+  static Result<Signatures> parse(std::string_view text, const fs::path& origin);
   const signing::Certificate& certificate() const { return certificate_; }
   const fs::path& origin() const { return origin_; }
   // `module` (the bytes built here, unsigned) with its signature appended as sign-file appends

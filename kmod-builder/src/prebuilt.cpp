@@ -17,14 +17,32 @@ namespace {
 constexpr size_t kMaxModule = 256 << 20;
 constexpr std::string_view kCertificate = "certificate.der";
 
-// The entry.json of DIR/<name>, when it parses as an entry.
+// Whether `j` has `key` holding a string.
+bool has_string(const json& j, const char* key) {
+  const auto it = j.find(key);
+  return it != j.end() && it->is_string();
+}
+
+// The entry.json of DIR/<name>, when it parses as an entry whose fields have the types this
+// file reads them as (so that reading them cannot throw).
 std::optional<json> read_entry(const fs::path& entry_dir) {
   auto text = files::read_file(entry_dir / "entry.json", 16 << 20);
   if (!text) return std::nullopt;
   json e = json::parse(*text, nullptr, false);
-  if (e.is_discarded() || !e.is_object() || e.value("format", 0) != kRecordFormat || !e.contains("modules") ||
-      !e["modules"].is_array()) {
-    return std::nullopt;
+  if (e.is_discarded() || !e.is_object()) return std::nullopt;
+  const auto format = e.find("format");
+  if (format == e.end() || *format != kRecordFormat) return std::nullopt;
+  for (const char* key : {"key", "recipe", "signer", "compiler", "kernel_release"}) {
+    if (!has_string(e, key)) return std::nullopt;
+  }
+  if (e.contains("built") && !e["built"].is_string()) return std::nullopt;
+  if (e.contains("inputs") && !e["inputs"].is_object()) return std::nullopt;
+  if (!e.contains("modules") || !e["modules"].is_array()) return std::nullopt;
+  for (const auto& m : e["modules"]) {
+    if (!m.is_object() || !has_string(m, "file") || !has_string(m, "sha256")) return std::nullopt;
+    // A file name, never a path out of the entry.
+    const std::string file = m["file"].get<std::string>();
+    if (file.empty() || file.find('/') != std::string::npos || file == "." || file == "..") return std::nullopt;
   }
   return e;
 }

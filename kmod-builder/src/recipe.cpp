@@ -250,6 +250,15 @@ Result<Recipe> parse_json_object(const json& j, const std::string& origin, const
 
 }  // namespace
 
+namespace {
+// Whether `text` is valid UTF-8: nlohmann's serializer drops what is not under `ignore` and
+// replaces it under `replace`, so the two differ exactly when some byte is invalid.
+bool is_utf8(std::string_view text) {
+  const json j = std::string(text);
+  return j.dump(-1, ' ', false, json::error_handler_t::ignore) == j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+}  // namespace
+
 std::string Recipe::canonical() const {
   json j;
   j["name"] = name;
@@ -268,7 +277,8 @@ std::string Recipe::canonical() const {
   json probes_j = json::array();
   for (const auto& p : probes) probes_j.push_back({p.define, p.header, p.line, p.contains});
   j["probes"] = probes_j;
-  return j.dump();
+  // Every field is UTF-8 (the JSON reader and parse_dkms_conf check); replace, never throw.
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 std::string Recipe::kernel_refusal(std::string_view release, std::string_view arch) const {
@@ -341,6 +351,8 @@ Result<Recipe> parse_dkms_conf(std::string_view text, const std::string& origin,
     ++lineno;
     const auto line = text::trim(raw);
     if (line.empty() || line.front() == '#') continue;
+    // Values go into the cache key's canonical JSON and onto make's command line as text.
+    if (!is_utf8(line)) return fail(config_error(origin + ":" + std::to_string(lineno), "the line is not UTF-8 text"));
     std::match_results<std::string_view::const_iterator> m;
     if (!std::regex_match(line.begin(), line.end(), m, assignment)) {
       return fail(config_error(origin + ":" + std::to_string(lineno),
@@ -426,7 +438,7 @@ Result<Recipe> parse_json(std::string_view text, const std::string& origin, cons
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number too large
     return fail(config_error(origin, std::string("not valid JSON: ") + e.what()));
   }
   auto r = KK_TRY(parse_json_object(j, origin, base, true));
@@ -452,7 +464,7 @@ Result<Recipe> load(const std::string& spec, const std::string& source_override)
     json j;
     try {
       j = json::parse(text);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, and out_of_range for a number too large
       return fail(config_error(origin, std::string("not valid JSON: ") + e.what()));
     }
     if (!source_override.empty() && j.is_object()) j["source"] = source_override;

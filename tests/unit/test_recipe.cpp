@@ -64,6 +64,24 @@ TEST_CASE("dkms.conf: module locations, exclusive kernels, and what is refused",
   auto quote = parse_dkms_conf("PACKAGE_NAME=\"foo\n", "q/dkms.conf", "/src");
   REQUIRE_FALSE(quote);
   CHECK_THAT(quote.error().message, Catch::Contains("q/dkms.conf:1") && Catch::Contains("unterminated"));
+
+  // Found by fuzzing: bytes that are not UTF-8 in a value made the cache key's canonical JSON
+  // throw, and kmod-builder abort. The line is refused instead, and what is read is UTF-8.
+  auto latin1 = parse_dkms_conf("PACKAGE_NAME=foo\nMAKE[0]=\"make CFLAGS=-DNAME=\xb9\"\n", "l/dkms.conf", "/src");
+  REQUIRE_FALSE(latin1);
+  CHECK(latin1.error().code == ExitCode::config);
+  CHECK_THAT(latin1.error().message, Catch::Contains("l/dkms.conf:2") && Catch::Contains("not UTF-8"));
+  auto utf8 = parse_dkms_conf("PACKAGE_NAME=caf\xc3\xa9\n", "u/dkms.conf", "/src");
+  REQUIRE(utf8);
+  CHECK_THAT(utf8->canonical(), Catch::Contains("caf\xc3\xa9"));
+}
+
+TEST_CASE("a JSON recipe with a number too large for a double is a configuration error, not an exception", "[unit][recipe]") {
+  // Found by fuzzing (tests/fuzz/fuzz_recipe.cpp): nlohmann's parser throws out_of_range there.
+  auto r = parse_json(R"({"name": "x", "version": 7e7777777777})", "big.json", "/");
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == ExitCode::config);
+  CHECK_THAT(r.error().message, Catch::Contains("big.json") && Catch::Contains("not valid JSON"));
 }
 
 
