@@ -1,14 +1,100 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets with clang (the `fuzz` preset) and runs each for a while:
-#   ci/fuzz.sh [SECONDS]     (default 30 per target)
-# A crash, a read out of bounds (ASan) or undefined behaviour (UBSan) fails the run; the input
-# that caused it is left in build/fuzz/artifacts/.
+# Builds the libFuzzer targets with clang 19 (the `fuzz` preset: ASan and UBSan, the libraries
+# under test instrumented) and runs each one:
+#   ci/fuzz.sh [SECONDS]          each target for SECONDS (default 30): what CI runs
+#   ci/fuzz.sh --long [RUNS]      each target to RUNS executions (default 10,000,000)
+#   ci/fuzz.sh ... -- TARGET...   only these targets (packet rules apt rpm_repo oci_reference recipe signatures)
+# Each starts from its corpus in build/fuzz/corpus/<target> (kept between runs), the seeds in
+# tests/fuzz/seeds/<target>, and real files made or found at run time (Debian's own apt lists
+# and sources on this machine, the recipes, a signatures file signed with a fresh key), with the
+# dictionary tests/fuzz/dict/<target>.dict where the format has keywords. Prints, per target:
+# executions, executions per second, coverage (libFuzzer's cov and ft), corpus size, findings.
+# A crash, a read out of bounds (ASan), undefined behaviour (UBSan), a leak or a timeout fails
+# the run; the input is left in build/fuzz/artifacts/<target>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seconds=${1:-30}
+mode=seconds; amount=30
+if [ "${1:-}" = --long ]; then mode=runs; amount=${2:-10000000}; shift $(( $# >= 2 ? 2 : 1 )); elif [ -n "${1:-}" ] && [ "$1" != -- ]; then amount=$1; shift; fi
+[ "${1:-}" = -- ] && shift
+targets=("$@")
+[ "${#targets[@]}" -gt 0 ] || targets=(packet rules apt rpm_repo oci_reference recipe signatures)
 cmake --preset fuzz >/dev/null
 cmake --build --preset fuzz
-mkdir -p build/fuzz/corpus/packet build/fuzz/artifacts
-build/fuzz/tests/fuzz/fuzz_packet -max_total_time="$seconds" -max_len=1600 -print_final_stats=1 \
-  -artifact_prefix=build/fuzz/artifacts/ build/fuzz/corpus/packet 2>&1 | tail -12
-echo "fuzz: fuzz_packet ran ${seconds} s without a finding"
+out=build/fuzz
+seeds=$out/seeds
+rm -rf "$seeds"; mkdir -p "$seeds"
+
+# Real files, made or found now (nothing third-party is committed).
+for t in "${targets[@]}"; do
+  mkdir -p "$seeds/$t" "$out/corpus/$t" "$out/artifacts/$t"
+  [ ! -d "tests/fuzz/seeds/$t" ] || cp tests/fuzz/seeds/"$t"/* "$seeds/$t/" 2>/dev/null || true
+done
+if [ -d "$seeds/apt" ]; then
+  # Debian's own: this machine's deb822 sources, its lists' InRelease files, and the head of a
+  # Packages index (apt-helper reads the lists' compression).
+  cp /etc/apt/sources.list.d/*.sources /etc/apt/sources.list "$seeds/apt/" 2>/dev/null || true
+  n=0
+  # Inputs are capped at 16 KiB (below), so are these.
+  for f in /var/lib/apt/lists/*_InRelease; do [ -f "$f" ] && head -c 16384 "$f" > "$seeds/apt/InRelease.$((n += 1))"; done
+  for f in /var/lib/apt/lists/*_Packages*; do
+    [ -f "$f" ] || continue
+    /usr/lib/apt/apt-helper cat-file "$f" 2>/dev/null | head -c 16384 > "$seeds/apt/Packages.$((n += 1))" || true
+  done
+fi
+if [ -d "$seeds/recipe" ]; then
+  cp kmod-builder/recipes/*.json tests/support/kmod-hello/kmodkit-recipe.json "$seeds/recipe/"
+  for f in /usr/src/dpdk-kmods-*/dkms.conf; do [ -f "$f" ] && cp "$f" "$seeds/recipe/dkms.conf"; done
+fi
+if [ -d "$seeds/signatures" ]; then
+  # A signatures file as sign-detached writes it: a fresh key's certificate and a CMS
+  # signature made by openssl the way sign-file makes it (binary, detached, no attributes).
+  tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+  openssl req -new -nodes -batch -x509 -days 1 -newkey rsa:2048 -subj '/CN=kmodkit fuzz' \
+    -keyout "$tmp/key.pem" -out "$tmp/cert.pem" 2>/dev/null
+  head -c 4096 /dev/urandom > "$tmp/m.ko"
+  openssl cms -sign -binary -noattr -nocerts -nosmimecap -md sha256 -in "$tmp/m.ko" -signer "$tmp/cert.pem" \
+    -inkey "$tmp/key.pem" -outform DER -out "$tmp/sig.der"
+  python3 - "$tmp" "$seeds/signatures/signatures.json" <<'PY'
+import base64, hashlib, json, sys
+d, out = sys.argv[1], sys.argv[2]
+m = open(f"{d}/m.ko", "rb").read()
+json.dump({"format": "kmodkit-signatures/1", "signer": "kmodkit fuzz", "sig_key": "01",
+           "certificate": open(f"{d}/cert.pem").read(),
+           "modules": [{"kernel_release": "6.1.0-57-amd64", "recipe": "igb_uio", "file": "igb_uio.ko",
+                        "sha256": hashlib.sha256(m).hexdigest(), "key": "", "hash": "sha256",
+                        "signature": base64.b64encode(open(f"{d}/sig.der", "rb").read()).decode()}]},
+          open(out, "w"), indent=2)
+PY
+  cp "$tmp/cert.pem" "$seeds/signatures/cert.pem"
+  cp "$tmp/sig.der" "$seeds/signatures/sig.der"
+fi
+
+printf '%-14s %12s %10s %8s %8s %8s  %s\n' target executions exec/s cov ft corpus findings
+status=0
+for t in "${targets[@]}"; do
+  bin=$out/tests/fuzz/fuzz_$t
+  [ -x "$bin" ] || { echo "fuzz: no target $t ($bin)" >&2; exit 64; }
+  args=(-print_final_stats=1 -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$out/artifacts/$t/")
+  [ "$mode" = seconds ] && args+=(-max_total_time="$amount") || args+=(-runs="$amount")
+  # Frames up to a jumbo-less MTU; texts up to 16 KiB (a recipe, a rules file, a Release head).
+  [ "$t" = packet ] && args+=(-max_len=1600) || args+=(-max_len=16384)
+  [ ! -f "tests/fuzz/dict/$t.dict" ] || args+=(-dict="tests/fuzz/dict/$t.dict")
+  log=$out/fuzz_$t.log
+  touch "$out/artifacts/$t/.start"  # findings are the artifacts of this run
+  rc=0
+  "$bin" "${args[@]}" "$out/corpus/$t" "$seeds/$t" > "$log" 2>&1 || rc=$?
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+  speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
+  last=$(grep -E '^#[0-9]+' "$log" | tail -1)
+  cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<< "$last"); ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<< "$last")
+  corpus=$(find "$out/corpus/$t" -type f | wc -l)
+  findings=$(find "$out/artifacts/$t" -type f -newer "$out/artifacts/$t/.start" | wc -l)
+  printf '%-14s %12s %10s %8s %8s %8s  %s\n' "$t" "${execs:-?}" "${speed:-?}" "${cov:-?}" "${ft:-?}" "$corpus" \
+    "$([ "$rc" = 0 ] && echo "$findings" || echo "$findings: $(grep -m1 -E 'ERROR: (AddressSanitizer|libFuzzer)|runtime error' "$log" || echo "exit $rc")")"
+  [ "$rc" = 0 ] || status=1
+done
+if [ "$status" != 0 ]; then
+  echo "fuzz: a target found a bug; its input is in $out/artifacts/<target>/ and its log in $out/fuzz_<target>.log" >&2
+  exit 1
+fi
+echo "fuzz: ${#targets[@]} target(s), $([ "$mode" = seconds ] && echo "$amount s" || echo "$amount runs") each, no finding"

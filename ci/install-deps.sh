@@ -37,8 +37,9 @@ packages=(
   # the images (images/build.sh, tests/images/smoke.sh): buildah with chroot isolation, and a
   # Debian base made with debootstrap (base images are not pulled)
   buildah debootstrap
-  # libFuzzer for the firewall's packet parser (ci/fuzz.sh)
-  clang libclang-rt-14-dev
+  # libFuzzer for the parsers' fuzz targets (ci/fuzz.sh): clang 19, whose C++23 compiles
+  # libstdc++ 12's std::expected (clang 14's does not), and its runtime (libFuzzer, ASan, UBSan)
+  clang-19 libclang-rt-19-dev
   # signing with a key in a PKCS#11 token: OpenSSL's pkcs11 engine, and SoftHSM2 as the token in
   # the tests
   libengine-pkcs11-openssl softhsm2

@@ -13,4 +13,11 @@ if(KMODKIT_SANITIZE)
   target_compile_options(kmodkit_standard_settings INTERFACE -fsanitize=address,undefined -fno-omit-frame-pointer)
   target_link_options(kmodkit_standard_settings INTERFACE -fsanitize=address,undefined)
 endif()
+if(KMODKIT_FUZZ)
+  # The libraries the fuzz targets test: coverage for libFuzzer, and ASan/UBSan, which stop at
+  # the first finding. The targets link libFuzzer's main (tests/fuzz).
+  target_compile_options(kmodkit_standard_settings INTERFACE
+    -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
+  target_link_options(kmodkit_standard_settings INTERFACE -fsanitize=address,undefined)
+endif()
 target_compile_definitions(kmodkit_standard_settings INTERFACE _FILE_OFFSET_BITS=64)
