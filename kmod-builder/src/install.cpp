@@ -581,19 +581,36 @@ Result<void> build_and_install(const Config& cfg) {
       continue;
     }
     auto entry = cache_entry(cfg.volume, job->key);
+    // Without a signing option, a prebuilt entry by any signer fits (as in resolve_open_parts).
+    const std::vector<std::string> any_signer = signing.ephemeral() ? std::vector<std::string>{"cert"} : std::vector<std::string>{};
+    PrebuiltMatch m;
+    if (!entry && !cfg.prebuilt.empty()) m = find_prebuilt(cfg.prebuilt, job->recipe.name, job->inputs, any_signer);
     if (entry) {
       logger->info("{}: in the cache ({}), installing without a build", job->recipe.name, job->key.substr(0, 16));
       ++from_cache;
-    } else if (auto m = cfg.prebuilt.empty() ? PrebuiltMatch{} : find_prebuilt(cfg.prebuilt, job->recipe.name, job->inputs);
-               m.entry) {
+    } else if (m.entry) {
+      job->inputs = job->inputs.with_parts_of((*m.entry)["inputs"], any_signer);
+      job->key = m.entry->value("key", "");
       entry = KK_TRY(adopt_prebuilt(cfg.volume, m));
       logger->info("{}: prebuilt in {} (built {} with {}), installing without a build", job->recipe.name, m.dir.string(),
                    entry->value("built", "?"), entry->value("compiler", "?"));
       ++prebuilt;
     } else {
       if (!m.why_not.empty()) logger->info("{}: no prebuilt module fits: {}; building", job->recipe.name, m.why_not);
-      entry = KK_TRY(build_into_cache(*job, kernel, cfg, signing, compiler, hash));
-      ++built;
+      // A certificate part taken from an earlier build (resolve_open_parts) is not this run's:
+      // what is built here is signed here, and cached under the key of its own signature.
+      if (job->inputs.value("cert") != signing.key_part()) {
+        job->inputs = job->inputs.with("cert", signing.key_part());
+        job->key = job->inputs.key();
+        entry = cache_entry(cfg.volume, job->key);
+      }
+      if (entry) {
+        logger->info("{}: in the cache ({}), installing without a build", job->recipe.name, job->key.substr(0, 16));
+        ++from_cache;
+      } else {
+        entry = KK_TRY(build_into_cache(*job, kernel, cfg, signing, compiler, hash));
+        ++built;
+      }
     }
     records.push_back(KK_TRY(install(*entry, *job, kernel, cfg)));
   }

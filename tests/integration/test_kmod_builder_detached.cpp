@@ -273,3 +273,32 @@ TEST_CASE("prebuilt modules: an exported entry installs without compiling, also 
     CHECK_THAT(d.output, Catch::Contains("1 built"));
   }
 }
+
+TEST_CASE("without a signing option a run keeps modules signed by an earlier key, and what it must build again it signs itself",
+          "[e2e][kmod-builder][signing]") {
+  KmodBuilderSetup s;
+  REQUIRE(s.build({"--recipe", s.hello.string()}).code == 0);
+  const std::string keyed = read_json(s.record(kHello))["key"];
+  // No key now: the installed modules, signed by the test key, are up to date.
+  auto kept = test::run_kmod_builder(s.plain_args({"--recipe", s.hello.string()}));
+  INFO(kept.output);
+  REQUIRE(kept.code == 0);
+  CHECK_THAT(kept.output, Catch::Contains("up to date"));
+  // Installed files and cache gone: built again, signed by an ephemeral key, cached under that
+  // key, never under the test key's.
+  fs::remove_all(s.vol / ".kmodkit/cache");
+  fs::remove(s.installed(kHello, kHello));
+  auto rebuilt = test::run_kmod_builder(s.plain_args({"--recipe", s.hello.string()}));
+  INFO(rebuilt.output);
+  REQUIRE(rebuilt.code == 0);
+  CHECK_THAT(rebuilt.output, Catch::Contains("1 built"));
+  CHECK(modinfo_field(s.installed(kHello, kHello), "signer") == "kmodkit ephemeral module signing key");
+  const json record = read_json(s.record(kHello));
+  CHECK(record["key"] != keyed);
+  CHECK(record["ephemeral_key"] == true);
+  CHECK_FALSE(fs::exists(s.vol / ".kmodkit/cache" / keyed));
+  // And the test key's run does not take the ephemeral modules for its own.
+  auto again = s.build({"--recipe", s.hello.string()});
+  REQUIRE(again.code == 0);
+  CHECK(modinfo_field(s.installed(kHello, kHello), "signer") == "kmodkit test signing key");
+}
