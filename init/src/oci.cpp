@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -88,14 +87,6 @@ std::string challenge_param(std::string_view header, std::string_view name) {
   return {};
 }
 
-std::string base64(std::string_view data) {
-  std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(data.data()), static_cast<int>(data.size()));
-  out.resize(static_cast<size_t>(std::max(0, n)));
-  return out;
-}
-
 // The Basic credentials (base64 of user:password) for `registry` in a docker config.json, "" when it
 // has none. Configuration error (78) naming the file when it is not such a file.
 Result<std::string> credentials_for(const fs::path& file, const std::string& registry) {
@@ -115,7 +106,7 @@ Result<std::string> credentials_for(const fs::path& file, const std::string& reg
     if (entry.contains("auth") && entry["auth"].is_string()) return entry["auth"].get<std::string>();
     if (entry.contains("username") && entry.contains("password") && entry["username"].is_string() &&
         entry["password"].is_string()) {
-      return base64(entry["username"].get<std::string>() + ":" + entry["password"].get<std::string>());
+      return digest::base64(entry["username"].get<std::string>() + ":" + entry["password"].get<std::string>());
     }
     return fail(ExitCode::config, file.string() + ": auths." + key + " has neither auth nor username and password");
   }

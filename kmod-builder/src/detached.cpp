@@ -1,7 +1,5 @@
 #include "detached.hpp"
 
-#include <openssl/evp.h>
-
 #include <nlohmann/json.hpp>
 
 #include "kmodkit/digest.hpp"
@@ -17,29 +15,6 @@ using json = nlohmann::json;
 namespace {
 
 constexpr size_t kMaxModule = 256 << 20;
-
-std::string base64(std::string_view bytes) {
-  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), reinterpret_cast<const unsigned char*>(bytes.data()),
-                                static_cast<int>(bytes.size()));
-  out.resize(static_cast<size_t>(n));
-  return out;
-}
-
-// Strict base64 (no whitespace); nullopt when it is not.
-std::optional<std::string> unbase64(std::string_view text) {
-  if (text.empty() || text.size() % 4 != 0) return std::nullopt;
-  std::string out(text.size() / 4 * 3, '\0');
-  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()), reinterpret_cast<const unsigned char*>(text.data()),
-                                static_cast<int>(text.size()));
-  if (n < 0) return std::nullopt;
-  // EVP_DecodeBlock counts the bytes the padding stands for.
-  size_t len = static_cast<size_t>(n);
-  if (text.ends_with("==")) len -= 2;
-  else if (text.ends_with("=")) len -= 1;
-  out.resize(len);
-  return out;
-}
 
 // An output directory for export-unsigned: missing (made), empty, or an earlier export.
 Result<void> prepare_out(const fs::path& out) {
@@ -58,18 +33,14 @@ Result<void> export_unsigned(const ExportUnsignedOptions& opt) {
   const auto records = KK_TRY(read_records(opt.volume, opt.kernel_release, opt.recipes));
   if (!opt.dry_run) KK_TRY(prepare_out(opt.out));
   json list = json::array();
-  for (const auto& [path, r] : records) {
+  for (const auto& record : records) {
+    const auto& [path, r] = record;
     try {
       const std::string kver = r.value("kernel_release", "");
       const std::string recipe = r.value("recipe", "");
       for (const auto& m : r["modules"]) {
-        const fs::path installed = opt.volume / m.value("path", "");
-        const auto content = KK_TRY(files::read_file(installed, kMaxModule));
-        if (digest::sha256_hex(content) != m.value("sha256", "")) {
-          return fail(ExitCode::data_err, installed.string() + " is not the module kmod-builder installed (its SHA-256 differs "
-                                          "from " + path.string() + "): rebuild it with kmod-builder build");
-        }
-        const auto bytes = KK_TRY_CTX(signing::strip_signature(content), installed.string());
+        const auto content = KK_TRY(read_installed_module(opt.volume, record, m));
+        const auto bytes = KK_TRY_CTX(signing::strip_signature(content), (opt.volume / m.value("path", "")).string());
         const std::string file = m.value("file", "");
         const fs::path rel = fs::path(kver) / recipe / file;
         json e = {{"kernel_release", kver}, {"recipe", recipe},   {"file", file},
@@ -136,7 +107,7 @@ Result<void> sign_detached(const SignDetachedOptions& opt) {
       const std::string hash = opt.hash.empty() ? m.value("hash", "sha256") : opt.hash;
       const auto sig = KK_TRY_CTX(signer.signature(bytes, hash), "signing " + file.string());
       list.push_back({{"kernel_release", m.at("kernel_release")}, {"recipe", m.at("recipe")}, {"file", m.at("file")},
-                      {"sha256", sha}, {"key", m.value("key", "")}, {"hash", hash}, {"signature", base64(sig)}});
+                      {"sha256", sha}, {"key", m.value("key", "")}, {"hash", hash}, {"signature", digest::base64(sig)}});
       logger->info("{}: signed with {} ({} bytes of signature)", rel, hash, sig.size());
     }
   } catch (const json::exception& e) {
@@ -178,7 +149,7 @@ Result<Signatures> Signatures::parse(std::string_view text, const fs::path& file
       d.file = m.at("file").get<std::string>();
       d.sha256 = m.at("sha256").get<std::string>();
       d.hash = m.at("hash").get<std::string>();
-      auto sig = unbase64(m.at("signature").get<std::string>());
+      auto sig = digest::unbase64(m.at("signature").get<std::string>());
       if (!sig) return fail(ExitCode::data_err, what + ": the signature of " + d.file + " is not base64");
       d.signature = std::move(*sig);
       const auto algo = KK_TRY_CTX(signing::signature_hash(d.signature), what + ": the signature of " + d.file);

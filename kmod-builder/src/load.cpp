@@ -268,20 +268,20 @@ Result<void> load_each(const LoadConfig& cfg, const std::vector<Installed>& modu
     }
     const fs::path path = cfg.volume / m.path;
     // Only what kmod-builder built, signed and recorded is loaded.
-    if (auto sha = digest::sha256_file(path); !sha || *sha != m.sha256) {
+    const auto bytes = files::read_file(path, 256 << 20);
+    if (!bytes || digest::sha256_hex(*bytes) != m.sha256) {
       return fail(ExitCode::data_err, m.name + ": " + path.string() + " is missing or not the file kmod-builder installed " +
                                           "(its SHA-256 differs from the record): rebuild with kmod-builder build");
     }
     // A signature made for other bytes is refused here, before the kernel sees the module: on a
     // kernel that does not enforce signatures it would load, tainted.
     if (!m.signer.empty() && !m.certificate.empty()) {
-      const auto bytes = KK_TRY(files::read_file(path, 256 << 20));
       std::error_code ec;
       if (!fs::exists(m.certificate, ec)) {
         return fail(ExitCode::no_input, m.name + ": the certificate its record names, " + m.certificate +
                                             ", is missing, so its signature cannot be checked: rebuild with kmod-builder build");
       }
-      if (auto ok = signing::verify(bytes, fs::path(m.certificate)); !ok) {
+      if (auto ok = signing::verify(*bytes, fs::path(m.certificate)); !ok) {
         return fail(ExitCode::data_err, m.name + ": " + path.string() + ": " + ok.error().message + "; not loaded");
       }
     }

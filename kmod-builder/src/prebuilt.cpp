@@ -79,7 +79,8 @@ Result<void> export_image_dir(const ExportImageOptions& opt) {
   const auto records = KK_TRY(read_records(opt.volume, opt.kernel_release, opt.recipes));
   if (!opt.dry_run) KK_TRY(files::make_dirs(opt.image_dir));
   int written = 0, present = 0;
-  for (const auto& [path, r] : records) {
+  for (const auto& record : records) {
+    const auto& [path, r] = record;
     try {
       const std::string key = r.value("key", "");
       if (key.size() != 64 || !r.contains("inputs")) {
@@ -100,12 +101,7 @@ Result<void> export_image_dir(const ExportImageOptions& opt) {
       json entry = r;
       entry.erase("installed");
       for (auto& m : entry["modules"]) {
-        const fs::path installed = opt.volume / m.value("path", "");
-        const auto bytes = KK_TRY(files::read_file(installed, kMaxModule));
-        if (digest::sha256_hex(bytes) != m.value("sha256", "")) {
-          return fail(ExitCode::data_err, installed.string() + " is not the module kmod-builder installed (its SHA-256 differs "
-                                          "from " + path.string() + "): rebuild it with kmod-builder build");
-        }
+        const auto bytes = KK_TRY(read_installed_module(opt.volume, record, m));
         KK_TRY(files::write_file_atomic(staging.path() / m.value("file", ""), bytes));
         m.erase("path");
       }

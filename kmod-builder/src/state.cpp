@@ -60,6 +60,16 @@ Result<std::vector<Record>> read_records(const fs::path& volume, const std::stri
   return out;
 }
 
+Result<std::string> read_installed_module(const fs::path& volume, const Record& record, const json& module) {
+  const fs::path installed = volume / module.value("path", "");
+  auto bytes = KK_TRY(files::read_file(installed, 256 << 20));
+  if (digest::sha256_hex(bytes) != module.value("sha256", "")) {
+    return fail(ExitCode::data_err, installed.string() + " is not the module kmod-builder installed (its SHA-256 differs from " +
+                                        record.path.string() + "): rebuild it with kmod-builder build");
+  }
+  return bytes;
+}
+
 Result<std::string> write_certificate(const fs::path& volume, const std::string& der, const std::string& pem) {
   if (der.empty() || pem.empty()) return fail(ExitCode::software, "OpenSSL could not encode the signing certificate");
   const fs::path certs = state_dir(volume) / "certs";

@@ -47,6 +47,11 @@ struct Record {
 Result<std::vector<Record>> read_records(const fs::path& volume, const std::string& kernel_release,
                                         const std::vector<std::string>& recipes);
 
+// The bytes of a module an installed record lists (`module` is one of record.json's "modules"),
+// checked against the record. Data error (65) naming the file and the record when its SHA-256
+// differs; read_file's errors.
+Result<std::string> read_installed_module(const fs::path& volume, const Record& record, const nlohmann::json& module);
+
 // Puts a signing certificate on the volume for whoever enrolls it in the node's firmware
 // (mokutil --import reads DER only): .kmodkit/certs/<first 16 hex digits of the DER's SHA-256>.der
 // and the same certificate in PEM beside it, each written atomically. Named by content, so a

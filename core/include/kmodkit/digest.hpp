@@ -1,9 +1,10 @@
 #pragma once
-// SHA-256 on OpenSSL's EVP interface.
+// SHA-256, and base64, on OpenSSL's EVP interface.
 
 #include <cstddef>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -11,6 +12,12 @@
 #include "kmodkit/result.hpp"
 
 namespace kmodkit::digest {
+
+// `bytes` in base64 (RFC 4648), without line breaks.
+std::string base64(std::string_view bytes);
+// The bytes of strict base64 (no white space, padded to a multiple of 4); nullopt when `text`
+// is not that.
+std::optional<std::string> unbase64(std::string_view text);
 
 // Incremental SHA-256. update() may be called any number of times, then hex() once.
 class Sha256 {
