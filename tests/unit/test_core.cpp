@@ -232,7 +232,7 @@ TEST_CASE("credentials in a URL never reach a message", "[unit][http]") {
 
 TEST_CASE("base64 round-trips any bytes, and unbase64 refuses what is not strict base64", "[unit][digest]") {
   CHECK(kmodkit::digest::base64("user:password") == "dXNlcjpwYXNzd29yZA==");
-  for (const std::string bytes : {std::string(""), std::string("a"), std::string("ab"), std::string("abc"), std::string("\0\xff\x10", 3)}) {
+  for (const std::string& bytes : {std::string(""), std::string("a"), std::string("ab"), std::string("abc"), std::string("\0\xff\x10", 3)}) {
     const auto text = kmodkit::digest::base64(bytes);
     if (bytes.empty()) continue;  // "" is not a signature's base64: unbase64 refuses it
     CHECK(kmodkit::digest::unbase64(text) == bytes);
