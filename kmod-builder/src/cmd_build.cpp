@@ -83,7 +83,18 @@ int build_main(int argc, char** argv) {
            cli::store_seconds("build-timeout", cfg.build_timeout_s)},
           {"dry-run", cli::Kind::flag, "", "", "say what would be built and installed; write nothing", cli::store_flag(cfg.dry_run)},
       }};
-  return cli::run_main(program, argc, argv, [&] { return build_and_install(cfg); });
+  return cli::run_main(program, argc, argv, [&]() -> Result<void> {
+    // make runs in the kernel tree (-C) and names the build directory with M=, and the compile
+    // flags map both paths: a relative --volume or --work-dir (./vol by hand) must not reach them.
+    std::error_code ec;
+    for (fs::path* dir : {&cfg.volume, &cfg.work_dir}) {
+      const fs::path absolute = fs::absolute(*dir, ec);
+      fs::path normal = absolute.lexically_normal();
+      if (!normal.has_filename() && normal != normal.root_path()) normal = normal.parent_path();  // "vol/"
+      if (!ec) *dir = normal;
+    }
+    return build_and_install(cfg);
+  });
 }
 
 }  // namespace kmodkit::kmod_builder

@@ -480,6 +480,29 @@ TEST_CASE("rte_kni builds from a DPDK 22.11 tree with DPDK's own probe", "[.rte_
   CHECK_THAT(again.last_line, Catch::Contains("up to date"));
 }
 
+TEST_CASE("a relative --volume and --work-dir, as typed by hand, build the same module as absolute ones", "[e2e][kmod-builder]") {
+  KmodBuilderSetup s;
+  auto absolute = s.build({"--recipe", s.hello.string()});
+  INFO(absolute.output);
+  REQUIRE(absolute.code == 0);
+  const std::string want = test::read_file(s.installed("kmodkit_hello", "kmodkit_hello"));
+  // The same, from the setup's directory, on a second volume named ./vol2/ and a work directory
+  // named work (make -C runs in the kernel tree, where a relative M= named nothing).
+  test::copy_kernel_volume(s.tmp / "vol2");
+  fs::create_directories(s.tmp / "work");
+  std::string command = "cd '" + s.tmp.path.string() + "' && exec '" + KMODKIT_KMOD_BUILDER_BIN + "'";
+  for (const auto& a : std::vector<std::string>{"--volume", "./vol2/", "--kernel-release", s.kver, "--work-dir", "work",
+                                                "--recipe", s.hello.string(), "--signing-key", s.key.key.string(),
+                                                "--signing-cert", s.key.cert_pem.string()}) {
+    command += " '" + a + "'";
+  }
+  auto relative = test::run_binary("sh", {"-c", command});
+  INFO(relative.output);
+  REQUIRE(relative.code == 0);
+  CHECK(test::read_file(s.tmp / "vol2/usr/lib/modules" / s.kver / "extra/kmodkit_hello/kmodkit_hello.ko") == want);
+  CHECK(fs::is_empty(s.tmp / "work"));
+}
+
 TEST_CASE("killed with SIGKILL mid-build, a rerun ends in the same state as an uninterrupted run", "[e2e][kmod-builder][faults]") {
   KmodBuilderSetup s;
   std::vector<std::string> argv = {KMODKIT_KMOD_BUILDER_BIN};
