@@ -192,7 +192,17 @@ Result<size_t> remove_stale_staging(const fs::path& parent, std::string_view pre
     const char* end = pid_text.data() + pid_text.size();
     if (auto [ptr, err] = std::from_chars(pid_text.data(), end, pid); err != std::errc() || ptr != end || pid <= 0) continue;
     if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;
-    KK_TRY(remove_tree(e.path()));
+    // A compiler the dead owner started may still be finishing a file in it (a process killed
+    // by hand takes only its direct children with it): such a tree empties within seconds.
+    for (int attempt = 0;; ++attempt) {
+      std::error_code remove_ec;
+      fs::remove_all(e.path(), remove_ec);
+      if (!remove_ec || remove_ec == std::errc::no_such_file_or_directory) break;
+      if (remove_ec != std::errc::directory_not_empty || attempt == 100) {
+        return fail(errno_error("remove " + e.path().string(), remove_ec.value()));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
     ++removed;
   }
   return removed;

@@ -3,13 +3,16 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <map>
+#include <string_view>
 
 #include "kmodkit/files.hpp"
 
@@ -48,30 +51,75 @@ Result<Outcome> run(const std::vector<std::string>& argv, const Options& options
   for (auto& s : argv_copy) args.push_back(s.data());
   args.push_back(nullptr);
 
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, write_end.get(), STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, write_end.get(), STDERR_FILENO);
-  if (!options.cwd.empty()) posix_spawn_file_actions_addchdir_np(&actions, options.cwd.c_str());
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  posix_spawnattr_setpgroup(&attr, 0);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
+  // The program's path, found before fork: between fork and exec the child makes only
+  // async-signal-safe calls (the caller may have other threads).
+  std::string path;
+  if (program.find('/') != std::string::npos) {
+    path = program;
+  } else {
+    const char* search = std::getenv("PATH");
+    std::string_view dirs = search != nullptr ? search : "/usr/local/bin:/usr/bin:/bin";
+    for (size_t begin = 0; begin <= dirs.size();) {
+      const size_t colon = std::min(dirs.find(':', begin), dirs.size());
+      const std::string dir(dirs.substr(begin, colon - begin));
+      const std::string candidate = (dir.empty() ? std::string(".") : dir) + "/" + program;
+      struct stat st{};
+      if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(candidate.c_str(), X_OK) == 0) {
+        path = candidate;
+        break;
+      }
+      begin = colon + 1;
+    }
+    if (path.empty()) return fail(ExitCode::no_input, "cannot run " + program + ": not found in PATH");
+  }
+  // The child reports a failed exec through this pipe; a successful exec closes it.
+  int errfd[2];
+  if (::pipe2(errfd, O_CLOEXEC) != 0) return fail(files::errno_error("pipe", errno, ExitCode::software));
+  files::Fd err_read(errfd[0]), err_write(errfd[1]);
+  const std::string cwd = options.cwd.string();
+  const pid_t parent = ::getpid();
 
-  pid_t pid = -1;
-  int rc = ::posix_spawnp(&pid, program.c_str(), &actions, &attr, args.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
+  const pid_t pid = ::fork();
+  if (pid < 0) return fail(files::errno_error("cannot run " + program, errno, ExitCode::software));
+  if (pid == 0) {
+    // Its own process group, so a timeout kills make and the compilers it started; and killed
+    // when this process dies, also by SIGKILL, so no build outlives the run that started it
+    // (a rerun removes a killed run's build directory).
+    ::setpgid(0, 0);
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);
+    struct sigaction dfl{};
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; ++sig) ::sigaction(sig, &dfl, nullptr);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    int err = 0;
+    const int in = ::open("/dev/null", O_RDONLY);
+    if (in < 0 || ::dup2(in, STDIN_FILENO) < 0 || ::dup2(write_end.get(), STDOUT_FILENO) < 0 ||
+        ::dup2(write_end.get(), STDERR_FILENO) < 0 || (!cwd.empty() && ::chdir(cwd.c_str()) != 0)) {
+      err = errno;
+    } else {
+      ::execve(path.c_str(), args.data(), envp.data());
+      err = errno;
+    }
+    [[maybe_unused]] auto written = ::write(err_write.get(), &err, sizeof err);
+    ::_exit(127);
+  }
+  ::setpgid(pid, pid);  // also here: a timeout may come before the child ran
   write_end = files::Fd();
-  if (rc != 0) {
-    if (rc == ENOENT) return fail(ExitCode::no_input, "cannot run " + program + ": not found in PATH");
-    return fail(files::errno_error("cannot run " + program, rc, ExitCode::software));
+  err_write = files::Fd();
+  int exec_errno = 0;
+  ssize_t got_err;
+  do {
+    got_err = ::read(err_read.get(), &exec_errno, sizeof exec_errno);
+  } while (got_err < 0 && errno == EINTR);
+  if (got_err == static_cast<ssize_t>(sizeof exec_errno)) {
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (exec_errno == ENOENT) return fail(ExitCode::no_input, "cannot run " + program + ": not found in PATH");
+    return fail(files::errno_error("cannot run " + program, exec_errno, ExitCode::software));
   }
 
   Outcome out;

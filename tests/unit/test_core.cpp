@@ -2,9 +2,11 @@
 #include <catch2/catch.hpp>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
+#include <thread>
 
 #include "helpers.hpp"
 #include "kmodkit/cli.hpp"
@@ -206,6 +208,49 @@ TEST_CASE("a subprocess that runs too long is killed with its children", "[unit]
   CHECK(r->timed_out);
   CHECK_FALSE(r->ok());
   CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(10));
+}
+
+TEST_CASE("a subprocess dies with the process that started it, also when that one is killed with SIGKILL",
+          "[unit][subprocess]") {
+  // make and the compilers must not outlive a killed kmod-builder: its rerun removes their
+  // build directory.
+  TempDir tmp;
+  const std::string pid_file = (tmp / "pid").string();
+  const pid_t starter = ::fork();
+  REQUIRE(starter >= 0);
+  if (starter == 0) {
+    (void)subprocess::run({"sh", "-c", "echo $$ > '" + pid_file + ".tmp' && mv '" + pid_file + ".tmp' '" + pid_file +
+                                           "' && exec sleep 60"});
+    ::_exit(0);
+  }
+  for (int i = 0; i < 1000 && !std::filesystem::exists(pid_file); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  REQUIRE(std::filesystem::exists(pid_file));
+  const pid_t child = std::stoi(test::read_file(pid_file));
+  CHECK(::kill(child, 0) == 0);
+  ::kill(starter, SIGKILL);
+  int status = 0;
+  ::waitpid(starter, &status, 0);
+  bool gone = false;
+  for (int i = 0; i < 500 && !gone; ++i) {
+    gone = ::kill(child, 0) != 0 && errno == ESRCH;
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(gone);
+  if (!gone) ::kill(child, SIGKILL);
+}
+
+TEST_CASE("a program that cannot be executed is an error naming it", "[unit][subprocess]") {
+  TempDir tmp;
+  test::write_file(tmp / "not-executable", "#!/bin/sh\n");
+  auto r = subprocess::run({(tmp / "not-executable").string()});
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error().message, Catch::Contains("cannot run " + (tmp / "not-executable").string()) &&
+                                    Catch::Contains("ermission denied"));
+  subprocess::Options in_missing_dir;
+  in_missing_dir.cwd = tmp / "absent";
+  auto cwd = subprocess::run({"true"}, in_missing_dir);
+  REQUIRE_FALSE(cwd);
+  CHECK_THAT(cwd.error().message, Catch::Contains("cannot run true"));
 }
 
 TEST_CASE("a program that does not exist is input missing", "[unit][subprocess]") {
