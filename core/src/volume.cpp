@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <set>
 
@@ -73,6 +74,15 @@ Result<Manifest> Manifest::from_json(std::string_view text, const std::string& o
     for (const auto& p : j.value("packages", nlohmann::json::array())) {
       m.packages.push_back({p.value("name", ""), p.value("version", ""), p.value("sha256", ""),
                             p.value("url", ""), p.value("size", uint64_t{0})});
+    }
+    // The trees it names are read as <volume>/<path>: a path that leaves the volume is refused.
+    for (const auto& [field, rel] : {std::pair{"headers", &m.headers}, std::pair{"modules", &m.modules}}) {
+      if (rel->empty() && field == std::string_view("modules")) continue;
+      const fs::path path(*rel);
+      const bool escapes = std::any_of(path.begin(), path.end(), [](const fs::path& part) { return part == ".."; });
+      if (rel->empty() || path.is_absolute() || escapes || rel->find('\0') != std::string::npos) {
+        return fail(ExitCode::data_err, origin + ": the " + field + " path '" + *rel + "' is not a path inside the volume");
+      }
     }
     return m;
   } catch (const nlohmann::json::exception& e) {

@@ -14,6 +14,7 @@
 #include "kmodkit/files.hpp"
 #include "kmodkit/http.hpp"
 #include "kmodkit/subprocess.hpp"
+#include "kmodkit/volume.hpp"
 
 using namespace kmodkit;
 using kmodkit::test::TempDir;
@@ -286,4 +287,35 @@ TEST_CASE("base64 round-trips any bytes, and unbase64 refuses what is not strict
     INFO(bad);
     CHECK_FALSE(kmodkit::digest::unbase64(bad));
   }
+}
+
+TEST_CASE("a kernel tree's manifest reads back what it wrote, and one naming paths outside the volume is refused",
+          "[unit][volume]") {
+  volume::Manifest m;
+  m.kernel_release = "6.1.0-57-amd64";
+  m.os = "debian 12";
+  m.source = "apt";
+  m.headers = "trees/6.1.0-57-amd64/g1/usr/src/linux-headers-6.1.0-57-amd64";
+  m.modules = "trees/6.1.0-57-amd64/g1/lib/modules/6.1.0-57-amd64";
+  m.packages.push_back({"linux-headers-6.1.0-57-amd64", "6.1.223-1", std::string(64, 'a'), "http://x/y.deb", 10});
+  m.files = 3;
+  auto back = volume::Manifest::from_json(m.to_json(), "m.json");
+  REQUIRE(back);
+  CHECK(back->to_json() == m.to_json());
+
+  for (const auto& [headers, modules] : std::vector<std::pair<std::string, std::string>>{
+           {"/usr/src/linux-headers-6.1.0-57-amd64", ""}, {"trees/../../etc", ""}, {"", ""}, {"trees/x", "/lib/modules"},
+           {"trees/x", "trees/x/../../.."}}) {
+    volume::Manifest bad = m;
+    bad.headers = headers;
+    bad.modules = modules;
+    auto r = volume::Manifest::from_json(bad.to_json(), "m.json");
+    CAPTURE(headers, modules);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code == ExitCode::data_err);
+    CHECK_THAT(r.error().message, Catch::Contains("is not a path inside the volume"));
+  }
+  auto no_modules = m;
+  no_modules.modules.clear();
+  CHECK(volume::Manifest::from_json(no_modules.to_json(), "m.json"));
 }
