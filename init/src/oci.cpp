@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
+#include <cstring>
 #include <atomic>
 #include <functional>
 #include <mutex>
@@ -65,26 +67,6 @@ std::string basename_of(std::string_view path) {
 std::string parent_of(std::string_view path) {
   const size_t slash = path.rfind('/');
   return slash == std::string_view::npos ? std::string() : std::string(path.substr(0, slash));
-}
-
-// The value of one parameter of a WWW-Authenticate challenge (RFC 7235: name="value", ...).
-std::string challenge_param(std::string_view header, std::string_view name) {
-  size_t pos = 0;
-  while ((pos = header.find(name, pos)) != std::string_view::npos) {
-    const bool starts = pos == 0 || header[pos - 1] == ' ' || header[pos - 1] == ',';
-    const size_t eq = pos + name.size();
-    if (starts && eq < header.size() && header[eq] == '=') {
-      size_t begin = eq + 1;
-      if (begin < header.size() && header[begin] == '"') {
-        const size_t end = header.find('"', begin + 1);
-        return std::string(header.substr(begin + 1, end == std::string_view::npos ? std::string_view::npos : end - begin - 1));
-      }
-      const size_t end = header.find(',', begin);
-      return std::string(header.substr(begin, end == std::string_view::npos ? std::string_view::npos : end - begin));
-    }
-    pos = eq;
-  }
-  return {};
 }
 
 // The Basic credentials (base64 of user:password) for `registry` in a docker config.json, "" when it
@@ -174,21 +156,33 @@ class Client {
   // Basic takes the credentials directly; Bearer names the realm that issues a pull token.
   Result<void> authenticate(const std::string& challenge) {
     const std::string none = origin_.empty() ? "no credentials given" : "no credentials for " + ref_.registry + " in " + origin_;
-    if (challenge.size() >= 5 && strncasecmp(challenge.c_str(), "Basic", 5) == 0) {
+    auto parsed = parse_challenges(challenge);
+    if (!parsed) return fail(ExitCode::no_perm, describe() + ": " + parsed.error().message);
+    const Challenge* bearer = nullptr;
+    const Challenge* basic = nullptr;
+    for (const auto& c : *parsed) {
+      if (!bearer && strcasecmp(c.scheme.c_str(), "Bearer") == 0) bearer = &c;
+      if (!basic && strcasecmp(c.scheme.c_str(), "Basic") == 0) basic = &c;
+    }
+    if (!bearer && basic) {
       if (credentials_.empty()) return fail(ExitCode::no_perm, describe() + ": the registry asks for a user and password (" + none + ")");
       authorization_ = "Basic " + credentials_;
       return {};
     }
-    if (challenge.size() < 6 || strncasecmp(challenge.c_str(), "Bearer", 6) != 0) {
+    if (!bearer) {
       return fail(ExitCode::no_perm, describe() + ": the registry answers 401 with an unknown challenge '" + challenge + "'");
     }
-    const std::string realm = challenge_param(challenge, "realm");
+    auto param = [&](const char* name) {
+      auto it = bearer->params.find(name);
+      return it == bearer->params.end() ? std::string() : it->second;
+    };
+    const std::string realm = param("realm");
     if (realm.empty()) return fail(ExitCode::no_perm, describe() + ": the registry's Bearer challenge names no realm");
     if (!realm.starts_with("https://") && !(realm.starts_with("http://") && base_.starts_with("http://"))) {
       return fail(ExitCode::no_perm, describe() + ": the token realm " + realm + " is not https");
     }
     std::string token_url = realm + (realm.find('?') == std::string::npos ? "?" : "&");
-    const std::string service = challenge_param(challenge, "service");
+    const std::string service = param("service");
     if (!service.empty()) token_url += "service=" + http::escape(service) + "&";
     token_url += "scope=" + http::escape("repository:" + ref_.repository + ":pull");
     http::Options opts = options_;
@@ -228,33 +222,10 @@ class Client {
   http::Options options_;
 };
 
-// A descriptor (image-spec's descriptor.md) as far as this source uses it.
-struct Descriptor {
-  std::string media_type;
-  std::string digest;  // "sha256:<hex>"
-  uint64_t size = 0;
-};
-
-Result<Descriptor> descriptor(const json& j, const std::string& where) {
-  if (!j.is_object() || !j.contains("digest") || !j["digest"].is_string()) {
-    return fail(ExitCode::data_err, where + " has a descriptor without a digest");
-  }
-  Descriptor d;
-  d.digest = j["digest"];
-  if (!d.digest.starts_with("sha256:") || !digest::is_sha256_hex(std::string_view(d.digest).substr(7))) {
-    return fail(ExitCode::data_err, where + " names the digest '" + d.digest + "', which is not sha256:<64 hex digits>");
-  }
-  d.digest = "sha256:" + digest::normalize_hex(std::string_view(d.digest).substr(7));
-  if (j.contains("mediaType") && j["mediaType"].is_string()) d.media_type = j["mediaType"];
-  if (j.contains("size") && j["size"].is_number_unsigned()) d.size = j["size"];
-  return d;
-}
-
 // A manifest fetched by tag or digest and checked: against the digest asked for, else against
 // the Docker-Content-Digest the registry gives. Returns the document and its digest.
 struct Fetched {
-  json doc;
-  std::string media_type;
+  Manifest manifest;
   std::string digest;
 };
 
@@ -274,16 +245,7 @@ Result<Fetched> fetch_manifest(Client& client, const std::string& image, const s
   if (!want.empty() && want != f.digest) {
     return fail(ExitCode::data_err, image + ": the manifest " + want + " the registry sent has the digest " + f.digest);
   }
-  f.doc = json::parse(body, nullptr, false);
-  if (f.doc.is_discarded() || !f.doc.is_object()) {
-    return fail(ExitCode::data_err, image + ": the manifest " + f.digest + " is not a JSON object");
-  }
-  if (f.doc.contains("mediaType") && f.doc["mediaType"].is_string()) {
-    f.media_type = f.doc["mediaType"];
-  } else {
-    f.media_type = response.header("content-type");
-    f.media_type = f.media_type.substr(0, f.media_type.find(';'));
-  }
+  f.manifest = KK_TRY(parse_manifest(body, response.header("content-type"), image + ": the manifest " + f.digest));
   return f;
 }
 
@@ -421,6 +383,185 @@ Result<archive::Stats> apply_layers(const std::vector<fs::path>& blobs, const st
 
 }  // namespace
 
+namespace {
+
+// RFC 7230's tchar, and token68's characters besides its trailing '='s (RFC 7235).
+bool is_tchar(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || (c != '\0' && std::strchr("!#$%&'*+-.^_`|~", c) != nullptr);
+}
+bool is_token68(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || (c != '\0' && std::strchr("-._~+/", c) != nullptr);
+}
+
+Result<Descriptor> descriptor(const json& j, const std::string& where) {
+  if (!j.is_object() || !j.contains("digest") || !j["digest"].is_string()) {
+    return fail(ExitCode::data_err, where + " has a descriptor without a digest");
+  }
+  Descriptor d;
+  d.digest = j["digest"];
+  if (!d.digest.starts_with("sha256:") || !digest::is_sha256_hex(std::string_view(d.digest).substr(7))) {
+    return fail(ExitCode::data_err, where + " names the digest '" + d.digest + "', which is not sha256:<64 hex digits>");
+  }
+  d.digest = "sha256:" + digest::normalize_hex(std::string_view(d.digest).substr(7));
+  if (j.contains("mediaType") && j["mediaType"].is_string()) d.media_type = j["mediaType"];
+  if (j.contains("size") && j["size"].is_number_unsigned()) d.size = j["size"];
+  d.platform = "unknown";
+  if (j.contains("platform") && j["platform"].is_object()) {
+    const auto& p = j["platform"];
+    auto text = [&](const char* key) {
+      return p.contains(key) && p[key].is_string() ? p[key].get<std::string>() : std::string("?");
+    };
+    d.platform = text("os") + "/" + text("architecture");
+    if (p.contains("variant") && p["variant"].is_string()) d.platform += "/" + p["variant"].get<std::string>();
+  }
+  return d;
+}
+
+}  // namespace
+
+Result<std::vector<Challenge>> parse_challenges(std::string_view h) {
+  std::vector<Challenge> out;
+  size_t i = 0;
+  auto bad = [&](const std::string& why) -> Error {
+    return Error{ExitCode::data_err, "the WWW-Authenticate header '" + std::string(h) + "' " + why + " (at character " +
+                                         std::to_string(i + 1) + ")"};
+  };
+  auto skip_ows = [&] {
+    while (i < h.size() && (h[i] == ' ' || h[i] == '\t')) ++i;
+  };
+  auto token = [&] {
+    const size_t begin = i;
+    while (i < h.size() && is_tchar(h[i])) ++i;
+    return std::string(h.substr(begin, i - begin));
+  };
+  // Whether a token68 credential ends the challenge here: its characters, '='s, then the end or a comma.
+  auto token68_here = [&] {
+    size_t j = i;
+    while (j < h.size() && is_token68(h[j])) ++j;
+    if (j == i) return false;
+    while (j < h.size() && h[j] == '=') ++j;
+    while (j < h.size() && (h[j] == ' ' || h[j] == '\t')) ++j;
+    return j == h.size() || h[j] == ',';
+  };
+  for (;;) {
+    while (i < h.size() && (h[i] == ' ' || h[i] == '\t' || h[i] == ',')) ++i;  // empty list elements
+    if (i == h.size()) break;
+    Challenge c;
+    c.scheme = token();
+    if (c.scheme.empty()) return std::unexpected(bad("has a character no auth scheme has"));
+    if (i < h.size() && h[i] != ' ' && h[i] != '\t' && h[i] != ',') {
+      return std::unexpected(bad("has no space after the scheme " + c.scheme));
+    }
+    skip_ows();
+    if (i == h.size() || h[i] == ',') {  // a scheme alone
+      out.push_back(std::move(c));
+      continue;
+    }
+    if (token68_here()) {
+      const size_t begin = i;
+      while (i < h.size() && h[i] != ',' && h[i] != ' ' && h[i] != '\t') ++i;
+      c.params[""] = std::string(h.substr(begin, i - begin));
+      out.push_back(std::move(c));
+      continue;
+    }
+    // auth-params, comma-separated; a token not followed by '=' starts the next challenge.
+    while (i < h.size()) {
+      const size_t start = i;
+      std::string name = token();
+      if (name.empty()) return std::unexpected(bad("has a character no parameter name has"));
+      skip_ows();
+      if (i == h.size() || h[i] != '=') {
+        if (c.params.empty() && start == i) return std::unexpected(bad("has a parameter without a value"));
+        if (c.params.empty()) return std::unexpected(bad("has the parameter " + name + " without a value"));
+        i = start;  // the next challenge's scheme
+        break;
+      }
+      ++i;
+      skip_ows();
+      std::string value;
+      if (i < h.size() && h[i] == '"') {
+        ++i;
+        bool closed = false;
+        while (i < h.size()) {
+          const char ch = h[i++];
+          if (ch == '"') {
+            closed = true;
+            break;
+          }
+          if (ch == '\\') {
+            if (i == h.size()) break;
+            value += h[i++];
+          } else {
+            value += ch;
+          }
+        }
+        if (!closed) return std::unexpected(bad("has an unterminated quoted string in " + name));
+      } else {
+        value = token();
+        if (value.empty()) return std::unexpected(bad("has the parameter " + name + " without a value"));
+      }
+      std::transform(name.begin(), name.end(), name.begin(), [](unsigned char ch) { return std::tolower(ch); });
+      if (!c.params.emplace(name, std::move(value)).second) {
+        return std::unexpected(bad("names the parameter " + name + " twice in one challenge"));
+      }
+      skip_ows();
+      if (i == h.size()) break;
+      if (h[i] != ',') return std::unexpected(bad("has text after the parameter " + name + " that is not a comma"));
+      while (i < h.size() && (h[i] == ',' || h[i] == ' ' || h[i] == '\t')) ++i;
+    }
+    out.push_back(std::move(c));
+  }
+  if (out.empty()) return std::unexpected(bad("is empty"));
+  return out;
+}
+
+Result<Manifest> parse_manifest(std::string_view body, std::string_view content_type, const std::string& where) {
+  const json doc = json::parse(body, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object()) return fail(ExitCode::data_err, where + " is not a JSON object");
+  Manifest m;
+  if (doc.contains("mediaType") && doc["mediaType"].is_string()) {
+    m.media_type = doc["mediaType"];
+  } else {
+    const std::string_view type = content_type.substr(0, content_type.find(';'));
+    m.media_type = std::string(type.substr(0, type.find_last_not_of(" \t") + 1));
+  }
+  if (m.media_type == kOciIndex || m.media_type == kDockerList) {
+    m.index = true;
+    if (!doc.contains("manifests") || !doc["manifests"].is_array()) {
+      return fail(ExitCode::data_err, where + " is an index without a list of manifests");
+    }
+    for (const auto& d : doc["manifests"]) m.manifests.push_back(KK_TRY(descriptor(d, where)));
+    return m;
+  }
+  if (m.media_type != kOciManifest && m.media_type != kDockerManifest) {
+    return fail(ExitCode::data_err, where + " has the media type '" + m.media_type +
+                                        "', not an OCI or Docker schema 2 image manifest or index");
+  }
+  if (!doc.contains("config") || !doc.contains("layers") || !doc["layers"].is_array()) {
+    return fail(ExitCode::data_err, where + " has no config or no layers");
+  }
+  m.config = KK_TRY(descriptor(doc["config"], where));
+  for (const auto& l : doc["layers"]) {
+    auto d = KK_TRY(descriptor(l, where));
+    if (d.media_type.find("tar") == std::string::npos) {
+      return fail(ExitCode::data_err, where + " has a layer " + d.digest + " of the media type '" + d.media_type +
+                                          "', not a tar, tar+gzip or tar+zstd layer");
+    }
+    m.layers.push_back(std::move(d));
+  }
+  return m;
+}
+
+std::string kernel_label(std::string_view config) {
+  const json doc = json::parse(config, nullptr, false);
+  if (!doc.is_object() || !doc.contains("config") || !doc["config"].is_object()) return {};
+  const auto& c = doc["config"];
+  if (!c.contains("Labels") || !c["Labels"].is_object()) return {};
+  const auto& labels = c["Labels"];
+  if (!labels.contains("kernel-version") || !labels["kernel-version"].is_string()) return {};
+  return labels["kernel-version"];
+}
+
 Result<Reference> parse_reference(std::string_view text) {
   Reference r;
   r.text = std::string(text);
@@ -501,14 +642,6 @@ Result<std::string> registry_credentials(const Config& cfg, const std::string& r
   return creds;
 }
 
-std::string platform_of(const json& d) {
-  if (!d.contains("platform") || !d["platform"].is_object()) return "unknown";
-  const auto& p = d["platform"];
-  std::string out = p.value("os", "?") + "/" + p.value("architecture", "?");
-  if (p.contains("variant") && p["variant"].is_string()) out += "/" + p["variant"].get<std::string>();
-  return out;
-}
-
 // The kernel release a driver toolkit's /etc/driver-toolkit-release.json names, "" without one.
 std::string release_file_kernel(const fs::path& root) {
   auto text = files::read_file(root / "etc/driver-toolkit-release.json", 1 << 20);
@@ -585,45 +718,27 @@ Result<Answer> pull_image(Context& ctx, const oci::Reference& ref) {
   const std::string credentials = KK_TRY(registry_credentials(cfg, ref.registry, &origin));
   oci::Client client(ref, cfg, credentials, origin);
 
-  auto manifest = KK_TRY(oci::fetch_manifest(client, image, ref.digest.empty() ? ref.tag : ref.digest, ref.digest));
-  if (manifest.media_type == oci::kOciIndex || manifest.media_type == oci::kDockerList) {
+  auto fetched = KK_TRY(oci::fetch_manifest(client, image, ref.digest.empty() ? ref.tag : ref.digest, ref.digest));
+  if (fetched.manifest.index) {
     const std::string want = "linux/" + oci::go_arch(cfg.arch);
     std::optional<oci::Descriptor> chosen;
     std::string offered;
-    if (manifest.doc.contains("manifests") && manifest.doc["manifests"].is_array()) {
-      for (const auto& d : manifest.doc["manifests"]) {
-        const std::string platform = platform_of(d);
-        offered += (offered.empty() ? "" : ", ") + platform;
-        if (!chosen && (platform == want || platform.starts_with(want + "/"))) {
-          chosen = KK_TRY(oci::descriptor(d, image + ": the index " + manifest.digest));
-        }
-      }
+    for (const auto& d : fetched.manifest.manifests) {
+      offered += (offered.empty() ? "" : ", ") + d.platform;
+      if (!chosen && (d.platform == want || d.platform.starts_with(want + "/"))) chosen = d;
     }
     if (!chosen) {
       return absent(image + " has no manifest for " + want + " (its index has " + (offered.empty() ? "none" : offered) + ")");
     }
     logger->debug("{}: {} is {}", image, want, chosen->digest);
-    manifest = KK_TRY(oci::fetch_manifest(client, image, chosen->digest, chosen->digest));
-  }
-  if (manifest.media_type != oci::kOciManifest && manifest.media_type != oci::kDockerManifest) {
-    return fail(ExitCode::data_err, image + ": the manifest " + manifest.digest + " has the media type '" +
-                                        manifest.media_type + "', not an OCI or Docker schema 2 image manifest");
-  }
-  const std::string where = image + ": the manifest " + manifest.digest;
-  if (!manifest.doc.contains("config") || !manifest.doc.contains("layers") || !manifest.doc["layers"].is_array()) {
-    return fail(ExitCode::data_err, where + " has no config or no layers");
-  }
-  const auto config = KK_TRY(oci::descriptor(manifest.doc["config"], where));
-  std::vector<oci::Descriptor> layers;
-  for (const auto& l : manifest.doc["layers"]) {
-    auto d = KK_TRY(oci::descriptor(l, where));
-    if (d.media_type.find("tar") == std::string::npos) {
-      return fail(ExitCode::data_err, where + " has a layer " + d.digest + " of the media type '" + d.media_type +
-                                          "', not a tar, tar+gzip or tar+zstd layer");
+    fetched = KK_TRY(oci::fetch_manifest(client, image, chosen->digest, chosen->digest));
+    if (fetched.manifest.index) {
+      return fail(ExitCode::data_err, image + ": the index entry " + chosen->digest + " is an index again, not an image manifest");
     }
-    layers.push_back(std::move(d));
   }
-  const std::string location = ref.registry + "/" + ref.repository + "@" + manifest.digest;
+  const auto& config = fetched.manifest.config;
+  const auto& layers = fetched.manifest.layers;
+  const std::string location = ref.registry + "/" + ref.repository + "@" + fetched.digest;
 
   // The config (small, never cached): its kernel-version label refuses a stale driver toolkit
   // before any layer is pulled.
@@ -632,13 +747,7 @@ Result<Answer> pull_image(Context& ctx, const oci::Reference& ref) {
   if (const std::string got = "sha256:" + digest::sha256_hex(config_text); got != config.digest) {
     return fail(ExitCode::data_err, image + ": the config " + config.digest + " the registry sent has the digest " + got);
   }
-  const json config_doc = json::parse(config_text, nullptr, false);
-  std::string label;
-  if (config_doc.is_object() && config_doc.contains("config") && config_doc["config"].is_object() &&
-      config_doc["config"].contains("Labels") && config_doc["config"]["Labels"].is_object()) {
-    const auto& labels = config_doc["config"]["Labels"];
-    if (labels.contains("kernel-version") && labels["kernel-version"].is_string()) label = labels["kernel-version"];
-  }
+  const std::string label = oci::kernel_label(config_text);
   if (!label.empty() && label != kver) {
     return fail(ExitCode::data_err, image + " carries kernel " + label + "; the node runs " + kver +
                                         " (its kernel-version label): a tree of another kernel is never built against");
