@@ -43,22 +43,6 @@ struct Source {
   mode_t mode = 0;
 };
 
-// What seed.json remembers of a seeded file.
-struct Record {
-  bool symlink = false;
-  std::string sha256;  // file content, or the link target
-  uint64_t size = 0;   // the image's file
-  int64_t mtime_ns = 0;
-  uint64_t vsize = 0;  // the volume's file as seed-data left it (0/0: unknown, hash to compare)
-  int64_t vmtime_ns = 0;
-};
-
-struct Manifest {
-  std::string image_version, fingerprint;
-  std::vector<Tree> trees;
-  std::map<std::string, Record> files;
-};
-
 int64_t mtime_of(const struct stat& st) { return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec; }
 
 fs::path manifest_path(const Config& c) { return volume::Volume(c.data).state_dir() / "seed.json"; }
@@ -77,7 +61,7 @@ Error corrupt_manifest(const std::string& origin, const std::string& why) {
 
 // The fields of a parsed seed.json read from `origin`. Throws json::exception for a field of the
 // wrong type.
-Result<std::optional<Manifest>> read_manifest_fields(const json& j, const std::string& origin) {
+Result<Manifest> manifest_fields(const json& j, const std::string& origin) {
   auto corrupt = [&](const std::string& why) { return fail(corrupt_manifest(origin, why)); };
   if (j.value("format", 0) != kFormat) return corrupt("unknown format");
   if (!j.contains("files") || !j["files"].is_object() || !j.contains("trees") || !j["trees"].is_array()) {
@@ -100,20 +84,16 @@ Result<std::optional<Manifest>> read_manifest_fields(const json& j, const std::s
     r.vmtime_ns = f.value("vmtime", int64_t{0});
     m.files.emplace(it.key(), r);
   }
-  return std::optional<Manifest>(std::move(m));
+  return m;
 }
 
-Result<std::optional<Manifest>> read_manifest(const Config& c) {
-  auto text = files::read_file(manifest_path(c), 1 << 30);
-  if (!text) {
-    if (text.error().code == ExitCode::no_input) return std::optional<Manifest>{};
-    return fail(text.error());
-  }
-  const std::string origin = manifest_path(c).string();
-  json j = json::parse(*text, nullptr, false);
+}  // namespace
+
+Result<Manifest> parse_manifest(std::string_view text, const std::string& origin) {
+  json j = json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return fail(corrupt_manifest(origin, "not JSON"));
   try {
-    return read_manifest_fields(j, origin);
+    return manifest_fields(j, origin);
   } catch (const json::exception& e) {  // a field of the wrong type
     std::string why = e.what();
     if (auto at = why.find("] "); at != std::string::npos) why.erase(0, at + 2);
@@ -144,6 +124,18 @@ std::string manifest_json(const Manifest& m) {
   out += m.files.empty() ? "}\n}\n" : "\n }\n}\n";
   return out;
 }
+
+namespace {
+
+Result<std::optional<Manifest>> read_manifest(const Config& c) {
+  auto text = files::read_file(manifest_path(c), 1 << 30);
+  if (!text) {
+    if (text.error().code == ExitCode::no_input) return std::optional<Manifest>{};
+    return fail(text.error());
+  }
+  return std::optional<Manifest>(KK_TRY(parse_manifest(*text, manifest_path(c).string())));
+}
+
 
 // Whether a file name can be a key of seed.json (JSON text is UTF-8; a file name is bytes).
 bool is_utf8(std::string_view name) {
@@ -325,7 +317,10 @@ Result<Tree> parse_tree(const std::string& text) {
 }
 
 Result<void> read_config_file(const fs::path& file, Config& c) {
-  auto text = KK_TRY(files::read_file(file, 1 << 20));
+  return parse_config(KK_TRY(files::read_file(file, 1 << 20)), file.string(), c);
+}
+
+Result<void> parse_config(std::string_view text, const std::string& origin, Config& c) {
   const std::string form = "{\"trees\": [{\"from\": PATH, \"to\": DEST} or \"PATH[=DEST]\", ...], \"image_version\": V}";
   json j;
   try {
@@ -333,10 +328,10 @@ Result<void> read_config_file(const fs::path& file, Config& c) {
   } catch (const json::parse_error& e) {
     std::string why = e.what();
     if (auto at = why.find("] "); at != std::string::npos) why.erase(0, at + 2);  // "[json.exception...] "
-    return fail(ExitCode::config, file.string() + ": not JSON: " + why);
+    return fail(ExitCode::config, origin + ": not JSON: " + why);
   }
   if (!j.is_object() || !j.contains("trees") || !j["trees"].is_array()) {
-    return fail(ExitCode::config, file.string() + ": not a seed-data config " + form);
+    return fail(ExitCode::config, origin + ": not a seed-data config " + form);
   }
   for (size_t i = 0; i < j["trees"].size(); ++i) {
     const json& t = j["trees"][i];
@@ -347,10 +342,10 @@ Result<void> read_config_file(const fs::path& file, Config& c) {
     } else if (t.is_object() && is_text("from") && (!t.contains("to") || is_text("to"))) {
       spec = t["from"].get<std::string>() + (t.contains("to") ? "=" + t["to"].get<std::string>() : "");
     } else {
-      return fail(ExitCode::config, file.string() + ": trees[" + std::to_string(i) + "] is not " +
+      return fail(ExitCode::config, origin + ": trees[" + std::to_string(i) + "] is not " +
                                         "{\"from\": PATH, \"to\": DEST} or \"PATH[=DEST]\": " + t.dump());
     }
-    c.trees.push_back(KK_TRY_CTX(parse_tree(spec), file.string()));
+    c.trees.push_back(KK_TRY_CTX(parse_tree(spec), origin));
   }
   if (j.contains("image_version") && c.image_version.empty()) {
     const json& v = j["image_version"];
@@ -359,7 +354,7 @@ Result<void> read_config_file(const fs::path& file, Config& c) {
     } else if (v.is_number()) {
       c.image_version = v.dump();
     } else {
-      return fail(ExitCode::config, file.string() + ": image_version is not a string or a number: " + v.dump());
+      return fail(ExitCode::config, origin + ": image_version is not a string or a number: " + v.dump());
     }
   }
   return {};

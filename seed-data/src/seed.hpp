@@ -9,6 +9,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kmodkit/result.hpp"
@@ -40,6 +41,31 @@ struct Config {
 Result<Tree> parse_tree(const std::string& text);
 // Reads {"trees": [{"from": ..., "to": ...}], "image_version": ...} from a config file.
 Result<void> read_config_file(const fs::path& file, Config& config);
+// The same from the file's text, errors naming `origin`.
+Result<void> parse_config(std::string_view text, const std::string& origin, Config& config);
+
+// seed.json (in the volume's .kmodkit state directory): what seed-data remembers of each file it
+// seeded, so that a later start tells the operator's edits from the image's changes.
+struct Record {
+  bool symlink = false;
+  std::string sha256;  // file content, or the link target
+  uint64_t size = 0;   // the image's file
+  int64_t mtime_ns = 0;
+  uint64_t vsize = 0;  // the volume's file as seed-data left it (0/0: unknown, hash to compare)
+  int64_t vmtime_ns = 0;
+};
+
+struct Manifest {
+  std::string image_version, fingerprint;
+  std::vector<Tree> trees;
+  std::map<std::string, Record> files;  // by path in the data volume
+};
+
+// Reads seed.json's text. Data error (65) naming `origin` when it is not JSON, has another
+// format, lacks its files or trees, or has a field of the wrong type or a malformed digest.
+Result<Manifest> parse_manifest(std::string_view text, const std::string& origin);
+// seed.json's text for `m`, one line per file; parse_manifest reads it back unchanged.
+std::string manifest_json(const Manifest& m);
 
 // What happened to each file, and the totals the summary reports.
 struct Outcome {
