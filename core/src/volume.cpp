@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kmodkit/archive.hpp"
+#include "kmodkit/json.hpp"
 #include "kmodkit/log.hpp"
 
 namespace kmodkit::volume {
@@ -57,9 +58,13 @@ std::string Manifest::to_json() const {
 Result<Manifest> Manifest::from_json(std::string_view text, const std::string& origin) {
   try {
     auto j = nlohmann::json::parse(text);
-    if (j.value("format", 0) != kFormat) {
+    if (json_field::integer(j, "format", 0) != kFormat) {
       return fail(ExitCode::data_err, origin + ": unknown manifest format " + j.value("format", nlohmann::json()).dump());
     }
+    auto count = [&](const nlohmann::json& object, const char* key) -> Result<uint64_t> {
+      if (auto n = json_field::integer(object, key, uint64_t{0})) return *n;
+      return fail(ExitCode::data_err, origin + ": " + key + " is not a count: " + object[key].dump());
+    };
     Manifest m;
     m.kernel_release = j.at("kernel_release").get<std::string>();
     m.os = j.value("os", "");
@@ -67,13 +72,13 @@ Result<Manifest> Manifest::from_json(std::string_view text, const std::string& o
     m.location = j.value("location", "");
     m.headers = j.at("headers").get<std::string>();
     m.modules = j.value("modules", "");
-    m.files = j.value("files", uint64_t{0});
-    m.bytes = j.value("bytes", uint64_t{0});
+    m.files = KK_TRY(count(j, "files"));
+    m.bytes = KK_TRY(count(j, "bytes"));
     m.seconds = j.value("seconds", 0.0);
     m.created = j.value("created", "");
     for (const auto& p : j.value("packages", nlohmann::json::array())) {
       m.packages.push_back({p.value("name", ""), p.value("version", ""), p.value("sha256", ""),
-                            p.value("url", ""), p.value("size", uint64_t{0})});
+                            p.value("url", ""), KK_TRY(count(p, "size"))});
     }
     // The trees it names are read as <volume>/<path>: a path that leaves the volume is refused.
     for (const auto& [field, rel] : {std::pair{"headers", &m.headers}, std::pair{"modules", &m.modules}}) {

@@ -16,6 +16,7 @@
 #include "kernel.hpp"
 #include "kmodkit/digest.hpp"
 #include "kmodkit/files.hpp"
+#include "kmodkit/json.hpp"
 #include "kmodkit/log.hpp"
 #include "kmodkit/subprocess.hpp"
 #include "kmodkit/text.hpp"
@@ -182,7 +183,7 @@ Result<KeyInputs> key_inputs(const Job& job, const KernelTree& kernel, const std
 // Whether a parsed record is for `job` and its modules are intact. Throws json::exception for a
 // field of the wrong type.
 std::optional<json> check_record(const fs::path& volume, const Job& job, json r, std::string* why_not) {
-  if (r.is_discarded() || !r.is_object() || r.value("format", 0) != kRecordFormat) {
+  if (r.is_discarded() || !r.is_object() || json_field::integer(r, "format", 0) != kRecordFormat) {
     *why_not = "its record is unreadable";
     return std::nullopt;
   }
@@ -223,7 +224,7 @@ std::optional<json> cache_entry(const fs::path& volume, const std::string& key) 
   if (!text) return std::nullopt;
   json e = json::parse(*text, nullptr, false);
   try {
-    if (e.is_discarded() || !e.is_object() || e.value("format", 0) != kRecordFormat || !e.contains("modules")) return std::nullopt;
+    if (e.is_discarded() || !e.is_object() || json_field::integer(e, "format", 0) != kRecordFormat || !e.contains("modules")) return std::nullopt;
     for (const auto& m : e["modules"]) {
       auto sha = digest::sha256_file(cache_dir(volume, key) / m.value("file", ""));
       if (!sha || *sha != m.value("sha256", "")) return std::nullopt;

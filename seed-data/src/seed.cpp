@@ -16,6 +16,7 @@
 #include "kmodkit/archive.hpp"
 #include "kmodkit/digest.hpp"
 #include "kmodkit/files.hpp"
+#include "kmodkit/json.hpp"
 #include "kmodkit/log.hpp"
 #include "kmodkit/progress.hpp"
 #include "kmodkit/text.hpp"
@@ -63,7 +64,7 @@ Error corrupt_manifest(const std::string& origin, const std::string& why) {
 // wrong type.
 Result<Manifest> manifest_fields(const json& j, const std::string& origin) {
   auto corrupt = [&](const std::string& why) { return fail(corrupt_manifest(origin, why)); };
-  if (j.value("format", 0) != kFormat) return corrupt("unknown format");
+  if (json_field::integer(j, "format", 0) != kFormat) return corrupt("unknown format");
   if (!j.contains("files") || !j["files"].is_object() || !j.contains("trees") || !j["trees"].is_array()) {
     return corrupt("no files or trees");
   }
@@ -78,10 +79,15 @@ Result<Manifest> manifest_fields(const json& j, const std::string& origin) {
     r.symlink = f.value("type", "file") == "symlink";
     r.sha256 = f.value("sha256", "");
     if (!r.symlink && !digest::is_sha256_hex(r.sha256)) return corrupt("entry " + it.key() + " has a malformed sha256");
-    r.size = f.value("size", uint64_t{0});
-    r.mtime_ns = f.value("mtime", int64_t{0});
-    r.vsize = f.value("vsize", uint64_t{0});
-    r.vmtime_ns = f.value("vmtime", int64_t{0});
+    const auto size = json_field::integer(f, "size", uint64_t{0});
+    const auto mtime = json_field::integer(f, "mtime", int64_t{0});
+    const auto vsize = json_field::integer(f, "vsize", uint64_t{0});
+    const auto vmtime = json_field::integer(f, "vmtime", int64_t{0});
+    if (!size || !mtime || !vsize || !vmtime) return corrupt("entry " + it.key() + " has a size or time that is not an integer");
+    r.size = *size;
+    r.mtime_ns = *mtime;
+    r.vsize = *vsize;
+    r.vmtime_ns = *vmtime;
     m.files.emplace(it.key(), r);
   }
   return m;
@@ -325,7 +331,7 @@ Result<void> parse_config(std::string_view text, const std::string& origin, Conf
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // a syntax error, or a number too large for a double (out_of_range)
     std::string why = e.what();
     if (auto at = why.find("] "); at != std::string::npos) why.erase(0, at + 2);  // "[json.exception...] "
     return fail(ExitCode::config, origin + ": not JSON: " + why);

@@ -340,6 +340,9 @@ TEST_CASE("a config file gives the trees and the image version, and a malformed 
       {"{\"trees\": [{\"from\": 5}]}", "trees[0] is not"},
       {"{\"trees\": [], \"image_version\": [1]}", "image_version is not a string or a number"},
       {"{\"trees\": [\"caf\xe9\"]}", "ill-formed UTF-8"},
+      // A number too large for a double: the JSON library's out_of_range, not its parse_error
+      // (found by fuzzing; it ended the process).
+      {"{\"trees\": [], \"image_version\": 1e999}", "number overflow"},
   };
   for (const auto& [text, why] : bad) {
     INFO(text);
@@ -441,6 +444,11 @@ TEST_CASE("a corrupt seed.json is exit 65 unless --mode force, which keeps the v
            "{\"format\": 1, \"files\": {\"etc/app/app.conf\": {\"sha256\": \"" + good_sha + "\", \"size\": \"big\"}}, \"trees\": []}",
            "{\"format\": 1, \"files\": {}, \"trees\": [3]}",
            "{\"format\": \"1\", \"files\": {}, \"trees\": []}",
+           // Numbers a double holds but an integer does not (found by fuzzing: converting them was
+           // undefined behaviour).
+           "{\"format\": 1e300, \"files\": {}, \"trees\": []}",
+           "{\"format\": 1, \"files\": {\"etc/app/app.conf\": {\"sha256\": \"" + good_sha + "\", \"mtime\": 1.7e22}}, \"trees\": []}",
+           "{\"format\": 1, \"files\": {\"etc/app/app.conf\": {\"sha256\": \"" + good_sha + "\", \"size\": -1}}, \"trees\": []}",
            "{\"format\": 1, \"files\": {\"etc/app/app.conf\": {\"sha256\": \"" + good_sha + "\"",
        }) {
     INFO(manifest);

@@ -318,4 +318,17 @@ TEST_CASE("a kernel tree's manifest reads back what it wrote, and one naming pat
   auto no_modules = m;
   no_modules.modules.clear();
   CHECK(volume::Manifest::from_json(no_modules.to_json(), "m.json"));
+
+  // Counts a double holds but an integer does not (converting them was undefined behaviour).
+  for (const auto& [from, to] : std::vector<std::pair<std::string, std::string>>{
+           {"\"files\": 3", "\"files\": 1e30"}, {"\"bytes\": 0", "\"bytes\": -5"}, {"\"size\": 10", "\"size\": 0.5"},
+           {"\"format\": 1", "\"format\": 1e300"}}) {
+    std::string text = m.to_json();
+    REQUIRE(text.find(from) != std::string::npos);
+    text.replace(text.find(from), from.size(), to);
+    auto r = volume::Manifest::from_json(text, "m.json");
+    CAPTURE(to);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code == ExitCode::data_err);
+  }
 }
