@@ -3,7 +3,7 @@
 # under test instrumented) and runs each one:
 #   ci/fuzz.sh [SECONDS]          each target for SECONDS (default 30): what CI runs
 #   ci/fuzz.sh --long [RUNS]      each target to RUNS executions (default 10,000,000)
-#   ci/fuzz.sh ... -- TARGET...   only these targets (packet rules apt rpm_repo oci_reference recipe signatures)
+#   ci/fuzz.sh ... -- TARGET...   only these targets (packet rules apt rpm_repo oci volume_manifest seed recipe signatures)
 # Each starts from its corpus in build/fuzz/corpus/<target> (kept between runs), the seeds in
 # tests/fuzz/seeds/<target>, and real files made or found at run time (Debian's own apt lists
 # and sources on this machine, the recipes, a signatures file signed with a fresh key), with the
@@ -17,7 +17,7 @@ mode=seconds; amount=30
 if [ "${1:-}" = --long ]; then mode=runs; amount=${2:-10000000}; shift $(( $# >= 2 ? 2 : 1 )); elif [ -n "${1:-}" ] && [ "$1" != -- ]; then amount=$1; shift; fi
 [ "${1:-}" = -- ] && shift
 targets=("$@")
-[ "${#targets[@]}" -gt 0 ] || targets=(packet rules apt rpm_repo oci_reference recipe signatures)
+[ "${#targets[@]}" -gt 0 ] || targets=(packet rules apt rpm_repo oci volume_manifest seed recipe signatures)
 cmake --preset fuzz >/dev/null
 cmake --build --preset fuzz
 out=build/fuzz
