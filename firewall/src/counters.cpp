@@ -19,7 +19,7 @@ const char* drop_name(Drop d) {
 }
 
 std::string format_counters(const CounterView& view) {
-  const auto& [rules, rule_hits, carried, per_lcore, ports, lcores, capacity, reloads] = view;
+  const auto& [rules, rule_hits, carried, per_lcore, ports, lcores, capacity, reloads, mbufs, mbufs_in_use] = view;
   std::string out;
   char line[256];
   for (const auto& [id, name] : ports) {
@@ -30,6 +30,8 @@ std::string format_counters(const CounterView& view) {
                   static_cast<unsigned long>(s.imissed), static_cast<unsigned long>(s.ierrors), static_cast<unsigned long>(s.oerrors));
     out += line;
   }
+  std::snprintf(line, sizeof line, "packet buffers: %u in use of %u\n", mbufs_in_use, mbufs);
+  out += line;
   uint64_t rx = 0, tx = 0, by_state = 0, related = 0, untracked = 0, new_flows = 0, expired = 0, arp_nd = 0;
   uint64_t drops[static_cast<int>(Drop::count_)] = {};
   uint64_t malformed[static_cast<int>(Malformed::count_)] = {};
@@ -80,7 +82,7 @@ std::string format_counters(const CounterView& view) {
 
 
 MetricsSnapshot snapshot_metrics(const CounterView& view) {
-  const auto& [rules, rule_hits, carried, per_lcore, ports, lcores, capacity, reloads] = view;
+  const auto& [rules, rule_hits, carried, per_lcore, ports, lcores, capacity, reloads, mbufs, mbufs_in_use] = view;
   MetricsSnapshot snap;
   for (const auto& [id, name] : ports) {
     rte_eth_stats st{};
@@ -183,6 +185,11 @@ MetricsSnapshot snapshot_metrics(const CounterView& view) {
   }
   snap.families.push_back(std::move(hits));
   snap.families.push_back({"rules", "Rules in force.", false, {{{}, static_cast<double>(rules.rules.size())}}});
+  snap.families.push_back({"packet_buffers", "Packet buffers in the pool.", false, {{{}, static_cast<double>(mbufs)}}});
+  snap.families.push_back({"packet_buffers_in_use",
+                           "Packet buffers out of the pool: in rings, devices and workers (stable under a steady load; a "
+                           "rise that never falls is a leak).",
+                           false, {{{}, static_cast<double>(mbufs_in_use)}}});
   snap.families.push_back({"rule_reloads", "Reloads of the rules file (SIGHUP or the file changing), by result.", true,
                            {{{{"result", "ok"}}, static_cast<double>(reloads.ok)}, {{{"result", "failed"}}, static_cast<double>(reloads.failed)}}});
   snap.families.push_back({"rules_last_reload_successful", "1 when the last reload of the rules file succeeded (or none failed since start), else 0.",

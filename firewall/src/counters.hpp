@@ -67,6 +67,7 @@ struct CounterView {
   const std::vector<unsigned>& lcores;          // [worker]: its lcore id
   uint32_t flow_capacity = 0;                   // flows each worker's table holds
   ReloadStats reloads;
+  uint32_t mbufs = 0, mbufs_in_use = 0;         // the packet buffer pool: its size, and out of it (caches count as free)
 };
 
 // The counters as text (per port, per worker, per drop reason, per rule): what SIGUSR1 and the

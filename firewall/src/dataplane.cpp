@@ -358,7 +358,8 @@ struct Dataplane::State {
   // What the counters are read from (the control thread only: it owns the rules in force).
   CounterView view() const {
     return {current->rules, current->hits, current->carried, counters, named, workers,
-            tables.empty() ? 0 : tables.front().capacity(), reloads};
+            tables.empty() ? 0 : tables.front().capacity(), reloads, pool == nullptr ? 0 : pool->size,
+            pool == nullptr ? 0 : rte_mempool_in_use_count(pool)};
   }
 
   const DataplaneConfig& cfg;
@@ -370,6 +371,7 @@ struct Dataplane::State {
   bool main_works = false;  // one lcore: the main lcore polls itself
   uint16_t queues = 0;
   int socket = 0;
+  rte_mempool* pool = nullptr;  // EAL's: freed at its cleanup
   unsigned generation = 0;
   std::unique_ptr<RuleState> current;
   std::atomic<RuleState*> in_force{nullptr};
@@ -448,6 +450,7 @@ Result<void> Dataplane::open_ports() {
     return fail(ExitCode::config, "cannot allocate " + std::to_string(mbufs) + " packet buffers: " + rte_strerror(rte_errno) +
                                       " (not enough hugepages?)");
   }
+  s.pool = pool;
   for (uint16_t p : s.ports) {
     // Ports take a while each (a PCI device's link): the caller looks at a stop request again.
     if (s.signals.stop.load()) return {};

@@ -849,6 +849,9 @@ TEST_CASE("the metrics endpoint (--metrics) serves the counters in the Prometheu
   CHECK_THAT(got.second, Catch::Contains("kmodkit_firewall_flows_evicted_total{lcore=\"0\",proto=\"tcp\"} 0\n"));
   CHECK_THAT(got.second, Catch::Contains("kmodkit_firewall_flow_insert_failures_total{lcore=\"0\",proto=\"tcp\"} 0\n"));
   CHECK_THAT(got.second, Catch::Contains("kmodkit_firewall_flow_table_capacity{lcore=\"0\"} 1048576\n"));
+  // The pool: its size is known; the buffers out of it are at least the ports' receive rings'.
+  CHECK_THAT(got.second, Catch::Contains("kmodkit_firewall_packet_buffers ") &&
+                             Catch::Contains("kmodkit_firewall_packet_buffers_in_use "));
   CHECK_THAT(got.second, Catch::Contains("kmodkit_firewall_rule_reloads_total{result=\"ok\"} 0\n"));
   // The reloads: one refused, one good; the last one succeeded, at a time after the start's.
   INFO(after.second);
