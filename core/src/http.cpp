@@ -227,6 +227,13 @@ Result<uint64_t> get(const std::string& url, const Sink& sink, const Options& op
     if (t.response != nullptr) t.response->status = status;
 
     if (t.sink_error) return fail(*t.sink_error);
+    if (status == 416 && t.delivered > 0) {
+      // Asked for the rest, the server has nothing past the bytes received: the answer before
+      // announced more than the server has (a wrong Content-Length, a file changed meanwhile),
+      // which asking again cannot mend.
+      return fail(ExitCode::unavailable, shown + ": " + last_reason + "; asked for the rest, the server has nothing after the first " +
+                                             std::to_string(t.delivered) + " bytes (HTTP 416)");
+    }
     if (rc == CURLE_OK && (status < 400 || url.rfind("file:", 0) == 0)) {
       if (reporter) reporter->finish();
       return t.delivered;

@@ -2,10 +2,14 @@
 #include <arpa/inet.h>
 #include <catch2/catch.hpp>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <sstream>
+#include <thread>
 
 #include "helpers.hpp"
 #include "kmodkit/fetch.hpp"
@@ -22,6 +26,47 @@ std::string payload() {
   for (int i = 0; i < 3 << 20; ++i) s += static_cast<char>((i * 2654435761u) >> 24);
   return s;
 }
+
+// tests/support/fault_server.py serving `root` with one fault (PATTERN=KIND[:N]), stopped by its
+// PID on destruction; its request log tells how many requests a download made.
+class FaultServer {
+ public:
+  FaultServer(const std::filesystem::path& dir, const std::filesystem::path& root, const std::string& fault)
+      : log_(dir / "fault-server.jsonl") {
+    const auto port_file = dir / "fault-server.port";
+    pid_ = test::spawn({"/usr/bin/python3", (test::support_dir() / "fault_server.py").string(), root.string(), "--port-file",
+                        port_file.string(), "--log", log_.string(), "--fault", fault},
+                       dir / "fault-server.out");
+    for (int i = 0; i < 2400 && !std::filesystem::exists(port_file); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+    if (!std::filesystem::exists(port_file)) throw std::runtime_error("fault_server.py did not start");
+    port_ = std::stoi(test::read_file(port_file));
+  }
+  ~FaultServer() {
+    ::kill(pid_, SIGTERM);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  FaultServer(const FaultServer&) = delete;
+  FaultServer& operator=(const FaultServer&) = delete;
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  // The requests for `path` the server answered, as the status of each, in order.
+  std::vector<int> statuses(const std::string& path) const {
+    std::vector<int> out;
+    std::istringstream lines(test::read_file(log_));
+    for (std::string line; std::getline(lines, line);) {
+      if (line.find("\"path\": \"" + path + "\"") == std::string::npos) continue;
+      const auto at = line.find("\"status\": ");
+      if (at != std::string::npos) out.push_back(std::stoi(line.substr(at + 10)));
+    }
+    return out;
+  }
+
+ private:
+  std::filesystem::path log_;
+  pid_t pid_ = -1;
+  int port_ = 0;
+};
 
 http::Options fast() {
   http::Options o;
@@ -72,6 +117,22 @@ TEST_CASE("a connection that always drops gives up with exit 69 after the retrie
   REQUIRE_FALSE(body);
   CHECK(body.error().code == ExitCode::unavailable);
   CHECK_THAT(body.error().message, Catch::Contains("gave up after 4 attempts"));
+}
+
+TEST_CASE("an answer shorter than its Content-Length from a server that has nothing more is given up at once, saying so",
+          "[integration][http]") {
+  // The server announces 100 bytes more than the file has: the body ends early, and the request
+  // for the rest is answered 416. Retrying cannot mend that; "HTTP 416" alone did not say why.
+  TempDir tmp;
+  const auto data = payload();
+  test::write_file(tmp / "www/f", data);
+  FaultServer server(tmp.path, tmp / "www", "^/f$=short:100");
+  auto body = http::get_string(server.url() + "/f", fast());
+  REQUIRE_FALSE(body);
+  CHECK(body.error().code == ExitCode::unavailable);
+  const std::string said = "transfer closed with 100 bytes remaining to read; asked for the rest, the server has nothing after the first ";
+  CHECK(body.error().message == server.url() + "/f: " + said + std::to_string(data.size()) + " bytes (HTTP 416)");
+  CHECK(server.statuses("/f") == std::vector<int>{200, 416});
 }
 
 TEST_CASE("a missing file is input missing, not a retry", "[integration][http]") {

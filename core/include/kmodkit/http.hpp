@@ -49,8 +49,9 @@ using Sink = std::function<Result<void>(std::span<const char> bytes)>;
 // GETs `url` (http, https or file) and hands every byte of the body to `sink` exactly once,
 // in order, across retries: a retry asks for the rest with Range, or skips what was already
 // delivered when the server ignores Range. Returns the number of bytes delivered.
-// Errors: input missing (66) for 404/410; service unavailable (69) when retries run out or the
-// server refuses; the sink's own error as it returned it.
+// Errors: input missing (66) for 404/410; service unavailable (69) when retries run out, the
+// server refuses, or it answers a request for the rest with 416 (it has nothing past what it
+// sent, so its announced length was wrong: not retried); the sink's own error as it returned it.
 Result<uint64_t> get(const std::string& url, const Sink& sink, const Options& options = {});
 
 // GETs a small document into memory; data error (65) when it exceeds `max_bytes`.
