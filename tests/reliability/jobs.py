@@ -180,6 +180,11 @@ class Job:
         self.fixtures = Path(fixtures)
         self.work = Path(work)
 
+    @property
+    def kver(self):
+        """The fixtures' kernel release."""
+        return (self.fixtures / "apt-repo/kernel-release").read_text().strip()
+
     def setup(self):
         """What every run shares (a server, a key, image trees), made once."""
 
@@ -218,7 +223,6 @@ class InitModules(Job):
     found_done = "already on"
 
     def setup(self):
-        self.kver = (self.fixtures / "apt-repo/kernel-release").read_text().strip()
         self.server = HttpServer(self.fixtures / "apt-repo", self.work)
 
     def teardown(self):
@@ -285,7 +289,6 @@ class KmodBuilder(Job):
     found_done = ": 0 built, 0 from the cache, 0 prebuilt, 1 up to date"
 
     def setup(self):
-        self.kver = (self.fixtures / "apt-repo/kernel-release").read_text().strip()
         keys = self.work / "keys"
         keys.mkdir()
         subprocess.run(["openssl", "req", "-new", "-nodes", "-utf8", "-sha256", "-days", "2", "-batch", "-x509",
