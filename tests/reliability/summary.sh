@@ -4,6 +4,8 @@
 #   kill -9      tests/reliability/kill9.py --runs 200: each volume-writing binary killed at
 #                random moments, invariants checked after each kill, then rerun
 #   races        tests/reliability/races.py --rounds 50: 3 and 10 processes at once on one volume
+#   volume       tests/reliability/volume_faults.py: read-only and full volumes for each binary
+#   network      tests/reliability/network_faults.py: every download path against every fault
 #   firewall     tests/reliability/firewall_soak.py --seconds 300: full table, reloads every
 #                second, SIGUSR1 storms; memory, buffers and counters at start and end
 #   fuzzing      ci/fuzz.sh --long: every fuzz target to 10,000,000 executions
@@ -11,7 +13,8 @@
 #   tests/reliability/summary.sh [--quick] [--no-fuzz]
 #     --quick     CI's sizes (20 kills, 3 rounds, a 30 s soak, 20 s per fuzz target)
 #     --no-fuzz   leave the fuzz targets out (--long takes hours on 2 cores)
-# Needs a build (ci/build.sh) and the test fixtures (ctest -R 'fixture.(apt_repo|kernel_volume)').
+# Needs root, a build (ci/build.sh) and the test fixtures
+# (ctest -R 'fixture.(apt_repo|rpm_repo|oci_registry|kernel_volume)').
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 kills=200 rounds=50 soak=300 fuzz=(--long)
@@ -27,7 +30,7 @@ preset=${KMODKIT_PRESET:-default}
 build=$PWD/build/$preset
 fixtures=$build/test-fixtures
 [ -x "$build/init/init-modules" ] || { echo "summary: build first (ci/build.sh)" >&2; exit 66; }
-[ -d "$fixtures/kernel-volume" ] || { echo "summary: make the fixtures first (cd $build && ctest -R 'fixture.(apt_repo|kernel_volume)')" >&2; exit 66; }
+[ -d "$fixtures/kernel-volume" ] || { echo "summary: make the fixtures first (cd $build && ctest -R 'fixture.(apt_repo|rpm_repo|oci_registry|kernel_volume)')" >&2; exit 66; }
 
 out=$(mktemp -d /var/tmp/kmodkit-reliability.XXXXXX)
 status=0
@@ -42,6 +45,15 @@ sed -n '/^job /,$p' "$out/kill9.txt"
 section "races ($rounds rounds of 3 and of 10 processes)"
 python3 tests/reliability/races.py --build "$build" --fixtures "$fixtures" --rounds "$rounds" > "$out/races.txt" 2>&1 || status=1
 sed -n '/^job /,$p' "$out/races.txt"
+
+section "volume faults"
+python3 tests/reliability/volume_faults.py --build "$build" --fixtures "$fixtures" > "$out/volume.txt" 2>&1 || status=1
+sed -n '/^job /,/^$/p' "$out/volume.txt"
+
+section "network faults"
+python3 tests/reliability/network_faults.py --build "$build" --fixtures "$fixtures" > "$out/network.txt" 2>&1 || status=1
+tail -n 1 "$out/network.txt"
+grep -v ' ok$' "$out/network.txt" | sed -n '/^path /,$p' | head -n 20
 
 if [ -x "$build/firewall/firewall" ]; then
   section "firewall soak ($soak s)"
