@@ -94,8 +94,12 @@ def main():
                     else:
                         kills += 1
                         moments.append(at / length)
-                    problems = job.check_interrupted(d, before, reference)
+                    # The run's processes die with it, but not in the same instant: a child forked
+                    # and not yet exec'd holds a copy of the lock's descriptor until the kernel
+                    # delivers its death signal. The volume is judged once they are all gone, as
+                    # the next pod would find it.
                     left = run.leftovers()
+                    problems = job.check_interrupted(d, before, reference)
                     if left:
                         problems.append("processes of the killed run still ran 30 s later: %s" % left)
                     rerun, rcode = run_to_end(job, d, d / "rerun.log")
