@@ -303,6 +303,12 @@ class KmodBuilder(Job):
         # Hard links, as the tests copy the fixture: kmod-builder renames its outputs into place
         # and never writes through the fixture's inodes.
         subprocess.run(["cp", "-al", str(self.fixtures / "kernel-volume"), str(d / "vol")], check=True)
+        # Not the lock and the use records: flock() locks an inode, so hard links to the
+        # fixture's would make every copy's lock one lock (and a use record's time would be
+        # written through to the fixture).
+        state = d / "vol/.kmodkit"
+        for p in [state / "lock"] + list((state / "used").glob("*")):
+            p.unlink(missing_ok=True)
         (d / "work").mkdir()
 
     def argv(self, d):

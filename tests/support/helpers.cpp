@@ -231,6 +231,11 @@ std::string copy_kernel_volume(const fs::path& dest) {
   // inodes are never written through.
   auto r = subprocess::run({"cp", "-al", from.string(), dest.string()});
   if (!r || !r->ok()) throw std::runtime_error("cannot copy " + from.string() + " to " + dest.string());
+  // But not the lock and the use records: flock() locks an inode, so links to the fixture's
+  // would make every copy's lock one lock, and tests running at once would wait on each other.
+  std::error_code ec;
+  fs::remove(dest / ".kmodkit/lock", ec);
+  for (const auto& e : fs::directory_iterator(dest / ".kmodkit/used", ec)) fs::remove(e.path(), ec);
   return fixture_kernel_release();
 }
 
