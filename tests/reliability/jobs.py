@@ -195,6 +195,18 @@ class Job:
         """A fresh volume in the directory d for one run."""
         raise NotImplementedError
 
+    def reference_state(self):
+        """What one uninterrupted run on a fresh volume leaves (state()); raises when it fails."""
+        ref = self.work / "reference"
+        ref.mkdir()
+        self.prepare(ref)
+        run = Run(self.argv(ref), self.work / "reference.log")
+        if run.wait(900) != 0:
+            raise RuntimeError("%s: an uninterrupted run failed: %s" % (self.name, run.last_line()))
+        state = self.state(ref)
+        shutil.rmtree(ref)
+        return state
+
     def argv(self, d):
         raise NotImplementedError
 

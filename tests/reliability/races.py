@@ -37,14 +37,7 @@ def main():
         for job in campaign.jobs(Path(args.build), Path(args.fixtures), work, args.only):
             job.setup()
             try:
-                ref = job.work / "reference"
-                ref.mkdir()
-                job.prepare(ref)
-                run = campaign.Run(job.argv(ref), job.work / "reference.log")
-                if run.wait(900) != 0:
-                    raise RuntimeError("%s: an uninterrupted run failed: %s" % (job.name, run.last_line()))
-                reference = job.state(ref)
-                shutil.rmtree(ref)
+                reference = job.reference_state()
                 for n in counts:
                     ok = 0
                     reasons = {}

@@ -112,14 +112,7 @@ def main():
         for job in campaign.jobs(Path(args.build), Path(args.fixtures), work, args.only):
             job.setup()
             try:
-                ref = job.work / "reference"
-                ref.mkdir()
-                job.prepare(ref)
-                run = campaign.Run(job.argv(ref), job.work / "reference.log")
-                if run.wait(900) != 0:
-                    raise RuntimeError("%s: an uninterrupted run failed: %s" % (job.name, run.last_line()))
-                reference = job.state(ref)
-                shutil.rmtree(ref)
+                reference = job.reference_state()
                 for fault in ("read-only", "full"):
                     started = time.monotonic()
                     code, sentence, problems = row(job, fault, reference, job.work)
