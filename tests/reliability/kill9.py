@@ -68,9 +68,9 @@ def main():
                         raise RuntimeError("%s: two uninterrupted runs left different states" % job.name)
                     reference = state
                     lengths.append(run.seconds)
-                    if not job.check_interrupted(ref_dir, before, reference) == []:
-                        raise RuntimeError("%s: a completed run breaks the invariants: %s" %
-                                           (job.name, job.check_interrupted(ref_dir, before, reference)))
+                    broken = job.check_interrupted(ref_dir, before, reference)
+                    if broken:
+                        raise RuntimeError("%s: a completed run breaks the invariants: %s" % (job.name, broken))
                     if r == 0:
                         job.corrupt(ref_dir)
                         if not job.check_interrupted(ref_dir, before, reference):
