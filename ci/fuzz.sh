@@ -3,6 +3,7 @@
 # under test instrumented) and runs each one:
 #   ci/fuzz.sh [SECONDS]          each target for SECONDS (default 30): what CI runs
 #   ci/fuzz.sh --long [RUNS]      each target to RUNS executions (default 10,000,000)
+#   ci/fuzz.sh -j N ...           N targets at once (default 1), each on one core
 #   ci/fuzz.sh ... -- TARGET...   only these targets (packet rules apt rpm_repo oci volume_manifest seed recipe signatures)
 # Each starts from its corpus in build/fuzz/corpus/<target> (kept between runs), the seeds in
 # tests/fuzz/seeds/<target>, and real files made or found at run time (Debian's own apt lists
@@ -13,7 +14,11 @@
 # the run; the input is left in build/fuzz/artifacts/<target>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mode=seconds; amount=30
+mode=seconds; amount=30; jobs=1
+if [ "${1:-}" = -j ]; then
+  [[ "${2:-}" =~ ^[1-9][0-9]*$ ]] || { echo "fuzz: -j wants a number of targets to run at once, not '${2:-}'" >&2; exit 64; }
+  jobs=$2; shift 2
+fi
 if [ "${1:-}" = --long ]; then mode=runs; amount=${2:-10000000}; shift $(( $# >= 2 ? 2 : 1 )); elif [ -n "${1:-}" ] && [ "$1" != -- ]; then amount=$1; shift; fi
 [ "${1:-}" = -- ] && shift
 targets=("$@")
@@ -69,30 +74,44 @@ PY
   cp "$tmp/sig.der" "$seeds/signatures/sig.der"
 fi
 
-printf '%-14s %12s %10s %8s %8s %8s  %s\n' target executions exec/s cov ft corpus findings
-status=0
-for t in "${targets[@]}"; do
-  bin=$out/tests/fuzz/fuzz_$t
-  [ -x "$bin" ] || { echo "fuzz: no target $t ($bin)" >&2; exit 64; }
-  args=(-print_final_stats=1 -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$out/artifacts/$t/")
+row() { printf '%-14s %12s %10s %8s %8s %8s  %s\n' "$@"; }
+# One target; its row goes to $out/fuzz_<target>.row, its libFuzzer log to $out/fuzz_<target>.log.
+run_target() {
+  local t=$1 bin=$out/tests/fuzz/fuzz_$1 log=$out/fuzz_$1.log rc=0
+  local args=(-print_final_stats=1 -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$out/artifacts/$t/")
   [ "$mode" = seconds ] && args+=(-max_total_time="$amount") || args+=(-runs="$amount")
   # Frames up to a jumbo-less MTU; texts up to 16 KiB (a recipe, a rules file, a Release head).
   [ "$t" = packet ] && args+=(-max_len=1600) || args+=(-max_len=16384)
   [ ! -f "tests/fuzz/dict/$t.dict" ] || args+=(-dict="tests/fuzz/dict/$t.dict")
-  log=$out/fuzz_$t.log
   touch "$out/artifacts/$t/.start"  # findings are the artifacts of this run
-  rc=0
   "$bin" "${args[@]}" "$out/corpus/$t" "$seeds/$t" > "$log" 2>&1 || rc=$?
+  local execs speed last cov ft corpus findings
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
   last=$(grep -E '^#[0-9]+' "$log" | tail -1)
   cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<< "$last"); ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<< "$last")
   corpus=$(find "$out/corpus/$t" -type f | wc -l)
   findings=$(find "$out/artifacts/$t" -type f -newer "$out/artifacts/$t/.start" | wc -l)
-  printf '%-14s %12s %10s %8s %8s %8s  %s\n' "$t" "${execs:-?}" "${speed:-?}" "${cov:-?}" "${ft:-?}" "$corpus" \
-    "$([ "$rc" = 0 ] && echo "$findings" || echo "$findings: $(grep -m1 -E 'ERROR: (AddressSanitizer|libFuzzer)|runtime error' "$log" || echo "exit $rc")")"
-  [ "$rc" = 0 ] || status=1
+  row "$t" "${execs:-?}" "${speed:-?}" "${cov:-?}" "${ft:-?}" "$corpus" \
+    "$([ "$rc" = 0 ] && echo "$findings" || echo "$findings: $(grep -m1 -E 'ERROR: (AddressSanitizer|libFuzzer)|runtime error' "$log" || echo "exit $rc")")" \
+    > "$out/fuzz_$t.row"
+  return "$rc"
+}
+
+for t in "${targets[@]}"; do
+  [ -x "$out/tests/fuzz/fuzz_$t" ] || { echo "fuzz: no target $t ($out/tests/fuzz/fuzz_$t)" >&2; exit 64; }
+  rm -f "$out/fuzz_$t.row"
 done
+status=0
+running=0
+for t in "${targets[@]}"; do
+  if [ "$running" -ge "$jobs" ]; then wait -n || status=1; running=$((running - 1)); fi
+  run_target "$t" &
+  running=$((running + 1))
+done
+while [ "$running" -gt 0 ]; do wait -n || status=1; running=$((running - 1)); done
+row target executions exec/s cov ft corpus findings
+for t in "${targets[@]}"; do cat "$out/fuzz_$t.row" 2>/dev/null || row "$t" ? ? ? ? ? "no result"; done
 if [ "$status" != 0 ]; then
   echo "fuzz: a target found a bug; its input is in $out/artifacts/<target>/ and its log in $out/fuzz_<target>.log" >&2
   exit 1
