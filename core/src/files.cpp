@@ -147,6 +147,16 @@ Result<void> remove_tree(const fs::path& path) {
   return {};
 }
 
+Result<void> remove_tree_settled(const fs::path& path) {
+  for (int attempt = 0;; ++attempt) {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+    if (!ec || ec == std::errc::no_such_file_or_directory) return {};
+    if (ec != std::errc::directory_not_empty || attempt == 100) return fail(errno_error("remove " + path.string(), ec.value()));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
 Result<void> replace_symlink(const fs::path& target, const fs::path& link) {
   fs::path tmp = link;
   tmp += ".tmp." + std::to_string(::getpid());
@@ -169,7 +179,11 @@ Result<StagingDir> StagingDir::create(const fs::path& parent, std::string_view p
     char suffix[32];
     std::snprintf(suffix, sizeof suffix, ".%d.%08x", ::getpid(), rd());
     fs::path p = parent / (std::string(prefix) + suffix);
-    if (::mkdir(p.c_str(), 0755) == 0) return StagingDir(p);
+    if (::mkdir(p.c_str(), 0755) == 0) {
+      struct stat st{};
+      if (::lstat(p.c_str(), &st) != 0) return fail(errno_error("stat staging directory " + p.string(), errno));
+      return StagingDir(p, st.st_dev, st.st_ino);
+    }
     if (errno != EEXIST) return fail(errno_error("create staging directory " + p.string(), errno));
   }
   return fail(ExitCode::cant_create, "could not create a unique staging directory in " + parent.string());
@@ -193,19 +207,25 @@ Result<size_t> remove_stale_staging(const fs::path& parent, std::string_view pre
     if (auto [ptr, err] = std::from_chars(pid_text.data(), end, pid); err != std::errc() || ptr != end || pid <= 0) continue;
     if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;
     // A compiler the dead owner started may still be finishing a file in it (a process killed
-    // by hand takes only its direct children with it): such a tree empties within seconds.
-    for (int attempt = 0;; ++attempt) {
-      std::error_code remove_ec;
-      fs::remove_all(e.path(), remove_ec);
-      if (!remove_ec || remove_ec == std::errc::no_such_file_or_directory) break;
-      if (remove_ec != std::errc::directory_not_empty || attempt == 100) {
-        return fail(errno_error("remove " + e.path().string(), remove_ec.value()));
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
+    // by hand takes only its direct children with it).
+    KK_TRY(remove_tree_settled(e.path()));
     ++removed;
   }
   return removed;
+}
+
+bool StagingDir::intact() const {
+  if (path_.empty()) return true;
+  struct stat st{};
+  if (::lstat(path_.c_str(), &st) != 0) return errno != ENOENT;
+  return st.st_dev == dev_ && st.st_ino == ino_;
+}
+
+Error StagingDir::explain(Error cause) const {
+  if (intact()) return cause;
+  return Error{ExitCode::temp_fail, path_.string() + " was removed while this run was writing it: another process changed the "
+                                    "volume without holding its lock (does the volume's file system pass flock() between "
+                                    "pods?); run again (" + cause.message + ")"};
 }
 
 StagingDir::~StagingDir() {

@@ -27,10 +27,25 @@ Result<files::FileLock> Volume::lock(std::chrono::milliseconds timeout) const {
 }
 
 Result<void> Volume::clear_staging() const {
+  // Each entry is renamed aside before it is removed, so that it disappears at once: a process
+  // still writing it (one that ignored the lock) finds its directory gone and says so, rather
+  // than failing on whichever file the removal took first. A kill mid-removal leaves the
+  // ".removing." name, which the next run removes.
+  constexpr std::string_view aside = ".removing.";
+  std::vector<fs::path> entries;
   std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(staging_dir(), ec)) {
-    log::get("volume")->info("removing {} left by an interrupted run", entry.path().string());
-    KK_TRY(files::remove_tree(entry.path()));
+  for (const auto& entry : fs::directory_iterator(staging_dir(), ec)) entries.push_back(entry.path());
+  for (const auto& path : entries) {
+    fs::path doomed = path;
+    if (!path.filename().string().starts_with(aside)) {
+      log::get("volume")->info("removing {} left by an interrupted run", path.string());
+      doomed = path.parent_path() / (std::string(aside) + path.filename().string());
+      if (::rename(path.c_str(), doomed.c_str()) != 0) {
+        if (errno == ENOENT) continue;
+        return fail(files::errno_error("rename " + path.string() + " to " + doomed.string(), errno));
+      }
+    }
+    KK_TRY(files::remove_tree_settled(doomed));
   }
   return {};
 }

@@ -117,7 +117,13 @@ Result<void> run(const Config& cfg) {
         files::BackgroundSync writeback(root, std::chrono::milliseconds(200));
         return spec->fetch(ctx);
       }();
-      if (!answer) return fail(std::move(answer).error().context("kernel " + kver + ": source " + name));
+      // Every failure from here on is reported as what it is when another process removed this
+      // run's staging meanwhile (it ignored the lock): not as what the missing files caused.
+      auto explain = [&](Error e) { return staging.explain(std::move(e)); };
+      if (!answer) return fail(explain(std::move(answer).error()).context("kernel " + kver + ": source " + name));
+      if (!answer->found && !staging.intact()) {
+        return fail(explain(Error{ExitCode::no_input, answer->reason}).context("kernel " + kver + ": source " + name));
+      }
       if (!answer->found) {
         logger->info("source {}: {}", name, answer->reason);
         answers.push_back(name + ": " + answer->reason);
@@ -126,8 +132,8 @@ Result<void> run(const Config& cfg) {
       logger->info("source {}: complete tree from {} ({} files, {})", name, answer->location,
                    with_commas(answer->stats.files), progress::format_bytes(answer->stats.bytes));
 
-      KK_TRY_CTX(layout::finish(root, kver, answer->headers), "kernel " + kver);
-      const auto held = KK_TRY(layout::measure(root));
+      KK_TRY_MAP(layout::finish(root, kver, answer->headers), [&](Error e) { return explain(std::move(e)).context("kernel " + kver); });
+      const auto held = KK_TRY_MAP(layout::measure(root), explain);
 
       volume::Manifest m;
       m.kernel_release = kver;
@@ -141,7 +147,13 @@ Result<void> run(const Config& cfg) {
       m.bytes = held.bytes;
       m.created = text::utc_now_rfc3339();
       m.seconds = std::chrono::duration<double>(clock::now() - start).count();
-      KK_TRY_CTX(volume.publish(staging.path(), m), "volume " + cfg.volume.string());
+      if (auto published = volume.publish(staging.path(), m); !published) {
+        Error e = std::move(published).error();
+        // Gone from staging and not among the generations: removed, not published.
+        std::error_code ec;
+        if (!fs::exists(volume.trees_dir() / staging.path().filename(), ec)) e = explain(std::move(e));
+        return fail(std::move(e).context("volume " + cfg.volume.string()));
+      }
       staging.keep();
       log_summary(m, cfg.volume, "ready in");
       return {};

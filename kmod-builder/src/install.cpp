@@ -274,7 +274,7 @@ Result<json> build_into_cache(const Job& job, const KernelTree& kernel, const Co
       KK_TRY(files::make_dirs(logfile.parent_path()));
       KK_TRY(files::write_file_atomic(logfile, log_text));
     }
-    Error e = built.error();
+    Error e = work.explain(built.error());  // removed by a process that ignored the lock?
     e.message += log_text.empty() ? "" : " (whole log: " + logfile.string() + ")";
     return fail(std::move(e));
   }
@@ -283,6 +283,7 @@ Result<json> build_into_cache(const Job& job, const KernelTree& kernel, const Co
   const auto vermagic = kernel.expected_vermagic();
   const auto* cert = KK_TRY(signing.certificate());
   auto staging = KK_TRY(files::StagingDir::create(volume::Volume(cfg.volume).staging_dir(), "cache." + job.key.substr(0, 16)));
+  const auto explain = [&](Error e) { return staging.explain(std::move(e)); };
   json entry;
   entry["format"] = kRecordFormat;
   entry["key"] = job.key;
@@ -318,7 +319,7 @@ Result<json> build_into_cache(const Job& job, const KernelTree& kernel, const Co
     auto content = KK_TRY(files::read_file(ko, 256 << 20));
     auto module = KK_TRY_CTX(signing.apply(std::move(content), kernel.release, job.recipe.name, file, hash),
                              job.recipe.name + ": signing " + file);
-    KK_TRY(files::write_file_atomic(staging.path() / file, module));
+    KK_TRY_MAP(files::write_file_atomic(staging.path() / file, module), explain);
     modules.push_back({{"file", file},
                        {"name", info.name},
                        {"sha256", digest::sha256_hex(module)},
@@ -326,12 +327,12 @@ Result<json> build_into_cache(const Job& job, const KernelTree& kernel, const Co
                        {"srcversion", info.srcversion}});
   }
   entry["modules"] = modules;
-  KK_TRY(files::write_file_atomic(staging.path() / "build.log", log_text));
-  KK_TRY(files::write_file_atomic(staging.path() / "entry.json", json_text(entry)));
+  KK_TRY_MAP(files::write_file_atomic(staging.path() / "build.log", log_text), explain);
+  KK_TRY_MAP(files::write_file_atomic(staging.path() / "entry.json", json_text(entry)), explain);
   const fs::path dest = cache_dir(cfg.volume, job.key);
   KK_TRY(files::make_dirs(dest.parent_path()));
   KK_TRY(files::remove_tree(dest));  // an incomplete entry (no entry.json) left by a kill
-  KK_TRY(files::rename_durable(staging.path(), dest));
+  KK_TRY_MAP(files::rename_durable(staging.path(), dest), explain);
   staging.keep();
   if (cert == nullptr) {
     logger->info("{}: not signed (--no-sign), cached as {}", job.recipe.name, job.key.substr(0, 16));

@@ -690,23 +690,27 @@ Result<Outcome> run(const Config& c) {
     KK_TRY(files::sync_filesystem(staging.path()));
     return {};
   };
+  // Another process removes this run's staging only when it ignored the lock: then every failure
+  // is reported as that, not as what the missing files caused.
+  auto explain = [&](Error e) { return staging.explain(std::move(e)); };
   if (auto staged = stage(); !staged) {
+    Error cause = explain(std::move(staged).error());
     const fs::path leftover = staging.path();
     { auto removed = std::move(staging); }  // removes the staging copy
-    return fail(staging_failed(c, steps, leftover, std::move(staged).error()));
+    return fail(staging_failed(c, steps, leftover, std::move(cause)));
   }
   phase("synced");
   for (const Tree* t : whole) {
     KK_TRY(files::make_dirs((c.data / t->to).parent_path()));
-    KK_TRY(chown_tree(c, staging.path() / t->to));
-    KK_TRY(files::rename_durable(staging.path() / t->to, c.data / t->to));
+    KK_TRY_MAP(chown_tree(c, staging.path() / t->to), explain);
+    KK_TRY_MAP(files::rename_durable(staging.path() / t->to, c.data / t->to), explain);
   }
   // Single files: renamed one by one, then each directory they went to is synced once (a
   // merge of thousands of files would otherwise wait for a journal commit per file). seed.json,
   // written after, is what tells the next start they are there.
   std::set<fs::path> placed_in;
   auto place = [&](const fs::path& from, const fs::path& to) -> Result<void> {
-    KK_TRY(files::rename_path(from, to));
+    KK_TRY_MAP(files::rename_path(from, to), explain);
     placed_in.insert(to.parent_path());
     return {};
   };
@@ -716,7 +720,7 @@ Result<Outcome> run(const Config& c) {
     KK_TRY(make_parents(c, *st.src));
     if (st.action == Action::conflict) {
       const std::string name = st.src->rel + std::string(kNewSuffix);
-      KK_TRY(apply_owner(c, staging.path() / name));
+      KK_TRY_MAP(apply_owner(c, staging.path() / name), explain);
       KK_TRY(place(staging.path() / name, c.data / name));
       logger->warn("conflict {}: the operator changed it and the image has a new default; kept, the default is beside it as {}",
                    st.src->rel, fs::path(name).filename().string());
@@ -727,14 +731,14 @@ Result<Outcome> run(const Config& c) {
       logger->warn("replace {}: --mode force; the volume's version is kept as {}", st.src->rel,
                    vpath.filename().string() + std::string(kOldSuffix));
     }
-    KK_TRY(apply_owner(c, staging.path() / st.src->rel));
+    KK_TRY_MAP(apply_owner(c, staging.path() / st.src->rel), explain);
     KK_TRY(place(staging.path() / st.src->rel, vpath));
   }
   for (const auto& dir : placed_in) KK_TRY(files::fsync_path(dir));
   phase("placed");
   // seed.json's content was made durable with the staging copy; renamed into place after the
   // trees and files it describes.
-  KK_TRY(files::rename_durable(staging.path() / kStagedManifest, manifest_path(c)));
+  KK_TRY_MAP(files::rename_durable(staging.path() / kStagedManifest, manifest_path(c)), explain);
   phase("manifest written");
   const double secs = std::chrono::duration<double>(clock::now() - start).count();
   logger->info("seeded {}: added {}, updated {}, kept {}, conflicts {}, dropped {}, skipped {}; {} in {:.2f} s",

@@ -5,6 +5,7 @@
 #                random moments, invariants checked after each kill, then rerun
 #   races        tests/reliability/races.py --rounds 50: 3 and 10 processes at once on one volume
 #   volume       tests/reliability/volume_faults.py: read-only and full volumes for each binary
+#   unlocked     tests/reliability/unlocked.py --rounds 20: a second writer that ignores the lock
 #   network      tests/reliability/network_faults.py: every download path against every fault
 #   firewall     tests/reliability/firewall_soak.py --seconds 300: full table, reloads every
 #                second, SIGUSR1 storms; memory, buffers and counters at start and end
@@ -17,11 +18,11 @@
 # (ctest -R 'fixture.(apt_repo|rpm_repo|oci_registry|kernel_volume)').
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-kills=200 rounds=50 soak=300 fuzz=(--long)
+kills=200 rounds=50 unlocked=20 soak=300 fuzz=(-j "$(nproc)" --long)
 run_fuzz=1
 for arg in "$@"; do
   case $arg in
-    --quick) kills=20 rounds=3 soak=30 fuzz=(20) ;;
+    --quick) kills=20 rounds=3 unlocked=3 soak=30 fuzz=(20) ;;
     --no-fuzz) run_fuzz=0 ;;
     *) echo "summary: unknown argument $arg" >&2; exit 64 ;;
   esac
@@ -49,6 +50,10 @@ sed -n '/^job /,$p' "$out/races.txt"
 section "volume faults"
 python3 tests/reliability/volume_faults.py --build "$build" --fixtures "$fixtures" > "$out/volume.txt" 2>&1 || status=1
 sed -n '/^job /,/^$/p' "$out/volume.txt"
+
+section "a second writer that ignores the lock ($unlocked rounds per job)"
+python3 tests/reliability/unlocked.py --build "$build" --fixtures "$fixtures" --rounds "$unlocked" > "$out/unlocked.txt" 2>&1 || status=1
+sed -n '/^job /,$p' "$out/unlocked.txt"
 
 section "network faults"
 python3 tests/reliability/network_faults.py --build "$build" --fixtures "$fixtures" > "$out/network.txt" 2>&1 || status=1

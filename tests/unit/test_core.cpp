@@ -160,6 +160,30 @@ TEST_CASE("a staging directory disappears unless kept", "[unit][files]") {
   CHECK(std::filesystem::exists(p));
 }
 
+TEST_CASE("a staging directory another process removed is reported as that, with the cause after", "[unit][files]") {
+  TempDir tmp;
+  auto s = files::StagingDir::create(tmp / "staging", "k");
+  REQUIRE(s);
+  const Error cause{ExitCode::no_input, "the headers lack a Makefile"};
+  std::filesystem::create_directories(tmp / "made");  // made now, so it cannot reuse the removed one's inode
+  CHECK(s->intact());
+  CHECK(s->explain(cause).code == ExitCode::no_input);
+  CHECK(s->explain(cause).message == cause.message);
+  std::filesystem::remove_all(s->path());
+  CHECK_FALSE(s->intact());
+  const Error e = s->explain(cause);
+  CHECK(e.code == ExitCode::temp_fail);
+  CHECK(e.message.starts_with(s->path().string() + " was removed while this run was writing it"));
+  CHECK(e.message.find("without holding its lock") != std::string::npos);
+  CHECK(e.message.ends_with("(the headers lack a Makefile)"));
+  // Renamed aside (as a locked run's cleanup does), then made again at the same path by a writer
+  // that creates parents as it goes: not this run's.
+  std::filesystem::rename(tmp / "made", s->path());
+  REQUIRE(std::filesystem::is_directory(s->path()));
+  CHECK_FALSE(s->intact());
+  CHECK(s->explain(cause).code == ExitCode::temp_fail);
+}
+
 TEST_CASE("stale staging: a dead process's directory is removed, a live one's and odd names are not", "[unit][files]") {
   TempDir tmp;
   const auto dir = tmp / "staging";

@@ -3,6 +3,7 @@
 // lock (flock with a bounded wait that logs while it waits).
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -62,6 +63,10 @@ Result<std::string> read_file(const fs::path& path, size_t max_bytes = 64 << 20)
 Result<void> make_dirs(const fs::path& path);
 // Removes a tree; a missing tree is fine.
 Result<void> remove_tree(const fs::path& path);
+// As remove_tree, for a tree a process may still be writing a last file into (a compiler whose
+// parent was killed, a writer that ignored the lock): tries again while the tree is not yet
+// empty, for up to 10 s.
+Result<void> remove_tree_settled(const fs::path& path);
 // Creates or replaces a symlink atomically (symlink to a temporary name, then rename).
 Result<void> replace_symlink(const fs::path& target, const fs::path& link);
 
@@ -86,16 +91,28 @@ Result<void> walk_tree(const fs::path& root, const std::function<Result<void>(co
 class StagingDir {
  public:
   static Result<StagingDir> create(const fs::path& parent, std::string_view prefix);
-  StagingDir(StagingDir&& other) noexcept : path_(std::move(other.path_)) { other.path_.clear(); }
+  StagingDir(StagingDir&& other) noexcept : path_(std::move(other.path_)), dev_(other.dev_), ino_(other.ino_) {
+    other.path_.clear();
+  }
   StagingDir& operator=(StagingDir&&) = delete;
   StagingDir(const StagingDir&) = delete;
   ~StagingDir();
   const fs::path& path() const { return path_; }
   void keep() { path_.clear(); }
+  // Whether the directory is still there, the one create() made (a writer that creates parent
+  // directories as it goes would make another at the same path). Another process removes it only when it ignored the
+  // volume's lock (under the lock, leftovers of killed runs are removed): e.g. a pod on a file
+  // system that does not pass flock() between its clients.
+  bool intact() const;
+  // `cause` as the run reports it: when the directory is gone, a temporary failure (75) that
+  // says another process removed it, with `cause` after; otherwise `cause` unchanged.
+  Error explain(Error cause) const;
 
  private:
-  explicit StagingDir(fs::path p) : path_(std::move(p)) {}
+  StagingDir(fs::path p, uint64_t dev, uint64_t ino) : path_(std::move(p)), dev_(dev), ino_(ino) {}
   fs::path path_;
+  uint64_t dev_ = 0;
+  uint64_t ino_ = 0;
 };
 
 // Removes the directories StagingDir::create(parent, prefix) made in processes that no longer

@@ -67,6 +67,9 @@ Result<T> with_context(Result<T> r, std::string_view what) {
 // otherwise yields the value (as ccache's TRY). GCC/Clang statement expression.
 #define KK_TRY(expr) KK_TRY_IMPL_(expr, KK_NO_CONTEXT_, KK_CONCAT(kk_try_, __COUNTER__))
 
+// As KK_TRY, but passes the error through `map` (a callable Error -> Error) on the way out.
+#define KK_TRY_MAP(expr, map) KK_TRY_IMPL_(expr, map, KK_CONCAT(kk_try_, __COUNTER__))
+
 // As KK_TRY, but prefixes context to the error on the way out.
 #define KK_TRY_CTX(expr, ctx) \
   KK_TRY_IMPL_(expr, [&](::kmodkit::Error e_) { return std::move(e_).context(ctx); }, KK_CONCAT(kk_try_, __COUNTER__))
