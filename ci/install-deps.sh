@@ -43,6 +43,9 @@ packages=(
   # signing with a key in a PKCS#11 token: OpenSSL's pkcs11 engine, and SoftHSM2 as the token in
   # the tests
   libengine-pkcs11-openssl softhsm2
+  # a volume whose reads fail with EIO (tests/support/eio_fs.cpp, a FUSE passthrough) in the
+  # volume-fault campaign
+  libfuse3-dev fuse3
   # promtool (from Debian's prometheus) lints the firewall's metrics in the tests;
   # dpdk-telemetry.py (dpdk-dev) queries its telemetry commands
   prometheus dpdk-dev

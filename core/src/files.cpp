@@ -25,6 +25,7 @@ Error errno_error(std::string_view what, int err, ExitCode fallback) {
     case ENOSPC:
     case EDQUOT:
     case EROFS: code = ExitCode::cant_create; break;
+    case EIO: code = ExitCode::io_err; break;  // never "missing": the file is there, its storage failed
     case EACCES:
     case EPERM: code = ExitCode::no_perm; break;
     default: break;

@@ -11,6 +11,7 @@ std::string_view exit_code_name(ExitCode code) {
     case ExitCode::unavailable: return "service unavailable";
     case ExitCode::software: return "internal error";
     case ExitCode::cant_create: return "cannot create output";
+    case ExitCode::io_err: return "input/output error";
     case ExitCode::temp_fail: return "temporary failure";
     case ExitCode::no_perm: return "permission denied";
     case ExitCode::config: return "configuration error";

@@ -115,12 +115,20 @@ fs::path ModulesVolume::manifest_path(std::string_view kver) const {
 }
 
 std::optional<Manifest> ModulesVolume::complete_tree(std::string_view kver, std::string* why_not) const {
+  auto found = find_tree(kver, why_not);
+  if (found) return std::move(*found);
+  if (why_not != nullptr) *why_not = found.error().message;
+  return std::nullopt;
+}
+
+Result<std::optional<Manifest>> ModulesVolume::find_tree(std::string_view kver, std::string* why_not) const {
   auto set = [&](std::string s) {
     if (why_not != nullptr) *why_not = std::move(s);
-    return std::nullopt;
+    return std::optional<Manifest>{};
   };
   const auto path = manifest_path(kver);
   auto text = files::read_file(path, 16 << 20);
+  if (!text && text.error().code == ExitCode::io_err) return fail(std::move(text).error());
   if (!text) return set(text.error().code == ExitCode::no_input ? "no manifest for " + std::string(kver) : text.error().message);
   auto m = Manifest::from_json(*text, path.string());
   if (!m) return set(m.error().message);
@@ -134,7 +142,7 @@ std::optional<Manifest> ModulesVolume::complete_tree(std::string_view kver, std:
       return set("manifest lists " + rel + ", which is missing from the volume");
     }
   }
-  return std::move(*m);
+  return std::optional<Manifest>(std::move(*m));
 }
 
 fs::path ModulesVolume::current_link(std::string_view kver) const { return state_dir() / "kernels" / std::string(kver); }

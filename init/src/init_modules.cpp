@@ -62,7 +62,7 @@ Result<void> run(const Config& cfg) {
   const bool check_volume = std::find(cfg.sources.begin(), cfg.sources.end(), "volume") != cfg.sources.end();
   if (check_volume) {
     std::string why;
-    if (auto m = volume.complete_tree(kver, &why)) {
+    if (auto m = KK_TRY_CTX(volume.find_tree(kver, &why), "volume " + cfg.volume.string())) {
       logger->info("source volume: complete tree for {} (written {})", kver, m->created);
       log_summary(*m, cfg.volume, "already on");
       return {};
@@ -89,7 +89,7 @@ Result<void> run(const Config& cfg) {
     KK_TRY_CTX(volume.prepare(), "volume " + cfg.volume.string());
     auto lock = KK_TRY(volume.lock(std::chrono::milliseconds(static_cast<long long>(cfg.lock_timeout_s * 1000))));
     if (check_volume) {
-      if (auto m = volume.complete_tree(kver, nullptr)) {
+      if (auto m = KK_TRY_CTX(volume.find_tree(kver, nullptr), "volume " + cfg.volume.string())) {
         logger->info("another process laid out {} while this one waited {:.1f} s", kver,
                      static_cast<double>(lock.waited().count()) / 1000.0);
         log_summary(*m, cfg.volume, "already on");

@@ -103,7 +103,9 @@ Result<void> finish(const fs::path& root, std::string_view kver, const Headers& 
   // Debian's headers Makefile is one line, "include /usr/src/linux-headers-X-common/Makefile":
   // outside the volume that path is the node's, not ours. Make it relative to the Makefile.
   const fs::path makefile = root / headers.dir / "Makefile";
-  if (auto text = files::read_file(makefile, 1 << 20)) {
+  auto text = files::read_file(makefile, 1 << 20);
+  if (!text && text.error().code != ExitCode::no_input) return fail(std::move(text).error());
+  if (text) {
     std::string out;
     bool changed = false;
     std::string_view body = *text;

@@ -63,7 +63,7 @@ Result<KernelTree> KernelTree::open(const fs::path& volume, const std::string& r
   volume::ModulesVolume vol(volume);
   std::string why;
   k.generation = vol.generation(release);
-  if (!vol.complete_tree(release, &why)) {
+  if (!KK_TRY_CTX(vol.find_tree(release, &why), "volume " + volume.string())) {
     return fail(ExitCode::no_input, "volume " + volume.string() + " has no complete tree for kernel " + release + " (" +
                                         why + "): run init-modules first");
   }

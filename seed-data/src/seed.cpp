@@ -208,16 +208,17 @@ std::string fingerprint(const std::vector<Tree>& trees, const std::vector<Source
   return h.hex();
 }
 
-// The digest of a volume file ("" when it is missing), or a symlink's target.
-std::string volume_digest(const fs::path& p, bool* is_link) {
+// The digest of a volume file ("" when it is missing, "?" when it is not a file or a symlink),
+// or a symlink's target. A file that cannot be read fails the merge: what the operator did to it
+// cannot be told.
+Result<std::string> volume_digest(const fs::path& p, bool* is_link) {
   std::error_code ec;
   const auto st = fs::symlink_status(p, ec);
   *is_link = fs::is_symlink(st);
   if (ec || !fs::exists(st)) return "";
   if (*is_link) return fs::read_symlink(p, ec).string();
   if (!fs::is_regular_file(st)) return "?";
-  auto d = digest::sha256_file(p);
-  return d ? *d : "?";
+  return digest::sha256_file(p);
 }
 
 enum class Action { add, update, keep, unchanged, conflict, replace };
@@ -562,7 +563,7 @@ Result<Outcome> run(const Config& c) {
                              static_cast<uint64_t>(vst.st_size) == prev->vsize && mtime_of(vst) == prev->vmtime_ns &&
                              !s.symlink;
       bool is_link = false;
-      const std::string vdigest = untouched ? prev->sha256 : volume_digest(vpath, &is_link);
+      const std::string vdigest = untouched ? prev->sha256 : KK_TRY(volume_digest(vpath, &is_link));
       const bool same_kind = untouched || is_link == s.symlink;
       if (same_kind && vdigest == sha[i]) {
         action = Action::unchanged;  // already what the image has (also after an interrupted merge)

@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """Volume-fault campaign: each volume-writing job (init-modules, kmod-builder, seed-data's first
 seed and its merge) runs on a volume that fails under it, for real: a tmpfs of the job's volume
-that is read-only, or that fills up in the middle of the run. Each row checks the documented
-exit code (73) and sentence, that the volume is exactly as it was before the run (nothing
-half-visible, no operator file touched), and that a rerun once the fault is gone (remounted
-writable, or larger) exits 0 and leaves what an uninterrupted run leaves.
+that is read-only, or that fills up in the middle of the run; and, with --eio-fs, a FUSE
+passthrough of the volume whose file reads fail with EIO (tests/support/eio_fs.cpp: a disk whose
+medium went bad). Each row checks the documented exit code (73; 74 for EIO, never "missing") and
+sentence, that nothing is half-visible (read-only and full: the volume exactly as it was; EIO:
+the kill campaign's invariants, no operator file touched), and that a rerun once the fault is
+gone (remounted writable, or larger, or unmounted) exits 0 and leaves what an uninterrupted run
+leaves. A job that reads nothing from its volume (a first seed) meets no EIO: it must exit 0
+with exactly its work done.
 
-  volume_faults.py --build DIR --fixtures DIR [--only NAME]...
+  volume_faults.py --build DIR --fixtures DIR [--eio-fs PATH] [--only NAME]...
 
 The campaign runs in a mount namespace of its own (unshare(CLONE_NEWNS), mounts private): its
 tmpfs mounts are seen by nothing else and go away with it. Needs root. Prints a table; exit 1
@@ -31,7 +35,10 @@ CLONE_NEWNS = 0x00020000
 # fault: less than the run writes, so the volume fills up in the middle of it.
 ROOM = {"init-modules": 8 << 20, "kmod-builder": 32 << 10, "seed-data (first seed)": 2 << 20,
         "seed-data (merge)": 256 << 10}
-SENTENCE = {"read-only": "Read-only file system", "full": "No space left on device"}
+SENTENCE = {"read-only": "Read-only file system", "full": "No space left on device", "eio": "Input/output error"}
+# The code each fault's run exits with: the volume cannot be written (73); a read that failed is
+# the input missing (66) where the job reads what it needs from the volume.
+CODE = {"read-only": {73}, "full": {73}, "eio": {74}}
 
 
 def private_mounts():
@@ -76,8 +83,8 @@ def row(job, fault, reference, base):
         run = campaign.Run(job.argv(d), d.parent / (d.name + ".log"))
         code = run.wait(600)
         sentence = run.last_line()
-        if code != 73:
-            problems.append("exit %s, not 73" % code)
+        if code not in CODE[fault]:
+            problems.append("exit %s, not %s" % (code, " or ".join(map(str, sorted(CODE[fault])))))
         if SENTENCE[fault] not in sentence:
             problems.append("the last line does not say '%s'" % SENTENCE[fault])
         if job.state(d) != before:
@@ -98,12 +105,69 @@ def row(job, fault, reference, base):
         subprocess.run(["umount", "-l", str(vol)], check=False)
 
 
+def row_eio(job, reference, base, eio_fs):
+    """One job on a volume whose file reads fail with EIO (a FUSE passthrough of it, eio_fs).
+    Returns (exit code, sentence, problems)."""
+    d = base / ("%s.eio" % job.name.replace(" ", "_"))
+    d.mkdir()
+    job.prepare(d)
+    before = job.state(d)
+    name = volume_name(job)
+    vol, real = d / name, d / (name + ".real")
+    os.rename(vol, real)
+    vol.mkdir()
+    fs = subprocess.Popen([eio_fs, str(real), str(vol), "--eio-read", "."], stdout=subprocess.DEVNULL,
+                          stderr=open(d / "eio_fs.log", "wb"))
+    problems = []
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.ismount(vol):
+            if fs.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("eio_fs did not mount %s (see %s)" % (vol, d / "eio_fs.log"))
+            time.sleep(0.02)
+        run = campaign.Run(job.argv(d), d.parent / (d.name + ".log"))
+        code = run.wait(600)
+        sentence = run.last_line()
+    finally:
+        fs.terminate()
+        try:
+            fs.wait(10)
+        except subprocess.TimeoutExpired:
+            fs.kill()
+            fs.wait()
+        subprocess.run(["umount", "-l", str(vol)], check=False, stderr=subprocess.DEVNULL)
+    vol.rmdir()
+    os.rename(real, vol)
+    if code == 0:
+        # A job that reads nothing from the volume (a first seed) meets no fault: then it must
+        # have done exactly its work.
+        if job.state(d) != reference:
+            problems.append("exit 0, and the volume is not what an uninterrupted run leaves")
+    else:
+        if code not in CODE["eio"]:
+            problems.append("exit %s, not %s" % (code, " or ".join(map(str, sorted(CODE["eio"])))))
+        if SENTENCE["eio"] not in sentence:
+            problems.append("the last line does not say '%s'" % SENTENCE["eio"])
+    problems += job.check_interrupted(d, before, reference)
+    rerun = campaign.Run(job.argv(d), d.parent / (d.name + ".rerun.log"))
+    rcode = rerun.wait(900)
+    if rcode != 0:
+        problems.append("the rerun exited %s: %s" % (rcode, rerun.last_line()))
+    elif job.state(d) != reference:
+        problems.append("the rerun left another state than an uninterrupted run")
+    else:
+        problems += job.check_done(d)
+    return code, sentence, problems
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", required=True)
     ap.add_argument("--fixtures", required=True)
     ap.add_argument("--only", action="append", default=[])
+    ap.add_argument("--eio-fs", help="tests/support/eio_fs (built with libfuse3): adds the EIO fault")
     args = ap.parse_args()
+    faults = ["read-only", "full"] + (["eio"] if args.eio_fs else [])
     private_mounts()
     work = Path(tempfile.mkdtemp(prefix="kmodkit-volume-faults."))
     rows = []
@@ -113,9 +177,12 @@ def main():
             job.setup()
             try:
                 reference = job.reference_state()
-                for fault in ("read-only", "full"):
+                for fault in faults:
                     started = time.monotonic()
-                    code, sentence, problems = row(job, fault, reference, job.work)
+                    if fault == "eio":
+                        code, sentence, problems = row_eio(job, reference, job.work, args.eio_fs)
+                    else:
+                        code, sentence, problems = row(job, fault, reference, job.work)
                     rows.append((job.name, fault, code, time.monotonic() - started, problems, sentence))
                     failed += 1 if problems else 0
             finally:

@@ -160,6 +160,16 @@ TEST_CASE("a staging directory disappears unless kept", "[unit][files]") {
   CHECK(std::filesystem::exists(p));
 }
 
+TEST_CASE("errno values map to exit codes: full and read-only 73, EIO 74 (never 'missing'), else the fallback", "[unit][files]") {
+  CHECK(files::errno_error("w", ENOSPC).code == ExitCode::cant_create);
+  CHECK(files::errno_error("w", EROFS, ExitCode::no_input).code == ExitCode::cant_create);
+  CHECK(files::errno_error("r", EIO, ExitCode::no_input).code == ExitCode::io_err);
+  CHECK(files::errno_error("r", EIO).message == "r: Input/output error");
+  CHECK(files::errno_error("r", ENOENT, ExitCode::no_input).code == ExitCode::no_input);
+  CHECK(files::errno_error("r", EACCES, ExitCode::no_input).code == ExitCode::no_perm);
+  CHECK(exit_code_name(ExitCode::io_err) == "input/output error");
+}
+
 TEST_CASE("a staging directory another process removed is reported as that, with the cause after", "[unit][files]") {
   TempDir tmp;
   auto s = files::StagingDir::create(tmp / "staging", "k");

@@ -17,6 +17,7 @@ enum class ExitCode : int {
   unavailable = 69,  // service unavailable: network, repository server
   software = 70,     // internal error
   cant_create = 73,  // cannot create output: volume read-only or full
+  io_err = 74,       // the storage failed a read or a write (EIO)
   temp_fail = 75,    // temporary failure, worth a retry (lock timeout)
   no_perm = 77,      // permission denied
   config = 78,       // configuration error

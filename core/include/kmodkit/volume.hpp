@@ -135,6 +135,9 @@ class ModulesVolume : public Volume {
   // The manifest of a complete tree for the release: it parses, names the release, and the
   // paths it lists exist. Otherwise nullopt, with the reason in `why_not`.
   std::optional<Manifest> complete_tree(std::string_view kernel_release, std::string* why_not) const;
+  // As complete_tree, except that a manifest the storage failed to read (EIO) is that error (74),
+  // not an incomplete tree: a failing disk is never taken for a tree to lay out or a missing one.
+  Result<std::optional<Manifest>> find_tree(std::string_view kernel_release, std::string* why_not) const;
 
   // .kmodkit/used/<kver>: the release's use record. Its mtime is the tree's last use; a shared
   // flock() on it means a process is using the tree now (docs/ARCHITECTURE.md, "Kernel upgrades").
