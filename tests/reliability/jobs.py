@@ -210,6 +210,17 @@ class Job:
     def argv(self, d):
         raise NotImplementedError
 
+    def rerun(self, d, reference, log_path, timeout=900):
+        """Runs the job again on d once a fault is gone: problems (sentences) unless it exits 0
+        and leaves exactly `reference` with nothing behind."""
+        run = Run(self.argv(d), log_path)
+        code = run.wait(timeout)
+        if code != 0:
+            return ["the rerun exited %s: %s" % (code, run.last_line())]
+        if self.state(d) != reference:
+            return ["the rerun left another state than an uninterrupted run"]
+        return self.check_done(d)
+
     def state(self, d):
         """What an uninterrupted run leaves, compared between runs (no times, no random names)."""
         raise NotImplementedError

@@ -88,14 +88,7 @@ def one_round(job, d, reference, rng, span, sentences):
             problems.append("%s left processes running" % which)
     problems += job.check_interrupted(d, before, reference)
     # The fault gone: one writer, the lock whole.
-    rerun = campaign.Run(job.argv(d), d / "rerun.log")
-    rcode = rerun.wait(1800)
-    if rcode != 0:
-        problems.append("the rerun exited %s: %s" % (rcode, rerun.last_line()))
-    elif job.state(d) != reference:
-        problems.append("the rerun left another state than an uninterrupted run")
-    else:
-        problems += job.check_done(d)
+    problems += job.rerun(d, reference, d / "rerun.log", timeout=1800)
     return codes, problems
 
 

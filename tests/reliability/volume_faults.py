@@ -92,14 +92,7 @@ def row(job, fault, reference, base):
         problems += job.check_interrupted(d, before, reference)
         # The fault gone: writable, and room enough.
         subprocess.run(["mount", "-o", "remount,rw,size=2g", str(vol)], check=True)
-        rerun = campaign.Run(job.argv(d), d.parent / (d.name + ".rerun.log"))
-        rcode = rerun.wait(900)
-        if rcode != 0:
-            problems.append("the rerun exited %s: %s" % (rcode, rerun.last_line()))
-        elif job.state(d) != reference:
-            problems.append("the rerun left another state than an uninterrupted run")
-        else:
-            problems += job.check_done(d)
+        problems += job.rerun(d, reference, d.parent / (d.name + ".rerun.log"))
         return code, sentence, problems
     finally:
         subprocess.run(["umount", "-l", str(vol)], check=False)
@@ -149,14 +142,7 @@ def row_eio(job, reference, base, eio_fs):
         if SENTENCE["eio"] not in sentence:
             problems.append("the last line does not say '%s'" % SENTENCE["eio"])
     problems += job.check_interrupted(d, before, reference)
-    rerun = campaign.Run(job.argv(d), d.parent / (d.name + ".rerun.log"))
-    rcode = rerun.wait(900)
-    if rcode != 0:
-        problems.append("the rerun exited %s: %s" % (rcode, rerun.last_line()))
-    elif job.state(d) != reference:
-        problems.append("the rerun left another state than an uninterrupted run")
-    else:
-        problems += job.check_done(d)
+    problems += job.rerun(d, reference, d.parent / (d.name + ".rerun.log"))
     return code, sentence, problems
 
 
