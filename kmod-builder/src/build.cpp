@@ -188,13 +188,17 @@ Result<BuildResult> build(const Recipe& recipe, const KernelTree& kernel, const 
   if (!outcome.ok()) {
     const auto errors = first_errors(outcome.output);
     std::string what = "recipe " + recipe.name + ": make " + outcome.describe();
+    // A header or source the storage could not read (LC_ALL=C: strerror's English) is the
+    // volume's failing disk, not the code's error.
+    const bool io = outcome.output.find(": Input/output error") != std::string::npos;
     if (!errors.empty()) {
       std::string joined;
       for (const auto& e : errors) joined += (joined.empty() ? "" : " | ") + e;
-      return fail(ExitCode::data_err, what + ": " + joined);
+      return fail(io ? ExitCode::io_err : ExitCode::data_err, what + ": " + joined);
     }
     auto lines = text::split(text::trim(outcome.output), "\n");
-    return fail(ExitCode::software, what + (lines.empty() ? "" : ": " + std::string(text::trim(lines.back()))));
+    return fail(io ? ExitCode::io_err : ExitCode::software,
+                what + (lines.empty() ? "" : ": " + std::string(text::trim(lines.back()))));
   }
   for (const auto& m : recipe.modules) {
     const fs::path ko = m_dir / (m + ".ko");

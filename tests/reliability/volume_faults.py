@@ -98,10 +98,19 @@ def row(job, fault, reference, base):
         subprocess.run(["umount", "-l", str(vol)], check=False)
 
 
-def row_eio(job, reference, base, eio_fs):
-    """One job on a volume whose file reads fail with EIO (a FUSE passthrough of it, eio_fs).
-    Returns (exit code, sentence, problems)."""
-    d = base / ("%s.eio" % job.name.replace(" ", "_"))
+# Which reads fail, by fault: every file's; for kmod-builder also only the headers' (.h), so that
+# the failure comes from the compiler reading them rather than from the first file it reads.
+EIO = {"eio": ".", "eio (.h)": r"\.h$"}
+
+
+def eio_faults(job):
+    return ["eio"] + (["eio (.h)"] if isinstance(job, campaign.KmodBuilder) else [])
+
+
+def row_eio(job, fault, reference, base, eio_fs):
+    """One job on a volume whose file reads (those EIO[fault] matches) fail with EIO (a FUSE
+    passthrough of it, eio_fs). Returns (exit code, sentence, problems)."""
+    d = base / ("%s.%s" % (job.name.replace(" ", "_"), fault.replace(" ", "_").replace("(", "").replace(")", "")))
     d.mkdir()
     job.prepare(d)
     before = job.state(d)
@@ -109,7 +118,7 @@ def row_eio(job, reference, base, eio_fs):
     vol, real = d / name, d / (name + ".real")
     os.rename(vol, real)
     vol.mkdir()
-    fs = subprocess.Popen([eio_fs, str(real), str(vol), "--eio-read", "."], stdout=subprocess.DEVNULL,
+    fs = subprocess.Popen([eio_fs, str(real), str(vol), "--eio-read", EIO[fault]], stdout=subprocess.DEVNULL,
                           stderr=open(d / "eio_fs.log", "wb"))
     problems = []
     try:
@@ -153,7 +162,6 @@ def main():
     ap.add_argument("--only", action="append", default=[])
     ap.add_argument("--eio-fs", help="tests/support/eio_fs (built with libfuse3): adds the EIO fault")
     args = ap.parse_args()
-    faults = ["read-only", "full"] + (["eio"] if args.eio_fs else [])
     private_mounts()
     work = Path(tempfile.mkdtemp(prefix="kmodkit-volume-faults."))
     rows = []
@@ -163,10 +171,10 @@ def main():
             job.setup()
             try:
                 reference = job.reference_state()
-                for fault in faults:
+                for fault in ["read-only", "full"] + (eio_faults(job) if args.eio_fs else []):
                     started = time.monotonic()
-                    if fault == "eio":
-                        code, sentence, problems = row_eio(job, reference, job.work, args.eio_fs)
+                    if fault.startswith("eio"):
+                        code, sentence, problems = row_eio(job, fault, reference, job.work, args.eio_fs)
                     else:
                         code, sentence, problems = row(job, fault, reference, job.work)
                     rows.append((job.name, fault, code, time.monotonic() - started, problems, sentence))
@@ -174,9 +182,9 @@ def main():
             finally:
                 job.teardown()
     finally:
-        print("%-24s %-10s %5s %8s  %s" % ("job", "fault", "exit", "time (s)", "result"))
+        print("%-24s %-9s %5s %8s  %s" % ("job", "fault", "exit", "time (s)", "result"))
         for name, fault, code, seconds, problems, sentence in rows:
-            print("%-24s %-10s %5s %8.1f  %s" % (name, fault, code, seconds, "ok" if not problems else "FAIL: " + "; ".join(problems)))
+            print("%-24s %-9s %5s %8.1f  %s" % (name, fault, code, seconds, "ok" if not problems else "FAIL: " + "; ".join(problems)))
         print()
         for name, fault, code, seconds, problems, sentence in rows:
             msg = sentence
