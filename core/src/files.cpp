@@ -182,8 +182,11 @@ Result<StagingDir> StagingDir::create(const fs::path& parent, std::string_view p
     fs::path p = parent / (std::string(prefix) + suffix);
     if (::mkdir(p.c_str(), 0755) == 0) {
       struct stat st{};
-      if (::lstat(p.c_str(), &st) != 0) return fail(errno_error("stat staging directory " + p.string(), errno));
-      return StagingDir(p, st.st_dev, st.st_ino);
+      if (::lstat(p.c_str(), &st) == 0) return StagingDir(p, st.st_dev, st.st_ino);
+      // Removed at once by a process that ignored the volume's lock: a fresh one.
+      if (errno != ENOENT) return fail(errno_error("stat staging directory " + p.string(), errno));
+      KK_TRY(make_dirs(parent));
+      continue;
     }
     if (errno != EEXIST) return fail(errno_error("create staging directory " + p.string(), errno));
   }

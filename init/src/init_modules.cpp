@@ -147,6 +147,9 @@ Result<void> run(const Config& cfg) {
       m.bytes = held.bytes;
       m.created = text::utc_now_rfc3339();
       m.seconds = std::chrono::duration<double>(clock::now() - start).count();
+      // Laid by path after another process took the directory away, the rest went to a new one
+      // at that path: never published.
+      if (!staging.intact()) return fail(explain(Error{ExitCode::cant_create, "the tree was laid in another directory"}));
       if (auto published = volume.publish(staging.path(), m); !published) {
         Error e = std::move(published).error();
         // Gone from staging and not among the generations: removed, not published.

@@ -330,6 +330,14 @@ Result<json> build_into_cache(const Job& job, const KernelTree& kernel, const Co
   KK_TRY_MAP(files::write_file_atomic(staging.path() / "build.log", log_text), explain);
   KK_TRY_MAP(files::write_file_atomic(staging.path() / "entry.json", json_text(entry)), explain);
   const fs::path dest = cache_dir(cfg.volume, job.key);
+  if (auto theirs = cache_entry(cfg.volume, job.key)) {
+    // Complete already: under the lock nobody builds beside this run, so a process that ignored
+    // it did. Its entry stays (it may be installing from it); this build is dropped.
+    logger->warn("{}: another process put this build in the cache meanwhile, without holding the volume's lock; its "
+                 "entry is kept and used",
+                 job.recipe.name);
+    return std::move(*theirs);
+  }
   KK_TRY(files::make_dirs(dest.parent_path()));
   KK_TRY(files::remove_tree(dest));  // an incomplete entry (no entry.json) left by a kill
   KK_TRY_MAP(files::rename_durable(staging.path(), dest), explain);

@@ -700,11 +700,22 @@ Result<Outcome> run(const Config& c) {
     { auto removed = std::move(staging); }  // removes the staging copy
     return fail(staging_failed(c, steps, leftover, std::move(cause)));
   }
+  // A copy that wrote on by path after another process took its directory away made a new one
+  // at that path, holding only the rest: never placed.
+  if (!staging.intact()) return fail(explain(Error{ExitCode::cant_create, "the copy went on in another directory"}));
   phase("synced");
   for (const Tree* t : whole) {
     KK_TRY(files::make_dirs((c.data / t->to).parent_path()));
     KK_TRY_MAP(chown_tree(c, staging.path() / t->to), explain);
-    KK_TRY_MAP(files::rename_durable(staging.path() / t->to, c.data / t->to), explain);
+    if (auto placed = files::rename_durable(staging.path() / t->to, c.data / t->to); !placed) {
+      // The plan (made under the lock) found no tree there: another process placed one since.
+      std::error_code tec;
+      if (fs::exists(fs::symlink_status(c.data / t->to, tec))) {
+        return fail(ExitCode::temp_fail, (c.data / t->to).string() + " appeared while this run seeded it: another process "
+                                         "changed the volume without holding its lock; run again (" + placed.error().message + ")");
+      }
+      return fail(explain(std::move(placed).error()));
+    }
   }
   // Single files: renamed one by one, then each directory they went to is synced once (a
   // merge of thousands of files would otherwise wait for a journal commit per file). seed.json,
