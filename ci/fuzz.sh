@@ -92,9 +92,15 @@ run_target() {
   cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<< "$last"); ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<< "$last")
   corpus=$(find "$out/corpus/$t" -type f | wc -l)
   findings=$(find "$out/artifacts/$t" -type f -newer "$out/artifacts/$t/.start" | wc -l)
-  row "$t" "${execs:-?}" "${speed:-?}" "${cov:-?}" "${ft:-?}" "$corpus" \
-    "$([ "$rc" = 0 ] && echo "$findings" || echo "$findings: $(grep -m1 -E 'ERROR: (AddressSanitizer|libFuzzer)|runtime error' "$log" || echo "exit $rc")")" \
-    > "$out/fuzz_$t.row"
+  local result
+  if [ "$rc" = 0 ]; then
+    result=$findings
+  elif [ "$rc" = 72 ] && grep -q 'libFuzzer: run interrupted' "$log"; then
+    result="$findings (interrupted: a partial run)"  # libFuzzer's exit code for SIGINT
+  else
+    result="$findings: $(grep -m1 -E 'ERROR: (AddressSanitizer|libFuzzer)|runtime error' "$log" || echo "exit $rc")"
+  fi
+  row "$t" "${execs:-?}" "${speed:-?}" "${cov:-?}" "${ft:-?}" "$corpus" "$result" > "$out/fuzz_$t.row"
   return "$rc"
 }
 
@@ -103,15 +109,26 @@ for t in "${targets[@]}"; do
   rm -f "$out/fuzz_$t.row"
 done
 status=0
+interrupted=0
 running=0
+reap() {
+  local rc=0
+  wait -n || rc=$?
+  running=$((running - 1))
+  case $rc in 0) ;; 72) interrupted=1 ;; *) status=1 ;; esac
+}
 for t in "${targets[@]}"; do
-  if [ "$running" -ge "$jobs" ]; then wait -n || status=1; running=$((running - 1)); fi
+  [ "$running" -lt "$jobs" ] || reap
   run_target "$t" &
   running=$((running + 1))
 done
-while [ "$running" -gt 0 ]; do wait -n || status=1; running=$((running - 1)); done
+while [ "$running" -gt 0 ]; do reap; done
 row target executions exec/s cov ft corpus findings
 for t in "${targets[@]}"; do cat "$out/fuzz_$t.row" 2>/dev/null || row "$t" ? ? ? ? ? "no result"; done
+if [ "$status" = 0 ] && [ "$interrupted" = 1 ]; then
+  echo "fuzz: a run was interrupted (SIGINT) before it was done; no finding" >&2
+  exit 2
+fi
 if [ "$status" != 0 ]; then
   echo "fuzz: a target found a bug; its input is in $out/artifacts/<target>/ and its log in $out/fuzz_<target>.log" >&2
   exit 1
