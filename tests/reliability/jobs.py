@@ -171,6 +171,8 @@ class HttpServer:
 
 class Job:
     name = ""
+    # The job's volume: the directory of d that prepare() makes and argv() names.
+    volume = "vol"
     # The sentence of the last line of a run that did the work, and of one that found it done.
     did_work = ""
     found_done = ""
@@ -399,6 +401,7 @@ class SeedData(Job):
     first=True the volume is empty: a first seed of image 2."""
     did_work = '"msg":"seeded '
     found_done = "nothing to do"
+    volume = "data"
 
     def __init__(self, build, fixtures, work, first=False):
         super().__init__(build, fixtures, work)

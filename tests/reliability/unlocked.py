@@ -38,10 +38,6 @@ import jobs as campaign  # noqa: E402
 REMOVED = "was removed while this run was writing it: another process changed the volume without holding its lock"
 
 
-def volume(job, d):
-    return d / ("data" if isinstance(job, campaign.SeedData) else "vol")
-
-
 def break_lock(vol):
     """Renames a fresh file over .kmodkit/lock: whoever opens the lock from now on locks another
     inode than the holder's."""
@@ -62,7 +58,7 @@ def one_round(job, d, reference, rng, span, sentences):
     """Returns (codes, problems); adds the failures' sentences to `sentences` (code: sentence)."""
     job.prepare(d)
     before = job.state(d)
-    vol = volume(job, d)
+    vol = d / job.volume
     first = campaign.Run(job.argv(d), d / "first.log")
     # The moment the first one holds the lock (or ends without having taken it for long).
     while campaign.lock_is_free(vol / ".kmodkit/lock") and first.proc.poll() is None:

@@ -52,10 +52,6 @@ def used_bytes(path):
     return int(subprocess.run(["du", "-s", "-B1", str(path)], check=True, capture_output=True, text=True).stdout.split()[0])
 
 
-def volume_name(job):
-    return "data" if isinstance(job, campaign.SeedData) else "vol"
-
-
 def row(job, fault, reference, base):
     """One job on one fault. Returns (exit code, sentence, problems)."""
     d = base / ("%s.%s" % (job.name.replace(" ", "_"), fault))
@@ -63,7 +59,7 @@ def row(job, fault, reference, base):
     d.mkdir()
     prep.mkdir()
     job.prepare(prep)
-    name = volume_name(job)
+    name = job.volume
     vol = d / name
     vol.mkdir()
     # Room for the copy first; then, for "full", shrunk to what the copy takes plus ROOM.
@@ -114,7 +110,7 @@ def row_eio(job, fault, reference, base, eio_fs):
     d.mkdir()
     job.prepare(d)
     before = job.state(d)
-    name = volume_name(job)
+    name = job.volume
     vol, real = d / name, d / (name + ".real")
     os.rename(vol, real)
     vol.mkdir()

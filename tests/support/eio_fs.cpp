@@ -86,23 +86,17 @@ int op_utimens(const char* path, const struct timespec tv[2], fuse_file_info* fi
 }
 
 // The file handle holds the descriptor in its low 32 bits; bit 32 marks a file whose reads fail.
-int op_open(const char* path, fuse_file_info* fi) {
+int open_at(const char* path, int flags, mode_t mode, fuse_file_info* fi) {
   const std::string r = rel(path);
-  const int fd = ::openat(g_root, r.c_str(), fi->flags | O_CLOEXEC);
+  const int fd = ::openat(g_root, r.c_str(), flags | O_CLOEXEC, mode);
   if (fd < 0) return -errno;
   fi->fh = static_cast<uint64_t>(fd);
   if (std::regex_search(r, g_eio_read)) fi->fh |= uint64_t{1} << 32;
   return 0;
 }
 
-int op_create(const char* path, mode_t mode, fuse_file_info* fi) {
-  const std::string r = rel(path);
-  const int fd = ::openat(g_root, r.c_str(), fi->flags | O_CREAT | O_CLOEXEC, mode);
-  if (fd < 0) return -errno;
-  fi->fh = static_cast<uint64_t>(fd);
-  if (std::regex_search(r, g_eio_read)) fi->fh |= uint64_t{1} << 32;
-  return 0;
-}
+int op_open(const char* path, fuse_file_info* fi) { return open_at(path, fi->flags, 0, fi); }
+int op_create(const char* path, mode_t mode, fuse_file_info* fi) { return open_at(path, fi->flags | O_CREAT, mode, fi); }
 
 int fd_of(const fuse_file_info* fi) { return static_cast<int>(fi->fh & 0xffffffffu); }
 bool failing(const fuse_file_info* fi) { return (fi->fh >> 32) != 0; }
