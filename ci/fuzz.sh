@@ -4,6 +4,8 @@
 #   ci/fuzz.sh [SECONDS]          each target for SECONDS (default 30): what CI runs
 #   ci/fuzz.sh --long [RUNS]      each target to RUNS executions (default 10,000,000)
 #   ci/fuzz.sh -j N ...           N targets at once (default 1), each on one core
+#   ci/fuzz.sh -w N ...           N processes per target on its one corpus (default 1); with
+#                                 --long they share the RUNS, so a slow target's 10^7 takes 1/N the time
 #   ci/fuzz.sh ... -- TARGET...   only these targets (packet rules apt rpm_repo oci volume_manifest seed recipe signatures)
 # Each starts from its corpus in build/fuzz/corpus/<target> (kept between runs), the seeds in
 # tests/fuzz/seeds/<target>, and real files made or found at run time (Debian's own apt lists
@@ -14,14 +16,24 @@
 # the run; the input is left in build/fuzz/artifacts/<target>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mode=seconds; amount=30; jobs=1
-if [ "${1:-}" = -j ]; then
-  [[ "${2:-}" =~ ^[1-9][0-9]*$ ]] || { echo "fuzz: -j wants a number of targets to run at once, not '${2:-}'" >&2; exit 64; }
-  jobs=$2; shift 2
-fi
-if [ "${1:-}" = --long ]; then mode=runs; amount=${2:-10000000}; shift $(( $# >= 2 ? 2 : 1 )); elif [ -n "${1:-}" ] && [ "$1" != -- ]; then amount=$1; shift; fi
-[ "${1:-}" = -- ] && shift
-targets=("$@")
+mode=seconds; amount=30; jobs=1; workers=1
+number() {  # number FLAG VALUE WHAT: VALUE must be a positive integer
+  [[ "$2" =~ ^[1-9][0-9]*$ ]] || { echo "fuzz: $1 wants $3, not '$2'" >&2; exit 64; }
+}
+targets=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    -j) number -j "${2:-}" "a number of targets to run at once"; jobs=$2; shift 2 ;;
+    -w) number -w "${2:-}" "a number of processes per target"; workers=$2; shift 2 ;;
+    --long)
+      mode=runs; amount=10000000; shift
+      if [[ "${1:-}" =~ ^[0-9] ]]; then number --long "$1" "a number of executions"; amount=$1; shift; fi ;;
+    --) shift; targets=("$@"); break ;;
+    -*) echo "fuzz: unknown option $1 (ci/fuzz.sh [-j N] [-w N] [SECONDS | --long [RUNS]] [-- TARGET...])" >&2; exit 64 ;;
+    *) [[ "$1" =~ ^[1-9][0-9]*$ ]] || { echo "fuzz: '$1' is neither a number of seconds nor an option; targets come after '--'" >&2; exit 64; }
+       amount=$1; shift ;;
+  esac
+done
 [ "${#targets[@]}" -gt 0 ] || targets=(packet rules apt rpm_repo oci volume_manifest seed recipe signatures)
 cmake --preset fuzz >/dev/null
 cmake --build --preset fuzz
@@ -77,30 +89,47 @@ fi
 row() { printf '%-14s %12s %10s %8s %8s %8s  %s\n' "$@"; }
 # One target; its row goes to $out/fuzz_<target>.row, its libFuzzer log to $out/fuzz_<target>.log.
 run_target() {
-  local t=$1 bin=$out/tests/fuzz/fuzz_$1 log=$out/fuzz_$1.log rc=0
+  local t=$1 bin=$out/tests/fuzz/fuzz_$1 rc=0 i
   local args=(-print_final_stats=1 -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$out/artifacts/$t/")
-  [ "$mode" = seconds ] && args+=(-max_total_time="$amount") || args+=(-runs="$amount")
+  # With -w N, each process runs its share of the executions; they meet in the corpus directory
+  # (libFuzzer reloads it, so what one finds the others build on).
+  [ "$mode" = seconds ] && args+=(-max_total_time="$amount") || args+=(-runs=$(( (amount + workers - 1) / workers )))
   # Frames up to a jumbo-less MTU; texts up to 16 KiB (a recipe, a rules file, a Release head).
   [ "$t" = packet ] && args+=(-max_len=1600) || args+=(-max_len=16384)
   [ ! -f "tests/fuzz/dict/$t.dict" ] || args+=(-dict="tests/fuzz/dict/$t.dict")
   touch "$out/artifacts/$t/.start"  # findings are the artifacts of this run
-  "$bin" "${args[@]}" "$out/corpus/$t" "$seeds/$t" > "$log" 2>&1 || rc=$?
-  local execs speed last cov ft corpus findings
-  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-  speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
-  last=$(grep -E '^#[0-9]+' "$log" | tail -1)
-  cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<< "$last"); ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<< "$last")
+  local logs=("$out/fuzz_$t.log") pids=()
+  for ((i = 2; i <= workers; i++)); do logs+=("$out/fuzz_$t.$i.log"); done
+  for log in "${logs[@]}"; do
+    "$bin" "${args[@]}" "$out/corpus/$t" "$seeds/$t" > "$log" 2>&1 &
+    pids+=($!)
+  done
+  # The first process to stop on a finding ends its siblings (its own children, by PID).
+  local r
+  for ((i = 0; i < workers; i++)); do
+    r=0; wait -n "${pids[@]}" || r=$?
+    if [ "$r" != 0 ] && [ "$rc" = 0 ]; then rc=$r; kill "${pids[@]}" 2>/dev/null || true; fi
+  done
+  # Executions and speed add up over the processes; coverage is the best any of them reached.
+  local execs=0 speed=0 cov=0 ft=0 last n corpus findings
+  for log in "${logs[@]}"; do
+    n=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1); execs=$((execs + ${n:-0}))
+    n=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1); speed=$((speed + ${n:-0}))
+    last=$(grep -E '^#[0-9]+' "$log" | tail -1 || true)
+    n=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<< "$last"); [ "${n:-0}" -le "$cov" ] || cov=$n
+    n=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<< "$last"); [ "${n:-0}" -le "$ft" ] || ft=$n
+  done
   corpus=$(find "$out/corpus/$t" -type f | wc -l)
   findings=$(find "$out/artifacts/$t" -type f -newer "$out/artifacts/$t/.start" | wc -l)
   local result
   if [ "$rc" = 0 ]; then
     result=$findings
-  elif [ "$rc" = 72 ] && grep -q 'libFuzzer: run interrupted' "$log"; then
+  elif [ "$rc" = 72 ] && grep -q 'libFuzzer: run interrupted' "${logs[@]}"; then
     result="$findings (interrupted: a partial run)"  # libFuzzer's exit code for SIGINT
   else
-    result="$findings: $(grep -m1 -E 'ERROR: (AddressSanitizer|libFuzzer)|runtime error' "$log" || echo "exit $rc")"
+    result="$findings: $(grep -h -m1 -E 'ERROR: (AddressSanitizer|libFuzzer)|runtime error' "${logs[@]}" | head -1 | grep . || echo "exit $rc")"
   fi
-  row "$t" "${execs:-?}" "${speed:-?}" "${cov:-?}" "${ft:-?}" "$corpus" "$result" > "$out/fuzz_$t.row"
+  row "$t" "$execs" "$speed" "$cov" "$ft" "$corpus" "$result" > "$out/fuzz_$t.row"
   return "$rc"
 }
 
@@ -130,7 +159,7 @@ if [ "$status" = 0 ] && [ "$interrupted" = 1 ]; then
   exit 2
 fi
 if [ "$status" != 0 ]; then
-  echo "fuzz: a target found a bug; its input is in $out/artifacts/<target>/ and its log in $out/fuzz_<target>.log" >&2
+  echo "fuzz: a target found a bug; its input is in $out/artifacts/<target>/ and its log in $out/fuzz_<target>[.N].log" >&2
   exit 1
 fi
 echo "fuzz: ${#targets[@]} target(s), $([ "$mode" = seconds ] && echo "$amount s" || echo "$amount runs") each, no finding"
