@@ -33,6 +33,9 @@ namespace kmodkit::bench {
 namespace {
 
 constexpr uint16_t kBurst = 32;
+// Rings each memif port accepts: a client may bring more than one (Open vSwitch has a transmit
+// queue per PMD thread and one for its main thread). The generator reads them all, sends on 0.
+constexpr uint16_t kQueues = 4;
 // Frames waiting for a port whose ring is full: the generator holds them (the device pushes
 // back, as a real sender's queue would) and makes no new traffic while they wait.
 constexpr uint32_t kPending = 8192;
@@ -89,12 +92,14 @@ class Generator {
   void flush(int p);
   rte_mbuf* segment(const Tuple& t, Side from, uint8_t flags, uint32_t seq, uint32_t ack, uint16_t payload);
   void open_connection(uint64_t k, uint16_t port);
-  uint16_t receive(int p, uint64_t now);
-  // Answers what waits on both ports, up to 8 bursts each: the device's replies go before new
+  uint16_t receive(int p, uint16_t ring, uint64_t now);
+  // Answers what waits on both ports, up to 8 bursts a ring: the device's replies go before new
   // traffic, so that the generator never makes the device drop for want of a reader.
   void receive_all(uint64_t now) {
     for (int p = 0; p < 2; ++p) {
-      for (int b = 0; b < 8 && receive(p, now) == kBurst; ++b) {
+      for (uint16_t q = 0; q < kQueues; ++q) {
+        for (int b = 0; b < 8 && receive(p, q, now) == kBurst; ++b) {
+        }
       }
     }
   }
@@ -163,9 +168,9 @@ void Generator::open_connection(uint64_t k, uint16_t port) {
 }
 
 // Answers what came back on port p: each received frame becomes the next packet of its exchange.
-uint16_t Generator::receive(int p, uint64_t now) {
+uint16_t Generator::receive(int p, uint16_t ring, uint64_t now) {
   rte_mbuf* in[kBurst];
-  const uint16_t n = rte_eth_rx_burst(static_cast<uint16_t>(p), 0, in, kBurst);
+  const uint16_t n = rte_eth_rx_burst(static_cast<uint16_t>(p), ring, in, kBurst);
   const Side at = p == 0 ? Side::client : Side::server;
   const bool measure = measuring(now);
   for (uint16_t i = 0; i < n; ++i) {
@@ -348,12 +353,15 @@ Result<std::string> Generator::run() {
   return std::string(line);
 }
 
-// A memif port in the server role on DIR/NAME.sock, started, with one queue each way.
+// A memif port in the server role, started, with kQueues rings each way.
 Result<void> start_port(uint16_t port, rte_mempool* pool) {
   rte_eth_conf conf{};
-  int rc = rte_eth_dev_configure(port, 1, 1, &conf);
-  if (rc == 0) rc = rte_eth_rx_queue_setup(port, 0, 1024, static_cast<unsigned>(rte_eth_dev_socket_id(port)), nullptr, pool);
-  if (rc == 0) rc = rte_eth_tx_queue_setup(port, 0, 1024, static_cast<unsigned>(rte_eth_dev_socket_id(port)), nullptr);
+  int rc = rte_eth_dev_configure(port, kQueues, kQueues, &conf);
+  const auto socket = static_cast<unsigned>(rte_eth_dev_socket_id(port));
+  for (uint16_t q = 0; rc == 0 && q < kQueues; ++q) {
+    rc = rte_eth_rx_queue_setup(port, q, 1024, socket, nullptr, pool);
+    if (rc == 0) rc = rte_eth_tx_queue_setup(port, q, 1024, socket, nullptr);
+  }
   if (rc == 0) rc = rte_eth_dev_start(port);
   if (rc != 0) return fail(ExitCode::config, "port " + std::to_string(port) + ": " + rte_strerror(-rc));
   return {};
