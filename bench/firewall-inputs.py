@@ -12,6 +12,12 @@
   l3fwd-N.v4/.v6   the same rule set in the format of DPDK's l3fwd --lookup acl: the deny rules
                    as '@' ACL entries, the allow rule as 'R' route entries to port 1 (one
                    per direction: l3fwd keeps no state for the SYN-ACKs), in the same order (l3fwd gives earlier lines the higher priority, first match wins).
+  ovs-N.flows      the same rule set as OpenFlow for Open vSwitch with conntrack, as it is deployed
+                   for a stateful firewall: table 0 sends IP through ct(table=1); in table 1 an
+                   established or related packet goes to the other port, a new one meets the
+                   rules (earlier rule, higher priority; a port range becomes the masked ports
+                   that cover it, as OpenFlow matches ports only by mask) and, allowed, is
+                   committed and forwarded; the rest is dropped.
 
   firewall-inputs.py OUT_DIR FLOWS [RULES...]      (prints the number of packets)
 """
@@ -92,10 +98,36 @@ def dotted(a: int) -> str:
     return ".".join(str(a >> s & 255) for s in (24, 16, 8, 0))
 
 
+def port_masks(lo: int, hi: int) -> list:
+    """The value/mask pairs whose union is the port range [lo, hi] (fewest, largest first)."""
+    out = []
+    while lo <= hi:
+        size = lo & -lo if lo else 1 << 16
+        while size > hi - lo + 1:
+            size >>= 1
+        out.append((lo, 0xFFFF & ~(size - 1)))
+        lo += size
+    return out
+
+
+def openflow_match(p: tuple) -> list:
+    """tp_ field matches for a port range: [""] for any port, else one per masked block."""
+    if p == (0, 65535):
+        return [""]
+    return ["%d/0x%04x" % vm if vm[1] != 0xFFFF else "%d" % vm[0] for vm in port_masks(*p)]
+
+
 def rules(out: str, n: int, seed: int) -> None:
     rng = random.Random(seed)
     fw = ["# bench/firewall-inputs.py: %d rules, the last allows the traffic" % n, "policy deny"]
     acl = []
+    # Open vSwitch: priorities from high to low in rule order, above the allow rule and the drop.
+    of = ["table=0,priority=100,ip,actions=ct(table=1)", "table=0,priority=0,actions=drop",
+          "table=1,priority=65000,ct_state=+trk+est,ip,in_port=1,actions=output:2",
+          "table=1,priority=65000,ct_state=+trk+est,ip,in_port=2,actions=output:1",
+          "table=1,priority=65000,ct_state=+trk+rel,ip,in_port=1,actions=output:2",
+          "table=1,priority=65000,ct_state=+trk+rel,ip,in_port=2,actions=output:1"]
+    priority = 60000
     for _ in range(n - 1):
         (s, sl), (d, dl) = prefix(rng), prefix(rng)
         proto = rng.choice(["tcp", "tcp", "udp", "ip4"])
@@ -109,12 +141,24 @@ def rules(out: str, n: int, seed: int) -> None:
         fw.append("deny %s from %s/%d%s to %s/%d%s" % (proto, dotted(s), sl, ports(sp), dotted(d), dl, ports(dp)))
         pnum = {"tcp": "6/0xff", "udp": "17/0xff", "ip4": "0/0x00"}[proto]
         acl.append("@%s/%d %s/%d %d : %d %d : %d %s" % (dotted(s), sl, dotted(d), dl, sp[0], sp[1], dp[0], dp[1], pnum))
+        kind = {"tcp": "tcp", "udp": "udp", "ip4": "ip"}[proto]
+        for src_port in openflow_match(sp):
+            for dst_port in openflow_match(dp):
+                match = "%s,ct_state=+trk+new,nw_src=%s/%d,nw_dst=%s/%d" % (kind, dotted(s), sl, dotted(d), dl)
+                match += (",tp_src=" + src_port if src_port else "") + (",tp_dst=" + dst_port if dst_port else "")
+                of.append("table=1,priority=%d,%s,actions=drop" % (priority, match))
+        priority -= 1
     fw.append("allow ip4 from 10.0.0.0/16 to 192.168.0.0/16")
     acl.append("R10.0.0.0/16 192.168.0.0/16 0 : 65535 0 : 65535 0/0x00 1")
     # l3fwd has no state: the SYN-ACKs need a route of their own (the firewall passes them by state)
     acl.append("R192.168.0.0/16 10.0.0.0/16 0 : 65535 0 : 65535 0/0x00 1")
+    of.append("table=1,priority=%d,ip,ct_state=+trk+new,in_port=1,nw_src=10.0.0.0/16,nw_dst=192.168.0.0/16,"
+              "actions=ct(commit),output:2" % priority)
+    of.append("table=1,priority=0,actions=drop")
     with open(f"{out}/fw-{n}.rules", "w") as f:
         f.write("\n".join(fw) + "\n")
+    with open(f"{out}/ovs-{n}.flows", "w") as f:
+        f.write("\n".join(of) + "\n")
     with open(f"{out}/l3fwd-{n}.v4", "w") as f:
         f.write("\n".join(acl) + "\n")
     with open(f"{out}/l3fwd-{n}.v6", "w") as f:  # no IPv6 traffic; l3fwd wants a file
