@@ -5,7 +5,8 @@
 #   ci/install-deps.sh --bench    that, and the baselines of the benchmarks (bench/firewall.sh:
 #                                 dpdk-testpmd from dpdk-dev, l3fwd's sources from dpdk-doc;
 #                                 bench/init-rpm.sh: dnf with its download plugin;
-#                                 bench/init-oci.sh: umoci)
+#                                 bench/init-oci.sh: umoci; bench/firewall-peers.sh: Open
+#                                 vSwitch built with DPDK, run privately, never as a service)
 set -euo pipefail
 
 packages=(
@@ -51,7 +52,7 @@ packages=(
   prometheus dpdk-dev
 )
 if [ "${1:-}" = "--bench" ]; then
-  packages+=(dpdk-doc dnf dnf-plugins-core umoci)
+  packages+=(dpdk-doc dnf dnf-plugins-core umoci openvswitch-switch-dpdk)
 elif [ -n "${1:-}" ]; then
   echo "install-deps: unknown option '$1' (only --bench)" >&2
   exit 64

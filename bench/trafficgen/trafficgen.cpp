@@ -24,6 +24,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "frames.hpp"
 #include "histogram.hpp"
 #include "kmodkit/cli.hpp"
@@ -51,6 +53,8 @@ struct Options {
   double seconds = 5, warmup = 2, setup_timeout = 120;
   double rate = 0;  // packets a second of established flows; 0: as fast as the device takes them
   std::string socket_dir = "/var/run/kmodkit-bench";
+  std::string go_file;  // sends nothing until this file exists ("" : once the links are up)
+  bool hold = false;    // after the result, keep the ports up until stopped
   unsigned lcore = 0;
   std::string file_prefix = "kmodkit-bench-gen";
   std::string huge_dir;
@@ -269,12 +273,12 @@ Result<std::string> Generator::run() {
                                             std::to_string(static_cast<int>(o_.setup_timeout)) + " s");
       }
       // SYNs while fewer than a window are in flight; after 50 ms without progress, the flows
-      // not up yet get theirs again (the device dropped some).
+      // sent a SYN and not up yet get theirs again (the device dropped some handshakes).
       if (flows_opened_ != seen_opened) {
         seen_opened = flows_opened_;
         last_progress = now;
-      } else if (now - last_progress > hz_ / 20 && next_syn >= o_.flows) {
-        for (uint32_t k = 0; k < o_.flows; ++k) {
+      } else if (now - last_progress > hz_ / 20) {
+        for (uint32_t k = 0; k < next_syn; ++k) {
           if (!opened_flag_[k]) open_connection(k, kFlowPort);
         }
         flush(0);
@@ -422,10 +426,37 @@ Result<void> generate(const Options& o) {
     }
     rte_delay_ms(10);
   }
+  // The device under test may need a while after its links come up (Open vSwitch loads its
+  // flows then): the script that starts it says when by making the go file.
+  if (!o.go_file.empty()) {
+    log->info("waiting for {}", o.go_file);
+    while (access(o.go_file.c_str(), F_OK) != 0) {
+      if (g_stop.load()) return fail(ExitCode::software, "stopped while waiting for " + o.go_file);
+      if (rte_get_tsc_cycles() > deadline + 480 * hz) {
+        return fail(ExitCode::unavailable, o.go_file + " did not appear in 10 minutes");
+      }
+      rte_delay_ms(10);
+    }
+  }
   Generator gen(o, w, pool);
   const std::string result = KK_TRY(gen.run());
   std::printf("%s\n", result.c_str());
   std::fflush(stdout);
+  // A memif client whose server goes away while its data path runs can fault (DPDK 22.11 unmaps
+  // the shared rings from its interrupt thread): with --hold the device under test is stopped
+  // first, the generator reading and freeing what still comes meanwhile.
+  while (o.hold && !g_stop.load()) {
+    rte_mbuf* in[kBurst];
+    bool any = false;
+    for (uint16_t p = 0; p < 2; ++p) {
+      for (uint16_t q = 0; q < kQueues; ++q) {
+        const uint16_t n = rte_eth_rx_burst(p, q, in, kBurst);
+        rte_pktmbuf_free_bulk(in, n);
+        any = any || n > 0;
+      }
+    }
+    if (!any) rte_delay_us_sleep(1000);
+  }
   return {};
 }
 
@@ -464,6 +495,10 @@ int main(int argc, char** argv) {
            cli::store_seconds("setup-timeout", o.setup_timeout)},
           {"socket-dir", cli::Kind::value, "/var/run/kmodkit-bench", "DIR", "where a.sock and b.sock are served",
            cli::store(o.socket_dir)},
+          {"go-file", cli::Kind::value, "", "FILE", "send nothing until FILE exists (the device under test is ready)",
+           cli::store(o.go_file)},
+          {"hold", cli::Kind::flag, "", "", "after printing the result, keep the ports up until SIGINT or SIGTERM "
+           "(stop the device under test first)", cli::store_flag(o.hold)},
           {"lcore", cli::Kind::value, "0", "CPU", "the CPU to run on", cli::store_integer("lcore", o.lcore, 0, 1023)},
           {"file-prefix", cli::Kind::value, "kmodkit-bench-gen", "NAME", "EAL's --file-prefix", cli::store(o.file_prefix)},
           {"huge-dir", cli::Kind::value, "", "DIR", "the hugepage mount (default: EAL's search)", cli::store(o.huge_dir)},

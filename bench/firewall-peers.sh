@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# The firewall as buyers of stateful firewalls measure one (RFC 9411's figures: new connections a
+# second, concurrent flows at full rate, latency), side by side with Open vSwitch's userspace
+# datapath with conntrack, the stateful DPDK switch deployed in clusters. One script, one
+# machine, the same traffic for both:
+#   traffic   bench/trafficgen (built with the project): one DPDK process on CPU 0 serving two
+#             memif sockets. The device under test attaches its ports 0 and 1 to them and
+#             forwards between them; the generator plays every client behind port 0 and every
+#             server behind port 1, answering each packet the way a TCP endpoint would.
+#   devices   the firewall (its worker on CPU 1, its main lcore on CPU 0) and Open vSwitch 3.1
+#             with DPDK (its PMD thread on CPU 1), started privately: its own database, run
+#             directory, EAL file prefix and network namespace, stopped by PID; nothing
+#             system-wide changes. OVS's flows: table 0 sends IP through ct(table=1); table 1
+#             forwards established and related packets and sends new ones through the same rule
+#             set (bench/firewall-inputs.py renders it for both), committing what it allows.
+#   workloads (a) churn: short TCP connections (SYN, SYN-ACK, ACK, data, FIN both ways, last ACK)
+#             with fresh tuples, 4,096 in flight: each costs the device a rule lookup, an insert
+#             and a removal; figure: connections a second
+#             (b) 1,000,000 established flows, 64-byte packets round robin over them, both ways;
+#             figure: Mpps, and its ratio to the same with 10,000 flows
+#             (c) 10,000 flows with IMIX frames (64, 594, 1518 bytes as 7:4:1): Mpps and Gbit/s
+#             (d) half the packets of 10,000 established flows, half of new connections: Mpps
+#             latency: 10,000 flows offered at a fixed rate well below either device's limit;
+#             per-packet latency from the generator's TSC stamp at enqueue to its reading where the
+#             packet came back: two memif crossings each way, the device's queueing and work
+#   rules     1,000 and 10,000 (bench/firewall-inputs.py: deny rules that miss, then the allow)
+# Rounds alternate the devices; medians are reported. Rates are what came back to the generator
+# (forwarded by the device) over SECONDS after a warm-up. Cycles per packet: the TSC frequency
+# over the rate, the device's one worker being busy throughout (its idle share is reported).
+#   bench/firewall-peers.sh [ROUNDS [SECONDS]]   (default 3 rounds of 5 s; needs a build
+#                                               (ci/build.sh), ci/install-deps.sh --bench, root)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+seconds=${2:-5}
+preset=${KMODKIT_PRESET:-default}
+build=$PWD/build/$preset
+firewall=$build/firewall/firewall
+gen=$build/bench/trafficgen/trafficgen
+ovs_vswitchd=/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk
+rule_sets=(1000 10000)
+huge_pages=2048  # 2 MiB pages: 4 GiB (a million flows in either device, the generator's buffers)
+
+die() { echo "bench: $*" >&2; exit 1; }
+[ -x "$firewall" ] || die "build first (ci/build.sh); no $firewall"
+[ -x "$gen" ] || die "build first (ci/build.sh); no $gen"
+[ -x "$ovs_vswitchd" ] || die "no $ovs_vswitchd: run ci/install-deps.sh --bench"
+[ "$(id -u)" -eq 0 ] || die "needs root (hugepages, a network namespace for Open vSwitch)"
+[ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (the generator on one, the device's worker on the other)"
+
+work=$(mktemp -d /var/tmp/kmodkit-bench-peers.XXXXXX)
+old_pages=$(cat /proc/sys/vm/nr_hugepages)
+huge_mount=
+pids=()      # what this script started and has not stopped yet
+forget() {  # PID: stopped, no longer for cleanup to end
+  local kept=() p
+  for p in "${pids[@]}"; do [ "$p" = "$1" ] || kept+=("$p"); done
+  pids=("${kept[@]}")
+}
+ovs_dir=$work/ovs
+cleanup() {
+  local pid
+  ovs_stop
+  for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  [ -n "$huge_mount" ] && umount "$huge_mount" 2>/dev/null
+  echo "$old_pages" > /proc/sys/vm/nr_hugepages 2>/dev/null || true
+  rm -rf "$work" /var/run/dpdk/kmodkit-bench-peers-*
+}
+trap cleanup EXIT
+
+[ "$old_pages" -ge "$huge_pages" ] || echo "$huge_pages" > /proc/sys/vm/nr_hugepages
+free_pages=$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)
+[ "$free_pages" -ge 1536 ] || die "only $free_pages free 2 MiB hugepages (need 1536); memory too fragmented?"
+huge_dir=$(awk '$3 == "hugetlbfs" {print $2; exit}' /proc/mounts)
+if [ -z "$huge_dir" ]; then
+  huge_mount=$work/huge && mkdir -p "$huge_mount" && mount -t hugetlbfs nodev "$huge_mount"
+  huge_dir=$huge_mount
+fi
+
+python3 bench/firewall-inputs.py "$work" 100 "${rule_sets[@]}" > /dev/null
+memif() { echo "net_memif$1,role=client,id=0,socket-abstract=no,socket=$work/$2.sock"; }
+
+# The generator: traffic NAME ARGS... runs one measurement against the device attached now and
+# appends its JSON line to $work/NAME.
+gen_pid=
+gen_start() {
+  rm -f "$work/a.sock" "$work/b.sock" "$work/go" "$work/gen.out"
+  "$gen" --socket-dir "$work" --go-file "$work/go" --lcore 0 --file-prefix kmodkit-bench-peers-gen --huge-dir "$huge_dir" \
+    --mbufs 262144 --seconds "$seconds" --warmup 2 --setup-timeout 300 --hold "$@" > "$work/gen.out" 2> "$work/gen.err" &
+  gen_pid=$!
+  pids+=("$gen_pid")
+  for _ in $(seq 100); do [ -S "$work/b.sock" ] && return 0; sleep 0.1; done
+  die "the generator did not start: $(tail -3 "$work/gen.err")"
+}
+# Waits for the generator's result (it holds its ports up after it: the device is stopped
+# first, then the generator).
+gen_result() {
+  while [ ! -s "$work/gen.out" ]; do
+    kill -0 "$gen_pid" 2>/dev/null || die "$1: the generator failed: $(grep -v TELEMETRY "$work/gen.err" | tail -2)"
+    sleep 0.2
+  done
+  cat "$work/gen.out" >> "$work/$1"
+}
+gen_stop() {
+  kill -INT "$gen_pid" 2>/dev/null || true
+  wait "$gen_pid" 2>/dev/null || true
+  forget "$gen_pid"
+}
+
+# The firewall with RULES rules and a table for FLOWS flows, on the generator's sockets.
+fw_pid=
+fw_start() {
+  "$firewall" --rules "$work/fw-$1.rules" --lcores 0,1 --flows "$2" --file-prefix kmodkit-bench-peers-fw \
+    --huge-dir "$huge_dir" --vdev "$(memif 0 a)" --vdev "$(memif 1 b)" --log-format json \
+    > "$work/fw.out" 2> "$work/fw.err" &
+  fw_pid=$!
+  pids+=("$fw_pid")
+}
+fw_stop() {
+  local rc=0
+  kill -INT "$fw_pid" 2>/dev/null || true
+  wait "$fw_pid" || rc=$?
+  forget "$fw_pid"
+  [ "$rc" = 0 ] || die "the firewall exited $rc: $(grep -v TELEMETRY "$work/fw.err" | tail -2)"
+}
+
+# Open vSwitch, private: ovsdb-server and ovs-vswitchd with their own files under $ovs_dir,
+# vswitchd in a network namespace of its own (the netdev datapath makes tap devices), EAL with
+# its own file prefix, the PMD thread on CPU 1; the rule set RULES as OpenFlow.
+ovs_env=(env OVS_RUNDIR="$ovs_dir" OVS_DBDIR="$ovs_dir" OVS_LOGDIR="$ovs_dir" OVS_SYSCONFDIR="$ovs_dir")
+vsctl() { "${ovs_env[@]}" ovs-vsctl --db="unix:$ovs_dir/db.sock" --timeout=60 "$@"; }
+appctl() { "${ovs_env[@]}" ovs-appctl -t "$ovs_dir/ovs-vswitchd.ctl" "$@"; }
+ovs_start() {
+  rm -rf "$ovs_dir" && mkdir -p "$ovs_dir"
+  "${ovs_env[@]}" ovsdb-tool create "$ovs_dir/conf.db" /usr/share/openvswitch/vswitch.ovsschema
+  "${ovs_env[@]}" ovsdb-server "$ovs_dir/conf.db" --remote="punix:$ovs_dir/db.sock" --pidfile="$ovs_dir/ovsdb-server.pid" \
+    --log-file="$ovs_dir/ovsdb-server.log" --unixctl="$ovs_dir/ovsdb-server.ctl" -vconsole:off --detach --no-chdir
+  vsctl --no-wait init
+  vsctl --no-wait set Open_vSwitch . other_config:dpdk-init=true other_config:dpdk-lcore-mask=0x1 \
+    other_config:pmd-cpu-mask=0x2 other_config:per-port-memory=true \
+    "other_config:dpdk-extra=--no-pci --file-prefix kmodkit-bench-peers-ovs --huge-dir $huge_dir --socket-mem 1024"
+  vsctl --no-wait add-br br0 -- set bridge br0 datapath_type=netdev fail_mode=secure \
+    -- add-port br0 p0 -- set Interface p0 type=dpdk ofport_request=1 "options:dpdk-devargs=$(memif 0 a)" \
+    -- add-port br0 p1 -- set Interface p1 type=dpdk ofport_request=2 "options:dpdk-devargs=$(memif 1 b)"
+  "${ovs_env[@]}" unshare --net "$ovs_vswitchd" "unix:$ovs_dir/db.sock" --pidfile="$ovs_dir/ovs-vswitchd.pid" \
+    --log-file="$ovs_dir/ovs-vswitchd.log" --unixctl="$ovs_dir/ovs-vswitchd.ctl" -vconsole:off --detach --no-chdir
+  vsctl wait-until Interface p1 ofport=2 > /dev/null
+  local p
+  for p in p0 p1; do
+    [ "$(vsctl get Interface "$p" ofport)" -gt 0 ] || die "Open vSwitch port $p: $(vsctl get Interface "$p" error)"
+  done
+  # A million connections fit (its default limit is 3,000,000).
+  "${ovs_env[@]}" ovs-ofctl -O OpenFlow13 add-flows "$ovs_dir/br0.mgmt" "$work/ovs-$1.flows"
+}
+ovs_stop() {
+  [ -d "$ovs_dir" ] || return 0
+  if [ -S "$ovs_dir/ovs-vswitchd.ctl" ]; then appctl exit --cleanup 2>/dev/null || true; fi
+  "${ovs_env[@]}" ovs-appctl -t "$ovs_dir/ovsdb-server.ctl" exit 2>/dev/null || true
+  local f pid
+  for f in "$ovs_dir/ovs-vswitchd.pid" "$ovs_dir/ovsdb-server.pid"; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f")
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  rm -rf "$ovs_dir" /var/run/dpdk/kmodkit-bench-peers-ovs
+}
+
+# One measurement: DEVICE (firewall|ovs) RULES NAME GENERATOR-ARGS...
+measure() {
+  local device=$1 rules=$2 name=$3
+  shift 3
+  gen_start "$@"
+  if [ "$device" = firewall ]; then
+    fw_start "$rules" 2097152
+    # Ready once it says it forwards (rules compiled, ports started, workers running).
+    for _ in $(seq 1200); do grep -q '"msg":"forwarding: ' "$work/fw.out" "$work/fw.err" 2>/dev/null && break; sleep 0.1; done
+    touch "$work/go"
+    gen_result "$name"
+    fw_stop
+  else
+    ovs_start "$rules"
+    touch "$work/go"
+    gen_result "$name"
+    ovs_stop
+  fi
+  gen_stop
+}
+
+field() { python3 -c 'import json, sys
+for line in open(sys.argv[1]):
+    v = json.loads(line)
+    for k in sys.argv[2].split("."):
+        v = v[k]
+    print(v)' "$work/$1" "$2"; }
+. bench/lib.sh
+
+echo "bench: $rounds rounds of $seconds s, rules ${rule_sets[*]}, hugepages in $huge_dir; $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+for i in $(seq "$rounds"); do
+  for device in firewall ovs; do
+    for n in "${rule_sets[@]}"; do
+      measure "$device" "$n" "$device-churn-$n" --workload churn --window 4096
+    done
+    measure "$device" 1000 "$device-flows-10k" --workload flows --flows 10000
+    measure "$device" 1000 "$device-flows-1m" --workload flows --flows 1000000 --window 16384
+    measure "$device" 1000 "$device-imix" --workload flows --flows 10000 --sizes imix
+    measure "$device" 1000 "$device-mix" --workload mix --flows 10000 --window 4096
+    measure "$device" 1000 "$device-latency" --workload flows --flows 10000 --rate 500000
+  done
+  printf 'round %d: connections/s firewall %s, ovs %s; 1M flows Mpps firewall %s, ovs %s\n' "$i" \
+    "$(field firewall-churn-1000 connections_per_s | tail -1)" "$(field ovs-churn-1000 connections_per_s | tail -1)" \
+    "$(field firewall-flows-1m received_mpps | tail -1)" "$(field ovs-flows-1m received_mpps | tail -1)"
+done
+
+tsc_mhz=$(awk -F: '/^cpu MHz/ {print $2; exit}' /proc/cpuinfo)
+med() { field "$1" "$2" | median; }
+printf '\nresults: medians of %d rounds, %d s each; cycles/packet at %.0f MHz\n' "$rounds" "$seconds" "$tsc_mhz"
+printf '  %-40s %14s %14s %8s\n' figure firewall "ovs+ct" ratio
+row() {  # LABEL NAME FIELD
+  local f o
+  f=$(med "firewall-$2" "$3"); o=$(med "ovs-$2" "$3")
+  printf '  %-40s %14s %14s %8.1f\n' "$1" "$f" "$o" "$(echo "$f / $o" | bc -l)"
+}
+for n in "${rule_sets[@]}"; do row "connections/s, churn, $n rules" "churn-$n" connections_per_s; done
+row "Mpps, 10,000 flows, 64 B" flows-10k received_mpps
+row "Mpps, 1,000,000 flows, 64 B" flows-1m received_mpps
+row "Mpps, 10,000 flows, IMIX" imix received_mpps
+row "Mpps, 50/50 new and established" mix received_mpps
+row "latency p50 (ns) at 0.5 Mpps" latency latency_ns.p50
+row "latency p99 (ns)" latency latency_ns.p99
+row "latency p99.9 (ns)" latency latency_ns.p999
+printf '\n  firewall at 1M flows / its 10k-flow rate: %.2f (goal >= 0.7)\n' \
+  "$(echo "$(med firewall-flows-1m received_mpps) / $(med firewall-flows-10k received_mpps)" | bc -l)"
+[ "$(nproc)" -ge 4 ] || echo "  two worker lcores: not measured here ($(nproc) CPUs; the generator, the main lcore and two workers need 4)"
