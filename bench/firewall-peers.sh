@@ -31,6 +31,7 @@
 #                                               (ci/build.sh), ci/install-deps.sh --bench, root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 rounds=${1:-3}
 seconds=${2:-5}
 preset=${KMODKIT_PRESET:-default}
@@ -49,8 +50,6 @@ die() { echo "bench: $*" >&2; exit 1; }
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (the generator on one, the device's worker on the other)"
 
 work=$(mktemp -d /var/tmp/kmodkit-bench-peers.XXXXXX)
-old_pages=$(cat /proc/sys/vm/nr_hugepages)
-huge_mount=
 pids=()      # what this script started and has not stopped yet
 forget() {  # PID: stopped, no longer for cleanup to end
   local kept=() p
@@ -63,20 +62,12 @@ cleanup() {
   ovs_stop
   for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  [ -n "$huge_mount" ] && umount "$huge_mount" 2>/dev/null
-  echo "$old_pages" > /proc/sys/vm/nr_hugepages 2>/dev/null || true
+  bench_hugepages_release
   rm -rf "$work" /var/run/dpdk/kmodkit-bench-peers-*
 }
 trap cleanup EXIT
 
-[ "$old_pages" -ge "$huge_pages" ] || echo "$huge_pages" > /proc/sys/vm/nr_hugepages
-free_pages=$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)
-[ "$free_pages" -ge 1536 ] || die "only $free_pages free 2 MiB hugepages (need 1536); memory too fragmented?"
-huge_dir=$(awk '$3 == "hugetlbfs" {print $2; exit}' /proc/mounts)
-if [ -z "$huge_dir" ]; then
-  huge_mount=$work/huge && mkdir -p "$huge_mount" && mount -t hugetlbfs nodev "$huge_mount"
-  huge_dir=$huge_mount
-fi
+bench_hugepages "$huge_pages" 1536
 
 python3 bench/firewall-inputs.py "$work" 100 "${rule_sets[@]}" > /dev/null
 memif() { echo "net_memif$1,role=client,id=0,socket-abstract=no,socket=$work/$2.sock"; }
@@ -194,7 +185,6 @@ for line in open(sys.argv[1]):
     for k in sys.argv[2].split("."):
         v = v[k]
     print(v)' "$work/$1" "$2"; }
-. bench/lib.sh
 
 echo "bench: $rounds rounds of $seconds s, rules ${rule_sets[*]}, hugepages in $huge_dir; $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
 for i in $(seq "$rounds"); do

@@ -19,6 +19,7 @@
 #                                          ci/install-deps.sh --bench, root for hugepages)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 rounds=${1:-3}
 seconds=${2:-5}
 preset=${KMODKIT_PRESET:-default}
@@ -35,8 +36,6 @@ examples=/usr/share/dpdk/examples
 [ "$(id -u)" -eq 0 ] || die "needs root (hugepages)"
 
 work=$(mktemp -d /var/tmp/kmodkit-bench-fw.XXXXXX)
-old_pages=$(cat /proc/sys/vm/nr_hugepages)
-huge_mount=
 # The application running now, by PID (run() starts it in a command substitution's subshell,
 # so the PID goes through a file): only that process is ever stopped.
 app_pid_file=$work/app.pid
@@ -51,21 +50,13 @@ stop_app() {
 }
 cleanup() {
   stop_app
-  [ -n "$huge_mount" ] && umount "$huge_mount" 2>/dev/null
-  echo "$old_pages" > /proc/sys/vm/nr_hugepages 2>/dev/null || true
+  bench_hugepages_release
   rm -rf "$work" /var/run/dpdk/kmodkit-bench-*
 }
 trap cleanup EXIT
 
 # Hugepages: reserved for the run, given back at the end.
-[ "$old_pages" -ge "$huge_pages" ] || echo "$huge_pages" > /proc/sys/vm/nr_hugepages
-free_pages=$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)
-[ "$free_pages" -ge 512 ] || die "only $free_pages free 2 MiB hugepages (need 512); memory too fragmented?"
-huge_dir=$(awk '$3 == "hugetlbfs" {print $2; exit}' /proc/mounts)
-if [ -z "$huge_dir" ]; then
-  huge_mount=$work/huge && mkdir -p "$huge_mount" && mount -t hugetlbfs nodev "$huge_mount"
-  huge_dir=$huge_mount
-fi
+bench_hugepages "$huge_pages" 512
 
 # Inputs, and l3fwd built from dpdk-doc's copy of its sources. Two adaptations to virtual
 # devices, checked to have applied: no RX checksum offload (vdevs have none and l3fwd's port
@@ -149,7 +140,6 @@ fw_scraped() {
     die "firewall-metrics-$1: scrapes while forwarding (count, failed): $verdict; all answers: $(sort "$work/scrapes-$1" | uniq -c | tr '\n' ' ')"
 }
 
-. bench/lib.sh
 col() { awk -v c="$2" '{print $c}' "$work/$1"; }
 
 echo "bench: $packets packets of $flows flows, rules ${rule_sets[*]}, $rounds rounds of $seconds s, hugepages in $huge_dir"

@@ -87,3 +87,26 @@ bench_http_server() {
   echo "bench: the HTTP server did not start" >&2
   return 1
 }
+
+# bench_hugepages PAGES FREE: reserves PAGES 2 MiB hugepages for the run (unless that many are
+# already), checks that FREE of them are free, and sets huge_dir to a hugetlbfs mount (one made
+# under $work when there is none). bench_hugepages_release, from the EXIT trap, gives them back.
+bench_old_pages=
+bench_huge_mount=
+bench_hugepages() {
+  bench_old_pages=$(cat /proc/sys/vm/nr_hugepages)
+  [ "$bench_old_pages" -ge "$1" ] || echo "$1" > /proc/sys/vm/nr_hugepages
+  local free
+  free=$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)
+  [ "$free" -ge "$2" ] || { echo "bench: only $free free 2 MiB hugepages (need $2); memory too fragmented?" >&2; exit 1; }
+  huge_dir=$(awk '$3 == "hugetlbfs" {print $2; exit}' /proc/mounts)
+  if [ -z "$huge_dir" ]; then
+    bench_huge_mount=$work/huge
+    mkdir -p "$bench_huge_mount" && mount -t hugetlbfs nodev "$bench_huge_mount"
+    huge_dir=$bench_huge_mount
+  fi
+}
+bench_hugepages_release() {
+  if [ -n "$bench_huge_mount" ]; then umount "$bench_huge_mount" 2>/dev/null || true; fi
+  if [ -n "$bench_old_pages" ]; then echo "$bench_old_pages" > /proc/sys/vm/nr_hugepages 2>/dev/null || true; fi
+}
