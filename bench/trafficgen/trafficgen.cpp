@@ -449,6 +449,9 @@ Result<void> generate(const Options& o) {
     rte_mbuf* in[kBurst];
     bool any = false;
     for (uint16_t p = 0; p < 2; ++p) {
+      rte_eth_link link{};
+      rte_eth_link_get_nowait(p, &link);
+      if (link.link_status != RTE_ETH_LINK_UP) continue;  // its client is gone: not touched again
       for (uint16_t q = 0; q < kQueues; ++q) {
         const uint16_t n = rte_eth_rx_burst(p, q, in, kBurst);
         rte_pktmbuf_free_bulk(in, n);
