@@ -40,6 +40,7 @@ firewall=$build/firewall/firewall
 gen=$build/bench/trafficgen/trafficgen
 ovs_vswitchd=/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk
 rule_sets=(1000 10000)
+fw_flows=2097152  # the firewall's table: room for the million flows and what churn leaves closing
 huge_pages=2048  # 2 MiB pages: 4 GiB (a million flows in either device, the generator's buffers)
 
 die() { echo "bench: $*" >&2; exit 1; }
@@ -163,19 +164,29 @@ measure() {
   local device=$1 rules=$2 name=$3
   shift 3
   gen_start "$@"
+  # Memory: the firewall takes its tables from hugepages at start (free pages before and once it
+  # forwards); Open vSwitch allocates a connection as it commits it (its resident memory when
+  # ready and after the run).
+  local free_before ready after
+  free_before=$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)
   if [ "$device" = firewall ]; then
-    fw_start "$rules" 2097152
+    fw_start "$rules" "$fw_flows"
     # Ready once it says it forwards (rules compiled, ports started, workers running).
     for _ in $(seq 1200); do grep -q '"msg":"forwarding: ' "$work/fw.out" "$work/fw.err" 2>/dev/null && break; sleep 0.1; done
+    ready=$(( (free_before - $(awk '/HugePages_Free/ {print $2}' /proc/meminfo)) * 2048 ))
     touch "$work/go"
     gen_result "$name"
+    after=$ready
     fw_stop
   else
     ovs_start "$rules"
+    ready=$(awk '/VmRSS/ {print $2}' "/proc/$(cat "$ovs_dir/ovs-vswitchd.pid")/status")
     touch "$work/go"
     gen_result "$name"
+    after=$(awk '/VmRSS/ {print $2}' "/proc/$(cat "$ovs_dir/ovs-vswitchd.pid")/status")
     ovs_stop
   fi
+  echo "$ready $after" >> "$work/$name.mem"  # KiB
   gen_stop
 }
 
@@ -212,6 +223,7 @@ row() {  # LABEL NAME FIELD
   f=$(med "firewall-$2" "$3"); o=$(med "ovs-$2" "$3")
   printf '  %-40s %14s %14s %8.1f\n' "$1" "$f" "$o" "$(echo "$f / $o" | bc -l)"
 }
+cpp() { awk -v mhz="$tsc_mhz" -v mpps="$1" 'BEGIN {printf "%.0f", mhz / mpps}'; }
 for n in "${rule_sets[@]}"; do row "connections/s, churn, $n rules" "churn-$n" connections_per_s; done
 row "Mpps, 10,000 flows, 64 B" flows-10k received_mpps
 row "Mpps, 1,000,000 flows, 64 B" flows-1m received_mpps
@@ -220,6 +232,19 @@ row "Mpps, 50/50 new and established" mix received_mpps
 row "latency p50 (ns) at 0.5 Mpps" latency latency_ns.p50
 row "latency p99 (ns)" latency latency_ns.p99
 row "latency p99.9 (ns)" latency latency_ns.p999
+printf '\n  cycles per packet (one busy lcore: TSC / rate)\n'
+for w in churn-1000 churn-10000 flows-10k flows-1m imix mix; do
+  f=$(med "firewall-$w" received_mpps); o=$(med "ovs-$w" received_mpps)
+  printf '  %-40s %14s %14s\n' "$w" "$(cpp "$f")" "$(cpp "$o")"
+done
+# Memory for a million flows: the firewall's hugepages for a table of $fw_flows (preallocated:
+# per slot), Open vSwitch's resident memory grown while its million connections were committed.
+fw_kib=$(awk '{print $1}' "$work/firewall-flows-1m.mem" | median)
+ovs_kib=$(awk '{print $2 - $1}' "$work/ovs-flows-1m.mem" | median)
+printf '\n  memory: firewall %.0f bytes per flow slot (%d MiB of hugepages for %d slots, buffers included);\n' \
+  "$(echo "$fw_kib * 1024 / $fw_flows" | bc -l)" "$((fw_kib / 1024))" "$fw_flows"
+printf '          Open vSwitch %.0f bytes per connection (resident memory +%d MiB over the million)\n' \
+  "$(echo "$ovs_kib * 1024 / 1000000" | bc -l)" "$((ovs_kib / 1024))"
 printf '\n  firewall at 1M flows / its 10k-flow rate: %.2f (goal >= 0.7)\n' \
   "$(echo "$(med firewall-flows-1m received_mpps) / $(med firewall-flows-10k received_mpps)" | bc -l)"
 [ "$(nproc)" -ge 4 ] || echo "  two worker lcores: not measured here ($(nproc) CPUs; the generator, the main lcore and two workers need 4)"
