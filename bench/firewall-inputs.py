@@ -12,6 +12,8 @@
   l3fwd-N.v4/.v6   the same rule set in the format of DPDK's l3fwd --lookup acl: the deny rules
                    as '@' ACL entries, the allow rule as 'R' route entries to port 1 (one
                    per direction: l3fwd keeps no state for the SYN-ACKs), in the same order (l3fwd gives earlier lines the higher priority, first match wins).
+  l3fwd-N.peers.v4 the same, with the replies routed back to port 0 (bench/firewall-peers.sh's
+                   traffic goes both ways between the two ports)
   ovs-N.flows      the same rule set as OpenFlow for Open vSwitch with conntrack, as it is deployed
                    for a stateful firewall: table 0 sends IP through ct(table=1); in table 1 an
                    established or related packet goes to the other port, a new one meets the
@@ -161,6 +163,8 @@ def rules(out: str, n: int, seed: int) -> None:
         f.write("\n".join(of) + "\n")
     with open(f"{out}/l3fwd-{n}.v4", "w") as f:
         f.write("\n".join(acl) + "\n")
+    with open(f"{out}/l3fwd-{n}.peers.v4", "w") as f:
+        f.write("\n".join(acl[:-1] + [acl[-1][:-1] + "0"]) + "\n")
     with open(f"{out}/l3fwd-{n}.v6", "w") as f:  # no IPv6 traffic; l3fwd wants a file
         f.write("R0:0:0:0:0:0:0:0/0 0:0:0:0:0:0:0:0/0 0 : 65535 0 : 65535 0/0x00 1\n")
 

@@ -23,6 +23,9 @@
 #             latency: 10,000 flows offered at a fixed rate well below either device's limit;
 #             per-packet latency from the generator's TSC stamp at enqueue to its reading where the
 #             packet came back: two memif crossings each way, the device's queueing and work
+#   floor     DPDK's l3fwd --lookup acl (built from dpdk-doc's sources) with the same rules and no
+#             state: what classifying and forwarding alone cost on these ports (it passes a
+#             connection's every packet by the rules, so churn is no harder for it than flows)
 #   rules     1,000 and 10,000 (bench/firewall-inputs.py: deny rules that miss, then the allow)
 # Rounds alternate the devices; medians are reported. Rates are what came back to the generator
 # (forwarded by the device) over SECONDS after a warm-up. Cycles per packet: the TSC frequency
@@ -71,6 +74,7 @@ trap cleanup EXIT
 bench_hugepages "$huge_pages" 1536
 
 python3 bench/firewall-inputs.py "$work" 100 "${rule_sets[@]}" > /dev/null
+bench_build_l3fwd
 memif() { echo "net_memif$1,role=client,id=0,socket-abstract=no,socket=$work/$2.sock"; }
 
 # The generator: traffic NAME ARGS... runs one measurement against the device attached now and
@@ -82,7 +86,8 @@ gen_start() {
     --mbufs 262144 --seconds "$seconds" --warmup 2 --setup-timeout 300 --hold "$@" > "$work/gen.out" 2> "$work/gen.err" &
   gen_pid=$!
   pids+=("$gen_pid")
-  for _ in $(seq 100); do [ -S "$work/b.sock" ] && return 0; sleep 0.1; done
+  # Up (its memory taken, its sockets served) once it waits for the device.
+  for _ in $(seq 300); do grep -q 'waiting for the device under test' "$work/gen.err" && return 0; sleep 0.1; done
   die "the generator did not start: $(tail -3 "$work/gen.err")"
 }
 # Waits for the generator's result (it holds its ports up after it: the device is stopped
@@ -115,6 +120,25 @@ fw_stop() {
   wait "$fw_pid" || rc=$?
   forget "$fw_pid"
   [ "$rc" = 0 ] || die "the firewall exited $rc: $(grep -v TELEMETRY "$work/fw.err" | tail -2)"
+}
+
+# l3fwd with RULES rules, on CPU 1 alone (one lcore: its main loop).
+l3fwd_pid=
+l3fwd_start() {
+  "$l3fwd" -l 1 --no-pci --file-prefix kmodkit-bench-peers-l3fwd --huge-dir "$huge_dir" \
+    --vdev "$(memif 0 a)" --vdev "$(memif 1 b)" -- -p 0x3 --config '(0,0,1),(1,0,1)' --lookup acl --parse-ptype \
+    --rule_ipv4 "$work/l3fwd-$1.peers.v4" --rule_ipv6 "$work/l3fwd-$1.v6" > "$work/l3fwd.out" 2>&1 &
+  l3fwd_pid=$!
+  pids+=("$l3fwd_pid")
+  for _ in $(seq 1200); do grep -q 'entering main loop' "$work/l3fwd.out" && return 0; sleep 0.1; done
+  die "l3fwd did not start: $(tail -3 "$work/l3fwd.out")"
+}
+l3fwd_stop() {
+  local rc=0
+  kill -INT "$l3fwd_pid" 2>/dev/null || true
+  wait "$l3fwd_pid" || rc=$?
+  forget "$l3fwd_pid"
+  [ "$rc" = 0 ] || die "l3fwd exited $rc: $(tail -2 "$work/l3fwd.out")"
 }
 
 # Open vSwitch, private: ovsdb-server and ovs-vswitchd with their own files under $ovs_dir,
@@ -163,7 +187,9 @@ ovs_stop() {
 measure() {
   local device=$1 rules=$2 name=$3
   shift 3
-  gen_start "$@"
+  # The generator's rings per port: as many as the device sends on (Open vSwitch: its PMD
+  # thread's and its main thread's), since memif hands a missing ring's packets in twice.
+  gen_start --rings "$([ "$device" = ovs ] && echo 2 || echo 1)" "$@"
   # Memory: the firewall takes its tables from hugepages at start (free pages before and once it
   # forwards); Open vSwitch allocates a connection as it commits it (its resident memory when
   # ready and after the run).
@@ -178,6 +204,13 @@ measure() {
     gen_result "$name"
     after=$ready
     fw_stop
+  elif [ "$device" = l3fwd ]; then
+    l3fwd_start "$rules"
+    ready=0
+    touch "$work/go"
+    gen_result "$name"
+    after=0
+    l3fwd_stop
   else
     ovs_start "$rules"
     ready=$(awk '/VmRSS/ {print $2}' "/proc/$(cat "$ovs_dir/ovs-vswitchd.pid")/status")
@@ -199,7 +232,7 @@ for line in open(sys.argv[1]):
 
 echo "bench: $rounds rounds of $seconds s, rules ${rule_sets[*]}, hugepages in $huge_dir; $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
 for i in $(seq "$rounds"); do
-  for device in firewall ovs; do
+  for device in firewall ovs l3fwd; do
     for n in "${rule_sets[@]}"; do
       measure "$device" "$n" "$device-churn-$n" --workload churn --window 4096
     done
@@ -209,19 +242,20 @@ for i in $(seq "$rounds"); do
     measure "$device" 1000 "$device-mix" --workload mix --flows 10000 --window 4096
     measure "$device" 1000 "$device-latency" --workload flows --flows 10000 --rate 500000
   done
-  printf 'round %d: connections/s firewall %s, ovs %s; 1M flows Mpps firewall %s, ovs %s\n' "$i" \
+  printf 'round %d: connections/s firewall %s, ovs %s, l3fwd %s; 1M flows Mpps firewall %s, ovs %s, l3fwd %s\n' "$i" \
     "$(field firewall-churn-1000 connections_per_s | tail -1)" "$(field ovs-churn-1000 connections_per_s | tail -1)" \
-    "$(field firewall-flows-1m received_mpps | tail -1)" "$(field ovs-flows-1m received_mpps | tail -1)"
+    "$(field l3fwd-churn-1000 connections_per_s | tail -1)" "$(field firewall-flows-1m received_mpps | tail -1)" \
+    "$(field ovs-flows-1m received_mpps | tail -1)" "$(field l3fwd-flows-1m received_mpps | tail -1)"
 done
 
 tsc_mhz=$(awk -F: '/^cpu MHz/ {print $2; exit}' /proc/cpuinfo)
 med() { field "$1" "$2" | median; }
 printf '\nresults: medians of %d rounds, %d s each; cycles/packet at %.0f MHz\n' "$rounds" "$seconds" "$tsc_mhz"
-printf '  %-40s %14s %14s %8s\n' figure firewall "ovs+ct" ratio
+printf '  %-40s %14s %14s %8s %14s\n' figure firewall "ovs+ct" ratio "l3fwd-acl"
 row() {  # LABEL NAME FIELD
-  local f o
-  f=$(med "firewall-$2" "$3"); o=$(med "ovs-$2" "$3")
-  printf '  %-40s %14s %14s %8.1f\n' "$1" "$f" "$o" "$(echo "$f / $o" | bc -l)"
+  local f o l
+  f=$(med "firewall-$2" "$3"); o=$(med "ovs-$2" "$3"); l=$(med "l3fwd-$2" "$3")
+  printf '  %-40s %14s %14s %8.1f %14s\n' "$1" "$f" "$o" "$(echo "$f / $o" | bc -l)" "$l"
 }
 cpp() { awk -v mhz="$tsc_mhz" -v mpps="$1" 'BEGIN {printf "%.0f", mhz / mpps}'; }
 for n in "${rule_sets[@]}"; do row "connections/s, churn, $n rules" "churn-$n" connections_per_s; done
@@ -234,8 +268,8 @@ row "latency p99 (ns)" latency latency_ns.p99
 row "latency p99.9 (ns)" latency latency_ns.p999
 printf '\n  cycles per packet (one busy lcore: TSC / rate)\n'
 for w in churn-1000 churn-10000 flows-10k flows-1m imix mix; do
-  f=$(med "firewall-$w" received_mpps); o=$(med "ovs-$w" received_mpps)
-  printf '  %-40s %14s %14s\n' "$w" "$(cpp "$f")" "$(cpp "$o")"
+  f=$(med "firewall-$w" received_mpps); o=$(med "ovs-$w" received_mpps); l=$(med "l3fwd-$w" received_mpps)
+  printf '  %-40s %14s %14s %8s %14s\n' "$w" "$(cpp "$f")" "$(cpp "$o")" "" "$(cpp "$l")"
 done
 # Memory for a million flows: the firewall's hugepages for a table of $fw_flows (preallocated:
 # per slot), Open vSwitch's resident memory grown while its million connections were committed.

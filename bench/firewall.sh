@@ -31,8 +31,6 @@ huge_pages=768  # 2 MiB pages: 1.5 GiB, one application at a time
 die() { echo "bench: $*" >&2; exit 1; }
 [ -x "$firewall" ] || die "build first (ci/build.sh); no $firewall"
 command -v dpdk-testpmd >/dev/null || die "no dpdk-testpmd: run ci/install-deps.sh --bench"
-examples=/usr/share/dpdk/examples
-[ -f "$examples/l3fwd/l3fwd_acl.c" ] || die "no l3fwd sources in $examples: run ci/install-deps.sh --bench"
 [ "$(id -u)" -eq 0 ] || die "needs root (hugepages)"
 
 work=$(mktemp -d /var/tmp/kmodkit-bench-fw.XXXXXX)
@@ -58,17 +56,9 @@ trap cleanup EXIT
 # Hugepages: reserved for the run, given back at the end.
 bench_hugepages "$huge_pages" 512
 
-# Inputs, and l3fwd built from dpdk-doc's copy of its sources. Two adaptations to virtual
-# devices, checked to have applied: no RX checksum offload (vdevs have none and l3fwd's port
-# configuration would be refused), and a pool large enough for net_pcap's infinite_rx, which
-# keeps one mbuf per packet of the capture (l3fwd sizes its pool for NIC rings only).
+# Inputs, and l3fwd built from dpdk-doc's copy of its sources (bench_build_l3fwd).
 packets=$(python3 bench/firewall-inputs.py "$work" "$flows" "${rule_sets[@]}")
-cp -r "$examples/l3fwd" "$examples/common" "$work/"
-sed -i 's/\.offloads = RTE_ETH_RX_OFFLOAD_CHECKSUM,/.offloads = 0,/; s/(unsigned)8192)/(unsigned)65536)/' "$work/l3fwd/main.c"
-grep -q '\.offloads = 0,' "$work/l3fwd/main.c" && grep -q '(unsigned)65536)' "$work/l3fwd/main.c" ||
-  die "l3fwd's main.c changed: the adaptations to virtual devices did not apply"
-make -s -C "$work/l3fwd" -j"$(nproc)" >"$work/l3fwd-build.log" 2>&1 || die "l3fwd did not build: $(tail -3 "$work/l3fwd-build.log")"
-l3fwd=$work/l3fwd/build/l3fwd
+bench_build_l3fwd
 
 rx_dev="net_pcap0,rx_pcap=$work/flows.pcap,infinite_rx=1"
 tx_dev="net_null0,no-rx=1"

@@ -110,3 +110,22 @@ bench_hugepages_release() {
   if [ -n "$bench_huge_mount" ]; then umount "$bench_huge_mount" 2>/dev/null || true; fi
   if [ -n "$bench_old_pages" ]; then echo "$bench_old_pages" > /proc/sys/vm/nr_hugepages 2>/dev/null || true; fi
 }
+
+# bench_build_l3fwd: DPDK's l3fwd built in $work from dpdk-doc's copy of its sources, with two
+# adaptations to virtual devices, checked to have applied: no RX checksum offload (vdevs have
+# none and l3fwd's port configuration would be refused), and a pool large enough for net_pcap's
+# infinite_rx, which keeps one mbuf per packet of the capture (l3fwd sizes its pool for NIC rings
+# only). Sets l3fwd to the binary.
+bench_build_l3fwd() {
+  local examples=/usr/share/dpdk/examples
+  [ -f "$examples/l3fwd/l3fwd_acl.c" ] || { echo "bench: no l3fwd sources in $examples: run ci/install-deps.sh --bench" >&2; exit 1; }
+  cp -r "$examples/l3fwd" "$examples/common" "$work/"
+  sed -i 's/\.offloads = RTE_ETH_RX_OFFLOAD_CHECKSUM,/.offloads = 0,/; s/(unsigned)8192)/(unsigned)65536)/' "$work/l3fwd/main.c"
+  if ! grep -q '\.offloads = 0,' "$work/l3fwd/main.c" || ! grep -q '(unsigned)65536)' "$work/l3fwd/main.c"; then
+    echo "bench: l3fwd's main.c changed: the adaptations to virtual devices did not apply" >&2
+    exit 1
+  fi
+  make -s -C "$work/l3fwd" -j"$(nproc)" > "$work/l3fwd-build.log" 2>&1 ||
+    { echo "bench: l3fwd did not build: $(tail -3 "$work/l3fwd-build.log")" >&2; exit 1; }
+  l3fwd=$work/l3fwd/build/l3fwd
+}

@@ -35,9 +35,10 @@ namespace kmodkit::bench {
 namespace {
 
 constexpr uint16_t kBurst = 32;
-// Rings each memif port accepts: a client may bring more than one (Open vSwitch has a transmit
-// queue per PMD thread and one for its main thread). The generator reads them all, sends on 0.
-constexpr uint16_t kQueues = 4;
+// Rings each memif port has at most (--rings): a client may bring more than one (Open vSwitch
+// has a transmit queue per PMD thread and one for its main thread). The generator reads them
+// all and sends on ring 0.
+constexpr uint16_t kQueues = 8;
 // Frames waiting for a port whose ring is full: the generator holds them (the device pushes
 // back, as a real sender's queue would) and makes no new traffic while they wait.
 constexpr uint32_t kPending = 8192;
@@ -60,6 +61,7 @@ struct Options {
   std::string huge_dir;
   uint32_t no_huge_mb = 0;
   uint32_t mbufs = 65536;
+  uint16_t rings = 1;  // as many as the device under test brings: memif repeats a ring it lacks
 };
 
 // Frames of the established flows: 64 bytes, or IMIX (64, 594, 1518 on the wire, 7:4:1).
@@ -101,7 +103,7 @@ class Generator {
   // traffic, so that the generator never makes the device drop for want of a reader.
   void receive_all(uint64_t now) {
     for (int p = 0; p < 2; ++p) {
-      for (uint16_t q = 0; q < kQueues; ++q) {
+      for (uint16_t q = 0; q < o_.rings; ++q) {
         for (int b = 0; b < 8 && receive(p, q, now) == kBurst; ++b) {
         }
       }
@@ -357,12 +359,12 @@ Result<std::string> Generator::run() {
   return std::string(line);
 }
 
-// A memif port in the server role, started, with kQueues rings each way.
-Result<void> start_port(uint16_t port, rte_mempool* pool) {
+// A memif port in the server role, started, with `rings` rings each way.
+Result<void> start_port(uint16_t port, uint16_t rings, rte_mempool* pool) {
   rte_eth_conf conf{};
-  int rc = rte_eth_dev_configure(port, kQueues, kQueues, &conf);
+  int rc = rte_eth_dev_configure(port, rings, rings, &conf);
   const auto socket = static_cast<unsigned>(rte_eth_dev_socket_id(port));
-  for (uint16_t q = 0; rc == 0 && q < kQueues; ++q) {
+  for (uint16_t q = 0; rc == 0 && q < rings; ++q) {
     rc = rte_eth_rx_queue_setup(port, q, 1024, socket, nullptr, pool);
     if (rc == 0) rc = rte_eth_tx_queue_setup(port, q, 1024, socket, nullptr);
   }
@@ -410,8 +412,8 @@ Result<void> generate(const Options& o) {
   rte_mempool* pool = rte_pktmbuf_pool_create("gen_pool", o.mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
                                               static_cast<int>(rte_socket_id()));
   if (pool == nullptr) return fail(ExitCode::config, std::string("no packet buffer pool: ") + rte_strerror(rte_errno));
-  KK_TRY(start_port(0, pool));
-  KK_TRY(start_port(1, pool));
+  KK_TRY(start_port(0, o.rings, pool));
+  KK_TRY(start_port(1, o.rings, pool));
   auto log = log::get("trafficgen");
   log->info("waiting for the device under test on {}/a.sock and {}/b.sock", o.socket_dir, o.socket_dir);
   const uint64_t hz = rte_get_tsc_hz(), deadline = rte_get_tsc_cycles() + 120 * hz;
@@ -452,7 +454,7 @@ Result<void> generate(const Options& o) {
       rte_eth_link link{};
       rte_eth_link_get_nowait(p, &link);
       if (link.link_status != RTE_ETH_LINK_UP) continue;  // its client is gone: not touched again
-      for (uint16_t q = 0; q < kQueues; ++q) {
+      for (uint16_t q = 0; q < o.rings; ++q) {
         const uint16_t n = rte_eth_rx_burst(p, q, in, kBurst);
         rte_pktmbuf_free_bulk(in, n);
         any = any || n > 0;
@@ -507,6 +509,10 @@ int main(int argc, char** argv) {
           {"huge-dir", cli::Kind::value, "", "DIR", "the hugepage mount (default: EAL's search)", cli::store(o.huge_dir)},
           {"no-huge-mb", cli::Kind::value, "0", "MB", "run without hugepages on this much memory",
            cli::store_integer("no-huge-mb", o.no_huge_mb, 0, 1 << 20)},
+          {"rings", cli::Kind::value, "1", "N",
+           "rings each memif port has, as many as the device under test brings (Open vSwitch with one PMD thread: 2); "
+           "a client with more is refused, and one with fewer is read twice by memif",
+           cli::store_integer("rings", o.rings, 1, kQueues)},
           {"mbufs", cli::Kind::value, "65536", "N", "packet buffers", cli::store_integer("mbufs", o.mbufs, 4096, 1 << 24)},
       }};
   return cli::run_main(program, argc, argv, [&] { return generate(o); });
