@@ -188,7 +188,7 @@ measure() {
   local device=$1 rules=$2 name=$3
   shift 3
   # The generator's rings per port: as many as the device sends on (Open vSwitch: its PMD
-  # thread's and its main thread's), since memif hands a missing ring's packets in twice.
+  # thread's and its main thread's): memif hands a packet in once more for each ring the device lacks.
   gen_start --rings "$([ "$device" = ovs ] && echo 2 || echo 1)" "$@"
   # Memory: the firewall takes its tables from hugepages at start (free pages before and once it
   # forwards); Open vSwitch allocates a connection as it commits it (its resident memory when

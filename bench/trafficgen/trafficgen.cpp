@@ -61,7 +61,7 @@ struct Options {
   std::string huge_dir;
   uint32_t no_huge_mb = 0;
   uint32_t mbufs = 65536;
-  uint16_t rings = 1;  // as many as the device under test brings: memif repeats a ring it lacks
+  uint16_t rings = 1;  // as many as the device under test brings (memif repeats packets on rings it lacks)
 };
 
 // Frames of the established flows: 64 bytes, or IMIX (64, 594, 1518 on the wire, 7:4:1).
@@ -511,7 +511,7 @@ int main(int argc, char** argv) {
            cli::store_integer("no-huge-mb", o.no_huge_mb, 0, 1 << 20)},
           {"rings", cli::Kind::value, "1", "N",
            "rings each memif port has, as many as the device under test brings (Open vSwitch with one PMD thread: 2); "
-           "a client with more is refused, and one with fewer is read twice by memif",
+           "a client with more is refused, and with fewer, memif hands each packet in once more per ring the client lacks",
            cli::store_integer("rings", o.rings, 1, kQueues)},
           {"mbufs", cli::Kind::value, "65536", "N", "packet buffers", cli::store_integer("mbufs", o.mbufs, 4096, 1 << 24)},
       }};
