@@ -23,6 +23,8 @@
 #             latency: 10,000 flows offered at a fixed rate well below either device's limit;
 #             per-packet latency from the generator's TSC stamp at enqueue to its reading where the
 #             packet came back: two memif crossings each way, the device's queueing and work
+#   ceiling   dpdk-testpmd --forward-mode=io on the same sockets: what these ports and this
+#             generator carry when the device does nothing (a device near it is generator-bound)
 #   floor     DPDK's l3fwd --lookup acl (built from dpdk-doc's sources) with the same rules and no
 #             state: what classifying and forwarding alone cost on these ports (it passes a
 #             connection's every packet by the rules, so churn is no harder for it than flows)
@@ -141,6 +143,27 @@ l3fwd_stop() {
   [ "$rc" = 0 ] || die "l3fwd exited $rc: $(tail -2 "$work/l3fwd.out")"
 }
 
+# dpdk-testpmd, forwarding as it receives (io), its forwarding core CPU 1. Its stdin is a FIFO this
+# script holds open (with --auto-start it stops when its stdin closes).
+testpmd_pid=
+testpmd_start() {
+  rm -f "$work/testpmd.in" && mkfifo "$work/testpmd.in"
+  exec 7<> "$work/testpmd.in"
+  dpdk-testpmd -l 0,1 --no-pci --file-prefix kmodkit-bench-peers-testpmd --huge-dir "$huge_dir" \
+    --vdev "$(memif 0 a)" --vdev "$(memif 1 b)" -- --forward-mode=io --nb-cores=1 --auto-start \
+    --stats-period 3600 < "$work/testpmd.in" > "$work/testpmd.out" 2>&1 &
+  testpmd_pid=$!
+  pids+=("$testpmd_pid")
+  for _ in $(seq 300); do grep -q 'Start automatic packet forwarding' "$work/testpmd.out" && return 0; sleep 0.1; done
+  die "dpdk-testpmd did not start: $(tail -3 "$work/testpmd.out")"
+}
+testpmd_stop() {
+  kill -INT "$testpmd_pid" 2>/dev/null || true
+  wait "$testpmd_pid" 2>/dev/null || true
+  forget "$testpmd_pid"
+  exec 7>&-
+}
+
 # Open vSwitch, private: ovsdb-server and ovs-vswitchd with their own files under $ovs_dir,
 # vswitchd in a network namespace of its own (the netdev datapath makes tap devices), EAL with
 # its own file prefix, the PMD thread on CPU 1; the rule set RULES as OpenFlow.
@@ -204,13 +227,13 @@ measure() {
     gen_result "$name"
     after=$ready
     fw_stop
-  elif [ "$device" = l3fwd ]; then
-    l3fwd_start "$rules"
+  elif [ "$device" = l3fwd ] || [ "$device" = testpmd ]; then
+    "${device}_start" "$rules"
     ready=0
     touch "$work/go"
     gen_result "$name"
     after=0
-    l3fwd_stop
+    "${device}_stop"
   else
     ovs_start "$rules"
     ready=$(awk '/VmRSS/ {print $2}' "/proc/$(cat "$ovs_dir/ovs-vswitchd.pid")/status")
@@ -232,7 +255,7 @@ for line in open(sys.argv[1]):
 
 echo "bench: $rounds rounds of $seconds s, rules ${rule_sets[*]}, hugepages in $huge_dir; $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
 for i in $(seq "$rounds"); do
-  for device in firewall ovs l3fwd; do
+  for device in firewall ovs l3fwd testpmd; do
     for n in "${rule_sets[@]}"; do
       measure "$device" "$n" "$device-churn-$n" --workload churn --window 4096
     done
@@ -251,11 +274,11 @@ done
 tsc_mhz=$(awk -F: '/^cpu MHz/ {print $2; exit}' /proc/cpuinfo)
 med() { field "$1" "$2" | median; }
 printf '\nresults: medians of %d rounds, %d s each; cycles/packet at %.0f MHz\n' "$rounds" "$seconds" "$tsc_mhz"
-printf '  %-40s %14s %14s %8s %14s\n' figure firewall "ovs+ct" ratio "l3fwd-acl"
+printf '  %-40s %14s %14s %8s %14s %14s\n' figure firewall "ovs+ct" ratio "l3fwd-acl" "testpmd io"
 row() {  # LABEL NAME FIELD
-  local f o l
-  f=$(med "firewall-$2" "$3"); o=$(med "ovs-$2" "$3"); l=$(med "l3fwd-$2" "$3")
-  printf '  %-40s %14s %14s %8.1f %14s\n' "$1" "$f" "$o" "$(echo "$f / $o" | bc -l)" "$l"
+  local f o l t
+  f=$(med "firewall-$2" "$3"); o=$(med "ovs-$2" "$3"); l=$(med "l3fwd-$2" "$3"); t=$(med "testpmd-$2" "$3")
+  printf '  %-40s %14s %14s %8.1f %14s %14s\n' "$1" "$f" "$o" "$(echo "$f / $o" | bc -l)" "$l" "$t"
 }
 cpp() { awk -v mhz="$tsc_mhz" -v mpps="$1" 'BEGIN {printf "%.0f", mhz / mpps}'; }
 for n in "${rule_sets[@]}"; do row "connections/s, churn, $n rules" "churn-$n" connections_per_s; done
@@ -269,7 +292,8 @@ row "latency p99.9 (ns)" latency latency_ns.p999
 printf '\n  cycles per packet (one busy lcore: TSC / rate)\n'
 for w in churn-1000 churn-10000 flows-10k flows-1m imix mix; do
   f=$(med "firewall-$w" received_mpps); o=$(med "ovs-$w" received_mpps); l=$(med "l3fwd-$w" received_mpps)
-  printf '  %-40s %14s %14s %8s %14s\n' "$w" "$(cpp "$f")" "$(cpp "$o")" "" "$(cpp "$l")"
+  t=$(med "testpmd-$w" received_mpps)
+  printf '  %-40s %14s %14s %8s %14s %14s\n' "$w" "$(cpp "$f")" "$(cpp "$o")" "" "$(cpp "$l")" "$(cpp "$t")"
 done
 # Memory for a million flows: the firewall's hugepages for a table of $fw_flows (preallocated:
 # per slot), Open vSwitch's resident memory grown while its million connections were committed.
