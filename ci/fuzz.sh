@@ -104,11 +104,17 @@ run_target() {
     "$bin" "${args[@]}" "$out/corpus/$t" "$seeds/$t" > "$log" 2>&1 &
     pids+=($!)
   done
-  # The first process to stop on a finding ends its siblings (its own children, by PID).
-  local r
-  for ((i = 0; i < workers; i++)); do
-    r=0; wait -n "${pids[@]}" || r=$?
-    if [ "$r" != 0 ] && [ "$rc" = 0 ]; then rc=$r; kill "${pids[@]}" 2>/dev/null || true; fi
+  # The first process to stop on a finding ends its siblings (its own children, by PID). Each
+  # wait names only the processes still running (bash refuses a PID it has already reaped).
+  local r ended live=("${pids[@]}")
+  while [ "${#live[@]}" -gt 0 ]; do
+    r=0; ended=
+    wait -n -p ended "${live[@]}" || r=$?
+    [ -n "$ended" ] || break  # nothing left to wait for
+    local still=()
+    for pid in "${live[@]}"; do [ "$pid" = "$ended" ] || still+=("$pid"); done
+    live=("${still[@]}")
+    if [ "$r" != 0 ] && [ "$rc" = 0 ]; then rc=$r; kill "${live[@]}" 2>/dev/null || true; fi
   done
   # Executions and speed add up over the processes; coverage is the best any of them reached.
   local execs=0 speed=0 cov=0 ft=0 last n corpus findings
