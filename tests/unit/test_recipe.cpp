@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 #include <regex>
+#include <vector>
 
 #include "helpers.hpp"
 #include "kernel.hpp"
@@ -115,6 +116,30 @@ TEST_CASE("BUILD_EXCLUSIVE_KERNEL and BUILD_EXCLUSIVE_ARCH are searched in the r
     const std::string why = r->kernel_refusal("6.1.0-57-amd64", c.release);
     CHECK(why.empty() == kmodkit::test::bash_regex_matches(c.release, c.regex));
     if (!why.empty()) CHECK_THAT(why, Catch::Contains(c.regex) && Catch::Contains(c.release) && Catch::Contains("arch"));
+  }
+}
+
+TEST_CASE("a regex whose repetitions multiply past what regcomp can hold is refused before regcomp, naming it",
+          "[unit][recipe]") {
+  // Each '+' of x+++... doubles what glibc's regcomp builds (twenty take 700 MB); intervals
+  // multiply too. Found by the recipe fuzz target: a 148-byte dkms.conf took 2.6 GB.
+  const std::string pluses(100, '+');
+  for (const std::string& regex : std::vector<std::string>{"M" + pluses, "x" + std::string(14, '+'), "((a{1,100}){1,100}){1,20}",
+                                                           "(a{9999})+", "[[:alpha:]]{100}{100}"}) {
+    INFO(regex);
+    auto conf = parse_dkms_conf("PACKAGE_NAME=m\nBUILT_MODULE_NAME[0]=m\nBUILD_EXCLUSIVE_ARCH=\"" + regex + "\"\n",
+                                "dos/dkms.conf", "/src");
+    REQUIRE_FALSE(conf);
+    CHECK(conf.error().code == ExitCode::config);
+    CHECK_THAT(conf.error().message, Catch::Contains("dos/dkms.conf") && Catch::Contains("BUILD_EXCLUSIVE_ARCH") &&
+                                         Catch::Contains("repeats too much to compile"));
+  }
+  // What real recipes write still compiles, repetitions and all.
+  for (const std::string regex : {"^6\\.(1[7-9]|[2-9][0-9])\\.", "x86_64|i.86", "^[[:digit:]]+\\.[0-9]{1,3}\\.", "a+b*c?",
+                                  "(ab){2,8}", "[]a-z]{1,16}", "x{3}{4}"}) {
+    INFO(regex);
+    CHECK(parse_dkms_conf("PACKAGE_NAME=m\nBUILT_MODULE_NAME[0]=m\nBUILD_EXCLUSIVE_KERNEL=\"" + regex + "\"\n", "ok/dkms.conf",
+                          "/src"));
   }
 }
 
