@@ -107,61 +107,53 @@ gen_stop() {
   forget "$gen_pid"
 }
 
-# The firewall with RULES rules and a table for FLOWS flows, on the generator's sockets.
-fw_pid=
-fw_start() {
-  "$firewall" --rules "$work/fw-$1.rules" --lcores 0,1 --flows "$2" --file-prefix kmodkit-bench-peers-fw \
-    --huge-dir "$huge_dir" --vdev "$(memif 0 a)" --vdev "$(memif 1 b)" --log-format json \
-    > "$work/fw.out" 2> "$work/fw.err" &
-  fw_pid=$!
-  pids+=("$fw_pid")
+# The DPDK applications, one at a time: app_start NAME READY COMMAND... starts COMMAND with its
+# output in $work/NAME.out and waits for the line READY; app_stop stops it (SIGINT) and fails the
+# run unless it exited 0.
+app_pid=
+app_name=
+app_start() {
+  app_name=$1
+  local ready=$2
+  shift 2
+  "$@" > "$work/$app_name.out" 2>&1 &
+  app_pid=$!
+  pids+=("$app_pid")
+  for _ in $(seq 1200); do
+    grep -q -- "$ready" "$work/$app_name.out" && return 0
+    kill -0 "$app_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  die "$app_name did not start: $(grep -v TELEMETRY "$work/$app_name.out" | tail -3)"
 }
-fw_stop() {
+app_stop() {
   local rc=0
-  kill -INT "$fw_pid" 2>/dev/null || true
-  wait "$fw_pid" || rc=$?
-  forget "$fw_pid"
-  [ "$rc" = 0 ] || die "the firewall exited $rc: $(grep -v TELEMETRY "$work/fw.err" | tail -2)"
+  kill -INT "$app_pid" 2>/dev/null || true
+  wait "$app_pid" || rc=$?
+  forget "$app_pid"
+  [ "$rc" = 0 ] || die "$app_name exited $rc: $(grep -v TELEMETRY "$work/$app_name.out" | tail -2)"
 }
 
+# The firewall with RULES rules and a table of $fw_flows, ready once it says it forwards (rules
+# compiled, ports started, workers running).
+firewall_start() {
+  app_start firewall '"msg":"forwarding: ' "$firewall" --rules "$work/fw-$1.rules" --lcores 0,1 --flows "$fw_flows" \
+    --file-prefix kmodkit-bench-peers-fw --huge-dir "$huge_dir" --vdev "$(memif 0 a)" --vdev "$(memif 1 b)" --log-format json
+}
 # l3fwd with RULES rules, on CPU 1 alone (one lcore: its main loop).
-l3fwd_pid=
 l3fwd_start() {
-  "$l3fwd" -l 1 --no-pci --file-prefix kmodkit-bench-peers-l3fwd --huge-dir "$huge_dir" \
+  app_start l3fwd 'entering main loop' "$l3fwd" -l 1 --no-pci --file-prefix kmodkit-bench-peers-l3fwd --huge-dir "$huge_dir" \
     --vdev "$(memif 0 a)" --vdev "$(memif 1 b)" -- -p 0x3 --config '(0,0,1),(1,0,1)' --lookup acl --parse-ptype \
-    --rule_ipv4 "$work/l3fwd-$1.peers.v4" --rule_ipv6 "$work/l3fwd-$1.v6" > "$work/l3fwd.out" 2>&1 &
-  l3fwd_pid=$!
-  pids+=("$l3fwd_pid")
-  for _ in $(seq 1200); do grep -q 'entering main loop' "$work/l3fwd.out" && return 0; sleep 0.1; done
-  die "l3fwd did not start: $(tail -3 "$work/l3fwd.out")"
+    --rule_ipv4 "$work/l3fwd-$1.peers.v4" --rule_ipv6 "$work/l3fwd-$1.v6"
 }
-l3fwd_stop() {
-  local rc=0
-  kill -INT "$l3fwd_pid" 2>/dev/null || true
-  wait "$l3fwd_pid" || rc=$?
-  forget "$l3fwd_pid"
-  [ "$rc" = 0 ] || die "l3fwd exited $rc: $(tail -2 "$work/l3fwd.out")"
-}
-
 # dpdk-testpmd, forwarding as it receives (io), its forwarding core CPU 1. Its stdin is a FIFO this
-# script holds open (with --auto-start it stops when its stdin closes).
-testpmd_pid=
+# script holds open on descriptor 7 (with --auto-start it stops when its stdin closes).
 testpmd_start() {
   rm -f "$work/testpmd.in" && mkfifo "$work/testpmd.in"
   exec 7<> "$work/testpmd.in"
-  dpdk-testpmd -l 0,1 --no-pci --file-prefix kmodkit-bench-peers-testpmd --huge-dir "$huge_dir" \
-    --vdev "$(memif 0 a)" --vdev "$(memif 1 b)" -- --forward-mode=io --nb-cores=1 --auto-start \
-    --stats-period 3600 < "$work/testpmd.in" > "$work/testpmd.out" 2>&1 &
-  testpmd_pid=$!
-  pids+=("$testpmd_pid")
-  for _ in $(seq 300); do grep -q 'Start automatic packet forwarding' "$work/testpmd.out" && return 0; sleep 0.1; done
-  die "dpdk-testpmd did not start: $(tail -3 "$work/testpmd.out")"
-}
-testpmd_stop() {
-  kill -INT "$testpmd_pid" 2>/dev/null || true
-  wait "$testpmd_pid" 2>/dev/null || true
-  forget "$testpmd_pid"
-  exec 7>&-
+  app_start testpmd 'Start automatic packet forwarding' dpdk-testpmd -l 0,1 --no-pci \
+    --file-prefix kmodkit-bench-peers-testpmd --huge-dir "$huge_dir" --vdev "$(memif 0 a)" --vdev "$(memif 1 b)" \
+    -- --forward-mode=io --nb-cores=1 --auto-start --stats-period 3600 < "$work/testpmd.in"
 }
 
 # Open vSwitch, private: ovsdb-server and ovs-vswitchd with their own files under $ovs_dir,
@@ -216,31 +208,25 @@ measure() {
   # Memory: the firewall takes its tables from hugepages at start (free pages before and once it
   # forwards); Open vSwitch allocates a connection as it commits it (its resident memory when
   # ready and after the run).
-  local free_before ready after
+  local free_before ready=0 after=0
   free_before=$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)
-  if [ "$device" = firewall ]; then
-    fw_start "$rules" "$fw_flows"
-    # Ready once it says it forwards (rules compiled, ports started, workers running).
-    for _ in $(seq 1200); do grep -q '"msg":"forwarding: ' "$work/fw.out" "$work/fw.err" 2>/dev/null && break; sleep 0.1; done
-    ready=$(( (free_before - $(awk '/HugePages_Free/ {print $2}' /proc/meminfo)) * 2048 ))
-    touch "$work/go"
-    gen_result "$name"
-    after=$ready
-    fw_stop
-  elif [ "$device" = l3fwd ] || [ "$device" = testpmd ]; then
-    "${device}_start" "$rules"
-    ready=0
-    touch "$work/go"
-    gen_result "$name"
-    after=0
-    "${device}_stop"
-  else
+  local rss='/VmRSS/ {print $2}'
+  if [ "$device" = ovs ]; then
     ovs_start "$rules"
-    ready=$(awk '/VmRSS/ {print $2}' "/proc/$(cat "$ovs_dir/ovs-vswitchd.pid")/status")
-    touch "$work/go"
-    gen_result "$name"
-    after=$(awk '/VmRSS/ {print $2}' "/proc/$(cat "$ovs_dir/ovs-vswitchd.pid")/status")
+    ready=$(awk "$rss" "/proc/$(cat "$ovs_dir/ovs-vswitchd.pid")/status")
+  else
+    "${device}_start" "$rules"
+    [ "$device" != firewall ] || ready=$(( (free_before - $(awk '/HugePages_Free/ {print $2}' /proc/meminfo)) * 2048 ))
+    after=$ready
+  fi
+  touch "$work/go"
+  gen_result "$name"
+  if [ "$device" = ovs ]; then
+    after=$(awk "$rss" "/proc/$(cat "$ovs_dir/ovs-vswitchd.pid")/status")
     ovs_stop
+  else
+    app_stop
+    [ "$device" != testpmd ] || exec 7>&-
   fi
   echo "$ready $after" >> "$work/$name.mem"  # KiB
   gen_stop
