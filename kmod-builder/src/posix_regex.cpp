@@ -1,54 +1,76 @@
 #include "posix_regex.hpp"
 
+#include <algorithm>
+
 namespace kmodkit::kmod_builder {
 namespace {
 
-// An upper bound of what glibc's regcomp builds for an extended regex, in nodes. It spells
-// repetitions out: E+ becomes E E*, E{n,m} m copies of E, so repetitions applied to repeated
-// expressions multiply (each '+' of "x++++" doubles the tree: twenty of them take 700 MB). The
+// What glibc's regcomp would take for an extended regex, bounded before it is asked. regcomp
+// spells repetitions out (E+ as E E*, E{n,m} as m copies of E, the optional ones nested), so
+// repetitions of repeated expressions multiply: each '+' of "x+++" doubles what it builds
+// (twenty took 700 MB), "x{1,9000}" took 640 MB, and "a" with 45 '?' and "+++" took 1.4 s. The
 // walk reads the syntax only as far as sizes go (groups, alternation, brackets, escapes,
-// quantifiers) and leaves validity to regcomp; it saturates at the limit.
+// quantifiers) and leaves validity to regcomp. It refuses:
+//   - copies: more than kMaxCopies nodes once repetitions are spelled out;
+//   - depth: repetitions nested more than kMaxDepth deep (groups or stacked quantifiers);
+//   - an interval count above 255 (RE_DUP_MAX, all POSIX promises);
+//   - a quantifier right after a quantifier ("x++", "x?*", "x{2}{3}"): POSIX leaves it undefined.
+// DKMS's patterns are short alternations of releases or architectures, far inside all four.
 class CostOfRegex {
  public:
-  static constexpr double kLimit = 10000;
+  static constexpr double kMaxCopies = 2000;
+  static constexpr int kMaxDepth = 8;
+  static constexpr int kMaxCount = 255;
   explicit CostOfRegex(std::string_view p) : p_(p) {}
-  double total() {
+  // Why the regex costs too much to compile, or "" when it does not.
+  std::string refusal() {
     double cost = 0;
-    while (i_ < p_.size()) {
-      cost = cap(cost + alternation());
+    while (i_ < p_.size() && why_.empty()) {
+      cost = cap(cost + alternation().cost);
       if (i_ < p_.size()) ++i_, cost = cap(cost + 1);  // an unmatched ')', taken literally
     }
-    return cost;
+    if (why_.empty() && cost >= kMaxCopies) {
+      why_ = "its repetitions multiply past " + std::to_string(static_cast<int>(kMaxCopies)) + " copies of its parts";
+    }
+    return why_;
   }
 
  private:
-  static double cap(double v) { return v < kLimit ? v : kLimit; }
-  bool at(char c) const { return i_ < p_.size() && p_[i_] == c; }
-  double alternation() {
-    double cost = concatenation();
-    while (at('|')) {
-      ++i_;
-      cost = cap(cost + 1 + concatenation());
-    }
-    return cost;
-  }
-  double concatenation() {
+  struct Part {
     double cost = 0;
-    while (i_ < p_.size() && !at('|') && !at(')')) cost = cap(cost + repeated(atom()));
-    return cost;
+    int depth = 0;  // repetitions nested inside
+  };
+  static double cap(double v) { return v < kMaxCopies ? v : kMaxCopies; }
+  bool at(char c) const { return i_ < p_.size() && p_[i_] == c; }
+  bool at_quantifier() const { return at('*') || at('+') || at('?') || at('{'); }
+  Part alternation() {
+    Part all = concatenation();
+    while (at('|') && why_.empty()) {
+      ++i_;
+      const Part next = concatenation();
+      all = {cap(all.cost + 1 + next.cost), std::max(all.depth, next.depth)};
+    }
+    return all;
   }
-  double atom() {
+  Part concatenation() {
+    Part all;
+    while (i_ < p_.size() && !at('|') && !at(')') && why_.empty()) {
+      const Part next = repeated(atom());
+      all = {cap(all.cost + next.cost), std::max(all.depth, next.depth)};
+    }
+    return all;
+  }
+  Part atom() {
     const char c = p_[i_++];
     if (c == '(') {
-      const double inner = alternation();
+      Part inner = alternation();
       if (at(')')) ++i_;
-      return inner + 2;
+      inner.cost = cap(inner.cost + 2);
+      return inner;
     }
     if (c == '\\') {
       if (i_ < p_.size()) ++i_;
-      return 1;
-    }
-    if (c == '[') {  // a bracket expression is one node: [^]x], [[:alpha:]], [.-.], [=e=]
+    } else if (c == '[') {  // a bracket expression is one node: [^]x], [[:alpha:]], [.-.], [=e=]
       if (at('^')) ++i_;
       if (at(']')) ++i_;
       while (i_ < p_.size() && !at(']')) {
@@ -63,39 +85,47 @@ class CostOfRegex {
       }
       if (at(']')) ++i_;
     }
-    return 1;
+    return {1, 0};
   }
-  // The quantifiers after an atom of cost `cost`.
-  double repeated(double cost) {
-    for (;;) {
-      if (at('*') || at('?')) {
-        ++i_;
-        cost = cap(cost + 1);
-      } else if (at('+')) {
-        ++i_;
-        cost = cap(2 * cost + 1);
-      } else if (at('{')) {
-        size_t j = i_ + 1;
-        double low = 0, high = -1;
-        while (j < p_.size() && p_[j] >= '0' && p_[j] <= '9') low = cap(low * 10 + (p_[j++] - '0'));
-        if (j < p_.size() && p_[j] == ',') {
-          ++j;
-          if (j < p_.size() && p_[j] >= '0' && p_[j] <= '9') high = 0;
-          while (j < p_.size() && p_[j] >= '0' && p_[j] <= '9') high = cap(high * 10 + (p_[j++] - '0'));
-        } else {
-          high = low;
-        }
-        if (j >= p_.size() || p_[j] != '}') return cost;  // not an interval: regcomp decides
-        i_ = j + 1;
-        const double copies = high < 0 ? low + 1 : (high > low ? high : low);  // {n,} is n copies and a star
-        cost = cap(cost * (copies > 1 ? copies : 1) + 1);
+  // The quantifier after an atom, if any (one: a second one is refused).
+  Part repeated(Part part) {
+    if (!at_quantifier()) return part;
+    double copies = 1;
+    if (at('{')) {
+      size_t j = i_ + 1;
+      long low = 0, high = -1;
+      const auto digit = [&] { return j < p_.size() && p_[j] >= '0' && p_[j] <= '9'; };
+      const auto more = [&](long v) { return std::min(v * 10 + (p_[j++] - '0'), 1000000L); };  // saturates
+      while (digit()) low = more(low);
+      if (j < p_.size() && p_[j] == ',') {
+        ++j;
+        if (digit()) high = 0;
+        while (digit()) high = more(high);
       } else {
-        return cost;
+        high = low;
       }
+      if (j >= p_.size() || p_[j] != '}') return part;  // not an interval: regcomp decides
+      if (low > kMaxCount || high > kMaxCount) {
+        why_ = "a repetition count above " + std::to_string(kMaxCount) + " (RE_DUP_MAX, all POSIX promises)";
+        return part;
+      }
+      i_ = j + 1;
+      copies = static_cast<double>(high < 0 ? low + 1 : std::max(low, high));
+    } else {
+      copies = at('+') ? 2 : 1;
+      ++i_;
     }
+    if (at_quantifier()) {
+      why_ = "a repetition right after a repetition ('x++', 'x?*'), which POSIX leaves undefined";
+      return part;
+    }
+    part = {cap(part.cost * std::max(copies, 1.0) + 1), part.depth + 1};
+    if (part.depth > kMaxDepth) why_ = "repetitions nested more than " + std::to_string(kMaxDepth) + " deep";
+    return part;
   }
   std::string_view p_;
   size_t i_ = 0;
+  std::string why_;
 };
 
 }  // namespace
@@ -106,12 +136,10 @@ void PosixRegex::Free::operator()(regex_t* re) const {
 }
 
 Result<PosixRegex> PosixRegex::compile(const std::string& pattern) {
-  if (CostOfRegex(pattern).total() >= CostOfRegex::kLimit) {
+  if (const std::string why = CostOfRegex(pattern).refusal(); !why.empty()) {
     const std::string shown = pattern.size() <= 80 ? pattern : pattern.substr(0, 77) + "...";
-    return fail(ExitCode::config, "'" + shown + "' repeats too much to compile: its repetitions multiply past " +
-                                      std::to_string(static_cast<int>(CostOfRegex::kLimit)) +
-                                      " copies of its parts (regcomp spells each repetition out, so this would take "
-                                      "memory without bound; POSIX leaves a repeated repetition such as 'x++' undefined)");
+    return fail(ExitCode::config, "'" + shown + "' is too costly to compile: " + why +
+                                      " (regcomp spells repetitions out, and would take memory and time without bound)");
   }
   auto re = std::make_unique<regex_t>();
   // REG_NOSUB: only whether it matches is asked, never where; bash's answer is the same.

@@ -17,9 +17,10 @@ namespace kmodkit::kmod_builder {
 class PosixRegex {
  public:
   // Compiles `pattern`. Configuration error (78) with regcomp's reason when it is not a POSIX
-  // extended regular expression, or, before regcomp is asked, when its repetitions multiply so
-  // far that regcomp would take memory without bound (x++++...: each '+' doubles what it
-  // builds). The caller adds which recipe and field it came from.
+  // extended regular expression, or, before regcomp is asked, when regcomp would take memory or
+  // time without bound: repetitions multiplying past 2,000 copies, nested more than 8 deep, a
+  // count above 255, or a quantifier right after a quantifier (x++++...: each '+' doubles what
+  // it builds). The caller adds which recipe and field it came from.
   static Result<PosixRegex> compile(const std::string& pattern);
 
   // Whether the pattern matches anywhere in `text`.
