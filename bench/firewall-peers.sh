@@ -23,8 +23,6 @@
 #             latency: 10,000 flows offered at a fixed rate well below either device's limit;
 #             per-packet latency from the generator's TSC stamp at enqueue to its reading where the
 #             packet came back: two memif crossings each way, the device's queueing and work
-#   ceiling   dpdk-testpmd --forward-mode=io on the same sockets: what these ports and this
-#             generator carry when the device does nothing (a device near it is generator-bound)
 #   floor     DPDK's l3fwd --lookup acl (built from dpdk-doc's sources) with the same rules and no
 #             state: what classifying and forwarding alone cost on these ports (it passes a
 #             connection's every packet by the rules, so churn is no harder for it than flows)
@@ -107,16 +105,16 @@ gen_stop() {
   forget "$gen_pid"
 }
 
-# The DPDK applications, one at a time: app_start NAME READY COMMAND... starts COMMAND with its
-# output in $work/NAME.out and waits for the line READY; app_stop stops it (SIGINT) and fails the
-# run unless it exited 0.
+# The DPDK applications, one at a time: app_start NAME READY INPUT COMMAND... starts COMMAND
+# reading INPUT, with its output in $work/NAME.out, and waits for the line READY; app_stop stops
+# it (SIGINT) and fails the run unless it exited 0.
 app_pid=
 app_name=
 app_start() {
   app_name=$1
-  local ready=$2
-  shift 2
-  "$@" > "$work/$app_name.out" 2>&1 &
+  local ready=$2 input=$3
+  shift 3
+  "$@" < "$input" > "$work/$app_name.out" 2>&1 &
   app_pid=$!
   pids+=("$app_pid")
   for _ in $(seq 1200); do
@@ -137,25 +135,15 @@ app_stop() {
 # The firewall with RULES rules and a table of $fw_flows, ready once it says it forwards (rules
 # compiled, ports started, workers running).
 firewall_start() {
-  app_start firewall '"msg":"forwarding: ' "$firewall" --rules "$work/fw-$1.rules" --lcores 0,1 --flows "$fw_flows" \
+  app_start firewall '"msg":"forwarding: ' /dev/null "$firewall" --rules "$work/fw-$1.rules" --lcores 0,1 --flows "$fw_flows" \
     --file-prefix kmodkit-bench-peers-fw --huge-dir "$huge_dir" --vdev "$(memif 0 a)" --vdev "$(memif 1 b)" --log-format json
 }
 # l3fwd with RULES rules, on CPU 1 alone (one lcore: its main loop).
 l3fwd_start() {
-  app_start l3fwd 'entering main loop' "$l3fwd" -l 1 --no-pci --file-prefix kmodkit-bench-peers-l3fwd --huge-dir "$huge_dir" \
+  app_start l3fwd 'entering main loop' /dev/null "$l3fwd" -l 1 --no-pci --file-prefix kmodkit-bench-peers-l3fwd --huge-dir "$huge_dir" \
     --vdev "$(memif 0 a)" --vdev "$(memif 1 b)" -- -p 0x3 --config '(0,0,1),(1,0,1)' --lookup acl --parse-ptype \
     --rule_ipv4 "$work/l3fwd-$1.peers.v4" --rule_ipv6 "$work/l3fwd-$1.v6"
 }
-# dpdk-testpmd, forwarding as it receives (io), its forwarding core CPU 1. Its stdin is a FIFO this
-# script holds open on descriptor 7 (with --auto-start it stops when its stdin closes).
-testpmd_start() {
-  rm -f "$work/testpmd.in" && mkfifo "$work/testpmd.in"
-  exec 7<> "$work/testpmd.in"
-  app_start testpmd 'Start automatic packet forwarding' dpdk-testpmd -l 0,1 --no-pci \
-    --file-prefix kmodkit-bench-peers-testpmd --huge-dir "$huge_dir" --vdev "$(memif 0 a)" --vdev "$(memif 1 b)" \
-    -- --forward-mode=io --nb-cores=1 --auto-start --stats-period 3600 < "$work/testpmd.in"
-}
-
 # Open vSwitch, private: ovsdb-server and ovs-vswitchd with their own files under $ovs_dir,
 # vswitchd in a network namespace of its own (the netdev datapath makes tap devices), EAL with
 # its own file prefix, the PMD thread on CPU 1; the rule set RULES as OpenFlow.
@@ -226,7 +214,6 @@ measure() {
     ovs_stop
   else
     app_stop
-    [ "$device" != testpmd ] || exec 7>&-
   fi
   echo "$ready $after" >> "$work/$name.mem"  # KiB
   gen_stop
@@ -241,7 +228,7 @@ for line in open(sys.argv[1]):
 
 echo "bench: $rounds rounds of $seconds s, rules ${rule_sets[*]}, hugepages in $huge_dir; $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
 for i in $(seq "$rounds"); do
-  for device in firewall ovs l3fwd testpmd; do
+  for device in firewall ovs l3fwd; do
     for n in "${rule_sets[@]}"; do
       measure "$device" "$n" "$device-churn-$n" --workload churn --window 4096
     done
@@ -260,11 +247,11 @@ done
 tsc_mhz=$(awk -F: '/^cpu MHz/ {print $2; exit}' /proc/cpuinfo)
 med() { field "$1" "$2" | median; }
 printf '\nresults: medians of %d rounds, %d s each; cycles/packet at %.0f MHz\n' "$rounds" "$seconds" "$tsc_mhz"
-printf '  %-40s %14s %14s %8s %14s %14s\n' figure firewall "ovs+ct" ratio "l3fwd-acl" "testpmd io"
+printf '  %-40s %14s %14s %8s %14s\n' figure firewall "ovs+ct" ratio "l3fwd-acl"
 row() {  # LABEL NAME FIELD
-  local f o l t
-  f=$(med "firewall-$2" "$3"); o=$(med "ovs-$2" "$3"); l=$(med "l3fwd-$2" "$3"); t=$(med "testpmd-$2" "$3")
-  printf '  %-40s %14s %14s %8.1f %14s %14s\n' "$1" "$f" "$o" "$(echo "$f / $o" | bc -l)" "$l" "$t"
+  local f o l
+  f=$(med "firewall-$2" "$3"); o=$(med "ovs-$2" "$3"); l=$(med "l3fwd-$2" "$3")
+  printf '  %-40s %14s %14s %8.1f %14s\n' "$1" "$f" "$o" "$(echo "$f / $o" | bc -l)" "$l"
 }
 cpp() { awk -v mhz="$tsc_mhz" -v mpps="$1" 'BEGIN {printf "%.0f", mhz / mpps}'; }
 for n in "${rule_sets[@]}"; do row "connections/s, churn, $n rules" "churn-$n" connections_per_s; done
@@ -278,8 +265,7 @@ row "latency p99.9 (ns)" latency latency_ns.p999
 printf '\n  cycles per packet (one busy lcore: TSC / rate)\n'
 for w in churn-1000 churn-10000 flows-10k flows-1m imix mix; do
   f=$(med "firewall-$w" received_mpps); o=$(med "ovs-$w" received_mpps); l=$(med "l3fwd-$w" received_mpps)
-  t=$(med "testpmd-$w" received_mpps)
-  printf '  %-40s %14s %14s %8s %14s %14s\n' "$w" "$(cpp "$f")" "$(cpp "$o")" "" "$(cpp "$l")" "$(cpp "$t")"
+  printf '  %-40s %14s %14s %8s %14s\n' "$w" "$(cpp "$f")" "$(cpp "$o")" "" "$(cpp "$l")"
 done
 # Memory for a million flows: the firewall's hugepages for a table of $fw_flows (preallocated:
 # per slot), Open vSwitch's resident memory grown while its million connections were committed.
