@@ -188,14 +188,13 @@ uint16_t Generator::receive(int p, uint16_t ring, uint64_t now) {
       const uint64_t now48 = now & ((uint64_t{1} << 48) - 1);
       if (sent_at != 0 && sent_at <= now48) latency_.record(now48 - sent_at);
     }
-    Seen seen;
-    const bool flow_packet = inspect(frame, len, &seen) && (seen.src_port == kFlowPort || seen.dst_port == kFlowPort);
     const Next next = answer(frame, &len, at);
     m->data_len = len;
     m->pkt_len = len;
     switch (next) {
       case Next::reply:
-        if (!flow_packet) ++churn_sent_;
+        // A reply keeps its connection's ports: one of a new connection counts for the mix.
+        if (Seen seen; inspect(frame, len, &seen) && seen.src_port != kFlowPort && seen.dst_port != kFlowPort) ++churn_sent_;
         queue(p, m);
         break;
       case Next::reply_and_data: {
