@@ -265,7 +265,7 @@ int worker_main(void* arg) {
   const uint64_t hz = rte_get_tsc_hz();
   const uint64_t start = rte_get_tsc_cycles();
   uint64_t last_sweep = start;
-  const uint32_t sweep_budget = std::max<uint32_t>(1024, w.flows->capacity() / 50);  // a full pass in 5 s
+  const uint32_t sweep_budget = std::max<uint32_t>(1024, w.flows->slots() / 50);  // a full pass in 5 s
   rte_rcu_qsbr_thread_register(w.rcu, w.queue);
   rte_rcu_qsbr_thread_online(w.rcu, w.queue);
   while (!w.stop->load(std::memory_order_relaxed)) {

@@ -52,12 +52,15 @@ class FlowTable {
 
   uint32_t size() const;
   uint32_t capacity() const { return capacity_; }
+  // The slots the expiry sweep goes through in a full pass (each family has as many).
+  uint32_t slots() const { return v4_.slots; }
 
  private:
   struct Family {
     rte_hash* hash = nullptr;
     Flow* flows = nullptr;  // indexed by rte_hash's key position
     uint32_t key_len = 0;   // sizeof FlowKey4 or FlowKey
+    uint32_t slots = 0;     // the flow array's size: rte_hash's entries + 1 (at least capacity + 1)
     uint32_t cursor = 0;    // where the expiry sweep goes on
     uint32_t evict_at = 0;  // where the next look for a flow to evict starts
   };
