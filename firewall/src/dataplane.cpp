@@ -172,11 +172,12 @@ bool decide_tracked(Worker& w, Flow& f, const Packet& p, bool from_lo, uint32_t 
   return true;
 }
 
-// A packet whose flow the burst's lookup did not find: a new flow the rules decide. (An earlier
-// packet of the same burst may have opened the flow: looked up again.)
-bool decide_new(Worker& w, const Packet& p, const FlowKey& key, bool from_lo, int pair, Direction dir, uint32_t now) {
+// A packet whose flow the burst's lookup did not find: a new flow the rules decide. When an
+// earlier packet of the same burst opened a flow (`opened` > 0), it may be this one's: looked up again.
+bool decide_new(Worker& w, const Packet& p, const FlowKey& key, bool from_lo, int pair, Direction dir, uint32_t now,
+                uint32_t& opened) {
   Counters& c = *w.counters;
-  if (Flow* f = w.flows->find(key)) {
+  if (Flow* f = opened > 0 ? w.flows->find(key) : nullptr) {
     if (!decide_tracked(w, *f, p, from_lo, now)) return false;
     ++c.passed_state;
     return true;
@@ -199,6 +200,7 @@ bool decide_new(Worker& w, const Packet& p, const FlowKey& key, bool from_lo, in
   f->track = t;
   f->last_seen = now;
   ++c.flows_created[proto];
+  ++opened;
   return true;
 }
 
@@ -236,6 +238,7 @@ uint16_t process_burst(Worker& w, rte_mbuf** in, uint16_t n, rte_mbuf** out, int
   }
   uint16_t keep = 0;
   uint64_t by_state = 0;
+  uint32_t opened = 0;  // flows this burst opened
   for (uint16_t i = 0; i < n; ++i) {
     const uint8_t k = s.key_of[i];
     const Packet& p = s.pkt[i];
@@ -248,7 +251,7 @@ uint16_t process_burst(Worker& w, rte_mbuf** in, uint16_t n, rte_mbuf** out, int
     } else {
       bool lo = false;
       const FlowKey key = flow_key(p, pair, &lo);  // the slow path: the generic key
-      pass = decide_new(w, p, key, lo, pair, dir, now);
+      pass = decide_new(w, p, key, lo, pair, dir, now, opened);
     }
     if (pass) out[keep++] = in[i];
     else rte_pktmbuf_free(in[i]);

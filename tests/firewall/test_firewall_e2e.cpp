@@ -216,6 +216,25 @@ TEST_CASE("the firewall passes allowed new flows and their replies, drops the re
   CHECK(read_pcap(tmp / "a-out.pcap") == std::vector<Bytes>{b[0], b[2], b[3], b[4], b[5]});
 }
 
+TEST_CASE("a new flow's later packets in the same burst as its first pass by its state, not as new flows", "[e2e][firewall]") {
+  TempDir tmp;
+  kmodkit::test::write_file(tmp / "fw.rules", "policy deny\nallow udp from any to any port 53\nallow tcp from any to any port 22\n");
+  // One capture, read in one burst: each flow's first packet opens it, the next ones find it.
+  const std::vector<Bytes> a = {
+      frame("10.0.0.1", "192.0.2.1", 17, 5000, 53, 0),     // opens the DNS flow
+      frame("10.0.0.1", "192.0.2.1", 6, 40000, 22, 0x02),  // opens the ssh flow
+      frame("10.0.0.1", "192.0.2.1", 17, 5000, 53, 0),     // the DNS flow's: by state
+      frame("10.0.0.1", "192.0.2.1", 6, 40000, 22, 0x02),  // a retransmitted SYN: by state
+      frame("10.0.0.1", "192.0.2.1", 17, 5000, 53, 0)};    // by state
+  write_pcap(tmp / "a.pcap", a);
+  write_pcap(tmp / "b.pcap", {});
+  auto run = firewall(tmp, {"--duration", "1"});
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  CHECK_THAT(run.output, Catch::Contains("total: rx 5 tx 5 by state 3 related 0 new flows 2"));
+  CHECK(read_pcap(tmp / "b-out.pcap") == a);
+}
+
 TEST_CASE("ICMP passes by state only as the reply of a tracked query, and errors only when they quote a tracked flow to its sender", "[e2e][firewall]") {
   TempDir tmp;
   kmodkit::test::write_file(tmp / "fw.rules",
