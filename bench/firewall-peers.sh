@@ -14,8 +14,8 @@
 #             forwards established and related packets and sends new ones through the same rule
 #             set (bench/firewall-inputs.py renders it for both), committing what it allows.
 #   workloads (a) churn: short TCP connections (SYN, SYN-ACK, ACK, data, FIN both ways, last ACK)
-#             with fresh tuples, 4,096 in flight: each costs the device a rule lookup, an insert
-#             and a removal; figure: connections a second
+#             with fresh tuples, 256 in flight: each costs the device a rule lookup, an insert
+#             and a removal; figure: connections a second, and how many were lost
 #             (b) 1,000,000 established flows, 64-byte packets round robin over them, both ways;
 #             figure: Mpps, and its ratio to the same with 10,000 flows
 #             (c) 10,000 flows with IMIX frames (64, 594, 1518 bytes as 7:4:1): Mpps and Gbit/s
@@ -23,6 +23,8 @@
 #             latency: 10,000 flows offered at a fixed rate well below either device's limit;
 #             per-packet latency from the generator's TSC stamp at enqueue to its reading where the
 #             packet came back: two memif crossings each way, the device's queueing and work
+#   ceiling   dpdk-testpmd --forward-mode=io on the same sockets, its forwarding lcore on CPU 1:
+#             what these ports and this generator carry when the device does no work at all
 #   floor     DPDK's l3fwd --lookup acl (built from dpdk-doc's sources) with the same rules and no
 #             state: what classifying and forwarding alone cost on these ports (it passes a
 #             connection's every packet by the rules, so churn is no harder for it than flows)
@@ -149,6 +151,13 @@ l3fwd_start() {
     --vdev "$(memif 0 a)" --vdev "$(memif 1 b)" -- -p 0x3 --config '(0,0,1),(1,0,1)' --lookup acl --parse-ptype \
     --rule_ipv4 "$work/l3fwd-$1.peers.v4" --rule_ipv6 "$work/l3fwd-$1.v6"
 }
+# dpdk-testpmd, forwarding what it receives as it is (io), its forwarding lcore on CPU 1. A
+# statistics period keeps it running without a terminal (it stops on SIGINT).
+testpmd_start() {
+  app_start testpmd 'Start automatic packet forwarding' /dev/null dpdk-testpmd -l 0,1 --no-pci \
+    --file-prefix kmodkit-bench-peers-testpmd --huge-dir "$huge_dir" --vdev "$(memif 0 a)" --vdev "$(memif 1 b)" \
+    -- --forward-mode=io --nb-cores=1 --auto-start --stats-period 3600
+}
 # Open vSwitch, private: ovsdb-server and ovs-vswitchd with their own files under $ovs_dir,
 # vswitchd in a network namespace of its own (the netdev datapath makes tap devices), EAL with
 # its own file prefix, the PMD thread on CPU 1; the rule set RULES as OpenFlow.
@@ -159,7 +168,8 @@ ovs_start() {
   rm -rf "$ovs_dir" && mkdir -p "$ovs_dir"
   "${ovs_env[@]}" ovsdb-tool create "$ovs_dir/conf.db" /usr/share/openvswitch/vswitch.ovsschema
   "${ovs_env[@]}" ovsdb-server "$ovs_dir/conf.db" --remote="punix:$ovs_dir/db.sock" --pidfile="$ovs_dir/ovsdb-server.pid" \
-    --log-file="$ovs_dir/ovsdb-server.log" --unixctl="$ovs_dir/ovsdb-server.ctl" -vconsole:off --detach --no-chdir
+    --log-file="$ovs_dir/ovsdb-server.log" --unixctl="$ovs_dir/ovsdb-server.ctl" -vconsole:off --detach --no-chdir \
+    2>> "$ovs_dir/start.err" || die "ovsdb-server did not start: $(tail -2 "$ovs_dir/start.err")"
   vsctl --no-wait init
   vsctl --no-wait set Open_vSwitch . other_config:dpdk-init=true other_config:dpdk-lcore-mask=0x1 \
     other_config:pmd-cpu-mask=0x2 other_config:per-port-memory=true \
@@ -168,7 +178,8 @@ ovs_start() {
     -- add-port br0 p0 -- set Interface p0 type=dpdk ofport_request=1 "options:dpdk-devargs=$(memif 0 a)" \
     -- add-port br0 p1 -- set Interface p1 type=dpdk ofport_request=2 "options:dpdk-devargs=$(memif 1 b)"
   "${ovs_env[@]}" unshare --net "$ovs_vswitchd" "unix:$ovs_dir/db.sock" --pidfile="$ovs_dir/ovs-vswitchd.pid" \
-    --log-file="$ovs_dir/ovs-vswitchd.log" --unixctl="$ovs_dir/ovs-vswitchd.ctl" -vconsole:off --detach --no-chdir
+    --log-file="$ovs_dir/ovs-vswitchd.log" --unixctl="$ovs_dir/ovs-vswitchd.ctl" -vconsole:off --detach --no-chdir \
+    2>> "$ovs_dir/start.err" || die "ovs-vswitchd did not start: $(tail -2 "$ovs_dir/start.err")"
   vsctl wait-until Interface p1 ofport=2 > /dev/null
   local p
   for p in p0 p1; do
@@ -233,7 +244,7 @@ for line in open(sys.argv[1]):
 
 echo "bench: $rounds rounds of $seconds s, rules ${rule_sets[*]}, hugepages in $huge_dir; $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
 for i in $(seq "$rounds"); do
-  for device in firewall ovs l3fwd; do
+  for device in firewall ovs l3fwd testpmd; do
     for n in "${rule_sets[@]}"; do
       measure "$device" "$n" "$device-churn-$n" --workload churn --window "$window"
     done
@@ -243,22 +254,22 @@ for i in $(seq "$rounds"); do
     measure "$device" 1000 "$device-mix" --workload mix --flows 10000 --window "$window"
     measure "$device" 1000 "$device-latency" --workload flows --flows 10000 --rate 500000
   done
-  printf 'round %d: connections/s firewall %s, ovs %s, l3fwd %s; 1M flows Mpps firewall %s, ovs %s, l3fwd %s\n' "$i" \
+  printf 'round %d: connections/s firewall %s, ovs %s, l3fwd %s, testpmd %s; 1M flows Mpps firewall %s, ovs %s, l3fwd %s, testpmd %s\n' "$i" \
     "$(field firewall-churn-1000 connections_per_s | tail -1)" "$(field ovs-churn-1000 connections_per_s | tail -1)" \
-    "$(field l3fwd-churn-1000 connections_per_s | tail -1)" "$(field firewall-flows-1m received_mpps | tail -1)" \
-    "$(field ovs-flows-1m received_mpps | tail -1)" "$(field l3fwd-flows-1m received_mpps | tail -1)"
+    "$(field l3fwd-churn-1000 connections_per_s | tail -1)" "$(field testpmd-churn-1000 connections_per_s | tail -1)" \
+    "$(field firewall-flows-1m received_mpps | tail -1)" "$(field ovs-flows-1m received_mpps | tail -1)" \
+    "$(field l3fwd-flows-1m received_mpps | tail -1)" "$(field testpmd-flows-1m received_mpps | tail -1)"
 done
 
 tsc_mhz=$(awk -F: '/^cpu MHz/ {print $2; exit}' /proc/cpuinfo)
 med() { field "$1" "$2" | median; }
 printf '\nresults: medians of %d rounds, %d s each; cycles/packet at %.0f MHz\n' "$rounds" "$seconds" "$tsc_mhz"
-printf '  %-40s %14s %14s %8s %14s\n' figure firewall "ovs+ct" ratio "l3fwd-acl"
+printf '  %-40s %14s %14s %8s %14s %14s %10s\n' figure firewall "ovs+ct" ratio "l3fwd-acl" "testpmd io" "fw/testpmd"
+ratio() { if [ "$(echo "$2 == 0" | bc)" = 1 ]; then echo -; else printf '%.2f' "$(echo "$1 / $2" | bc -l)"; fi; }
 row() {  # LABEL NAME FIELD
   local f o l
-  f=$(med "firewall-$2" "$3"); o=$(med "ovs-$2" "$3"); l=$(med "l3fwd-$2" "$3")
-  local ratio=-
-  [ "$(echo "$o == 0" | bc)" = 1 ] || ratio=$(printf '%.1f' "$(echo "$f / $o" | bc -l)")
-  printf '  %-40s %14s %14s %8s %14s\n' "$1" "$f" "$o" "$ratio" "$l"
+  f=$(med "firewall-$2" "$3"); o=$(med "ovs-$2" "$3"); l=$(med "l3fwd-$2" "$3"); t=$(med "testpmd-$2" "$3")
+  printf '  %-40s %14s %14s %8s %14s %14s %10s\n' "$1" "$f" "$o" "$(ratio "$f" "$o")" "$l" "$t" "$(ratio "$f" "$t")"
 }
 cpp() { awk -v mhz="$tsc_mhz" -v mpps="$1" 'BEGIN {printf "%.0f", mhz / mpps}'; }
 for n in "${rule_sets[@]}"; do row "connections/s, churn, $n rules" "churn-$n" connections_per_s; done
@@ -273,7 +284,8 @@ row "latency p99.9 (ns)" latency latency_ns.p999
 printf '\n  cycles per packet (one busy lcore: TSC / rate)\n'
 for w in churn-1000 churn-10000 flows-10k flows-1m imix mix; do
   f=$(med "firewall-$w" received_mpps); o=$(med "ovs-$w" received_mpps); l=$(med "l3fwd-$w" received_mpps)
-  printf '  %-40s %14s %14s %8s %14s\n' "$w" "$(cpp "$f")" "$(cpp "$o")" "" "$(cpp "$l")"
+  t=$(med "testpmd-$w" received_mpps)
+  printf '  %-40s %14s %14s %8s %14s %14s\n' "$w" "$(cpp "$f")" "$(cpp "$o")" "" "$(cpp "$l")" "$(cpp "$t")"
 done
 # Memory for a million flows: the firewall's hugepages for a table of $fw_flows (preallocated:
 # per slot), Open vSwitch's resident memory grown while its million connections were committed.
