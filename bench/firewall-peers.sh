@@ -154,7 +154,7 @@ l3fwd_start() {
 # dpdk-testpmd, forwarding what it receives as it is (io), its forwarding lcore on CPU 1. A
 # statistics period keeps it running without a terminal (it stops on SIGINT).
 testpmd_start() {
-  app_start testpmd 'Start automatic packet forwarding' /dev/null dpdk-testpmd -l 0,1 --no-pci \
+  app_start testpmd 'forwards packets on' /dev/null dpdk-testpmd -l 0,1 --no-pci \
     --file-prefix kmodkit-bench-peers-testpmd --huge-dir "$huge_dir" --vdev "$(memif 0 a)" --vdev "$(memif 1 b)" \
     -- --forward-mode=io --nb-cores=1 --auto-start --stats-period 3600
 }
