@@ -171,7 +171,8 @@ TEST_CASE("idle flows expire per their state's timeout, swept a slice of the tab
     f->last_seen = 100;
   }
   // Past the unanswered-UDP timeout but not the established one: half go.
-  // One call looks at 128 of the 4097 slots; 33 calls make a full pass.
+  // One call looks at 128 of the 4098 slots (4096 flows get 8192 bucket entries: see the next
+  // test); 33 calls make a full pass.
   uint32_t removed = t->expire(100 + to.udp_new + 1, to, 128);
   CHECK(removed > 0);
   CHECK(removed <= 64);  // at most half of the 128 slots it saw
@@ -188,6 +189,34 @@ TEST_CASE("idle flows expire per their state's timeout, swept a slice of the tab
   CHECK(by_proto[static_cast<int>(FlowProto::tcp)] == 0);
   for (int sweep = 0; sweep < 33; ++sweep) removed += t->expire(100 + to.udp_established + 1, to, 128);
   CHECK(t->size() == 0);
+}
+
+TEST_CASE("a table at or near a power of two gets buckets to spare, and churns through closed flows when full", "[unit][flowtable]") {
+  // rte_hash's buckets hold a power of two of entries; at most 85 % of them are used. 800 flows
+  // fit 1,024 entries (78 %); 1,000 would fill 98 % of them, so they get 2,048. The flow array
+  // has a slot per rte_hash position (its entries and one spare).
+  auto loose = FlowTable::create("ft_loose", 800, 0);
+  auto tight = FlowTable::create("ft_tight", 1000, 0);
+  REQUIRE(loose);
+  REQUIRE(tight);
+  CHECK(loose->slots() == 801);
+  CHECK(tight->slots() == 1026);
+  // Full of closed flows, the table takes ten times its capacity in new ones, each evicting one.
+  uint32_t refused = 0, evictions = 0;
+  for (uint32_t i = 0; i < 11000; ++i) {
+    int evicted = -1;
+    Flow* f = tight->insert(key(i), &evicted);
+    if (f == nullptr) {
+      ++refused;
+      continue;
+    }
+    if (evicted >= 0) ++evictions;
+    f->track = FlowTrack{FlowState::closed, 6, true, 3};
+  }
+  CHECK(refused == 0);
+  CHECK(evictions == 10000);
+  CHECK(tight->size() == 1000);
+  CHECK(tight->capacity() == 1000);
 }
 
 TEST_CASE("a million flows fit in one table, and the million-and-first is refused", "[unit][flowtable]") {
