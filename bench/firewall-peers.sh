@@ -43,6 +43,7 @@ preset=${KMODKIT_PRESET:-default}
 build=$PWD/build/$preset
 firewall=$build/firewall/firewall
 gen=$build/bench/trafficgen/trafficgen
+cpu_link=$build/bench/trafficgen/cpu-link
 ovs_vswitchd=/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk
 rule_sets=(1000 10000)
 fw_flows=2097152  # the firewall's table: room for the million flows and what churn leaves closing
@@ -51,11 +52,20 @@ fw_flows=2097152  # the firewall's table: room for the million flows and what ch
 # than the generator drains its rings, lost a tenth of its connections to full rings; a
 # connection lost is a failed one (RFC 9411 counts them) and leaves a flow behind.
 window=256
+# The two CPUs' link: a cache line's round trip from CPU 0 to CPU 1 and back (cpu-link), taken
+# before and after each measurement. Every packet crosses memif's rings, lines both CPUs share;
+# a VM's two vCPUs may sit on cores that share a last-level cache or on cores that do not, and
+# the host moves them: on a 2-vCPU AMD EPYC guest the round trip went from 55 ns to 345 ns and
+# back within minutes, and every device's rate over memif halved while it was slow. Figures are
+# medians of the measurements on a fast link (both probes at most link_fast_ns), when any were.
+link_fast_ns=200
+link_ns() { "$cpu_link" --from 0 --to 1 --round-trips 200000 | python3 -c 'import json, sys; print(json.load(sys.stdin)["round_trip_ns"])'; }
 huge_pages=2048  # 2 MiB pages: 4 GiB (a million flows in either device, the generator's buffers)
 
 die() { echo "bench: $*" >&2; exit 1; }
 [ -x "$firewall" ] || die "build first (ci/build.sh); no $firewall"
 [ -x "$gen" ] || die "build first (ci/build.sh); no $gen"
+[ -x "$cpu_link" ] || die "build first (ci/build.sh); no $cpu_link"
 [ -x "$ovs_vswitchd" ] || die "no $ovs_vswitchd: run ci/install-deps.sh --bench"
 [ "$(id -u)" -eq 0 ] || die "needs root (hugepages, a network namespace for Open vSwitch)"
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (the generator on one, the device's worker on the other)"
@@ -204,8 +214,9 @@ ovs_stop() {
 
 # One measurement: DEVICE (firewall|ovs) RULES NAME GENERATOR-ARGS...
 measure() {
-  local device=$1 rules=$2 name=$3
+  local device=$1 rules=$2 name=$3 link_before
   shift 3
+  link_before=$(link_ns)
   # The generator's rings per port: as many as the device sends on (Open vSwitch: its PMD
   # thread's and its main thread's): memif hands a packet in once more for each ring the device lacks.
   gen_start --rings "$([ "$device" = ovs ] && echo 2 || echo 1)" "$@"
@@ -233,14 +244,21 @@ measure() {
   fi
   echo "$ready $after" >> "$work/$name.mem"  # KiB
   gen_stop
+  echo "$link_before $(link_ns)" >> "$work/$name.link"
 }
 
+# field NAME FIELD [fast]: FIELD of each of NAME's measurements; with "fast", only of those on a
+# fast link (all of them when none was).
 field() { python3 -c 'import json, sys
-for line in open(sys.argv[1]):
-    v = json.loads(line)
+runs = [json.loads(line) for line in open(sys.argv[1])]
+links = [max(map(float, line.split())) for line in open(sys.argv[1] + ".link")]
+if len(sys.argv) > 4:
+    fast = [r for r, l in zip(runs, links) if l <= float(sys.argv[3])]
+    runs = fast or runs
+for v in runs:
     for k in sys.argv[2].split("."):
         v = v[k]
-    print(v)' "$work/$1" "$2"; }
+    print(v)' "$work/$1" "$2" "$link_fast_ns" ${3:+"$3"}; }
 
 echo "bench: $rounds rounds of $seconds s, rules ${rule_sets[*]}, hugepages in $huge_dir; $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
 for i in $(seq "$rounds"); do
@@ -262,8 +280,16 @@ for i in $(seq "$rounds"); do
 done
 
 tsc_mhz=$(awk -F: '/^cpu MHz/ {print $2; exit}' /proc/cpuinfo)
-med() { field "$1" "$2" | median; }
-printf '\nresults: medians of %d rounds, %d s each; cycles/packet at %.0f MHz\n' "$rounds" "$seconds" "$tsc_mhz"
+med() { field "$1" "$2" fast | median; }
+links=$(cat "$work"/*.link | tr ' ' '\n')
+printf '\nthe CPUs'"'"' link: %d of %d probes fast (round trip <= %d ns); round trips %s ns (min, median, max)\n' \
+  "$(echo "$links" | awk -v f="$link_fast_ns" '$1 <= f' | wc -l)" "$(echo "$links" | wc -l)" "$link_fast_ns" \
+  "$(echo "$links" | sort -g | awk '{a[NR]=$1} END {printf "%.0f, %.0f, %.0f", a[1], a[int((NR+1)/2)], a[NR]}')"
+for d in firewall ovs l3fwd testpmd; do
+  printf '  %s: measurements on a fast link %s\n' "$d" \
+    "$(cat "$work/$d"-*.link | awk -v f="$link_fast_ns" '{n++} $1 <= f && $2 <= f {k++} END {printf "%d of %d", k, n}')"
+done
+printf '\nresults: medians of %d rounds, %d s each, of the measurements on a fast link; cycles/packet at %.0f MHz\n' "$rounds" "$seconds" "$tsc_mhz"
 printf '  %-40s %14s %14s %8s %14s %14s %10s\n' figure firewall "ovs+ct" ratio "l3fwd-acl" "testpmd io" "fw/testpmd"
 ratio() { if [ "$(echo "$2 == 0" | bc)" = 1 ]; then echo -; else printf '%.2f' "$(echo "$1 / $2" | bc -l)"; fi; }
 row() {  # LABEL NAME FIELD
