@@ -40,7 +40,7 @@ bench_cleanup() {
 bench_need() {
   command -v "$1" >/dev/null || { echo "bench: $1 is needed for the baseline (ci/install-deps.sh --bench)" >&2; exit 1; }
 }
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+median() { sort -g | awk '{a[NR]=$1} END {printf "%.15g\n", (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 # bench_volumes WORK SIZE_MB INODES: sets `dest` to where the volumes go and `dest_mount` when it
 # is a mount of this run. As root (default): a new ext4 file system with a journal, made for this

@@ -104,7 +104,7 @@ TEST_CASE("a well-tuned node passes every check, each with its evidence", "[unit
   CHECK(named(checks, "cpus").evidence == "cpuset 2-5 (4 CPUs) of the node's 0-15, isolated (2-7,10-15), whole cores, exclusive");
   CHECK(named(checks, "numa").evidence == "CPUs and VFs on node 0, free hugepages on node 0");
   CHECK_THAT(named(checks, "hugepages").evidence,
-             Catch::StartsWith("the firewall needs about 246 MiB of 2 MiB pages (1048576 flows, 2 ports, 3 workers); "
+             Catch::StartsWith("the firewall needs about 284 MiB of 2 MiB pages (1048576 flows, 2 ports, 3 workers); "
                                "the container may use 1024 MiB (hugetlb.2MB.max), the node has 1024 MiB free"));
   CHECK(named(checks, "device 0000:af:06.0").evidence == "0000:af:06.0 on vfio-pci, IOMMU group 61 of its own, /dev/vfio/61 present");
   CHECK(named(checks, "iommu").evidence == "IOMMU on (dmar0); intel_iommu=on");
