@@ -475,7 +475,7 @@ TEST_CASE("the firewall refuses to start on a bad rules file, missing ports or a
                                                                 "--vdev", "net_null1", "--no-huge-mb", "64", "--lcores", "0",
                                                                 "--duration", "1"});
   CHECK(small.code == 78);
-  CHECK_THAT(small.last_line, Catch::Contains("1048576 flows needs about 191 MB of hugepages"));
+  CHECK_THAT(small.last_line, Catch::Contains("1048576 flows needs about 229 MB of hugepages"));
   auto cpu = kmodkit::test::run_binary(KMODKIT_FIREWALL_BIN, {"--rules", (tmp / "fw.rules").string(), "--vdev", "net_null0",
                                                               "--lcores", "1000", "--print-eal-args"});
   CHECK(cpu.code == 78);
